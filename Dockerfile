@@ -1,0 +1,11 @@
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --bin patchgate
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/patchgate /usr/local/bin/patchgate
+USER 65534
+ENTRYPOINT ["patchgate"]
+CMD ["serve"]

@@ -1,0 +1,19 @@
+//! Database schema for patchgate, as sea-orm migrations run by the server at start-up.
+//!
+//! Owns table layout only; it must not import the server crate. Every migration works on both
+//! SQLite and PostgreSQL (tested in CI on both). Times are stored as Unix seconds (`BIGINT`) so
+//! that both backends compare and sort them the same way.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_init;
+
+/// The migrator the server runs at start-up.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_init::Migration)]
+    }
+}

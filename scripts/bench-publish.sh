@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Benchmark of publishing one large firmware file (not run in CI).
+#
+# Builds the release binary, starts a throw-away server on the development keys, publishes a
+# file of random data through the HTTP API with curl and downloads it back, then prints:
+#   - publish throughput against `sha256sum` over the same file   (goal: ratio >= 0.5)
+#   - the server's peak resident memory (VmHWM)                   (goal: < 100 MiB)
+#   - download throughput
+# A missed goal is reported as MISS but does not fail the script; a wrong hash does.
+#
+# Usage:  scripts/bench-publish.sh
+# Environment:
+#   SIZE_MIB      size of the test file in MiB (default 1024)
+#   PORT          port for the server (default: a free one)
+#   BENCH_TMPDIR  where to create the temporary directory (default $TMPDIR or /tmp);
+#                 it needs about 3 x SIZE_MIB of free space
+#   KEEP_TMP=1    keep the temporary directory (server log, RSS samples) for inspection
+#
+# MB/s figures are 10^6 bytes per second; sizes and memory are in MiB.
+set -euo pipefail
+
+SIZE_MIB=${SIZE_MIB:-1024}
+KEEP_TMP=${KEEP_TMP:-0}
+RATIO_GOAL=0.5
+RSS_GOAL_MIB=100
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=$repo/target/release/patchgate
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'bench-publish: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+# mbps BYTES SECONDS -> MB/s (10^6 bytes per second)
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# verdict VALUE OP GOAL -> PASS | MISS
+verdict() { awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? (v >= g) : (v < g); print ok ? "PASS" : "MISS" }'; }
+
+[[ $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive whole number of MiB, not ${SIZE_MIB:?}"
+for tool in cargo curl sha256sum awk head date; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+[[ -d $repo/keys-example ]] || die "$repo/keys-example is missing"
+size_bytes=$(( SIZE_MIB * 1024 * 1024 ))
+
+log "building the release binary (cargo build --release --bin patchgate)"
+(cd "$repo" && cargo build --release --bin patchgate)
+[[ -x $bin ]] || die "$bin was not built"
+
+tmp=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/bench-publish.XXXXXX")
+server_pid=""
+sampler_pid=""
+
+stop() { # stop PID: TERM, then KILL after 5 s
+    local pid=$1
+    kill "$pid" 2>/dev/null || return 0
+    for _ in {1..50}; do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    [[ -n $sampler_pid ]] && stop "$sampler_pid"
+    [[ -n $server_pid ]] && stop "$server_pid"
+    if (( rc != 0 )) && [[ -s $tmp/server.log ]]; then
+        printf -- '--- last lines of the server log (%s)\n' "$tmp/server.log" >&2
+        tail -n 20 "$tmp/server.log" >&2
+    fi
+    if [[ $KEEP_TMP == 1 ]]; then
+        log "kept $tmp"
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free port: nothing answers a TCP connect on it.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [[ -n ${PORT:-} ]]; then
+    port_in_use "$PORT" && die "port $PORT is in use"
+    port=$PORT
+else
+    port=""
+    for _ in {1..100}; do
+        candidate=$(( 20000 + RANDOM % 40000 ))
+        if ! port_in_use "$candidate"; then port=$candidate; break; fi
+    done
+    [[ -n $port ]] || die "found no free port"
+fi
+base=http://127.0.0.1:$port
+
+# --- the test file and the sha256sum reference ---------------------------------------------------
+file=$tmp/firmware.bin
+log "writing $SIZE_MIB MiB of random data to $file"
+head -c "$size_bytes" /dev/urandom >"$file"
+cat "$file" >/dev/null # warm-up: both timed reads below come from the page cache
+
+log "timing sha256sum"
+t0=$(now)
+local_sha=$(sha256sum "$file" | cut -d' ' -f1)
+t1=$(now)
+sha_secs=$(secs "$t0" "$t1")
+sha_mbps=$(mbps "$size_bytes" "$sha_secs")
+
+# --- the server ----------------------------------------------------------------------------------
+# Only the settings below: no PATCHGATE_* from the caller's environment (e.g. a Postgres URL), no
+# patchgate.toml (the server and CLI run in $tmp).
+while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^PATCHGATE_' || true)
+export PATCHGATE_LISTEN=127.0.0.1:$port
+export PATCHGATE_DATA_DIR=$tmp/data
+export PATCHGATE_KEYS_DIR=$repo/keys-example
+export PATCHGATE_MAX_UPLOAD_BYTES=$(( size_bytes + 1024 * 1024 ))
+
+log "starting the server on $base"
+(cd "$tmp" && exec "$bin" serve) >"$tmp/server.log" 2>&1 &
+server_pid=$!
+for _ in {1..300}; do
+    kill -0 "$server_pid" 2>/dev/null || die "the server exited during start-up"
+    curl -sf -o /dev/null "$base/healthz" && break
+    sleep 0.1
+done
+curl -sf -o /dev/null "$base/healthz" || die "the server did not answer $base/healthz within 30 s"
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$server_pid/status"; }
+idle_rss_kib=$(rss_kib)
+
+# The token is the last line of stdout.
+if ! token=$(cd "$tmp" && "$bin" token create --role admin --name bench 2>"$tmp/token.log" | tail -n 1) \
+    || [[ -z $token ]]; then
+    die "patchgate token create failed: $(cat "$tmp/token.log")"
+fi
+curl -sSf -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+    -d '{"name":"bench","hardware_ids":["bench-hw"]}' "$base/api/v1/products"
+
+# --- publish -------------------------------------------------------------------------------------
+# VmRSS every 50 ms while the publish runs, as "KiB epoch-seconds" lines (bash builtins only, so
+# the sampler takes as little CPU from the server and curl as possible).
+sample_rss() {
+    local key value _
+    while true; do
+        while read -r key value _; do
+            if [[ $key == VmRSS: ]]; then
+                printf '%s %s\n' "$value" "${EPOCHREALTIME:-}"
+                break
+            fi
+        done <"/proc/$server_pid/status" 2>/dev/null || break
+        sleep 0.05
+    done
+}
+sample_rss >"$tmp/rss.log" &
+sampler_pid=$!
+
+log "publishing $SIZE_MIB MiB"
+t0=$(now)
+response=$(curl -sSf -H "Authorization: Bearer $token" -F version=1.0.0 -F "file=@$file" \
+    "$base/api/v1/products/bench/releases")
+t1=$(now)
+stop "$sampler_pid"
+sampler_pid=""
+pub_secs=$(secs "$t0" "$t1")
+pub_mbps=$(mbps "$size_bytes" "$pub_secs")
+publish_hwm_kib=$(hwm_kib)
+sampled_peak_kib=$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$tmp/rss.log")
+samples=$(wc -l <"$tmp/rss.log")
+
+pub_sha=$(grep -o '"sha256":"[0-9a-f]\{64\}"' <<<"$response" | head -n 1 | cut -d'"' -f4 || true)
+target=$(grep -o '"name":"[^"]*"' <<<"$response" | head -n 1 | cut -d'"' -f4 || true)
+[[ -n $pub_sha && -n $target ]] || die "unexpected publish response: $response"
+[[ $pub_sha == "$local_sha" ]] || die "WRONG HASH: the server says sha256 $pub_sha, sha256sum says $local_sha"
+
+# --- download ------------------------------------------------------------------------------------
+# The target path with the hash before the file name: bench/1.0.0/<sha256>.firmware.bin
+url="$base/repo/targets/${target%/*}/$pub_sha.${target##*/}"
+log "downloading $url"
+t0=$(now)
+curl -sSf -o "$tmp/download.bin" "$url"
+t1=$(now)
+dl_secs=$(secs "$t0" "$t1")
+dl_mbps=$(mbps "$size_bytes" "$dl_secs")
+dl_sha=$(sha256sum "$tmp/download.bin" | cut -d' ' -f1)
+[[ $dl_sha == "$local_sha" ]] || die "WRONG HASH: the download has sha256 $dl_sha, the file $local_sha"
+final_hwm_kib=$(hwm_kib)
+
+# --- report --------------------------------------------------------------------------------------
+ratio=$(awk -v p="$pub_mbps" -v s="$sha_mbps" 'BEGIN { printf "%.2f", p / s }')
+peak_mib=$(kib_to_mib "$final_hwm_kib")
+
+echo
+echo "bench-publish: $SIZE_MIB MiB file, $(nproc 2>/dev/null || echo '?') CPUs, sha256 verified on publish and download"
+printf '%-40s %18s   %-12s %s\n' "figure" "value" "goal" "result"
+printf '%-40s %18s\n' "file size" "$SIZE_MIB MiB"
+printf '%-40s %18s\n' "sha256sum (page cache, ${sha_secs} s)" "$sha_mbps MB/s"
+printf '%-40s %18s\n' "publish (curl wall clock, ${pub_secs} s)" "$pub_mbps MB/s"
+printf '%-40s %18s   %-12s %s\n' "publish / sha256sum" "$ratio" ">= $RATIO_GOAL" "$(verdict "$ratio" '>=' "$RATIO_GOAL")"
+printf '%-40s %18s   %-12s %s\n' "server peak RSS (VmHWM, whole run)" "$peak_mib MiB" "< $RSS_GOAL_MIB MiB" "$(verdict "$peak_mib" '<' "$RSS_GOAL_MIB")"
+printf '%-40s %18s\n' "download (curl wall clock, ${dl_secs} s)" "$dl_mbps MB/s"
+echo
+echo "server RSS detail: idle before publish $(kib_to_mib "$idle_rss_kib") MiB;" \
+    "VmHWM after publish $(kib_to_mib "$publish_hwm_kib") MiB;" \
+    "sampled VmRSS peak during publish $(kib_to_mib "$sampled_peak_kib") MiB ($samples samples);" \
+    "VmHWM after download $peak_mib MiB"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, the one command the README names and .ci/run calls:
+#   1. unit and integration tests on SQLite (every crate);
+#   2. the integration tests again on PostgreSQL (a fresh database per test);
+#   3. python-tuf's ngclient against a real server, before and after a root rotation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_ADMIN_URL="${PATCHGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+drop_test_databases() {
+  command -v psql >/dev/null 2>&1 || return 0
+  psql "$PG_ADMIN_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'patchgate_t_%'" 2>/dev/null |
+    while read -r db; do psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
+}
+
+echo "== unit and integration tests (SQLite)"
+cargo test --workspace
+
+echo "== integration tests (PostgreSQL)"
+bash scripts/ensure-postgres.sh
+drop_test_databases
+trap drop_test_databases EXIT
+PATCHGATE_TEST_POSTGRES="$PG_ADMIN_URL" cargo test --test it
+
+echo "== python-tuf ngclient interoperability"
+bash scripts/check-python-tuf.sh

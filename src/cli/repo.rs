@@ -1,0 +1,102 @@
+//! `patchgate repo init|export-root|rotate-root`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::services::auth::Caller;
+use crate::services::init_repo::init_repositories;
+use crate::services::root_rotation::{export_root, rotate_image_root};
+use crate::tuf::keydir;
+
+/// Repository commands.
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Sign root 1 and the first targets, snapshot and timestamp, and the director's root.
+    Init,
+    /// Write the newest root of a repository (for device provisioning).
+    ExportRoot {
+        /// image | director
+        #[arg(long, default_value = "image")]
+        repo: String,
+        /// File to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign image root N+1, cross-signed by a threshold of the old and the new root keys.
+    RotateRoot {
+        /// Replace the image root keys with this many fresh ones (old ones move to
+        /// `offline/retired-vN/`). Without it, root N+1 re-signs the same keys (extends expiry).
+        #[arg(long)]
+        root_keys: Option<usize>,
+        /// Threshold for the new root keys (default: as many as --root-keys, at most 2).
+        #[arg(long)]
+        root_threshold: Option<u64>,
+    },
+}
+
+/// Runs a repository command.
+pub async fn run(config: Config, cmd: RepoCommand) -> anyhow::Result<()> {
+    let keys_dir = config.keys_dir.clone();
+    let svc = super::local_services(config).await?;
+    match cmd {
+        RepoCommand::Init => {
+            let outcome = init_repositories(&svc, &Caller::operator()).await?;
+            println!(
+                "image repository: {}; director root: {}",
+                if outcome.image_created { "initialised" } else { "already initialised" },
+                if outcome.director_created { "initialised" } else { "already initialised" }
+            );
+        }
+        RepoCommand::ExportRoot { repo, out } => {
+            let root = export_root(&svc, &repo).await?;
+            std::fs::write(&out, &root.bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {repo} root version {} to {}", root.version, out.display());
+            println!("sha256: {}", root.sha256);
+            println!("root keyids: {}", root.root_keyids.join(", "));
+        }
+        RepoCommand::RotateRoot { root_keys, root_threshold } => {
+            let old = svc.keys.image_root.clone();
+            let current = u64::try_from(export_root(&svc, "image").await?.version).unwrap_or(0);
+            let mut new_keys = (*svc.keys).clone();
+            // New key files stay apart until the new root is stored (see keydir::stage_root_keys).
+            let pending = match root_keys {
+                Some(count) => {
+                    let threshold = root_threshold.unwrap_or_else(|| (count as u64).min(2));
+                    let pending = keydir::stage_root_keys(&keys_dir, current + 1, count, threshold)?;
+                    new_keys.image_root = pending.keys.clone();
+                    new_keys.image_root_threshold = threshold;
+                    Some(pending)
+                }
+                None if root_threshold.is_some() => anyhow::bail!("--root-threshold needs --root-keys"),
+                None => None,
+            };
+            let root = match rotate_image_root(&svc, &Caller::operator(), &old, &new_keys).await {
+                Ok(root) => root,
+                Err(e) => {
+                    if let Some(pending) = &pending {
+                        keydir::discard_pending(pending);
+                    }
+                    return Err(e.into());
+                }
+            };
+            if let Some(pending) = &pending {
+                keydir::install_root_keys(&keys_dir, pending, current).with_context(|| {
+                    format!(
+                        "root v{} is stored; its keys are in {}: move them into offline/",
+                        root.version,
+                        pending.dir.display()
+                    )
+                })?;
+            }
+            println!("signed image root version {} (sha256 {})", root.version, root.sha256);
+            println!(
+                "root keyids: {}",
+                new_keys.image_root.iter().map(|k| k.keyid().to_owned()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(())
+}

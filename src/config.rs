@@ -1,0 +1,226 @@
+//! Typed configuration: embedded defaults, then `patchgate.toml`, then `PATCHGATE_*` variables.
+//!
+//! Loaded once at start-up, validated, and passed down; nothing reads configuration globally.
+//! An invalid value stops start-up with a message naming the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Uploads above this size are refused with 413 unless configured otherwise: firmware images of
+/// medical devices are typically tens of MiB; 2 GiB leaves room for full OS images.
+const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// The URL devices and clients use to reach this server (for links and logs).
+    pub public_url: Option<String>,
+    /// Directory for the default database, objects and server-held product keys.
+    pub data_dir: PathBuf,
+    /// Directory holding `offline/` and `online/` signing keys.
+    pub keys_dir: PathBuf,
+    /// Where server-held ("server-signed") product keys live; default `{data_dir}/product-keys`.
+    /// Instances sharing one database must share this directory too.
+    pub product_keys_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://{data_dir}/patchgate.db`.
+    pub database_url: Option<String>,
+    /// `file:///…` or `s3://bucket/prefix`; defaults to `{data_dir}/objects`.
+    pub store_url: Option<String>,
+    /// Largest firmware file accepted by a publish, in bytes (larger: 413).
+    pub max_upload_bytes: u64,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    /// How often the metadata refresh job looks for roles to re-sign, in seconds; 0 turns the
+    /// job off on this instance (another instance sharing the database may run it).
+    pub refresh_interval_seconds: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            keys_dir: PathBuf::from("keys-example"),
+            product_keys_dir: None,
+            database_url: None,
+            store_url: None,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            log_format: LogFormat::Text,
+            // The shortest refresh margin (timestamp: 8 h) is vastly longer: a minute only
+            // bounds how long a lost lease leaves the job undone.
+            refresh_interval_seconds: 60,
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source held a value of the wrong shape; figment's message names the field and source.
+    /// (Not a `source()`: the message already is figment's, and chains would repeat it.)
+    #[error("invalid configuration: {0}")]
+    Load(Box<figment::Error>),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: field `{field}`: {message}")]
+    Invalid {
+        /// The offending field.
+        field: &'static str,
+        /// Why it was refused.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (default `patchgate.toml`, if present), then `PATCHGATE_*`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let explicit = file.map(Path::to_path_buf).or_else(|| std::env::var_os("PATCHGATE_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match &explicit {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid {
+                        field: "config",
+                        message: format!("configuration file {} does not exist", path.display()),
+                    });
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("patchgate.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("patchgate.toml"));
+            }
+            None => {}
+        }
+        // Not configuration fields: PATCHGATE_CONFIG names the file itself; the publishing
+        // CLI's PATCHGATE_SERVER and PATCHGATE_TOKEN, and the test suite's variables, may be
+        // set in the same shell. Every other PATCHGATE_* must be a field (typos are refused).
+        figment = figment.merge(Env::prefixed("PATCHGATE_").ignore(&["config", "server", "token", "test_postgres"]));
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_upload_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_upload_bytes",
+                message: "must be greater than zero".into(),
+            });
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid {
+                field: "public_url",
+                message: format!("{url:?} is not a URL: {e}"),
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid {
+                    field: "public_url",
+                    message: format!("{url:?} must be http:// or https://"),
+                });
+            }
+        }
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid {
+                field: "database_url",
+                message: format!("{db:?} must start with sqlite:// or postgres://"),
+            });
+        }
+        if let Some(store) = &self.store_url
+            && !(store.starts_with("file://") || store.starts_with("s3://"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "store_url",
+                message: format!("{store:?} must start with file:// or s3://"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("patchgate.db").display()),
+        }
+    }
+
+    /// Where server-held ("server-signed") product keys live.
+    ///
+    /// Under the data directory rather than the keys directory: the default keys directory is
+    /// the committed `keys-example/`, which must never collect generated keys, and these keys
+    /// belong to the same deployment as the database that names their delegations.
+    pub fn product_keys_dir(&self) -> PathBuf {
+        self.product_keys_dir.clone().unwrap_or_else(|| self.data_dir.join("product-keys"))
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment's Jail API returns its own large error")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn an_invalid_listen_address_names_the_field() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PATCHGATE_LISTEN", "not-an-address");
+            // figment names the variable's key (`LISTEN` of PATCHGATE_LISTEN).
+            let err = Config::load(None).unwrap_err().to_string().to_lowercase();
+            assert!(err.contains("listen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("patchgate.toml", "lisen = \"127.0.0.1:1\"")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_publishing_cli_variables_are_not_fields() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PATCHGATE_TOKEN", "pgt_x");
+            jail.set_env("PATCHGATE_SERVER", "http://x");
+            jail.set_env("PATCHGATE_LISTEN", "127.0.0.1:9");
+            assert_eq!(Config::load(None).unwrap().listen.port(), 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_database_scheme_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PATCHGATE_DATABASE_URL", "mysql://x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("database_url"), "{err}");
+            Ok(())
+        });
+    }
+}

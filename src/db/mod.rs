@@ -1,0 +1,87 @@
+//! Database access: connecting, migrating, the signing lock, and `noun_verb` query functions.
+//!
+//! Owns SQL and sea-orm; knows nothing of HTTP or TUF semantics.
+
+pub mod audit;
+pub mod entities;
+pub mod leases;
+pub mod metadata;
+pub mod products;
+pub mod releases;
+pub mod tokens;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+/// How long a SQLite writer waits for another: publishes hold the lock only while signing
+/// (milliseconds), so 30 s means something is badly wrong rather than merely busy.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An arbitrary, fixed advisory lock key for "signing the image repository" on PostgreSQL.
+const PG_SIGNING_LOCK_KEY: i64 = 0x7061_7463_6867; // "patchg"
+
+/// Connects to `url` (creating a SQLite file's directory if needed) and runs migrations.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    use anyhow::Context as _;
+    if let Some(path) = sqlite_path(url)
+        && let Some(dir) = std::path::Path::new(&path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.sqlx_logging(false).max_connections(16).min_connections(1);
+    options.map_sqlx_sqlite_opts(|o| {
+        use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+        // WAL lets readers (clients fetching metadata) proceed while a publish writes;
+        // FULL sync makes a committed release survive power loss, not only a crash.
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true)
+    });
+    let db = Database::connect(options).await.with_context(|| format!("connecting to the database {}", redact(url)))?;
+    Migrator::up(&db, None).await.context("running database migrations")?;
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Begins a transaction that holds the repository signing lock until it ends.
+///
+/// SQLite: `BEGIN IMMEDIATE` takes the write lock up front, so two signers never both read the
+/// same "current version". PostgreSQL: a transaction-scoped advisory lock does the same.
+pub async fn begin_signing(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let options =
+        TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
+    let txn = db.begin_with_options(options).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_SIGNING_LOCK_KEY})")).await?;
+    }
+    Ok(txn)
+}
+
+/// Whether `err` is a unique-constraint violation.
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}

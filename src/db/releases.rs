@@ -1,0 +1,44 @@
+//! Queries on `releases`.
+
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+
+use super::entities::release::{self, ActiveModel, Entity, Model};
+
+/// Inserts a release (the row is committed with the metadata that lists it).
+pub async fn release_insert(db: &impl ConnectionTrait, new: Model) -> Result<Model, DbErr> {
+    ActiveModel {
+        product_id: Set(new.product_id),
+        version: Set(new.version),
+        target_name: Set(new.target_name),
+        filename: Set(new.filename),
+        length: Set(new.length),
+        sha256: Set(new.sha256),
+        sha512: Set(new.sha512),
+        notes: Set(new.notes),
+        custom: Set(new.custom),
+        published_by: Set(new.published_by),
+        created_at: Set(new.created_at),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+}
+
+/// The release of `product_id` at `version`.
+pub async fn release_find(db: &impl ConnectionTrait, product_id: i64, version: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find()
+        .filter(release::Column::ProductId.eq(product_id))
+        .filter(release::Column::Version.eq(version))
+        .one(db)
+        .await
+}
+
+/// Every release of a product, oldest first.
+pub async fn release_list_by_product(db: &impl ConnectionTrait, product_id: i64) -> Result<Vec<Model>, DbErr> {
+    Entity::find().filter(release::Column::ProductId.eq(product_id)).order_by_asc(release::Column::Id).all(db).await
+}
+
+/// The release whose target is `target_name`.
+pub async fn release_find_by_target(db: &impl ConnectionTrait, target_name: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find().filter(release::Column::TargetName.eq(target_name)).one(db).await
+}

@@ -1,0 +1,208 @@
+//! `POST /api/v1/products/{product}/releases` (multipart) and release reads.
+
+use actix_multipart::{Field, Multipart};
+use actix_web::{HttpResponse, web};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::db::entities::release;
+use crate::domain::names::{FileName, FirmwareVersion, ProductName};
+use crate::http::auth::{PublisherAuth, ViewerAuth};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::services::Services;
+use crate::services::products::get_product;
+use crate::services::publish_release::{
+    NewRelease, PublishOutcome, StoredBlob, commit_release, get_release, list_releases, store_blob,
+};
+
+/// The form of a publish (documentation only; the handler streams it).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the multipart form for the OpenAPI document")]
+pub struct PublishForm {
+    /// Semantic version.
+    version: String,
+    /// The firmware file; its file name becomes the last part of the target name.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    /// Optional release notes.
+    notes: Option<String>,
+    /// Optional lowest version a device may go back to after this release (default 0.0.0).
+    rollback_floor: Option<String>,
+}
+
+/// Hashes of a target.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HashesDto {
+    /// Hex.
+    pub sha256: String,
+    /// Hex.
+    pub sha512: String,
+}
+
+/// A target as the image repository lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TargetDto {
+    /// `{product}/{version}/{file}`.
+    pub name: String,
+    /// Bytes.
+    pub length: i64,
+    /// Hashes.
+    pub hashes: HashesDto,
+}
+
+/// A published release.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReleaseDto {
+    /// Product.
+    pub product: String,
+    /// Version.
+    pub version: String,
+    /// Its target.
+    pub target: TargetDto,
+    /// The target's `custom` (version, hardware_ids, rollback_floor, released_at).
+    #[schema(value_type = Object)]
+    pub custom: serde_json::Value,
+    /// Release notes.
+    pub notes: Option<String>,
+    /// Who published it.
+    pub published_by: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+fn release_dto(product: &str, r: release::Model) -> ReleaseDto {
+    ReleaseDto {
+        product: product.to_owned(),
+        custom: serde_json::from_str(&r.custom).unwrap_or_default(),
+        target: TargetDto {
+            name: r.target_name,
+            length: r.length,
+            hashes: HashesDto { sha256: r.sha256, sha512: r.sha512 },
+        },
+        version: r.version,
+        notes: r.notes,
+        published_by: r.published_by,
+        created_at: r.created_at,
+    }
+}
+
+/// Publishes a firmware file: streamed, hashed, signed into the product's role.
+#[utoipa::path(post, path = "/api/v1/products/{product}/releases", tag = "releases",
+    params(("product" = String, Path)), request_body(content = PublishForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = ReleaseDto, description = "Published"), (status = 200, body = ReleaseDto, description = "Already published with the same content"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn publish(
+    svc: web::Data<Services>,
+    auth: PublisherAuth,
+    path: web::Path<String>,
+    form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let product = ProductName::parse(&path)?;
+    auth.0.require_product(product.as_str())?;
+    get_product(&svc, product.as_str()).await?;
+    let started = std::time::Instant::now();
+    let form = read_form(&svc, form).await?;
+    let release = commit_release(&svc, &auth.0, form.into_release(product)?).await?;
+    metrics::histogram!("patchgate_publish_duration_seconds").record(started.elapsed().as_secs_f64());
+    Ok(match release {
+        PublishOutcome::Created(r) => HttpResponse::Created().json(release_dto(&path, r)),
+        PublishOutcome::Existing(r) => HttpResponse::Ok().json(release_dto(&path, r)),
+    })
+}
+
+#[derive(Default)]
+struct ReadForm {
+    version: Option<FirmwareVersion>,
+    notes: Option<String>,
+    rollback_floor: Option<FirmwareVersion>,
+    file: Option<(FileName, StoredBlob)>,
+}
+
+impl ReadForm {
+    fn into_release(self, product: ProductName) -> Result<NewRelease, ApiError> {
+        let version =
+            self.version.ok_or_else(|| ApiError::bad_request("missing_version", "the form has no `version` field"))?;
+        let (file_name, blob) =
+            self.file.ok_or_else(|| ApiError::bad_request("missing_file", "the form has no `file` field"))?;
+        let rollback_floor = self.rollback_floor.unwrap_or_else(FirmwareVersion::zero);
+        Ok(NewRelease { product, version, file_name, notes: self.notes, rollback_floor, blob })
+    }
+}
+
+/// Reads the fields in any order, streaming `file` to the blob store as it arrives.
+async fn read_form(svc: &Services, mut form: Multipart) -> Result<ReadForm, ApiError> {
+    let mut out = ReadForm::default();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(field) = form.try_next().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::bad_request("duplicate_field", format!("the form has more than one `{name}`")));
+        }
+        match name.as_str() {
+            "version" => out.version = Some(FirmwareVersion::parse(&read_text(field, "version", 256).await?)?),
+            "rollback_floor" => {
+                out.rollback_floor = Some(FirmwareVersion::parse(&read_text(field, "rollback_floor", 256).await?)?)
+            }
+            "notes" => out.notes = Some(read_text(field, "notes", 64 * 1024).await?),
+            "file" => {
+                let file_name =
+                    field.content_disposition().and_then(|cd| cd.get_filename()).unwrap_or_default().to_owned();
+                if file_name.is_empty() {
+                    return Err(ApiError::bad_request("missing_file_name", "the `file` field has no file name"));
+                }
+                let file_name = FileName::parse(&file_name)?;
+                let blob = store_blob(svc, field, svc.config.max_upload_bytes).await?;
+                out.file = Some((file_name, blob));
+            }
+            other => return Err(ApiError::bad_request("unknown_field", format!("unexpected form field {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
+    ApiError::bad_request("invalid_multipart", format!("the body is not a valid multipart/form-data form: {e}"))
+}
+
+async fn read_text(mut field: Field, name: &str, limit: usize) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.next().await {
+        buf.extend_from_slice(&chunk.map_err(multipart_error)?);
+        if buf.len() > limit {
+            return Err(ApiError::bad_request("field_too_large", format!("`{name}` is longer than {limit} bytes")));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::bad_request("invalid_field", format!("`{name}` is not UTF-8 text")))
+}
+
+/// Lists a product's releases.
+#[utoipa::path(get, path = "/api/v1/products/{product}/releases", tag = "releases", params(("product" = String, Path)),
+    responses((status = 200, body = Vec<ReleaseDto>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    svc: web::Data<Services>,
+    _auth: ViewerAuth,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let product = get_product(&svc, &path).await?;
+    let releases: Vec<ReleaseDto> =
+        list_releases(&svc, &product).await?.into_iter().map(|r| release_dto(&product.name, r)).collect();
+    Ok(HttpResponse::Ok().json(releases))
+}
+
+/// One release.
+#[utoipa::path(get, path = "/api/v1/products/{product}/releases/{version}", tag = "releases",
+    params(("product" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = ReleaseDto), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    svc: web::Data<Services>,
+    _auth: ViewerAuth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (product, version) = path.into_inner();
+    let product = get_product(&svc, &product).await?;
+    let release = get_release(&svc, &product, &version).await?;
+    Ok(HttpResponse::Ok().json(release_dto(&product.name, release)))
+}

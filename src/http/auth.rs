@@ -1,0 +1,61 @@
+//! Authentication extractors: a handler states the permission it needs in its signature
+//! (`AdminAuth`, `PublisherAuth`, `ViewerAuth`), so it cannot forget to check.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use super::error::ApiError;
+use crate::services::Services;
+use crate::services::auth::{Caller, Permission, authenticate_token};
+
+async fn authenticate(req: HttpRequest, permission: Permission) -> Result<Caller, ApiError> {
+    let svc = req
+        .app_data::<web::Data<Services>>()
+        .cloned()
+        .ok_or_else(|| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "no services"))?;
+    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(token) => token.trim(),
+        None => {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "this route needs an API token: Authorization: Bearer pgt_…",
+            ));
+        }
+    };
+    let caller = authenticate_token(&svc, token).await?;
+    if !caller.role.allows(permission) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the {} role may not do this", caller.role),
+        ));
+    }
+    Ok(caller)
+}
+
+macro_rules! auth_extractor {
+    ($name:ident, $permission:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Caller);
+
+        impl FromRequest for $name {
+            type Error = ApiError;
+            type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+            fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+                let req = req.clone();
+                Box::pin(async move { authenticate(req, $permission).await.map($name) })
+            }
+        }
+    };
+}
+
+auth_extractor!(ViewerAuth, Permission::Read, "Any valid token: reads.");
+auth_extractor!(PublisherAuth, Permission::Publish, "A token that may publish releases.");
+auth_extractor!(AdminAuth, Permission::Admin, "An admin token.");

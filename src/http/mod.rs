@@ -1,0 +1,72 @@
+//! HTTP: routes, thin handlers, authentication extractors, DTOs. Handlers call one service
+//! each and never touch the database, signing or storage directly.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod ops;
+pub mod repo;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    error::extractor_configs(cfg);
+    cfg.service(
+        // One resource per path (not one route per method), so a wrong method is 405, not 404.
+        web::scope("/api/v1")
+            .service(
+                web::resource("/products")
+                    .route(web::post().to(api::products::create))
+                    .route(web::get().to(api::products::list)),
+            )
+            .service(
+                web::resource("/products/{product}/releases")
+                    .route(web::post().to(api::releases::publish))
+                    .route(web::get().to(api::releases::list)),
+            )
+            .service(web::resource("/products/{product}/releases/{version}").route(web::get().to(api::releases::get)))
+            .service(web::resource("/audit").route(web::get().to(api::audit::list))),
+    )
+    .service(
+        web::resource("/repo/metadata/{file}")
+            .route(web::get().to(repo::image_metadata))
+            .route(web::head().to(repo::image_metadata)),
+    )
+    .service(
+        web::resource("/repo/targets/{path:.+}").route(web::get().to(repo::target)).route(web::head().to(repo::target)),
+    )
+    .service(
+        web::resource("/director/metadata/{file}")
+            .route(web::get().to(repo::director_root))
+            .route(web::head().to(repo::director_root)),
+    )
+    .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
+    .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
+    .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+    .service(web::redirect("/api/docs", "/api/docs/"))
+    .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", openapi::ApiDoc::openapi()));
+}
+
+/// Counts requests by route pattern (not raw path, to bound cardinality) and status.
+pub async fn request_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("patchgate_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
+    metrics::histogram!("patchgate_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    Ok(res)
+}

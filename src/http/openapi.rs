@@ -1,0 +1,34 @@
+//! The OpenAPI document (`/api/openapi.json`) covering every route, and Swagger UI at `/api/docs`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{api, error, ops, repo};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("pgt_…").build()),
+        );
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "patchgate", description = "OTA update server: TUF image repository, releases and (later) director and rollouts."),
+    paths(
+        api::products::create, api::products::list,
+        api::releases::publish, api::releases::list, api::releases::get,
+        api::audit::list,
+        repo::image_metadata, repo::director_root, repo::target,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;

@@ -1,0 +1,87 @@
+//! The error every service returns: a stable kind the HTTP layer maps to a status, a
+//! `snake_case` code and a sentence for the client; internal causes stay in `Internal`.
+
+/// A use case that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request was malformed or invalid (400).
+    #[error("{message}")]
+    Invalid {
+        /// Stable code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// Something named does not exist (404).
+    #[error("{message}")]
+    NotFound {
+        /// Stable code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// The request conflicts with stored state (409).
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// The caller may not do this (403).
+    #[error("{message}")]
+    Forbidden {
+        /// Human sentence.
+        message: String,
+    },
+    /// The caller did not authenticate (401).
+    #[error("{message}")]
+    Unauthenticated {
+        /// Human sentence.
+        message: String,
+    },
+    /// An upload exceeded the configured cap (413).
+    #[error("the file exceeds the maximum upload size of {limit} bytes")]
+    TooLarge {
+        /// The cap in bytes.
+        limit: u64,
+    },
+    /// A failure that is ours, not the caller's (500); logged, never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    /// A 400 with `code`.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { code, message: message.into() }
+    }
+
+    /// A 404 with `code`.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound { code, message: message.into() }
+    }
+
+    /// A 409 with `code`.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict { code, message: message.into() }
+    }
+}
+
+impl From<sea_orm::DbErr> for ServiceError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl From<crate::tuf::SignError> for ServiceError {
+    fn from(e: crate::tuf::SignError) -> Self {
+        Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl From<crate::tuf::metadata::BuildError> for ServiceError {
+    fn from(e: crate::tuf::metadata::BuildError) -> Self {
+        Self::Internal(anyhow::Error::new(e))
+    }
+}

@@ -1,0 +1,210 @@
+//! Signing and storing the image repository's roles. Every change to a targets role goes
+//! through [`commit_with_snapshot`], which also signs the snapshot and timestamp that cover it,
+//! all inside the caller's signing transaction (see `db::begin_signing`), so clients only ever
+//! see a complete, consistent repository.
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use tough::schema::RoleType;
+
+use super::{ServiceError, Services};
+use crate::db::entities::{metadata as metadata_row, product, release};
+use crate::db::metadata::{NewMetadata, metadata_insert, metadata_latest, metadata_latest_versions};
+use crate::domain::expiry::{RoleKind, expires_at};
+use crate::domain::names::{ProductName, delegation_pattern};
+use crate::tuf::keydir::KeySet;
+use crate::tuf::keys::{Signer, tuf_public_key};
+use crate::tuf::metadata::{self, ProductDelegation, RoleSpec, TargetEntry};
+use crate::tuf::sign::{SignedMetadata, sign_role};
+
+/// The image repository's name in the metadata table.
+pub const IMAGE: &str = "image";
+/// The director repository's name in the metadata table.
+pub const DIRECTOR: &str = "director";
+
+/// Stores one signed role.
+pub async fn store_role(
+    db: &impl ConnectionTrait,
+    repo: &str,
+    role: &SignedMetadata,
+    now: Timestamp,
+) -> Result<(), ServiceError> {
+    metadata_insert(
+        db,
+        NewMetadata {
+            repo,
+            role: &role.role,
+            version: role.version,
+            expires_at: role.expires.as_second(),
+            body: role.bytes.clone(),
+            sha256: role.sha256.clone(),
+            created_at: now.as_second(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A stored role as signed metadata.
+pub fn from_stored(row: metadata_row::Model) -> SignedMetadata {
+    SignedMetadata {
+        role: row.role,
+        version: u64::try_from(row.version).unwrap_or(0),
+        expires: Timestamp::from_second(row.expires_at).unwrap_or(Timestamp::UNIX_EPOCH),
+        bytes: row.body,
+        sha256: row.sha256,
+    }
+}
+
+/// The next version of `role` in `repo` (1 if none yet).
+pub async fn next_version(db: &impl ConnectionTrait, repo: &str, role: &str) -> Result<u64, ServiceError> {
+    let latest = metadata_latest(db, repo, role).await?;
+    Ok(latest.map_or(1, |row| u64::try_from(row.version).unwrap_or(0) + 1))
+}
+
+/// Stores `changed` targets roles, then a new snapshot and timestamp covering the newest
+/// version of every targets role.
+pub async fn commit_with_snapshot(
+    txn: &DatabaseTransaction,
+    svc: &Services,
+    now: Timestamp,
+    changed: &[SignedMetadata],
+) -> Result<(), ServiceError> {
+    for role in changed {
+        store_role(txn, IMAGE, role, now).await?;
+    }
+    let roles: Vec<(String, u64)> = metadata_latest_versions(txn, IMAGE)
+        .await?
+        .into_iter()
+        .filter(|(role, _, _)| !matches!(role.as_str(), "root" | "snapshot" | "timestamp"))
+        .map(|(role, version, _)| (role, u64::try_from(version).unwrap_or(0)))
+        .collect();
+    let version = next_version(txn, IMAGE, "snapshot").await?;
+    let expires = expires_at(RoleKind::Snapshot, now);
+    let body = metadata::snapshot(version, expires, &roles)?;
+    let snapshot = sign_role("snapshot", version, expires, body, &[&svc.keys.image_snapshot]).await?;
+    store_role(txn, IMAGE, &snapshot, now).await?;
+    commit_timestamp(txn, svc, now, &snapshot).await
+}
+
+/// Stores a new timestamp naming `snapshot`.
+pub async fn commit_timestamp(
+    txn: &DatabaseTransaction,
+    svc: &Services,
+    now: Timestamp,
+    snapshot: &SignedMetadata,
+) -> Result<(), ServiceError> {
+    let version = next_version(txn, IMAGE, "timestamp").await?;
+    let expires = expires_at(RoleKind::Timestamp, now);
+    let body = metadata::timestamp(version, expires, snapshot)?;
+    let timestamp = sign_role("timestamp", version, expires, body, &[&svc.keys.image_timestamp]).await?;
+    store_role(txn, IMAGE, &timestamp, now).await
+}
+
+/// Signs the top-level targets role delegating to every product in `products`.
+pub async fn sign_top_targets(
+    keys: &KeySet,
+    products: &[product::Model],
+    version: u64,
+    now: Timestamp,
+) -> Result<SignedMetadata, ServiceError> {
+    let mut delegations = Vec::with_capacity(products.len());
+    for p in products {
+        let name = ProductName::parse(&p.name).map_err(|e| anyhow::anyhow!("stored product: {e}"))?;
+        delegations.push(ProductDelegation {
+            name: p.name.clone(),
+            key: tuf_public_key(&public_key_bytes(&p.public_key)?),
+            pattern: delegation_pattern(&name),
+        });
+    }
+    let expires = expires_at(RoleKind::TopTargets, now);
+    let body = metadata::top_targets(version, expires, &delegations)?;
+    Ok(sign_role("targets", version, expires, body, &[&keys.image_targets]).await?)
+}
+
+fn public_key_bytes(hex_key: &str) -> Result<[u8; 32], ServiceError> {
+    let raw = hex::decode(hex_key).context("stored product public key is not hex")?;
+    <[u8; 32]>::try_from(raw.as_slice())
+        .map_err(|_| ServiceError::Internal(anyhow::anyhow!("stored product public key is not 32 bytes")))
+}
+
+/// The server-held key of a server-signed product.
+pub fn product_signer(svc: &Services, product: &str) -> Result<Signer, ServiceError> {
+    let path = svc.config.product_keys_dir().join(format!("{product}.pem"));
+    Signer::load(&path).map_err(|e| ServiceError::Internal(anyhow::Error::new(e)))
+}
+
+/// Signs a product's role listing every release in `releases`.
+pub async fn sign_product_role(
+    svc: &Services,
+    product: &product::Model,
+    releases: &[release::Model],
+    version: u64,
+    now: Timestamp,
+) -> Result<SignedMetadata, ServiceError> {
+    let signer = product_signer(svc, &product.name)?;
+    if signer.keyid() != product.keyid {
+        return Err(ServiceError::Internal(anyhow::anyhow!(
+            "the key file of product {} does not match its delegation",
+            product.name
+        )));
+    }
+    let mut entries = Vec::with_capacity(releases.len());
+    for r in releases {
+        entries.push(TargetEntry {
+            name: r.target_name.clone(),
+            length: u64::try_from(r.length).unwrap_or(0),
+            sha256: r.sha256.clone(),
+            sha512: r.sha512.clone(),
+            custom: serde_json::from_str(&r.custom).context("stored release custom")?,
+        });
+    }
+    let expires = expires_at(RoleKind::Product, now);
+    let body = metadata::product_targets(version, expires, &entries)?;
+    Ok(sign_role(&product.name, version, expires, body, &[&signer]).await?)
+}
+
+/// Signs image root `version` listing the keys of `keys`, with signatures from `signers`.
+pub async fn sign_image_root(
+    keys: &KeySet,
+    version: u64,
+    now: Timestamp,
+    signers: &[&Signer],
+) -> Result<SignedMetadata, ServiceError> {
+    let root_keys: Vec<_> = keys.image_root.iter().map(Signer::public_key).collect();
+    let targets = [keys.image_targets.public_key()];
+    let snapshot = [keys.image_snapshot.public_key()];
+    let timestamp = [keys.image_timestamp.public_key()];
+    let expires = expires_at(RoleKind::Root, now);
+    let body = metadata::root(
+        version,
+        expires,
+        &[
+            RoleSpec { role: RoleType::Root, keys: &root_keys, threshold: keys.image_root_threshold },
+            RoleSpec { role: RoleType::Targets, keys: &targets, threshold: 1 },
+            RoleSpec { role: RoleType::Snapshot, keys: &snapshot, threshold: 1 },
+            RoleSpec { role: RoleType::Timestamp, keys: &timestamp, threshold: 1 },
+        ],
+    )?;
+    Ok(sign_role("root", version, expires, body, signers).await?)
+}
+
+/// Signs director root `version`: the director root key for root, the online director key for
+/// targets, snapshot and timestamp (Uptane allows one online key for all three).
+pub async fn sign_director_root(keys: &KeySet, version: u64, now: Timestamp) -> Result<SignedMetadata, ServiceError> {
+    let root_key = [keys.director_root.public_key()];
+    let online = [keys.director.public_key()];
+    let expires = expires_at(RoleKind::Root, now);
+    let body = metadata::root(
+        version,
+        expires,
+        &[
+            RoleSpec { role: RoleType::Root, keys: &root_key, threshold: 1 },
+            RoleSpec { role: RoleType::Targets, keys: &online, threshold: 1 },
+            RoleSpec { role: RoleType::Snapshot, keys: &online, threshold: 1 },
+            RoleSpec { role: RoleType::Timestamp, keys: &online, threshold: 1 },
+        ],
+    )?;
+    Ok(sign_role("root", version, expires, body, &[&keys.director_root]).await?)
+}

@@ -1,0 +1,17 @@
+//! Use cases. Services own transactions and are the only layer that touches the database, TUF
+//! signing and blob storage together. They must not import `http`.
+
+pub mod audit;
+pub mod auth;
+pub mod context;
+pub mod error;
+pub mod image_repo;
+pub mod init_repo;
+pub mod products;
+pub mod publish_release;
+pub mod refresh;
+pub mod root_rotation;
+pub mod serve;
+
+pub use context::Services;
+pub use error::ServiceError;

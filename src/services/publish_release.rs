@@ -1,0 +1,192 @@
+//! Publishing a release: stream the file into the blob store while hashing it (no lock held,
+//! never whole in memory), then one signing transaction adds the release row and re-signs the
+//! product role, snapshot and timestamp. A crash anywhere leaves either the previous
+//! repository or the complete new one; an orphaned blob is harmless (content-addressed).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256, Sha512};
+
+use super::auth::Caller;
+use super::image_repo::{IMAGE, commit_with_snapshot, next_version, sign_product_role};
+use super::{ServiceError, Services};
+use crate::db::audit::{NewAudit, audit_insert};
+use crate::db::entities::{product, release};
+use crate::db::products::product_get_by_name;
+use crate::db::releases::{release_find, release_insert, release_list_by_product};
+use crate::domain::expiry::whole_seconds;
+use crate::domain::names::{FileName, FirmwareVersion, ProductName, target_name};
+
+/// A file stored in the blob store, with what was measured on the way in.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// SHA-512, lowercase hex.
+    pub sha512: String,
+    /// Bytes.
+    pub length: u64,
+}
+
+/// Streams `body` into the blob store, hashing it, refusing more than `limit` bytes.
+pub async fn store_blob<S, E>(svc: &Services, mut body: S, limit: u64) -> Result<StoredBlob, ServiceError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut upload = svc.store.begin_upload().await?;
+    let mut sha256 = Sha256::new();
+    let mut sha512 = Sha512::new();
+    let mut length: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                upload.abort().await;
+                return Err(ServiceError::invalid("upload_interrupted", format!("the upload was interrupted: {e}")));
+            }
+        };
+        length += chunk.len() as u64;
+        if length > limit {
+            upload.abort().await;
+            return Err(ServiceError::TooLarge { limit });
+        }
+        sha256.update(&chunk);
+        sha512.update(&chunk);
+        if let Err(e) = upload.write(&chunk).await {
+            upload.abort().await;
+            return Err(e.into());
+        }
+    }
+    if length == 0 {
+        upload.abort().await;
+        return Err(ServiceError::invalid("empty_file", "the firmware file is empty"));
+    }
+    let blob = StoredBlob { sha256: hex::encode(sha256.finalize()), sha512: hex::encode(sha512.finalize()), length };
+    upload.finish(&blob.sha256).await?;
+    Ok(blob)
+}
+
+/// A release to commit once its file is stored.
+pub struct NewRelease {
+    /// Product.
+    pub product: ProductName,
+    /// Version.
+    pub version: FirmwareVersion,
+    /// File name (last part of the target name).
+    pub file_name: FileName,
+    /// Optional release notes.
+    pub notes: Option<String>,
+    /// Lowest version a device may go back to after installing this one.
+    pub rollback_floor: FirmwareVersion,
+    /// The stored file.
+    pub blob: StoredBlob,
+}
+
+/// Whether the release is new or a retry of an identical publish.
+#[derive(Debug)]
+pub enum PublishOutcome {
+    /// Published now (201).
+    Created(release::Model),
+    /// The same version with the same content already existed (200).
+    Existing(release::Model),
+}
+
+/// Commits a release whose file is already stored.
+pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) -> Result<PublishOutcome, ServiceError> {
+    let started = Instant::now();
+    let product_name = new.product.as_str();
+    caller.require_product(product_name)?;
+    if new.rollback_floor > new.version {
+        return Err(ServiceError::invalid(
+            "invalid_rollback_floor",
+            format!("rollback_floor {} is above the release version {}", new.rollback_floor, new.version),
+        ));
+    }
+    let txn = crate::db::begin_signing(&svc.db).await?;
+    let product = product_get_by_name(&txn, product_name).await?.ok_or_else(|| {
+        ServiceError::not_found("unknown_product", format!("product {product_name:?} does not exist"))
+    })?;
+    let version = new.version.to_string();
+    if let Some(existing) = release_find(&txn, product.id, &version).await? {
+        return if existing.sha256 == new.blob.sha256 {
+            Ok(PublishOutcome::Existing(existing))
+        } else {
+            Err(ServiceError::conflict(
+                "version_exists",
+                format!(
+                    "{product_name} {version} is already published with different content (sha256 {})",
+                    existing.sha256
+                ),
+            ))
+        };
+    }
+    let now = svc.clock.now();
+    let row = release_insert(&txn, release_row(&product, caller, &new, now)?).await?;
+    let releases = release_list_by_product(&txn, product.id).await?;
+    let role = sign_product_role(svc, &product, &releases, next_version(&txn, IMAGE, product_name).await?, now).await?;
+    commit_with_snapshot(&txn, svc, now, &[role]).await?;
+    audit_insert(
+        &txn,
+        NewAudit {
+            at: now.as_second(),
+            actor: &caller.name,
+            action: "release.publish",
+            object: &format!("release:{}", row.target_name),
+            before: None,
+            after: Some(serde_json::json!({"sha256": row.sha256, "length": row.length}).to_string()),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    metrics::histogram!("patchgate_publish_commit_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(target = %row.target_name, sha256 = %row.sha256, length = row.length, actor = %caller.name, "release published");
+    Ok(PublishOutcome::Created(row))
+}
+
+fn release_row(
+    product: &product::Model,
+    caller: &Caller,
+    new: &NewRelease,
+    now: jiff::Timestamp,
+) -> Result<release::Model, ServiceError> {
+    let hardware_ids: Vec<String> = serde_json::from_str(&product.hardware_ids).map_err(anyhow::Error::new)?;
+    let custom = patchgate_protocol::TargetCustom {
+        version: new.version.to_string(),
+        hardware_ids,
+        rollback_floor: new.rollback_floor.to_string(),
+        released_at: whole_seconds(now).to_string(),
+    };
+    Ok(release::Model {
+        id: 0,
+        product_id: product.id,
+        version: new.version.to_string(),
+        target_name: target_name(&new.product, &new.version, &new.file_name),
+        filename: new.file_name.as_str().to_owned(),
+        length: i64::try_from(new.blob.length).map_err(anyhow::Error::new)?,
+        sha256: new.blob.sha256.clone(),
+        sha512: new.blob.sha512.clone(),
+        notes: new.notes.clone(),
+        custom: serde_json::to_string(&custom).map_err(anyhow::Error::new)?,
+        published_by: caller.name.clone(),
+        created_at: now.as_second(),
+    })
+}
+
+/// Every release of `product`.
+pub async fn list_releases(svc: &Services, product: &product::Model) -> Result<Vec<release::Model>, ServiceError> {
+    Ok(release_list_by_product(&svc.db, product.id).await?)
+}
+
+/// One release, or 404.
+pub async fn get_release(
+    svc: &Services,
+    product: &product::Model,
+    version: &str,
+) -> Result<release::Model, ServiceError> {
+    release_find(&svc.db, product.id, version).await?.ok_or_else(|| {
+        ServiceError::not_found("unknown_release", format!("{} has no release {version:?}", product.name))
+    })
+}

@@ -1,0 +1,185 @@
+//! Building the services from configuration and running the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::{Context as _, bail};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::services::Services;
+use crate::services::init_repo::init_repositories;
+use crate::storage::BlobStore;
+use crate::tuf::dev_keys::is_dev_key;
+use crate::tuf::keydir::{self, KeySet};
+
+/// Whether any key of the set is a public development key.
+pub fn uses_dev_keys(keys: &KeySet) -> bool {
+    let mut all = keys.image_root.iter().chain([
+        &keys.image_targets,
+        &keys.image_snapshot,
+        &keys.image_timestamp,
+        &keys.director_root,
+        &keys.director,
+    ]);
+    all.any(|k| is_dev_key(k.keyid()))
+}
+
+/// Refuses keys that are not the ones the stored roots trust (clients would reject everything
+/// signed with them); returns whether a stored root trusts any development key.
+async fn check_keys_against_roots(
+    db: &sea_orm::DatabaseConnection,
+    keys: &KeySet,
+    config: &Config,
+) -> anyhow::Result<bool> {
+    use crate::db::metadata::metadata_latest;
+    use crate::services::image_repo::{DIRECTOR, IMAGE};
+    use crate::tuf::verify::{director_key_mismatches, image_key_mismatches, parse_root};
+    let mut problems = Vec::new();
+    let mut trusts_dev_keys = false;
+    for repo in [IMAGE, DIRECTOR] {
+        let Some(row) = metadata_latest(db, repo, "root").await? else { continue };
+        let root = parse_root(&row.body).with_context(|| format!("the stored {repo} root"))?;
+        trusts_dev_keys |= root.signed.keys.keys().any(|id| is_dev_key(&hex::encode(id.as_ref())));
+        problems.extend(if repo == IMAGE {
+            image_key_mismatches(&root.signed, keys)
+        } else {
+            director_key_mismatches(&root.signed, keys)
+        });
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the keys in {} are not the keys the stored roots trust, so clients would reject what this server signs: {}. \
+             Point PATCHGATE_KEYS_DIR at the keys this repository was made with, or rotate the root to the new keys first",
+            config.keys_dir.display(),
+            problems.join("; ")
+        );
+    }
+    Ok(trusts_dev_keys)
+}
+
+/// Opens keys, database and blob store as `config` says.
+pub async fn build_services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Services> {
+    let keys = keydir::load(&config.keys_dir).with_context(|| {
+        format!("loading signing keys from {} (create them with `patchgate keys generate`)", config.keys_dir.display())
+    })?;
+    let db = crate::db::connect(&config.database_url()).await?;
+    let dev_keys = uses_dev_keys(&keys) || check_keys_against_roots(&db, &keys, &config).await?;
+    let store = BlobStore::open(config.store_url.as_deref(), &config.data_dir.join("objects"))?;
+    Ok(Services { db, store, keys: Arc::new(keys), clock, config: Arc::new(config), dev_keys })
+}
+
+/// Server-signed products whose key this instance cannot use: publishing to them fails, and
+/// their role is not refreshed here.
+async fn warn_about_product_keys(svc: &Services) -> anyhow::Result<()> {
+    for product in crate::db::products::product_list(&svc.db).await? {
+        if product.signing_mode != crate::services::products::SERVER_SIGNED {
+            continue;
+        }
+        match crate::services::image_repo::product_signer(svc, &product.name) {
+            Ok(signer) if signer.keyid() == product.keyid => {}
+            Ok(_) => {
+                tracing::error!(product = %product.name, "the product key file does not match the product's delegation")
+            }
+            Err(e) => {
+                tracing::error!(product = %product.name, error = %e, "cannot read the product's key (product_keys_dir)")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    services: Services,
+}
+
+impl Application {
+    /// Builds everything and binds the listener (port 0 picks a free port).
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let listen = config.listen;
+        let svc = build_services(config, clock).await?;
+        if svc.dev_keys {
+            tracing::warn!(
+                "RUNNING ON THE PUBLIC DEVELOPMENT KEYS (keys-example/), or a root that trusts them: anyone can sign \
+                 updates for this server. Never use them for real devices; generate your own with `patchgate keys generate`."
+            );
+            if !listen.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {listen}: the development keys are public, so this server may only listen on a loopback address"
+                );
+            }
+        }
+        let outcome = if svc.dev_keys {
+            Some(
+                init_repositories(&svc, &crate::services::auth::Caller::system())
+                    .await
+                    .map_err(anyhow::Error::new)
+                    .context("initialising the repositories")?,
+            )
+        } else {
+            None
+        };
+        if outcome.is_some_and(|o| o.image_created) {
+            tracing::info!("initialised the image and director repositories on the development keys");
+        }
+        if crate::db::metadata::metadata_latest(&svc.db, crate::services::image_repo::IMAGE, "root").await?.is_none() {
+            bail!("the image repository is not initialised: run `patchgate repo init` first");
+        }
+        warn_about_product_keys(&svc).await?;
+        // Uploads a crash cut off; an hour spares uploads in progress on other instances.
+        match svc.store.cleanup_staging(std::time::Duration::from_secs(3600)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed unfinished uploads from staging"),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "could not clean the staging area"),
+        }
+        let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+        let port = listener.local_addr()?.port();
+        let prometheus = crate::telemetry::prometheus()?;
+        let data = web::Data::new(svc.clone());
+        let prom = web::Data::new(prometheus);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(prom.clone())
+                .wrap(crate::http::error::default_error_handlers())
+                .wrap(from_fn(crate::http::request_metrics))
+                .configure(crate::http::routes)
+        })
+        .listen(listener)?
+        .run();
+        tracing::info!(address = %listen, port, "patchgate listening");
+        Ok(Self { server, port, services: svc })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The services behind the server (tests use them to move time or run jobs).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Runs the server and the background jobs until the server stops.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let every = self.services.config.refresh_interval_seconds;
+        let job = (every > 0).then(|| {
+            let holder = format!("{}-{}", std::process::id(), crate::storage::random_hex(4));
+            tokio::spawn(crate::jobs::expiry::run(self.services.clone(), holder, std::time::Duration::from_secs(every)))
+        });
+        if job.is_none() {
+            tracing::warn!("the metadata refresh job is off on this instance (refresh_interval_seconds = 0)");
+        }
+        let result = self.server.await;
+        if let Some(job) = job {
+            job.abort();
+        }
+        result
+    }
+}

@@ -1,0 +1,214 @@
+//! Blob storage through object_store: local directory by default, S3 in production.
+//!
+//! Owns the object key layout. Firmware is content-addressed (`blobs/sha256/<hex>`), so a blob
+//! is immutable once written and the same file published twice is stored once. Uploads stream
+//! into `staging/<random>` and are renamed into place only after they are complete and hashed.
+
+use std::ops::Range;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+
+/// Concurrent part uploads per blob: bounds memory to this many 5 MiB parts (S3 part size).
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// The content-addressed blob store.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    /// The directory of a local store (its unfinished multipart files are not listable).
+    local_dir: Option<std::path::PathBuf>,
+}
+
+/// Where a blob is, by its SHA-256.
+pub fn blob_key(sha256_hex: &str) -> String {
+    format!("blobs/sha256/{sha256_hex}")
+}
+
+impl BlobStore {
+    /// Opens `url` (`file:///…` or `s3://bucket/prefix`), or `default_dir` when `url` is `None`.
+    pub fn open(url: Option<&str>, default_dir: &FsPath) -> anyhow::Result<Self> {
+        match url {
+            None => Self::local(default_dir),
+            Some(raw) => {
+                let parsed = url::Url::parse(raw).with_context(|| format!("store_url {raw:?} is not a URL"))?;
+                if parsed.scheme() == "file" {
+                    let dir =
+                        parsed.to_file_path().map_err(|()| anyhow::anyhow!("store_url {raw:?} is not a local path"))?;
+                    return Self::local(&dir);
+                }
+                // S3 credentials and region come from the usual AWS_* variables.
+                let env = std::env::vars().filter(|(k, _)| k.starts_with("AWS_"));
+                let (store, prefix) = object_store::parse_url_opts(&parsed, env)
+                    .with_context(|| format!("opening object store {raw}"))?;
+                Ok(Self { store: Arc::from(store), prefix, local_dir: None })
+            }
+        }
+    }
+
+    fn local(dir: &FsPath) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating object directory {}", dir.display()))?;
+        // fsync: a release is committed in the database only after its blob is stored; without
+        // it a power loss could leave a signed target whose file is empty (S3 is durable already).
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .with_context(|| format!("opening object directory {}", dir.display()))?
+            .with_fsync(true);
+        Ok(Self { store: Arc::new(store), prefix: Path::default(), local_dir: Some(dir.to_owned()) })
+    }
+
+    /// Removes staging objects older than `max_age`: uploads cut off by a crash (a client that
+    /// disconnects is cleaned up at once). The age bound spares uploads in progress on other
+    /// instances. On S3, unfinished multipart parts also need the bucket's lifecycle rule
+    /// (`AbortIncompleteMultipartUpload`).
+    pub async fn cleanup_staging(&self, max_age: std::time::Duration) -> anyhow::Result<usize> {
+        use futures_util::TryStreamExt;
+        let mut removed = 0;
+        if let Some(dir) = &self.local_dir {
+            let staging = dir.join("staging");
+            let Ok(entries) = std::fs::read_dir(&staging) else { return Ok(0) };
+            for entry in entries.filter_map(Result::ok) {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > max_age);
+                if old && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            return Ok(removed);
+        }
+        let cutoff = staging_cutoff_secs(max_age);
+        let listed: Vec<_> =
+            self.store.list(Some(&self.path("staging"))).try_collect().await.context("listing staging")?;
+        for meta in listed {
+            if meta.last_modified.timestamp() < cutoff {
+                self.store.delete(&meta.location).await.context("removing a staging object")?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn path(&self, key: &str) -> Path {
+        self.prefix.parts().chain(Path::from(key).parts()).collect()
+    }
+
+    /// Starts a streamed upload into a fresh staging object.
+    pub async fn begin_upload(&self) -> anyhow::Result<StagedUpload> {
+        let staging = self.path(&format!("staging/{}", random_hex(16)));
+        let upload = self.store.put_multipart(&staging).await.context("starting a blob upload")?;
+        Ok(StagedUpload { store: self.clone(), staging, writer: WriteMultipart::new(upload) })
+    }
+
+    /// Whether the blob with this SHA-256 exists, and its size.
+    pub async fn blob_size(&self, sha256_hex: &str) -> anyhow::Result<Option<u64>> {
+        match self.store.head(&self.path(&blob_key(sha256_hex))).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).context("reading blob metadata"),
+        }
+    }
+
+    /// Streams `range` of a blob (all of it when `None`).
+    pub async fn read(
+        &self,
+        sha256_hex: &str,
+        range: Option<Range<u64>>,
+    ) -> anyhow::Result<BoxStream<'static, object_store::Result<Bytes>>> {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let result = self.store.get_opts(&self.path(&blob_key(sha256_hex)), options).await.context("reading blob")?;
+        Ok(result.into_stream())
+    }
+}
+
+/// An upload in progress into a staging object.
+pub struct StagedUpload {
+    store: BlobStore,
+    staging: Path,
+    writer: WriteMultipart,
+}
+
+impl StagedUpload {
+    /// Appends bytes, waiting when too many parts are in flight.
+    pub async fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
+        self.writer.wait_for_capacity(UPLOAD_CONCURRENCY).await.context("writing a blob")?;
+        self.writer.write(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload and moves it to its content address.
+    pub async fn finish(self, sha256_hex: &str) -> anyhow::Result<()> {
+        self.writer.finish().await.context("completing a blob upload")?;
+        let target = self.store.path(&blob_key(sha256_hex));
+        // Content-addressed: if the blob is already there, it holds the same bytes.
+        self.store.store.rename(&self.staging, &target).await.context("moving a blob into place")
+    }
+
+    /// Abandons the upload and removes what was written.
+    pub async fn abort(self) {
+        if let Err(e) = self.writer.abort().await {
+            tracing::warn!(error = %e, "aborting a blob upload failed");
+        }
+        let _ = self.store.store.delete(&self.staging).await;
+    }
+}
+
+fn staging_cutoff_secs(max_age: std::time::Duration) -> i64 {
+    jiff::Timestamp::now().as_second() - i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn cleanup_removes_only_old_staging_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(None, dir.path()).unwrap();
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        let old = staging.join("abc#1");
+        std::fs::write(&old, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        let fresh = staging.join("def#1");
+        std::fs::write(&fresh, b"in progress").unwrap();
+        assert_eq!(store.cleanup_staging(Duration::from_secs(3600)).await.unwrap(), 1);
+        assert!(!old.exists());
+        assert!(fresh.exists());
+    }
+
+    #[tokio::test]
+    async fn an_upload_lands_at_its_content_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(None, dir.path()).unwrap();
+        let mut upload = store.begin_upload().await.unwrap();
+        upload.write(b"hello").await.unwrap();
+        upload.finish("aa").await.unwrap();
+        assert_eq!(store.blob_size("aa").await.unwrap(), Some(5));
+        assert_eq!(store.blob_size("bb").await.unwrap(), None);
+        assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,273 @@
+//! The keys directory: which file holds which key, generating a full set, loading it.
+//!
+//! ```text
+//! KEYS/
+//!   keyset.json                 {"image_root_threshold": T}
+//!   offline/image-root-1.pem …  image root keys (threshold T)
+//!   offline/image-targets.pem   image top-level targets
+//!   offline/director-root.pem   director root
+//!   online/image-snapshot.pem   image snapshot
+//!   online/image-timestamp.pem  image timestamp
+//!   online/director.pem         director targets, snapshot and timestamp
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::{KeyError, Signer};
+
+/// The key set's own settings, kept beside the keys.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySetInfo {
+    /// Signatures of image root keys a root needs.
+    pub image_root_threshold: u64,
+}
+
+/// Errors reading or generating a key directory.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyDirError {
+    /// A key file failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Listing or writing the directory failed.
+    #[error("keys directory {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `keyset.json` is missing or malformed.
+    #[error("keys directory {path}: keyset.json: {message}")]
+    Info {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Bad generation parameters.
+    #[error("{0}")]
+    Parameters(String),
+}
+
+/// Every key the server can read from a keys directory.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    /// Image root keys, in file order.
+    pub image_root: Vec<Signer>,
+    /// Image root threshold.
+    pub image_root_threshold: u64,
+    /// Image top-level targets key.
+    pub image_targets: Signer,
+    /// Image snapshot key (online).
+    pub image_snapshot: Signer,
+    /// Image timestamp key (online).
+    pub image_timestamp: Signer,
+    /// Director root key.
+    pub director_root: Signer,
+    /// Director online key.
+    pub director: Signer,
+}
+
+fn offline(dir: &Path) -> PathBuf {
+    dir.join("offline")
+}
+
+fn online(dir: &Path) -> PathBuf {
+    dir.join("online")
+}
+
+fn root_key_path(dir: &Path, n: usize) -> PathBuf {
+    offline(dir).join(format!("image-root-{n}.pem"))
+}
+
+/// New root keys need 1 ≤ threshold ≤ count.
+fn check_threshold(count: usize, threshold: u64) -> Result<(), KeyDirError> {
+    if count == 0 || threshold == 0 || threshold > count as u64 {
+        return Err(KeyDirError::Parameters(format!(
+            "--root-threshold {threshold} must be between 1 and --root-keys {count}"
+        )));
+    }
+    Ok(())
+}
+
+/// Generates a complete key set into `dir`, refusing to overwrite any existing key.
+pub fn generate(dir: &Path, root_keys: usize, root_threshold: u64) -> Result<KeySet, KeyDirError> {
+    check_threshold(root_keys, root_threshold)?;
+    let info_path = dir.join("keyset.json");
+    if info_path.exists() {
+        return Err(KeyError::Exists(info_path).into());
+    }
+    let set = KeySet {
+        image_root: (0..root_keys).map(|_| Signer::generate()).collect(),
+        image_root_threshold: root_threshold,
+        image_targets: Signer::generate(),
+        image_snapshot: Signer::generate(),
+        image_timestamp: Signer::generate(),
+        director_root: Signer::generate(),
+        director: Signer::generate(),
+    };
+    for (i, key) in set.image_root.iter().enumerate() {
+        key.write(&root_key_path(dir, i + 1))?;
+    }
+    set.image_targets.write(&offline(dir).join("image-targets.pem"))?;
+    set.director_root.write(&offline(dir).join("director-root.pem"))?;
+    set.image_snapshot.write(&online(dir).join("image-snapshot.pem"))?;
+    set.image_timestamp.write(&online(dir).join("image-timestamp.pem"))?;
+    set.director.write(&online(dir).join("director.pem"))?;
+    write_info(dir, KeySetInfo { image_root_threshold: root_threshold })?;
+    Ok(set)
+}
+
+fn write_info(dir: &Path, info: KeySetInfo) -> Result<(), KeyDirError> {
+    let path = dir.join("keyset.json");
+    let body = serde_json::to_vec_pretty(&info)
+        .map_err(|e| KeyDirError::Info { path: path.clone(), message: e.to_string() })?;
+    std::fs::write(&path, body).map_err(|source| KeyDirError::Io { path, source })
+}
+
+/// Loads every key of a directory made by [`generate`].
+pub fn load(dir: &Path) -> Result<KeySet, KeyDirError> {
+    let info_path = dir.join("keyset.json");
+    let raw = std::fs::read(&info_path).map_err(|source| KeyDirError::Io { path: info_path.clone(), source })?;
+    let info: KeySetInfo = serde_json::from_slice(&raw)
+        .map_err(|e| KeyDirError::Info { path: info_path.clone(), message: e.to_string() })?;
+    let image_root = load_root_keys(dir)?;
+    if image_root.is_empty() || info.image_root_threshold == 0 || info.image_root_threshold > image_root.len() as u64 {
+        return Err(KeyDirError::Info {
+            path: info_path,
+            message: format!(
+                "image_root_threshold {} does not fit the {} image root keys found",
+                info.image_root_threshold,
+                image_root.len()
+            ),
+        });
+    }
+    Ok(KeySet {
+        image_root,
+        image_root_threshold: info.image_root_threshold,
+        image_targets: Signer::load(&offline(dir).join("image-targets.pem"))?,
+        image_snapshot: Signer::load(&online(dir).join("image-snapshot.pem"))?,
+        image_timestamp: Signer::load(&online(dir).join("image-timestamp.pem"))?,
+        director_root: Signer::load(&offline(dir).join("director-root.pem"))?,
+        director: Signer::load(&online(dir).join("director.pem"))?,
+    })
+}
+
+fn load_root_keys(dir: &Path) -> Result<Vec<Signer>, KeyDirError> {
+    let off = offline(dir);
+    let entries = std::fs::read_dir(&off).map_err(|source| KeyDirError::Io { path: off.clone(), source })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("image-root-") && n.ends_with(".pem"))
+        })
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| Signer::load(p).map_err(KeyDirError::from)).collect()
+}
+
+/// New image root keys written beside the current ones, not yet in use.
+#[derive(Debug)]
+pub struct PendingRootKeys {
+    /// `offline/pending-root-v{N}/`.
+    pub dir: PathBuf,
+    /// The new keys.
+    pub keys: Vec<Signer>,
+    /// Their threshold.
+    pub threshold: u64,
+}
+
+/// Generates `count` new image root keys for root `next_version` into
+/// `offline/pending-root-v{next_version}/`. They replace the current keys only through
+/// [`install_root_keys`], after the new root is committed, so a rotation that fails half-way
+/// never touches the keys the current root trusts.
+pub fn stage_root_keys(
+    dir: &Path,
+    next_version: u64,
+    count: usize,
+    threshold: u64,
+) -> Result<PendingRootKeys, KeyDirError> {
+    check_threshold(count, threshold)?;
+    let pending = offline(dir).join(format!("pending-root-v{next_version}"));
+    if pending.exists() {
+        return Err(KeyDirError::Parameters(format!(
+            "{} exists: an earlier rotation to root v{next_version} did not finish. If root v{next_version} was stored, \
+             its keys are in there (move them into offline/ as image-root-N.pem); otherwise remove the directory",
+            pending.display()
+        )));
+    }
+    let keys: Vec<Signer> = (0..count).map(|_| Signer::generate()).collect();
+    for (i, key) in keys.iter().enumerate() {
+        key.write(&pending.join(format!("image-root-{}.pem", i + 1)))?;
+    }
+    Ok(PendingRootKeys { dir: pending, keys, threshold })
+}
+
+/// Makes pending keys the image root keys: the old files move to `offline/retired-v{old}/`
+/// (never overwriting), the new ones into place, and `keyset.json` is replaced atomically.
+pub fn install_root_keys(dir: &Path, pending: &PendingRootKeys, old_version: u64) -> Result<(), KeyDirError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| KeyDirError::Io { path, source }
+    };
+    let off = offline(dir);
+    let mut retired = off.join(format!("retired-v{old_version}"));
+    while retired.exists() {
+        retired = off.join(format!("retired-v{old_version}-{}", crate::storage::random_hex(3)));
+    }
+    std::fs::create_dir(&retired).map_err(io(&retired))?;
+    for entry in std::fs::read_dir(&off).map_err(io(&off))? {
+        let path = entry.map_err(io(&off))?.path();
+        let is_root = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("image-root-"));
+        if is_root
+            && path.is_file()
+            && let Some(name) = path.file_name()
+        {
+            let to = retired.join(name);
+            std::fs::rename(&path, &to).map_err(io(&to))?;
+        }
+    }
+    for entry in std::fs::read_dir(&pending.dir).map_err(io(&pending.dir))? {
+        let path = entry.map_err(io(&pending.dir))?.path();
+        if let Some(name) = path.file_name() {
+            let to = off.join(name);
+            std::fs::rename(&path, &to).map_err(io(&to))?;
+        }
+    }
+    std::fs::remove_dir(&pending.dir).map_err(io(&pending.dir))?;
+    write_info(dir, KeySetInfo { image_root_threshold: pending.threshold })
+}
+
+/// Removes pending keys of a rotation that did not happen.
+pub fn discard_pending(pending: &PendingRootKeys) {
+    let _ = std::fs::remove_dir_all(&pending.dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_then_load_gives_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = generate(dir.path(), 3, 2).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(loaded.image_root.len(), 3);
+        assert_eq!(loaded.image_root_threshold, 2);
+        let ids = |v: &[Signer]| v.iter().map(|k| k.keyid().to_owned()).collect::<Vec<_>>();
+        assert_eq!(ids(&loaded.image_root), ids(&made.image_root));
+        assert_eq!(loaded.director.keyid(), made.director.keyid());
+        assert!(generate(dir.path(), 2, 2).is_err(), "must not overwrite");
+    }
+
+    #[test]
+    fn thresholds_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(generate(dir.path(), 2, 3).is_err());
+        assert!(generate(dir.path(), 2, 0).is_err());
+    }
+}

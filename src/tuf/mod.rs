@@ -1,0 +1,15 @@
+//! TUF metadata building and signing for the image and director repositories, and key sources.
+//!
+//! Owns the shape of every signed role and the key files. Builders are plain functions over
+//! tough's schema types; signing goes through tough's `Sign` trait. It must not touch the
+//! database, storage or HTTP.
+
+pub mod dev_keys;
+pub mod keydir;
+pub mod keys;
+pub mod metadata;
+pub mod sign;
+pub mod verify;
+
+pub use keys::{KeyError, Signer};
+pub use sign::{SignError, SignedMetadata};

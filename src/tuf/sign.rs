@@ -1,0 +1,88 @@
+//! Signing a role: canonical JSON of `signed`, one signature per key through tough's `Sign`.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tough::schema::{Signature, Signed};
+use tough::sign::Sign;
+
+use super::keys::Signer;
+
+/// A role that could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The role could not be encoded (canonical JSON forbids floats).
+    #[error("cannot encode the {role} role: {message}")]
+    Encode {
+        /// The role.
+        role: String,
+        /// Why.
+        message: String,
+    },
+    /// A key refused to sign.
+    #[error("key {keyid} failed to sign the {role} role: {message}")]
+    Sign {
+        /// The role.
+        role: String,
+        /// The key.
+        keyid: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A signed role as it is stored and served: the exact bytes clients receive.
+#[derive(Debug, Clone)]
+pub struct SignedMetadata {
+    /// The role name (`root`, `targets`, `snapshot`, `timestamp` or a product).
+    pub role: String,
+    /// The role's version.
+    pub version: u64,
+    /// When it expires.
+    pub expires: Timestamp,
+    /// The envelope, canonical JSON.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, lowercase hex.
+    pub sha256: String,
+}
+
+/// Signs `signed` with every key in `signers` (each key once).
+pub async fn sign_role<T: Serialize>(
+    role: &str,
+    version: u64,
+    expires: Timestamp,
+    signed: T,
+    signers: &[&Signer],
+) -> Result<SignedMetadata, SignError> {
+    let encode_err =
+        |e: patchgate_protocol::CanonicalError| SignError::Encode { role: role.to_owned(), message: e.to_string() };
+    let payload = patchgate_protocol::canonical_json(&signed).map_err(encode_err)?;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let mut signatures = Vec::with_capacity(signers.len());
+    let mut seen = std::collections::HashSet::new();
+    for signer in signers {
+        if !seen.insert(signer.keyid().to_owned()) {
+            continue;
+        }
+        let sig = Sign::sign(*signer, &payload, &rng).await.map_err(|e| SignError::Sign {
+            role: role.to_owned(),
+            keyid: signer.keyid().to_owned(),
+            message: e.to_string(),
+        })?;
+        let keyid = hex::decode(signer.keyid()).unwrap_or_default();
+        signatures.push(Signature { keyid: keyid.into(), sig: sig.into() });
+        metrics::counter!("patchgate_signatures_total", "role" => role_label(role)).increment(1);
+    }
+    let envelope = Signed { signed, signatures };
+    let bytes = patchgate_protocol::canonical_json(&envelope).map_err(encode_err)?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok(SignedMetadata { role: role.to_owned(), version, expires, bytes, sha256 })
+}
+
+/// Product roles share one label so metrics cardinality does not grow with products.
+fn role_label(role: &str) -> String {
+    match role {
+        "root" | "targets" | "snapshot" | "timestamp" => role.to_owned(),
+        _ => "product".to_owned(),
+    }
+}

@@ -1,0 +1,171 @@
+//! The `patchgate` binary: configuration errors, key generation, tokens, publishing, export.
+
+use std::process::Command;
+
+use crate::common::{dev_keys_dir, firmware, spawn_app};
+
+fn patchgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchgate"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PATCHGATE_")) {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+/// `patchgate release publish` of `file` as `version` of pump-x1 to `app`.
+async fn publish_cli(app: &crate::common::TestApp, version: &str, file: &std::path::Path) -> std::process::Output {
+    let args = [
+        "release",
+        "publish",
+        "--server",
+        &app.base,
+        "--token",
+        &app.admin,
+        "--product",
+        "pump-x1",
+        "--version",
+        version,
+    ];
+    async_patchgate().args(args).arg(file).output().await.unwrap()
+}
+
+/// For async tests: a blocking wait would stall the test's runtime, which drives the server's
+/// PostgreSQL connections, and the server could never answer.
+fn async_patchgate() -> tokio::process::Command {
+    tokio::process::Command::from(patchgate())
+}
+
+#[test]
+fn an_invalid_configuration_value_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = patchgate().current_dir(dir.path()).env("PATCHGATE_LISTEN", "nowhere").arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(stderr.contains("listen") && stderr.contains("invalid socket address"), "{stderr}");
+    let out = patchgate().current_dir(dir.path()).env("PATCHGATE_MAX_UPLOAD_BYTES", "0").arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_upload_bytes"));
+}
+
+#[test]
+fn the_dev_keys_refuse_a_public_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = patchgate()
+        .current_dir(dir.path())
+        .env("PATCHGATE_LISTEN", "0.0.0.0:0")
+        .env("PATCHGATE_KEYS_DIR", dev_keys_dir())
+        .env("PATCHGATE_DATA_DIR", dir.path().join("data"))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEVELOPMENT KEYS") && stderr.contains("loopback"), "{stderr}");
+}
+
+#[test]
+fn keys_example_is_recognised_as_the_development_set() {
+    let set = patchgate::tuf::keydir::load(&dev_keys_dir()).unwrap();
+    assert!(patchgate::startup::uses_dev_keys(&set));
+    let mut ids: Vec<String> = set
+        .image_root
+        .iter()
+        .chain([&set.image_targets, &set.image_snapshot, &set.image_timestamp, &set.director_root, &set.director])
+        .map(|k| k.keyid().to_owned())
+        .collect();
+    ids.sort();
+    let mut dev: Vec<String> = patchgate::tuf::dev_keys::DEV_KEYIDS.iter().map(|s| (*s).to_owned()).collect();
+    dev.sort();
+    assert_eq!(ids, dev);
+    // A freshly generated set is not.
+    let dir = tempfile::tempdir().unwrap();
+    let out = patchgate()
+        .args(["keys", "generate", "--out"])
+        .arg(dir.path().join("k"))
+        .args(["--root-keys", "3", "--root-threshold", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fresh = patchgate::tuf::keydir::load(&dir.path().join("k")).unwrap();
+    assert_eq!(fresh.image_root.len(), 3);
+    assert!(!patchgate::startup::uses_dev_keys(&fresh));
+    // Generating again into the same place never overwrites.
+    let again = patchgate().args(["keys", "generate", "--out"]).arg(dir.path().join("k")).output().unwrap();
+    assert!(!again.status.success());
+}
+
+#[tokio::test]
+async fn publish_and_export_root_from_the_command_line() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    let file = app.dir.path().join("fw-1.bin");
+    std::fs::write(&file, firmware(5, 300_000)).unwrap();
+    let out = publish_cli(&app, "1.0.0", &file).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("target: pump-x1/1.0.0/fw-1.bin"), "{stdout}");
+    assert!(stdout.contains(&format!("sha256: {}", crate::common::sha256_hex(&firmware(5, 300_000)))), "{stdout}");
+    // Errors are clear, with a non-zero exit.
+    let out = publish_cli(&app, "1.0", &file).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_version"));
+    let out = publish_cli(&app, "1.0.1", std::path::Path::new("/does/not/exist")).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/does/not/exist"));
+}
+
+#[test]
+fn token_create_prints_the_token_last_and_export_root_prints_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    crate::common::copy_dir(&dev_keys_dir(), &keys);
+    let run = |args: &[&str]| {
+        let out = patchgate()
+            .env("PATCHGATE_DATA_DIR", dir.path().join("data"))
+            .env("PATCHGATE_KEYS_DIR", &keys)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["repo", "init"]).contains("initialised"));
+    let out = run(&["token", "create", "--role", "publisher", "--name", "ci"]);
+    assert!(out.trim_end().lines().last().unwrap().starts_with("pgt_"));
+    // A scope naming a product that does not exist is refused, with a non-zero exit.
+    let refused = patchgate()
+        .env("PATCHGATE_DATA_DIR", dir.path().join("data"))
+        .env("PATCHGATE_KEYS_DIR", &keys)
+        .args(["token", "create", "--role", "publisher", "--product", "pump-x1", "--name", "ci2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("product pump-x1 does not exist"));
+    let root = dir.path().join("root.json");
+    let out = run(&["repo", "export-root", "--repo", "image", "--out", root.to_str().unwrap()]);
+    let bytes = std::fs::read(&root).unwrap();
+    assert!(out.contains(&crate::common::sha256_hex(&bytes)), "{out}");
+    let out = run(&["repo", "rotate-root", "--root-keys", "3", "--root-threshold", "2"]);
+    assert!(out.contains("version 2"), "{out}");
+    let out = run(&["repo", "export-root", "--repo", "image", "--out", root.to_str().unwrap()]);
+    assert!(out.contains("root version 2"), "{out}");
+    assert_eq!(out.lines().last().unwrap().split(", ").count(), 3);
+    let out = run(&["repo", "export-root", "--repo", "director", "--out", root.to_str().unwrap()]);
+    assert!(out.contains("director root version 1"), "{out}");
+}
+
+#[tokio::test]
+async fn the_server_refuses_keys_that_the_stored_roots_do_not_trust() {
+    let app = spawn_app().await;
+    let other_keys = app.dir.path().join("other-keys");
+    patchgate::tuf::keydir::generate(&other_keys, 2, 2).unwrap();
+    let mut config = app.services.config.as_ref().clone();
+    config.keys_dir = other_keys;
+    let clock = std::sync::Arc::new(patchgate::clock::SystemClock);
+    let err = patchgate::startup::Application::build(config, clock).await.err().expect("mismatched keys refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("not the keys the stored roots trust") && text.contains("online/image-timestamp.pem"),
+        "{text}"
+    );
+}

@@ -1,0 +1,378 @@
+//! Crash safety (DESIGN.md §5): a real `patchgate serve` process killed with SIGKILL while
+//! several publishes are uploading or committing restarts on a repository that tough accepts,
+//! in which every release is either fully published (listed by the API, signed into the
+//! product role, downloadable and verified) or absent, and no acknowledged publish is lost.
+//!
+//! This test runs the binary rather than the in-process `spawn_app()`: only a separate process
+//! can be killed without unwinding, dropping or flushing anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::common::{firmware, sha256_hex, test_config, tough_read};
+
+const PRODUCT: &str = "pump-x1";
+/// Publishes fired at once per round.
+const PUBLISHES_PER_ROUND: u8 = 6;
+/// When each round kills the server, as a fraction of how long an uninterrupted batch takes on
+/// this machine and database (measured first: SQLite and PostgreSQL, debug and release builds
+/// differ severalfold). From "all still uploading" through "some committing" to "all
+/// committed", so kills land in every phase of a publish.
+const KILL_AT: [f64; 6] = [0.5, 0.05, 0.8, 0.25, 1.1, 0.65];
+/// A bound on start-up (migrations and repository initialisation in a debug build).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The environment every `patchgate` command of this test shares: same keys, data and database.
+struct Deployment {
+    dir: TempDir,
+    vars: Vec<(&'static str, String)>,
+}
+
+impl Deployment {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path()).await;
+        let mut vars = vec![
+            ("PATCHGATE_DATA_DIR", config.data_dir.display().to_string()),
+            ("PATCHGATE_KEYS_DIR", config.keys_dir.display().to_string()),
+            ("PATCHGATE_REFRESH_INTERVAL_SECONDS", "0".to_owned()),
+        ];
+        if let Some(url) = config.database_url {
+            vars.push(("PATCHGATE_DATABASE_URL", url));
+        }
+        Self { dir, vars }
+    }
+
+    /// `patchgate args…` with only this deployment's `PATCHGATE_*` variables: an inherited
+    /// `PATCHGATE_DATABASE_URL` or `PATCHGATE_STORE_URL` would point the server elsewhere.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchgate"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PATCHGATE_") {
+                cmd.env_remove(key);
+            }
+        }
+        // The temp directory holds no `patchgate.toml`, so none is picked up from the cwd.
+        cmd.args(args).envs(self.vars.iter().map(|(k, v)| (k, v))).current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Starts `patchgate serve` and waits until `/healthz` answers 200.
+    async fn start(&self, label: &str) -> Server {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        // A port picked by binding port 0 may be taken again before the server binds it; then
+        // the server exits at once and another port is tried.
+        for attempt in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let log = self.dir.path().join(format!("server-{label}-{attempt}.log"));
+            let out = std::fs::File::create(&log).unwrap();
+            let child = self
+                .command(&["serve"])
+                .env("PATCHGATE_LISTEN", format!("127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .expect("starting patchgate serve");
+            let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), log };
+            let started = Instant::now();
+            loop {
+                if let Some(status) = server.child.try_wait().unwrap() {
+                    eprintln!("server {label} exited during start-up ({status}):\n{}", server.log_tail());
+                    break;
+                }
+                let health = client.get(format!("{}/healthz", server.base)).send().await;
+                if health.is_ok_and(|r| r.status() == 200) {
+                    return server;
+                }
+                assert!(
+                    started.elapsed() < START_TIMEOUT,
+                    "server {label} not healthy after {START_TIMEOUT:?}:\n{}",
+                    server.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("server {label} did not start");
+    }
+
+    /// An admin token made by the CLI (the last line of its stdout).
+    fn admin_token(&self) -> String {
+        let out = self.command(&["token", "create", "--role", "admin", "--name", "crash"]).output().unwrap();
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned()
+    }
+}
+
+/// A running server process; dropping it kills it, so a failing test leaves none behind.
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- log of the server at {} ({}):\n{}", self.base, self.log.display(), self.log_tail());
+        }
+    }
+}
+
+/// tough against a server reached at `base`, from `root` with a datastore in `datastore`.
+async fn tough_at(base: &str, root: &[u8], datastore: &Path) -> Result<tough::Repository, tough::error::Error> {
+    let metadata = url::Url::parse(&format!("{base}/repo/metadata/")).unwrap();
+    let targets = url::Url::parse(&format!("{base}/repo/targets/")).unwrap();
+    tough::RepositoryLoader::new(&root.to_vec(), metadata, targets).datastore(datastore).load().await
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, Iterator::count)
+}
+
+fn target_name(version: &str) -> String {
+    format!("{PRODUCT}/{version}/fw.bin")
+}
+
+/// What one publish got back: an HTTP status, or the transport error (the server died).
+#[derive(Debug)]
+enum Answer {
+    Status(u16, String),
+    Failed(String),
+}
+
+async fn publish(client: &reqwest::Client, base: &str, token: &str, version: &str, content: Vec<u8>) -> Answer {
+    let part = reqwest::multipart::Part::bytes(content).file_name("fw.bin");
+    let form = reqwest::multipart::Form::new().text("version", version.to_owned()).part("file", part);
+    let sent = client
+        .post(format!("{base}/api/v1/products/{PRODUCT}/releases"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await;
+    match sent {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            Answer::Status(status, res.text().await.unwrap_or_default())
+        }
+        Err(e) => Answer::Failed(format!("{e:?}")),
+    }
+}
+
+/// Checks (a)–(c) on a freshly restarted server and returns the versions it serves.
+async fn present_versions(
+    server: &Server,
+    client: &reqwest::Client,
+    token: &str,
+    root: &[u8],
+    sent: &BTreeMap<String, Vec<u8>>,
+    device_store: &Path,
+) -> BTreeSet<String> {
+    // (a) tough, as a device provisioned with root v1, accepts the repository.
+    let store = tempfile::tempdir().unwrap();
+    let repo = tough_at(&server.base, root, store.path()).await.expect("tough loads the repository after the crash");
+    // A device that kept its metadata from before the crash accepts it too: no version it has
+    // seen was rolled back (tough refuses a timestamp or snapshot older than the cached one).
+    tough_at(&server.base, root, device_store)
+        .await
+        .expect("a device that cached metadata before the crash accepts the repository after it");
+    let role = repo.delegated_role(PRODUCT).expect("the product role is delegated");
+    let signed = &role.targets.as_ref().expect("tough loaded the product role").signed.targets;
+    // (b) every signed target downloads, verifies, and holds exactly what was sent.
+    let mut in_role = BTreeSet::new();
+    for (name, target) in signed {
+        let version = target.custom["version"].as_str().unwrap().to_owned();
+        assert_eq!(name.raw(), target_name(&version));
+        let bytes = tough_read(&repo, name.raw()).await.unwrap_or_else(|e| panic!("{}: {e}", name.raw()));
+        let expected =
+            sent.get(&version).unwrap_or_else(|| panic!("the role lists {version}, which was never published"));
+        assert!(&bytes == expected, "{} downloads other bytes than were published", name.raw());
+        in_role.insert(version);
+    }
+    // (c) the API lists exactly the signed releases, with the same content.
+    let res = client
+        .get(server.url(&format!("/api/v1/products/{PRODUCT}/releases")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let listed: Vec<serde_json::Value> = res.json().await.unwrap();
+    let mut in_api = BTreeSet::new();
+    for release in &listed {
+        let version = release["version"].as_str().unwrap().to_owned();
+        let expected =
+            sent.get(&version).unwrap_or_else(|| panic!("the API lists {version}, which was never published"));
+        assert_eq!(release["target"]["hashes"]["sha256"], sha256_hex(expected), "{version}");
+        in_api.insert(version);
+    }
+    assert_eq!(in_api, in_role, "the API's releases and the signed product role disagree");
+    in_role
+}
+
+/// Versions `1.{round}.0..` with contents of 200 KiB to about 2 MiB: the small ones commit
+/// first, the large ones are still uploading. Generated before the clock starts: generating
+/// them is slow in a debug build and must not stagger the publishes or delay the kill.
+fn batch(round: u8) -> Vec<(String, Vec<u8>)> {
+    (0..PUBLISHES_PER_ROUND)
+        .map(|i| {
+            let content = firmware(round * PUBLISHES_PER_ROUND + i + 1, 200 * 1024 + usize::from(i) * 370 * 1024);
+            (format!("1.{round}.{i}"), content)
+        })
+        .collect()
+}
+
+/// Starts every publish of `batch` at once; each task yields its answer and when it came.
+fn fire(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    batch: Vec<(String, Vec<u8>)>,
+) -> Vec<tokio::task::JoinHandle<(String, Answer, Instant)>> {
+    batch
+        .into_iter()
+        .map(|(version, content)| {
+            let (client, base, token) = (client.clone(), base.to_owned(), token.to_owned());
+            tokio::spawn(async move {
+                let answer = publish(&client, &base, &token, &version, content).await;
+                (version, answer, Instant::now())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_9_during_publishes_leaves_a_valid_repository() {
+    let deployment = Deployment::new().await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut server = deployment.start("initial").await;
+    let token = deployment.admin_token();
+    let res = client
+        .post(server.url("/api/v1/products"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": PRODUCT, "hardware_ids": ["hw"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let root =
+        client.get(server.url("/repo/metadata/1.root.json")).send().await.unwrap().bytes().await.unwrap().to_vec();
+
+    let mut sent: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // Calibration: one batch without a kill, which must publish completely.
+    let calibration = batch(0);
+    sent.extend(calibration.iter().cloned());
+    let fired_at = Instant::now();
+    let mut uninterrupted = Duration::ZERO;
+    let mut finished = Vec::new();
+    for task in fire(&client, &server.base, &token, calibration) {
+        let (version, answer, at) = task.await.unwrap();
+        assert!(matches!(answer, Answer::Status(201, _)), "{version}: {answer:?}");
+        uninterrupted = uninterrupted.max(at - fired_at);
+        finished.push(format!("{version} {:.1?}", at - fired_at));
+    }
+    eprintln!(
+        "an uninterrupted batch of {PUBLISHES_PER_ROUND} publishes took {uninterrupted:.1?} ({})",
+        finished.join(", ")
+    );
+    let device = tempfile::tempdir().unwrap();
+    let mut present = present_versions(&server, &client, &token, &root, &sent, device.path()).await;
+
+    let mut lost: Vec<String> = Vec::new();
+    let mut unacknowledged_in_all: Vec<String> = Vec::new();
+    for (round, fraction) in (1..).zip(KILL_AT) {
+        let batch = batch(round);
+        sent.extend(batch.iter().cloned());
+        let kill_after = uninterrupted.mul_f64(fraction);
+        let fired_at = Instant::now();
+        let tasks = fire(&client, &server.base, &token, batch);
+        tokio::time::sleep(kill_after).await;
+        let killed_at = Instant::now();
+        server.kill_9();
+        let kill_offset = killed_at - fired_at;
+        let mut created = BTreeSet::new();
+        let mut created_before_kill = 0;
+        let mut cut_off = Vec::new();
+        let mut other = Vec::new();
+        for task in tasks {
+            let (version, answer, at) = task.await.unwrap();
+            match answer {
+                Answer::Status(201, _) => {
+                    created_before_kill += usize::from(at <= killed_at);
+                    created.insert(version);
+                }
+                Answer::Failed(error) => cut_off.push((version, error)),
+                Answer::Status(status, body) => other.push(format!("{version}: {status} {body}")),
+            }
+        }
+        assert!(other.is_empty(), "round {round}: publishes answered neither 201 nor a broken connection: {other:?}");
+
+        server = deployment.start(&format!("round-{round}")).await;
+        let now_present = present_versions(&server, &client, &token, &root, &sent, device.path()).await;
+        // (d) an acknowledged publish survives the crash; earlier releases never vanish.
+        let missing: Vec<_> = created.difference(&now_present).collect();
+        assert!(missing.is_empty(), "round {round}: publishes answered 201 are gone after the restart: {missing:?}");
+        let vanished: Vec<_> = present.difference(&now_present).collect();
+        assert!(vanished.is_empty(), "round {round}: releases of earlier rounds vanished: {vanished:?}");
+        let this_round: Vec<_> = now_present.difference(&present).cloned().collect();
+        let unacknowledged: Vec<_> = cut_off.iter().map(|(v, _)| v).filter(|v| now_present.contains(*v)).collect();
+        eprintln!(
+            "round {round}: kill after {kill_offset:.1?} ({fraction} of the uninterrupted time); \
+             {created_before_kill} publishes answered 201 before the kill ({} in all), {} cut off; \
+             {} of {PUBLISHES_PER_ROUND} versions present after the restart {this_round:?} \
+             (cut off yet committed: {unacknowledged:?}); {} releases in all; {} files left in objects/staging",
+            created.len(),
+            cut_off.len(),
+            this_round.len(),
+            now_present.len(),
+            count_files(&deployment.dir.path().join("data/objects/staging")),
+        );
+        if let Some((version, error)) = cut_off.first() {
+            eprintln!("  e.g. {version}: {error}");
+        }
+        unacknowledged_in_all.extend(unacknowledged.into_iter().cloned());
+        lost.extend((0..PUBLISHES_PER_ROUND).map(|i| format!("1.{round}.{i}")).filter(|v| !now_present.contains(v)));
+        present = now_present;
+    }
+
+    // A publish the crash cut off can simply be retried: the orphaned upload is no obstacle.
+    if let Some(version) = lost.first() {
+        let answer = publish(&client, &server.base, &token, version, sent[version].clone()).await;
+        assert!(matches!(answer, Answer::Status(201, _)), "retrying {version} after the crash: {answer:?}");
+        let store = tempfile::tempdir().unwrap();
+        let repo = tough_at(&server.base, &root, store.path()).await.unwrap();
+        assert_eq!(tough_read(&repo, &target_name(version)).await.unwrap(), sent[version]);
+    }
+    // A publish committed just before the crash, whose answer was lost, can be retried too:
+    // the same content is acknowledged as already published.
+    if let Some(version) = unacknowledged_in_all.first() {
+        let answer = publish(&client, &server.base, &token, version, sent[version].clone()).await;
+        assert!(matches!(answer, Answer::Status(200, _)), "retrying {version} after the crash: {answer:?}");
+    }
+    eprintln!("retried: cut off {:?}, committed but unacknowledged {:?}", lost.first(), unacknowledged_in_all.first());
+    server.kill_9();
+}

@@ -1,0 +1,15 @@
+//! Integration tests: a real server on a loopback port, real HTTP, real signatures, real TUF
+//! clients. One test binary (faster to build than one per file).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly by design")]
+
+mod cli;
+mod common;
+mod crash;
+mod db;
+mod jobs;
+mod ops;
+mod publish;
+mod serving;
+mod shapes;
+mod tuf_clients;

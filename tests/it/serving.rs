@@ -1,0 +1,129 @@
+//! What the public repository routes answer: both target spellings, Range, HEAD, ETag,
+//! caching headers, 404 and 405 as JSON.
+
+use reqwest::header;
+
+use crate::common::{firmware, sha256_hex, spawn_app};
+
+#[tokio::test]
+async fn targets_serve_both_spellings_with_range_head_and_etag() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    let content = firmware(4, 10_000);
+    let body = app.publish("pump-x1", "1.0.0", "fw.bin", content.clone()).await;
+    let sha256 = sha256_hex(&content);
+    let sha512 = body["target"]["hashes"]["sha512"].as_str().unwrap().to_owned();
+    let spellings = [
+        format!("/repo/targets/pump-x1/1.0.0/{sha256}.fw.bin"),
+        format!("/repo/targets/{sha256}.pump-x1/1.0.0/fw.bin"),
+        format!("/repo/targets/pump-x1/1.0.0/{sha512}.fw.bin"),
+    ];
+    for path in &spellings {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()[header::CONTENT_LENGTH], "10000");
+        assert_eq!(res.headers()[header::ETAG], format!("\"{sha256}\"").as_str());
+        assert!(res.headers()[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+        assert!(res.bytes().await.unwrap() == content);
+    }
+    let url = app.url(&spellings[0]);
+    // Not the plain name, not a wrong hash, not another version.
+    for path in [
+        "/repo/targets/pump-x1/1.0.0/fw.bin".to_owned(),
+        format!("/repo/targets/pump-x1/1.0.0/{}.fw.bin", "0".repeat(64)),
+        format!("/repo/targets/pump-x1/2.0.0/{sha256}.fw.bin"),
+    ] {
+        let res = app.client.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    }
+    // Range.
+    let res = app.client.get(&url).header(header::RANGE, "bytes=100-199").send().await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes 100-199/10000");
+    assert!(res.bytes().await.unwrap() == content[100..200]);
+    let res = app.client.get(&url).header(header::RANGE, "bytes=9990-").send().await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert!(res.bytes().await.unwrap() == content[9990..]);
+    let res = app.client.get(&url).header(header::RANGE, "bytes=10000-").send().await.unwrap();
+    assert_eq!(res.status(), 416);
+    assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes */10000");
+    // HEAD: the headers, no body.
+    let res = app.client.head(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], "10000");
+    assert!(res.bytes().await.unwrap().is_empty());
+    // Conditional GET.
+    let res = app.client.get(&url).header(header::IF_NONE_MATCH, format!("\"{sha256}\"")).send().await.unwrap();
+    assert_eq!(res.status(), 304);
+}
+
+#[tokio::test]
+async fn metadata_is_served_by_version_with_cache_rules() {
+    let app = spawn_app().await;
+    let res = app.metadata("1.root.json").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+    let etag = res.headers()[header::ETAG].clone();
+    let root: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(root["signed"]["_type"], "root");
+    assert_eq!(root["signed"]["consistent_snapshot"], true);
+    assert_eq!(root["signed"]["roles"]["root"]["threshold"], 2);
+    assert_eq!(root["signatures"].as_array().unwrap().len(), 2);
+    let expires = root["signed"]["expires"].as_str().unwrap();
+    assert!(expires.ends_with('Z') && !expires.contains('.'), "whole seconds: {expires}");
+    let res =
+        app.client.get(app.url("/repo/metadata/1.root.json")).header(header::IF_NONE_MATCH, etag).send().await.unwrap();
+    assert_eq!(res.status(), 304);
+
+    let res = app.metadata("timestamp.json").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()[header::CACHE_CONTROL].to_str().unwrap().contains("max-age=10"));
+    let ts: serde_json::Value = res.json().await.unwrap();
+    let snapshot_meta = &ts["signed"]["meta"]["snapshot.json"];
+    let version = snapshot_meta["version"].as_u64().unwrap();
+    let snapshot = app.metadata(&format!("{version}.snapshot.json")).await.bytes().await.unwrap();
+    assert_eq!(snapshot_meta["length"], snapshot.len());
+    assert_eq!(snapshot_meta["hashes"]["sha256"], sha256_hex(&snapshot));
+
+    for missing in [
+        "2.root.json",
+        "0.root.json",
+        "01.root.json",
+        "+1.root.json",
+        "1.timestamp.json",
+        "9.targets.json",
+        "root.json",
+        "1.nope.json",
+        "x.root.json",
+    ] {
+        let res = app.metadata(missing).await;
+        assert_eq!(res.status(), 404, "{missing}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "not_found");
+    }
+    let director = app.client.get(app.url("/director/metadata/1.root.json")).send().await.unwrap();
+    assert_eq!(director.status(), 200);
+    let director: serde_json::Value = director.json().await.unwrap();
+    assert_eq!(director["signed"]["roles"]["timestamp"]["keyids"], director["signed"]["roles"]["targets"]["keyids"]);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/nothing/here")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/repo/metadata/1.root.json"),
+        (reqwest::Method::DELETE, "/api/v1/products"),
+        (reqwest::Method::PUT, "/api/v1/products/pump-x1/releases"),
+        (reqwest::Method::POST, "/healthz"),
+    ] {
+        let res = app.client.request(method.clone(), app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+}
