@@ -40,6 +40,11 @@ pub struct Config {
     /// How often the metadata refresh job looks for roles to re-sign, in seconds; 0 turns the
     /// job off on this instance (another instance sharing the database may run it).
     pub refresh_interval_seconds: u64,
+    /// How often the rollout gate job evaluates running rollouts, in seconds; 0 turns it off on
+    /// this instance.
+    pub rollout_interval_seconds: u64,
+    /// The poll interval suggested to devices in every report answer, in seconds.
+    pub device_poll_seconds: u64,
 }
 
 /// How log lines are written.
@@ -67,6 +72,11 @@ impl Default for Config {
             // The shortest refresh margin (timestamp: 8 h) is vastly longer: a minute only
             // bounds how long a lost lease leaves the job undone.
             refresh_interval_seconds: 60,
+            // Soaks are minutes to days; evaluating every 30 s halts a failing stage well
+            // within a minute of the failure that crosses the gate (reports also halt at once).
+            rollout_interval_seconds: 30,
+            // Ten minutes keeps 100 000 devices at under 200 reports a second.
+            device_poll_seconds: 600,
         }
     }
 }
@@ -118,6 +128,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(10..=86_400).contains(&self.device_poll_seconds) {
+            return Err(ConfigError::Invalid {
+                field: "device_poll_seconds",
+                message: "must be between 10 and 86400".into(),
+            });
+        }
         if self.max_upload_bytes == 0 {
             return Err(ConfigError::Invalid {
                 field: "max_upload_bytes",

@@ -176,8 +176,20 @@ impl Application {
         if job.is_none() {
             tracing::warn!("the metadata refresh job is off on this instance (refresh_interval_seconds = 0)");
         }
+        let gates = self.services.config.rollout_interval_seconds;
+        let gate_job = (gates > 0).then(|| {
+            let holder = format!("{}-{}", std::process::id(), crate::storage::random_hex(4));
+            tokio::spawn(crate::jobs::rollouts::run(
+                self.services.clone(),
+                holder,
+                std::time::Duration::from_secs(gates),
+            ))
+        });
+        if gate_job.is_none() {
+            tracing::warn!("the rollout gate job is off on this instance (rollout_interval_seconds = 0)");
+        }
         let result = self.server.await;
-        if let Some(job) = job {
+        for job in [job, gate_job].into_iter().flatten() {
             job.abort();
         }
         result

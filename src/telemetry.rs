@@ -19,16 +19,17 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// The process-wide Prometheus recorder (metrics macros report to one global recorder).
+///
+/// Installation runs inside `OnceLock::get_or_init`, so concurrent callers (parallel tests
+/// starting servers) wait for the one that installs it instead of racing it.
 pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    // Another thread may have won the race; then use its handle.
-    if metrics::set_global_recorder(recorder).is_err() {
-        return HANDLE.get().cloned().ok_or_else(|| anyhow::anyhow!("a foreign metrics recorder is installed"));
-    }
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).is_ok().then_some(handle)
+        })
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a foreign metrics recorder is installed"))
 }

@@ -1,10 +1,37 @@
 //! Wire types shared by the patchgate server and the device agent.
 //!
 //! Owns what both sides must agree on byte for byte: the `custom` fields the image repository
-//! puts on every target, and canonical JSON (OLPC, as TUF signs it). It must not depend on the
-//! server crate, actix or sea-orm: the agent links it on small devices.
+//! puts on every target, and canonical JSON (OLPC, as TUF signs it), plus
+//!
+//! - [`keys`]: TUF keyids of ed25519 keys, parsing hex public keys;
+//! - [`envelope`]: TUF's `{"signed", "signatures"}` envelope, signing and strict verification;
+//! - [`report`]: the device's signed version report and enrollment request, and their answers;
+//! - [`director`]: the director's target `custom` (image `custom` + `device_id`, `rollout_id`,
+//!   `action`);
+//! - [`bucket`](mod@bucket): rollout bucketing, with published test vectors;
+//! - [`error`]: [`ProtocolError`], the one error type callers match on.
+//!
+//! It must not depend on the server crate, actix, sea-orm or tough: the agent links it on small
+//! devices.
 
 use serde::{Deserialize, Serialize};
+
+pub mod bucket;
+pub mod director;
+pub mod envelope;
+pub mod error;
+pub mod keys;
+pub mod report;
+
+pub use bucket::{BUCKETS, bucket, in_percent};
+pub use director::{DirectorAction, DirectorFields, check_director_custom, director_custom, split_director_custom};
+pub use envelope::{Envelope, Signature, open, sign, verify};
+pub use error::ProtocolError;
+pub use keys::{ed25519_keyid, parse_public_key_hex};
+pub use report::{
+    Attempt, AttemptState, DeviceReport, EnrollAnswer, EnrollRequest, InstalledImage, ReportAnswer,
+    open_enroll_request, peek_report_device_id,
+};
 
 /// The TUF specification version patchgate writes into every role.
 pub const SPEC_VERSION: &str = "1.0.31";

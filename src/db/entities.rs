@@ -144,3 +144,234 @@ pub mod job_lease {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod enrollment_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrollment_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub product_id: i64,
+        /// JSON array of tags given to the devices that enroll with it.
+        pub tags: String,
+        pub token_prefix: String,
+        #[sea_orm(unique)]
+        pub token_hash: String,
+        pub max_uses: i64,
+        pub uses: i64,
+        pub expires_at: i64,
+        pub created_by: String,
+        pub created_at: i64,
+        pub revoked_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod device {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "devices")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub device_id: String,
+        pub product_id: i64,
+        pub hardware_id: String,
+        /// Hex of the raw ed25519 public key.
+        pub public_key: String,
+        pub keyid: String,
+        /// JSON array of admin-set tags.
+        pub tags: String,
+        pub token_prefix: String,
+        #[sea_orm(unique)]
+        pub token_hash: String,
+        /// `active` or `decommissioned`.
+        pub status: String,
+        pub rekey_allowed: bool,
+        pub enrollment_token_id: Option<i64>,
+        pub enrolled_at: i64,
+        pub decommissioned_at: Option<i64>,
+        pub last_counter: Option<i64>,
+        pub last_seen_at: Option<i64>,
+        pub installed_name: Option<String>,
+        pub installed_version: Option<String>,
+        pub installed_sha256: Option<String>,
+        pub installed_release_id: Option<i64>,
+        pub attempt_name: Option<String>,
+        pub attempt_state: Option<String>,
+        pub attempt_detail: Option<String>,
+        pub assigned_release_id: Option<i64>,
+        pub assigned_rollout_id: Option<String>,
+        pub assigned_action: Option<String>,
+        pub director_targets_version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod device_report {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "device_reports")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub device_row_id: i64,
+        pub counter: i64,
+        pub received_at: i64,
+        pub reported_time: String,
+        pub installed_name: Option<String>,
+        pub installed_version: Option<String>,
+        pub installed_sha256: Option<String>,
+        pub attempt_name: Option<String>,
+        pub attempt_state: Option<String>,
+        pub attempt_detail: Option<String>,
+        pub director_targets_version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod device_metadata {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "device_metadata")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub device_row_id: i64,
+        pub role: String,
+        pub version: i64,
+        pub expires_at: i64,
+        pub body: Vec<u8>,
+        pub sha256: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cohort {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cohorts")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub product_id: i64,
+        pub name: String,
+        /// JSON array of tags a device must all carry to be selected; `None`: no selector.
+        pub selector_tags: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cohort_member {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cohort_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub cohort_id: i64,
+        /// A device id; it may name a device that has not enrolled yet.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod rollout {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rollouts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub product_id: i64,
+        pub release_id: i64,
+        pub state: String,
+        /// JSON array of `{cohort, basis_points, soak_seconds}`.
+        pub stages: String,
+        pub max_failure_rate_bp: i32,
+        pub min_reports: i64,
+        pub stall_seconds: i64,
+        pub auto_advance: bool,
+        pub current_stage: i32,
+        pub stage_started_at: i64,
+        /// Start of the gate's counting window (reset when an admin resumes a halted rollout).
+        pub gate_since: i64,
+        /// Why it halted (or what a forced advance skipped).
+        pub reason: Option<String>,
+        pub created_by: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub started_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod assignment {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "assignments")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub rollout_id: String,
+        pub device_row_id: i64,
+        /// The stage (0-based) at which the device entered the rollout.
+        pub stage: i32,
+        pub release_id: i64,
+        /// The release the device ran when it was assigned (the rollback target).
+        pub from_release_id: Option<i64>,
+        /// `assigned`, an attempt state, or `withdrawn`.
+        pub state: String,
+        pub detail: Option<String>,
+        pub assigned_at: i64,
+        pub updated_at: i64,
+        pub final_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

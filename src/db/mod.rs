@@ -3,11 +3,16 @@
 //! Owns SQL and sea-orm; knows nothing of HTTP or TUF semantics.
 
 pub mod audit;
+pub mod cohorts;
+pub mod device_metadata;
+pub mod devices;
+pub mod enrollment;
 pub mod entities;
 pub mod leases;
 pub mod metadata;
 pub mod products;
 pub mod releases;
+pub mod rollouts;
 pub mod tokens;
 
 use std::time::Duration;
@@ -65,6 +70,15 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Begins a transaction that will write: on SQLite `BEGIN IMMEDIATE`, so a transaction that
+/// reads and then writes never fails on upgrading its lock (it waits for the busy timeout
+/// instead); on PostgreSQL an ordinary transaction (row locks and conditional updates suffice).
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let options =
+        TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
+    db.begin_with_options(options).await
 }
 
 /// Begins a transaction that holds the repository signing lock until it ends.

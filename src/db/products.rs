@@ -44,3 +44,8 @@ pub async fn product_get_by_name(db: &impl ConnectionTrait, name: &str) -> Resul
 pub async fn product_list(db: &impl ConnectionTrait) -> Result<Vec<Model>, DbErr> {
     Entity::find().order_by_asc(product::Column::Name).all(db).await
 }
+
+/// The product row `id`.
+pub async fn product_get(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id).one(db).await
+}

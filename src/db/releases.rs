@@ -42,3 +42,8 @@ pub async fn release_list_by_product(db: &impl ConnectionTrait, product_id: i64)
 pub async fn release_find_by_target(db: &impl ConnectionTrait, target_name: &str) -> Result<Option<Model>, DbErr> {
     Entity::find().filter(release::Column::TargetName.eq(target_name)).one(db).await
 }
+
+/// The release row `id`.
+pub async fn release_get(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id).one(db).await
+}

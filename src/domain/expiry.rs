@@ -17,6 +17,9 @@ pub enum RoleKind {
     Snapshot,
     /// Timestamp (online key).
     Timestamp,
+    /// A device's director targets (online key), re-signed when its assignment changes or
+    /// when the device reports within the refresh margin.
+    DirectorTargets,
 }
 
 impl RoleKind {
@@ -30,6 +33,9 @@ impl RoleKind {
         let days = match self {
             RoleKind::Root | RoleKind::TopTargets => 365,
             RoleKind::Product => 90,
+            // A captured assignment replays for at most 30 days; a device reporting at least
+            // every 20 days never sees it expire.
+            RoleKind::DirectorTargets => 30,
             RoleKind::Snapshot => 7,
             RoleKind::Timestamp => 1,
         };

@@ -1,7 +1,10 @@
-//! Pure logic with no I/O: names and versions, metadata lifetimes and refresh decisions.
+//! Pure logic with no I/O: names and versions, metadata lifetimes and refresh decisions, rollout
+//! rules (states, stage membership, gates).
 //!
 //! Nothing here reads a clock, a database or a file; callers pass `now` in. It imports nothing
-//! else of ours.
+//! else of ours but `patchgate_protocol`.
 
 pub mod expiry;
+pub mod ids;
 pub mod names;
+pub mod rollout;

@@ -17,6 +17,28 @@ pub enum NameError {
     /// Hardware ids follow the file-name alphabet.
     #[error("hardware id {0:?} must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
     HardwareId(String),
+    /// Device ids follow the file-name alphabet (they appear in URL paths).
+    #[error("device id {0:?} must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+    DeviceId(String),
+    /// Tags, cohort names and rollout ids are short lowercase slugs.
+    #[error("{0} {1:?} must be 1 to 64 characters of a-z, 0-9, '-', '_', '.' and ':'")]
+    Slug(&'static str, String),
+}
+
+impl NameError {
+    /// The stable API error code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NameError::Product(_) => "invalid_product_name",
+            NameError::Version(..) => "invalid_version",
+            NameError::FileName(_) => "invalid_file_name",
+            NameError::HardwareId(_) => "invalid_hardware_id",
+            NameError::DeviceId(_) => "invalid_device_id",
+            NameError::Slug("tag", _) => "invalid_tag",
+            NameError::Slug("cohort name", _) => "invalid_cohort_name",
+            NameError::Slug(..) => "invalid_rollout_id",
+        }
+    }
 }
 
 /// A product name, also the name of its delegated TUF role.

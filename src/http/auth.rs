@@ -11,22 +11,26 @@ use super::error::ApiError;
 use crate::services::Services;
 use crate::services::auth::{Caller, Permission, authenticate_token};
 
-async fn authenticate(req: HttpRequest, permission: Permission) -> Result<Caller, ApiError> {
-    let svc = req
-        .app_data::<web::Data<Services>>()
+fn services(req: &HttpRequest) -> Result<web::Data<Services>, ApiError> {
+    req.app_data::<web::Data<Services>>()
         .cloned()
-        .ok_or_else(|| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "no services"))?;
+        .ok_or_else(|| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "no services"))
+}
+
+fn bearer<'a>(req: &'a HttpRequest, kind: &str) -> Result<&'a str, ApiError> {
     let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
-        Some(token) => token.trim(),
-        None => {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "this route needs an API token: Authorization: Bearer pgt_…",
-            ));
-        }
-    };
+    header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("this route needs {kind}: Authorization: Bearer …"),
+        )
+    })
+}
+
+async fn authenticate(req: HttpRequest, permission: Permission) -> Result<Caller, ApiError> {
+    let svc = services(&req)?;
+    let token = bearer(&req, "an API token (pgt_…)")?;
     let caller = authenticate_token(&svc, token).await?;
     if !caller.role.allows(permission) {
         return Err(ApiError::new(
@@ -58,4 +62,27 @@ macro_rules! auth_extractor {
 
 auth_extractor!(ViewerAuth, Permission::Read, "Any valid token: reads.");
 auth_extractor!(PublisherAuth, Permission::Publish, "A token that may publish releases.");
+auth_extractor!(
+    ManagerAuth,
+    Permission::ManageRollouts,
+    "A token that may steer rollouts, cohorts and enrollment tokens."
+);
 auth_extractor!(AdminAuth, Permission::Admin, "An admin token.");
+
+/// A device, by its device token (`pgd_…`); decommissioned devices are refused (403).
+#[derive(Debug, Clone)]
+pub struct DeviceAuth(pub crate::db::entities::device::Model);
+
+impl FromRequest for DeviceAuth {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let svc = services(&req)?;
+            let token = bearer(&req, "a device token (pgd_…)")?;
+            Ok(DeviceAuth(crate::services::enrollment::authenticate_device(&svc, token).await?))
+        })
+    }
+}

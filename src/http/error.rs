@@ -18,6 +18,7 @@ pub struct ApiError {
     status: StatusCode,
     code: String,
     message: String,
+    last_counter: Option<u64>,
 }
 
 /// The JSON body of every error.
@@ -27,12 +28,15 @@ pub struct ErrorBody {
     pub error: String,
     /// Human sentence.
     pub message: String,
+    /// On `stale_counter` only: the highest report counter accepted so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_counter: Option<u64>,
 }
 
 impl ApiError {
     /// An error with an explicit status.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.to_owned(), message: message.into() }
+        Self { status, code: code.to_owned(), message: message.into(), last_counter: None }
     }
 
     /// A 400.
@@ -58,16 +62,23 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        json_error(self.status, &self.code, &self.message)
+        error_response_with(
+            self.status,
+            ErrorBody { error: self.code.clone(), message: self.message.clone(), last_counter: self.last_counter },
+        )
     }
 }
 
 /// A JSON error response.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    error_response_with(status, ErrorBody { error: code.to_owned(), message: message.to_owned(), last_counter: None })
+}
+
+fn error_response_with(status: StatusCode, body: ErrorBody) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .json(ErrorBody { error: code.to_owned(), message: message.to_owned() })
+        .json(body)
 }
 
 impl From<ServiceError> for ApiError {
@@ -80,6 +91,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unauthenticated { message } => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
             }
+            e @ ServiceError::StaleCounter { last_counter, .. } => Self {
+                last_counter: Some(last_counter),
+                ..Self::new(StatusCode::CONFLICT, "stale_counter", e.to_string())
+            },
             e @ ServiceError::TooLarge { .. } => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", e.to_string())
             }
@@ -97,14 +112,7 @@ impl From<ServiceError> for ApiError {
 
 impl From<crate::domain::names::NameError> for ApiError {
     fn from(e: crate::domain::names::NameError) -> Self {
-        use crate::domain::names::NameError;
-        let code = match e {
-            NameError::Product(_) => "invalid_product_name",
-            NameError::Version(..) => "invalid_version",
-            NameError::FileName(_) => "invalid_file_name",
-            NameError::HardwareId(_) => "invalid_hardware_id",
-        };
-        Self::bad_request(code, e.to_string())
+        Self::bad_request(e.code(), e.to_string())
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod director;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -34,7 +35,40 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(api::releases::list)),
             )
             .service(web::resource("/products/{product}/releases/{version}").route(web::get().to(api::releases::get)))
-            .service(web::resource("/audit").route(web::get().to(api::audit::list))),
+            .service(web::resource("/audit").route(web::get().to(api::audit::list)))
+            .service(
+                web::resource("/enrollment-tokens")
+                    .route(web::post().to(api::enrollment::create))
+                    .route(web::get().to(api::enrollment::list)),
+            )
+            .service(web::resource("/enrollment-tokens/{id}/revoke").route(web::post().to(api::enrollment::revoke)))
+            .service(
+                web::resource("/devices/enroll")
+                    .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY))
+                    .route(web::post().to(api::devices::enroll)),
+            )
+            .service(
+                web::resource("/devices/{device_id}/report")
+                    .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY))
+                    .route(web::post().to(api::devices::report)),
+            )
+            .service(
+                web::resource("/cohorts")
+                    .route(web::post().to(api::cohorts::create))
+                    .route(web::get().to(api::cohorts::list)),
+            )
+            .service(
+                web::resource("/cohorts/{product}/{name}")
+                    .route(web::get().to(api::cohorts::get))
+                    .route(web::put().to(api::cohorts::update)),
+            )
+            .service(
+                web::resource("/rollouts")
+                    .route(web::post().to(api::rollouts::create))
+                    .route(web::get().to(api::rollouts::list)),
+            )
+            .service(web::resource("/rollouts/{id}").route(web::get().to(api::rollouts::get)))
+            .service(web::resource("/rollouts/{id}/{action}").route(web::post().to(api::rollouts::act))),
     )
     .service(
         web::resource("/repo/metadata/{file}")
@@ -48,6 +82,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/director/metadata/{file}")
             .route(web::get().to(repo::director_root))
             .route(web::head().to(repo::director_root)),
+    )
+    .service(
+        web::resource("/director/{device_id}/metadata/{file}")
+            .route(web::get().to(director::device_metadata))
+            .route(web::head().to(director::device_metadata)),
     )
     .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
     .service(web::resource("/readyz").route(web::get().to(ops::readyz)))

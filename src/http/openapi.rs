@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, error, ops, repo};
+use super::{api, director, error, ops, repo};
 
 struct BearerAuth;
 
@@ -20,11 +20,16 @@ impl Modify for BearerAuth {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "patchgate", description = "OTA update server: TUF image repository, releases and (later) director and rollouts."),
+    info(title = "patchgate", description = "OTA update server: TUF image repository, releases, devices, the per-device director, cohorts and staged rollouts."),
     paths(
         api::products::create, api::products::list,
         api::releases::publish, api::releases::list, api::releases::get,
         api::audit::list,
+        api::enrollment::create, api::enrollment::list, api::enrollment::revoke,
+        api::devices::enroll, api::devices::report,
+        api::cohorts::create, api::cohorts::list, api::cohorts::get, api::cohorts::update,
+        api::rollouts::create, api::rollouts::list, api::rollouts::get, api::rollouts::act,
+        director::device_metadata,
         repo::image_metadata, repo::director_root, repo::target,
         ops::healthz, ops::readyz, ops::metrics,
     ),

@@ -99,6 +99,7 @@ pub async fn target(
                     .json(super::error::ErrorBody {
                         error: "range_not_satisfiable".into(),
                         message: format!("the target has {} bytes", target.length),
+                        last_counter: None,
                     }));
             }
         },

@@ -2,3 +2,4 @@
 //! server instances sharing one database.
 
 pub mod expiry;
+pub mod rollouts;

@@ -116,8 +116,17 @@ impl Caller {
     }
 }
 
-fn token_hash(token: &str) -> String {
+/// SHA-256 of a bearer secret, hex: what is stored instead of the secret.
+pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new bearer secret `{prefix}{64 hex}`: (secret, its first 12 characters for listings, hash).
+pub fn new_secret(prefix: &str) -> (String, String, String) {
+    let secret = format!("{prefix}{}", crate::storage::random_hex(32));
+    let shown = secret.chars().take(12).collect();
+    let hash = token_hash(&secret);
+    (secret, shown, hash)
 }
 
 /// Creates a token; returns the secret, shown once.

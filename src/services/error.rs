@@ -40,6 +40,15 @@ pub enum ServiceError {
         /// Human sentence.
         message: String,
     },
+    /// A device report's counter is not above the last one accepted (409, with `last_counter`):
+    /// a replay, or a device that lost its counter.
+    #[error("the report counter {counter} is not above the last accepted counter {last_counter}")]
+    StaleCounter {
+        /// The counter in the refused report.
+        counter: u64,
+        /// The highest counter accepted so far.
+        last_counter: u64,
+    },
     /// An upload exceeded the configured cap (413).
     #[error("the file exceeds the maximum upload size of {limit} bytes")]
     TooLarge {
@@ -83,5 +92,11 @@ impl From<crate::tuf::SignError> for ServiceError {
 impl From<crate::tuf::metadata::BuildError> for ServiceError {
     fn from(e: crate::tuf::metadata::BuildError) -> Self {
         Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl From<crate::domain::names::NameError> for ServiceError {
+    fn from(e: crate::domain::names::NameError) -> Self {
+        Self::Invalid { code: e.code(), message: e.to_string() }
     }
 }

@@ -1,15 +1,22 @@
 //! Use cases. Services own transactions and are the only layer that touches the database, TUF
 //! signing and blob storage together. They must not import `http`.
 
+pub mod assign_device;
 pub mod audit;
 pub mod auth;
+pub mod cohorts;
 pub mod context;
+pub mod device_report;
+pub mod director;
+pub mod enrollment;
 pub mod error;
 pub mod image_repo;
 pub mod init_repo;
+pub mod manage_rollout;
 pub mod products;
 pub mod publish_release;
 pub mod refresh;
+pub mod rollout_view;
 pub mod root_rotation;
 pub mod serve;
 

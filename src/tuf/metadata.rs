@@ -119,24 +119,60 @@ pub fn product_targets(version: u64, expires: Timestamp, entries: &[TargetEntry]
     // A product role delegates nothing further (tough's constructor starts with an empty set).
     targets.delegations = None;
     for entry in entries {
-        let sha256 = hex::decode(&entry.sha256).map_err(|e| BuildError(e.to_string()))?;
-        let mut extra = HashMap::new();
-        extra.insert("sha512".to_owned(), serde_json::Value::String(entry.sha512.clone()));
         let custom = serde_json::to_value(&entry.custom).map_err(|e| BuildError(e.to_string()))?;
         let custom: HashMap<String, serde_json::Value> =
             serde_json::from_value(custom).map_err(|e| BuildError(e.to_string()))?;
-        let name = TargetName::new(entry.name.clone()).map_err(|e| BuildError(e.to_string()))?;
-        targets.targets.insert(
-            name,
-            Target {
-                length: entry.length,
-                hashes: Hashes { sha256: sha256.into(), _extra: extra },
-                custom,
-                _extra: HashMap::new(),
-            },
-        );
+        let (name, target) = target(&entry.name, entry.length, &entry.sha256, &entry.sha512, custom)?;
+        targets.targets.insert(name, target);
     }
     Ok(targets)
+}
+
+/// The one target a device's director lists: the image repository's entry, byte for byte,
+/// with the director's `custom` (the image's plus `device_id`, `rollout_id`, `action`).
+pub struct DirectorTarget {
+    /// `{product}/{version}/{file}`.
+    pub name: String,
+    /// Size in bytes.
+    pub length: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// SHA-512, lowercase hex.
+    pub sha512: String,
+    /// The director's `custom`.
+    pub custom: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A device's director targets role: at most one target and no delegations (Uptane).
+pub fn director_targets(
+    version: u64,
+    expires: Timestamp,
+    entry: Option<&DirectorTarget>,
+) -> Result<Targets, BuildError> {
+    let mut targets = Targets::new(SPEC_VERSION.to_owned(), nz(version)?, expires);
+    targets.delegations = None;
+    if let Some(entry) = entry {
+        let custom = entry.custom.clone().into_iter().collect();
+        let (name, target) = target(&entry.name, entry.length, &entry.sha256, &entry.sha512, custom)?;
+        targets.targets.insert(name, target);
+    }
+    Ok(targets)
+}
+
+fn target(
+    name: &str,
+    length: u64,
+    sha256: &str,
+    sha512: &str,
+    custom: HashMap<String, serde_json::Value>,
+) -> Result<(TargetName, Target), BuildError> {
+    let sha256 = hex::decode(sha256).map_err(|e| BuildError(e.to_string()))?;
+    let mut extra = HashMap::new();
+    extra.insert("sha512".to_owned(), serde_json::Value::String(sha512.to_owned()));
+    let name = TargetName::new(name.to_owned()).map_err(|e| BuildError(e.to_string()))?;
+    let target =
+        Target { length, hashes: Hashes { sha256: sha256.into(), _extra: extra }, custom, _extra: HashMap::new() };
+    Ok((name, target))
 }
 
 /// A snapshot listing the current version of every targets role (`targets` and each product).

@@ -46,9 +46,32 @@ pub struct SignedMetadata {
     pub sha256: String,
 }
 
-/// Signs `signed` with every key in `signers` (each key once).
+/// Signs an image repository role (or the director root) with every key in `signers` (each once).
 pub async fn sign_role<T: Serialize>(
     role: &str,
+    version: u64,
+    expires: Timestamp,
+    signed: T,
+    signers: &[&Signer],
+) -> Result<SignedMetadata, SignError> {
+    sign_labelled(role, role_label(role), version, expires, signed, signers).await
+}
+
+/// Signs one of a device's director roles (`targets`, `snapshot`, `timestamp`); counted in
+/// `patchgate_signatures_total` as `director_{role}`, apart from the image repository's.
+pub async fn sign_director_role<T: Serialize>(
+    role: &str,
+    version: u64,
+    expires: Timestamp,
+    signed: T,
+    signer: &Signer,
+) -> Result<SignedMetadata, SignError> {
+    sign_labelled(role, format!("director_{role}"), version, expires, signed, &[signer]).await
+}
+
+async fn sign_labelled<T: Serialize>(
+    role: &str,
+    label: String,
     version: u64,
     expires: Timestamp,
     signed: T,
@@ -71,7 +94,7 @@ pub async fn sign_role<T: Serialize>(
         })?;
         let keyid = hex::decode(signer.keyid()).unwrap_or_default();
         signatures.push(Signature { keyid: keyid.into(), sig: sig.into() });
-        metrics::counter!("patchgate_signatures_total", "role" => role_label(role)).increment(1);
+        metrics::counter!("patchgate_signatures_total", "role" => label.clone()).increment(1);
     }
     let envelope = Signed { signed, signatures };
     let bytes = patchgate_protocol::canonical_json(&envelope).map_err(encode_err)?;

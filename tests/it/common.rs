@@ -81,6 +81,7 @@ pub async fn test_config(dir: &Path) -> Config {
         database_url: fresh_database_url().await,
         // Tests move the clock and run the refresh themselves; `jobs.rs` tests the job.
         refresh_interval_seconds: 0,
+        rollout_interval_seconds: 0,
         ..Config::default()
     }
 }

@@ -1,5 +1,9 @@
 //! The `/api/v1` JSON API: thin handlers, one file per resource.
 
 pub mod audit;
+pub mod cohorts;
+pub mod devices;
+pub mod enrollment;
 pub mod products;
 pub mod releases;
+pub mod rollouts;

@@ -1,0 +1,256 @@
+//! Queries on `devices` and `device_reports`.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+
+use super::entities::device::{self, ActiveModel, Entity, Model};
+use super::entities::device_report;
+
+/// A newly enrolled device.
+pub struct NewDevice {
+    /// The manufacturer's id.
+    pub device_id: String,
+    /// Its product.
+    pub product_id: i64,
+    /// Its hardware id.
+    pub hardware_id: String,
+    /// Hex of its ed25519 public key.
+    pub public_key: String,
+    /// TUF keyid of that key.
+    pub keyid: String,
+    /// JSON array of tags.
+    pub tags: String,
+    /// Device token prefix.
+    pub token_prefix: String,
+    /// SHA-256 of the device token.
+    pub token_hash: String,
+    /// The enrollment token used.
+    pub enrollment_token_id: i64,
+    /// Unix seconds.
+    pub enrolled_at: i64,
+}
+
+/// Stores a newly enrolled device (director version 0: nothing signed yet).
+pub async fn device_insert(db: &impl ConnectionTrait, new: NewDevice) -> Result<Model, DbErr> {
+    ActiveModel {
+        device_id: Set(new.device_id),
+        product_id: Set(new.product_id),
+        hardware_id: Set(new.hardware_id),
+        public_key: Set(new.public_key),
+        keyid: Set(new.keyid),
+        tags: Set(new.tags),
+        token_prefix: Set(new.token_prefix),
+        token_hash: Set(new.token_hash),
+        status: Set("active".into()),
+        rekey_allowed: Set(false),
+        enrollment_token_id: Set(Some(new.enrollment_token_id)),
+        enrolled_at: Set(new.enrolled_at),
+        director_targets_version: Set(0),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+}
+
+/// Re-enrolls an existing device row: new key, token, hardware id and tags; everything else
+/// (counter, director versions, history) is kept so re-enrolling cannot roll the device back.
+pub async fn device_reenroll(db: &impl ConnectionTrait, row: Model, new: NewDevice) -> Result<Model, DbErr> {
+    let mut active: ActiveModel = row.into();
+    active.hardware_id = Set(new.hardware_id);
+    active.public_key = Set(new.public_key);
+    active.keyid = Set(new.keyid);
+    active.tags = Set(new.tags);
+    active.token_prefix = Set(new.token_prefix);
+    active.token_hash = Set(new.token_hash);
+    active.rekey_allowed = Set(false);
+    active.enrollment_token_id = Set(Some(new.enrollment_token_id));
+    active.update(db).await
+}
+
+/// The device with the manufacturer id `device_id`.
+pub async fn device_find(db: &impl ConnectionTrait, device_id: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find().filter(device::Column::DeviceId.eq(device_id)).one(db).await
+}
+
+/// The device row `id`.
+pub async fn device_get(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id).one(db).await
+}
+
+/// The device whose token hashes to `hash`.
+pub async fn device_find_by_token_hash(db: &impl ConnectionTrait, hash: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find().filter(device::Column::TokenHash.eq(hash)).one(db).await
+}
+
+/// Saves changed columns of a device.
+pub async fn device_update(db: &impl ConnectionTrait, active: ActiveModel) -> Result<Model, DbErr> {
+    active.update(db).await
+}
+
+/// What a report says, stored on the device row and in its history.
+pub struct ReportRecord {
+    /// The report counter.
+    pub counter: i64,
+    /// Unix seconds at the server.
+    pub received_at: i64,
+    /// The device's own time, as sent.
+    pub reported_time: String,
+    /// Installed image name, version, sha256.
+    pub installed: Option<(String, String, String)>,
+    /// The release the installed image is, if known.
+    pub installed_release_id: Option<i64>,
+    /// Attempt name, state, detail.
+    pub attempt: Option<(String, String, Option<String>)>,
+    /// The director targets version the device has.
+    pub director_targets_version: i64,
+}
+
+/// Records a report if its counter is above the last accepted one and the device is active;
+/// false otherwise (then nothing was written). One conditional statement: two concurrent
+/// reports with the same counter cannot both pass.
+pub async fn device_record_report(db: &impl ConnectionTrait, id: i64, r: &ReportRecord) -> Result<bool, DbErr> {
+    let (iname, iversion, isha) = match &r.installed {
+        Some((n, v, s)) => (Some(n.clone()), Some(v.clone()), Some(s.clone())),
+        None => (None, None, None),
+    };
+    let (aname, astate, adetail) = match &r.attempt {
+        Some((n, s, d)) => (Some(n.clone()), Some(s.clone()), d.clone()),
+        None => (None, None, None),
+    };
+    let result = Entity::update_many()
+        .col_expr(device::Column::LastCounter, Expr::value(r.counter))
+        .col_expr(device::Column::LastSeenAt, Expr::value(r.received_at))
+        .col_expr(device::Column::InstalledName, Expr::value(iname.clone()))
+        .col_expr(device::Column::InstalledVersion, Expr::value(iversion.clone()))
+        .col_expr(device::Column::InstalledSha256, Expr::value(isha.clone()))
+        .col_expr(device::Column::InstalledReleaseId, Expr::value(r.installed_release_id))
+        .col_expr(device::Column::AttemptName, Expr::value(aname.clone()))
+        .col_expr(device::Column::AttemptState, Expr::value(astate.clone()))
+        .col_expr(device::Column::AttemptDetail, Expr::value(adetail.clone()))
+        .filter(device::Column::Id.eq(id))
+        .filter(device::Column::Status.eq("active"))
+        .filter(
+            Condition::any().add(device::Column::LastCounter.is_null()).add(device::Column::LastCounter.lt(r.counter)),
+        )
+        .exec(db)
+        .await?;
+    if result.rows_affected != 1 {
+        return Ok(false);
+    }
+    device_report::ActiveModel {
+        device_row_id: Set(id),
+        counter: Set(r.counter),
+        received_at: Set(r.received_at),
+        reported_time: Set(r.reported_time.clone()),
+        installed_name: Set(iname),
+        installed_version: Set(iversion),
+        installed_sha256: Set(isha),
+        attempt_name: Set(aname),
+        attempt_state: Set(astate),
+        attempt_detail: Set(adetail),
+        director_targets_version: Set(r.director_targets_version),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(true)
+}
+
+/// The newest `limit` reports of device row `id`.
+pub async fn device_reports_recent(
+    db: &impl ConnectionTrait,
+    id: i64,
+    limit: u64,
+) -> Result<Vec<device_report::Model>, DbErr> {
+    device_report::Entity::find()
+        .filter(device_report::Column::DeviceRowId.eq(id))
+        .order_by_desc(device_report::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Filters for listing devices; all optional, combined with AND.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceFilter {
+    /// Only this product.
+    pub product_id: Option<i64>,
+    /// Only these device ids (a cohort's resolved members).
+    pub device_ids: Option<Vec<String>>,
+    /// Only devices whose tag list contains this tag.
+    pub tag: Option<String>,
+    /// `active` or `decommissioned`.
+    pub status: Option<String>,
+    /// Installed version equals.
+    pub installed_version: Option<String>,
+}
+
+fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm::Select<Entity> {
+    if let Some(p) = f.product_id {
+        query = query.filter(device::Column::ProductId.eq(p));
+    }
+    if let Some(ids) = &f.device_ids {
+        query = query.filter(device::Column::DeviceId.is_in(ids.clone()));
+    }
+    if let Some(tag) = &f.tag {
+        // Tags are stored as a sorted JSON array of slugs (no quotes inside), so the quoted
+        // tag appears in the text exactly when the device carries it.
+        query = query.filter(device::Column::Tags.contains(format!("\"{tag}\"")));
+    }
+    if let Some(s) = &f.status {
+        query = query.filter(device::Column::Status.eq(s.clone()));
+    }
+    if let Some(v) = &f.installed_version {
+        query = query.filter(device::Column::InstalledVersion.eq(v.clone()));
+    }
+    query
+}
+
+/// One page of devices matching `filter`, ordered by device id, after `after` (keyset paging).
+pub async fn device_list(
+    db: &impl ConnectionTrait,
+    filter: &DeviceFilter,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = apply_filter(Entity::find(), filter);
+    if let Some(after) = after {
+        query = query.filter(device::Column::DeviceId.gt(after));
+    }
+    query.order_by_asc(device::Column::DeviceId).limit(limit).all(db).await
+}
+
+/// How many devices match `filter`.
+pub async fn device_count(db: &impl ConnectionTrait, filter: &DeviceFilter) -> Result<u64, DbErr> {
+    apply_filter(Entity::find(), filter).count(db).await
+}
+
+/// Every device of a product: id, device id, tags (for counting eligibility per stage).
+pub async fn device_ids_and_tags(
+    db: &impl ConnectionTrait,
+    product_id: i64,
+) -> Result<Vec<(i64, String, String)>, DbErr> {
+    Entity::find()
+        .select_only()
+        .column(device::Column::Id)
+        .column(device::Column::DeviceId)
+        .column(device::Column::Tags)
+        .filter(device::Column::ProductId.eq(product_id))
+        .filter(device::Column::Status.eq("active"))
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Sets the director targets version a device was last signed at.
+pub async fn device_set_director_version(db: &impl ConnectionTrait, id: i64, version: u64) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(device::Column::DirectorTargetsVersion, Expr::value(i64::try_from(version).unwrap_or(i64::MAX)))
+        .filter(device::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Queries on `rollouts` and `assignments`.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::entities::assignment;
+use super::entities::rollout::{self, ActiveModel, Entity, Model};
+
+/// Assignment states that have not reached an outcome yet.
+pub const OPEN_STATES: [&str; 4] = ["assigned", "downloading", "installing", "awaiting_reboot"];
+
+/// Stores a new rollout.
+pub async fn rollout_insert(db: &impl ConnectionTrait, row: Model) -> Result<Model, DbErr> {
+    let active: ActiveModel = row.into();
+    Entity::insert(active).exec_with_returning(db).await
+}
+
+/// The rollout `id`.
+pub async fn rollout_get(db: &impl ConnectionTrait, id: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// Saves a rollout's changed columns.
+pub async fn rollout_update(db: &impl ConnectionTrait, active: ActiveModel) -> Result<Model, DbErr> {
+    active.update(db).await
+}
+
+/// Rollouts, newest first, optionally of one product and/or in one state.
+pub async fn rollout_list(
+    db: &impl ConnectionTrait,
+    product_id: Option<i64>,
+    state: Option<&str>,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = Entity::find();
+    if let Some(p) = product_id {
+        query = query.filter(rollout::Column::ProductId.eq(p));
+    }
+    if let Some(s) = state {
+        query = query.filter(rollout::Column::State.eq(s));
+    }
+    query.order_by_desc(rollout::Column::CreatedAt).order_by_desc(rollout::Column::Id).all(db).await
+}
+
+/// The rollouts of a product that can still assign something (everything but drafts), the
+/// most recently started first; capped, since only recent rollouts matter to a device.
+pub async fn rollout_list_started(db: &impl ConnectionTrait, product_id: i64, cap: u64) -> Result<Vec<Model>, DbErr> {
+    Entity::find()
+        .filter(rollout::Column::ProductId.eq(product_id))
+        .filter(rollout::Column::State.ne("draft"))
+        .order_by_desc(rollout::Column::StartedAt)
+        .order_by_desc(rollout::Column::Id)
+        .limit(cap)
+        .all(db)
+        .await
+}
+
+/// Every rollout in `running` state (the gate job's work list).
+pub async fn rollout_list_running(db: &impl ConnectionTrait) -> Result<Vec<Model>, DbErr> {
+    Entity::find().filter(rollout::Column::State.eq("running")).all(db).await
+}
+
+/// The device's assignment in a rollout.
+pub async fn assignment_find(
+    db: &impl ConnectionTrait,
+    rollout_id: &str,
+    device_row_id: i64,
+) -> Result<Option<assignment::Model>, DbErr> {
+    assignment::Entity::find()
+        .filter(assignment::Column::RolloutId.eq(rollout_id))
+        .filter(assignment::Column::DeviceRowId.eq(device_row_id))
+        .one(db)
+        .await
+}
+
+/// The device's assignments in the given rollouts.
+pub async fn assignment_list_for_device(
+    db: &impl ConnectionTrait,
+    device_row_id: i64,
+    rollout_ids: Vec<String>,
+) -> Result<Vec<assignment::Model>, DbErr> {
+    if rollout_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    assignment::Entity::find()
+        .filter(assignment::Column::DeviceRowId.eq(device_row_id))
+        .filter(assignment::Column::RolloutId.is_in(rollout_ids))
+        .all(db)
+        .await
+}
+
+/// Stores a new assignment.
+pub async fn assignment_insert(
+    db: &impl ConnectionTrait,
+    row: assignment::ActiveModel,
+) -> Result<assignment::Model, DbErr> {
+    row.insert(db).await
+}
+
+/// Saves an assignment's changed columns.
+pub async fn assignment_update(
+    db: &impl ConnectionTrait,
+    row: assignment::ActiveModel,
+) -> Result<assignment::Model, DbErr> {
+    row.update(db).await
+}
+
+/// Counts of a rollout's assignments by stage and state, withdrawn excluded. With `final_since`,
+/// outcomes (installed, failed, rejected) count only if they arrived at or after it.
+pub async fn assignment_counts(
+    db: &impl ConnectionTrait,
+    rollout_id: &str,
+    final_since: Option<i64>,
+) -> Result<Vec<(i32, String, i64)>, DbErr> {
+    let mut query = assignment::Entity::find()
+        .select_only()
+        .column(assignment::Column::Stage)
+        .column(assignment::Column::State)
+        .column_as(Expr::col(assignment::Column::Id).count(), "n")
+        .filter(assignment::Column::RolloutId.eq(rollout_id))
+        .filter(assignment::Column::State.ne("withdrawn"));
+    if let Some(since) = final_since {
+        query = query.filter(assignment::Column::FinalAt.gte(since));
+    }
+    query.group_by(assignment::Column::Stage).group_by(assignment::Column::State).into_tuple().all(db).await
+}
+
+/// Per stage, how many of a rollout's open assignments have been silent since before `before`.
+pub async fn assignment_stalled_counts(
+    db: &impl ConnectionTrait,
+    rollout_id: &str,
+    before: i64,
+) -> Result<Vec<(i32, i64)>, DbErr> {
+    assignment::Entity::find()
+        .select_only()
+        .column(assignment::Column::Stage)
+        .column_as(Expr::col(assignment::Column::Id).count(), "n")
+        .filter(assignment::Column::RolloutId.eq(rollout_id))
+        .filter(assignment::Column::State.is_in(OPEN_STATES))
+        .filter(assignment::Column::UpdatedAt.lt(before))
+        .group_by(assignment::Column::Stage)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Marks the device's open assignments in a rollout as heard from at `now` (stall detection).
+pub async fn assignment_touch(db: &impl ConnectionTrait, id: i64, now: i64) -> Result<(), DbErr> {
+    assignment::Entity::update_many()
+        .col_expr(assignment::Column::UpdatedAt, Expr::value(now))
+        .filter(assignment::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

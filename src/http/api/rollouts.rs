@@ -1,0 +1,160 @@
+//! `POST/GET /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`, and the actions
+//! `POST /api/v1/rollouts/{id}/{start|pause|resume|advance|abort|rollback}`.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::entities::rollout;
+use crate::domain::rollout::RolloutAction;
+use crate::http::auth::{ManagerAuth, ViewerAuth};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::services::Services;
+use crate::services::manage_rollout::{CreateRollout, act_on_rollout, create_rollout, get_rollout, list_rollouts};
+use crate::services::rollout_view::StoredStage;
+
+/// A rollout's stage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageDto {
+    /// Cohort.
+    pub cohort: String,
+    /// Share of the cohort, percent.
+    pub percent: f64,
+    /// Soak, minutes.
+    pub soak_minutes: i64,
+}
+
+/// A rollout.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutDto {
+    /// Id.
+    pub id: String,
+    /// `draft|running|paused|halted|aborted|completed|rolled_back`.
+    pub state: String,
+    /// Stages in order.
+    pub stages: Vec<StageDto>,
+    /// Index of the current stage (0-based).
+    pub current_stage: i32,
+    /// When the current stage started, Unix seconds.
+    pub stage_started_at: i64,
+    /// Gate: highest failure rate (fraction).
+    pub max_failure_rate: f64,
+    /// Gate: final reports needed to advance.
+    pub min_reports: i64,
+    /// Gate: minutes of silence after which an assigned device counts as failed.
+    pub stall_minutes: i64,
+    /// Advances on schedule by itself.
+    pub auto_advance: bool,
+    /// Why it halted, or what a forced advance skipped.
+    pub reason: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub started_at: Option<i64>,
+}
+
+impl From<rollout::Model> for RolloutDto {
+    fn from(r: rollout::Model) -> Self {
+        let stored: Vec<StoredStage> = serde_json::from_str(&r.stages).unwrap_or_default();
+        Self {
+            stages: stored
+                .into_iter()
+                .map(|s| StageDto {
+                    cohort: s.cohort,
+                    percent: f64::from(s.basis_points) / 100.0,
+                    soak_minutes: s.soak_seconds / 60,
+                })
+                .collect(),
+            id: r.id,
+            state: r.state,
+            current_stage: r.current_stage,
+            stage_started_at: r.stage_started_at,
+            max_failure_rate: f64::from(r.max_failure_rate_bp) / 10_000.0,
+            min_reports: r.min_reports,
+            stall_minutes: r.stall_seconds / 60,
+            auto_advance: r.auto_advance,
+            reason: r.reason,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            started_at: r.started_at,
+        }
+    }
+}
+
+/// Query of the rollout list.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Only this product.
+    pub product: Option<String>,
+    /// Only this state.
+    pub state: Option<String>,
+}
+
+/// Options of an action.
+#[derive(Debug, Deserialize, Default)]
+pub struct ActionQuery {
+    /// `advance` only: skip the soak and `min_reports` checks (audited).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Creates a rollout in `draft`.
+#[utoipa::path(post, path = "/api/v1/rollouts", tag = "rollouts", request_body = CreateRollout,
+    responses((status = 201, body = RolloutDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    svc: web::Data<Services>,
+    auth: ManagerAuth,
+    body: web::Json<CreateRollout>,
+) -> Result<HttpResponse, ApiError> {
+    let created = create_rollout(&svc, &auth.0, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(RolloutDto::from(created)))
+}
+
+/// Lists rollouts, newest first.
+#[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts",
+    params(("product" = Option<String>, Query), ("state" = Option<String>, Query)),
+    responses((status = 200, body = Vec<RolloutDto>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    svc: web::Data<Services>,
+    _auth: ViewerAuth,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = list_rollouts(&svc, q.product.as_deref(), q.state.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(rows.into_iter().map(RolloutDto::from).collect::<Vec<_>>()))
+}
+
+/// One rollout.
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts", params(("id" = String, Path)),
+    responses((status = 200, body = RolloutDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(svc: web::Data<Services>, _auth: ViewerAuth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(RolloutDto::from(get_rollout(&svc, &id).await?)))
+}
+
+/// Applies an action: `start`, `pause`, `resume`, `advance` (`?force=true` to skip checks), `abort`, `rollback`.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/{action}", tag = "rollouts",
+    params(("id" = String, Path), ("action" = String, Path), ("force" = Option<bool>, Query)),
+    responses((status = 200, body = RolloutDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn act(
+    svc: web::Data<Services>,
+    auth: ManagerAuth,
+    path: web::Path<(String, String)>,
+    q: web::Query<ActionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, name) = path.into_inner();
+    let action = RolloutAction::parse(&name, q.force).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_action",
+            format!("{name:?} is not an action: start, pause, resume, advance, abort, rollback"),
+        )
+    })?;
+    let updated = act_on_rollout(&svc, &auth.0, &id, action).await?;
+    Ok(HttpResponse::Ok().json(RolloutDto::from(updated)))
+}

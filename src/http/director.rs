@@ -1,0 +1,54 @@
+//! Per-device director metadata: `GET /director/{device_id}/metadata/{file}` with that device's
+//! token (another device's token: 403). Roots are also public at `/director/metadata/`.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::auth::DeviceAuth;
+use super::error::{ApiError, ErrorBody, json_error};
+use crate::services::Services;
+use crate::services::director::find_device_metadata;
+
+/// One of the device's director files.
+#[utoipa::path(get, path = "/director/{device_id}/metadata/{file}", tag = "director",
+    params(("device_id" = String, Path), ("file" = String, Path, description = "`N.root.json`, `timestamp.json`, `N.snapshot.json` or `N.targets.json`")),
+    responses((status = 200, description = "signed metadata", content_type = "application/json"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn device_metadata(
+    svc: web::Data<Services>,
+    req: HttpRequest,
+    auth: DeviceAuth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (device_id, file) = path.into_inner();
+    if auth.0.device_id != device_id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token belongs to device {}, not {device_id}", auth.0.device_id),
+        ));
+    }
+    let Some((body, sha256)) = find_device_metadata(&svc, &auth.0, &file).await? else {
+        return Ok(json_error(StatusCode::NOT_FOUND, "not_found", &format!("no director metadata {file}")));
+    };
+    let etag = format!("\"{sha256}\"");
+    // Per-device and behind a token: never in a shared cache.
+    let cache = "private, no-cache";
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if not_modified {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, cache))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache))
+        .body(body))
+}

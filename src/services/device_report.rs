@@ -1,0 +1,163 @@
+//! A device's signed version report: verify it, record it (counter rules), update its
+//! assignment's progress, decide what the device should install, and re-sign its director
+//! metadata only if that changed (or a role is inside its refresh margin).
+
+use patchgate_protocol::report::{AttemptState, DeviceReport, ReportAnswer};
+use sea_orm::Set;
+
+use super::assign_device::desired_assignment;
+use super::director::{DirectorAssignment, refresh_device_metadata, sign_device_metadata};
+use super::{ServiceError, Services};
+use crate::db::devices::{ReportRecord, device_get, device_record_report};
+use crate::db::entities::device;
+use crate::db::releases::{release_find_by_target, release_get};
+use crate::db::rollouts::{assignment_find, assignment_touch, assignment_update};
+
+/// The outcome of a report, for the HTTP answer and the gate.
+#[derive(Debug)]
+pub struct ReportOutcome {
+    /// What the device is told.
+    pub answer: ReportAnswer,
+    /// A rollout that just received a failure or rejection (its gate is checked at once).
+    pub failure_in: Option<String>,
+}
+
+fn refusal(e: patchgate_protocol::ProtocolError) -> ServiceError {
+    use patchgate_protocol::ProtocolError as P;
+    match e {
+        P::NoSignatureForKey | P::BadSignature => {
+            ServiceError::invalid("invalid_signature", format!("the report is not signed by this device's key: {e}"))
+        }
+        other => ServiceError::invalid("invalid_report", other.to_string()),
+    }
+}
+
+/// Records `body`, a signed report from `device` (authenticated by its token) posted to the
+/// path of `path_id`.
+pub async fn record_report(
+    svc: &Services,
+    device: &device::Model,
+    path_id: &str,
+    body: &[u8],
+) -> Result<ReportOutcome, ServiceError> {
+    if path_id != device.device_id {
+        return Err(ServiceError::Forbidden {
+            message: format!("this token belongs to device {}, not {path_id}", device.device_id),
+        });
+    }
+    let key = patchgate_protocol::parse_public_key_hex(&device.public_key)
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("stored device key: {e}")))?;
+    let report: DeviceReport = patchgate_protocol::open(body, &key).map_err(refusal)?;
+    report.validate().map_err(refusal)?;
+    if report.device_id != device.device_id {
+        return Err(ServiceError::Forbidden {
+            message: format!("the report names device {}, but it was sent for {}", report.device_id, device.device_id),
+        });
+    }
+    let counter = i64::try_from(report.counter)
+        .map_err(|_| ServiceError::invalid("invalid_report", "the counter is larger than 2^63 - 1"))?;
+    let now = svc.clock.now();
+    let now_secs = now.as_second();
+
+    let txn = crate::db::begin_write(&svc.db).await?;
+    let installed_release_id = match &report.installed {
+        Some(i) => release_find_by_target(&txn, &i.name).await?.filter(|r| r.sha256 == i.sha256).map(|r| r.id),
+        None => None,
+    };
+    let record = ReportRecord {
+        counter,
+        received_at: now_secs,
+        reported_time: report.time.clone(),
+        installed: report.installed.as_ref().map(|i| (i.name.clone(), i.version.clone(), i.sha256.clone())),
+        installed_release_id,
+        attempt: report.attempt.as_ref().map(|a| (a.name.clone(), a.state.as_str().to_owned(), a.detail.clone())),
+        director_targets_version: i64::try_from(report.director_targets_version).unwrap_or(i64::MAX),
+    };
+    if !device_record_report(&txn, device.id, &record).await? {
+        let current = device_get(&txn, device.id).await?;
+        txn.rollback().await?;
+        return match current {
+            Some(d) if d.status == "active" => Err(ServiceError::StaleCounter {
+                counter: report.counter,
+                last_counter: u64::try_from(d.last_counter.unwrap_or(0)).unwrap_or(0),
+            }),
+            _ => Err(ServiceError::Forbidden { message: format!("device {} is decommissioned", device.device_id) }),
+        };
+    }
+    let device = device_get(&txn, device.id)
+        .await?
+        .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("device row vanished")))?;
+    let failure_in = track_attempt(&txn, &device, &report, now_secs).await?;
+
+    let desired = desired_assignment(&txn, &device, now_secs).await?;
+    let key_of = |a: &DirectorAssignment| (a.release.id, a.rollout_id.clone(), a.action.as_str().to_owned());
+    let current = device.assigned_release_id.map(|id| {
+        (id, device.assigned_rollout_id.clone().unwrap_or_default(), device.assigned_action.clone().unwrap_or_default())
+    });
+    let mut version = u64::try_from(device.director_targets_version).unwrap_or(0);
+    if desired.as_ref().map(key_of) != current || version == 0 {
+        version = sign_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
+        let mut active: device::ActiveModel = device.clone().into();
+        active.assigned_release_id = Set(desired.as_ref().map(|a| a.release.id));
+        active.assigned_rollout_id = Set(desired.as_ref().map(|a| a.rollout_id.clone()));
+        active.assigned_action = Set(desired.as_ref().map(|a| a.action.as_str().to_owned()));
+        active.director_targets_version = Set(i64::try_from(version).unwrap_or(i64::MAX));
+        crate::db::devices::device_update(&txn, active).await?;
+    } else {
+        refresh_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
+    }
+    txn.commit().await?;
+    Ok(ReportOutcome {
+        answer: ReportAnswer {
+            director_targets_version: version,
+            changed: version != report.director_targets_version,
+            poll_seconds: svc.config.device_poll_seconds,
+        },
+        failure_in,
+    })
+}
+
+/// Moves the device's current assignment along with the attempt it reports; returns the
+/// rollout id when the attempt just failed or was rejected.
+async fn track_attempt(
+    txn: &sea_orm::DatabaseTransaction,
+    device: &device::Model,
+    report: &DeviceReport,
+    now: i64,
+) -> Result<Option<String>, ServiceError> {
+    let (Some(rollout_id), Some(release_id)) = (&device.assigned_rollout_id, device.assigned_release_id) else {
+        return Ok(None);
+    };
+    // Rollback outcomes are the device's own record; the assignment tracks the rollout's release.
+    if device.assigned_action.as_deref() != Some("install") {
+        return Ok(None);
+    }
+    let Some(row) = assignment_find(txn, rollout_id, device.id).await? else {
+        return Ok(None);
+    };
+    if row.state == "withdrawn" {
+        return Ok(None);
+    }
+    let release = release_get(txn, release_id).await?;
+    let attempt = report.attempt.as_ref().filter(|a| release.as_ref().is_some_and(|r| r.target_name == a.name));
+    let Some(attempt) = attempt else {
+        assignment_touch(txn, row.id, now).await?;
+        return Ok(None);
+    };
+    let state = attempt.state.as_str();
+    if row.state == state {
+        assignment_touch(txn, row.id, now).await?;
+        return Ok(None);
+    }
+    let mut active: crate::db::entities::assignment::ActiveModel = row.into();
+    active.state = Set(state.to_owned());
+    active.detail = Set(attempt.detail.clone());
+    active.updated_at = Set(now);
+    active.final_at = Set(attempt.state.is_final().then_some(now));
+    assignment_update(txn, active).await?;
+    if attempt.state == AttemptState::Rejected {
+        tracing::warn!(device = %device.device_id, rollout = %rollout_id, detail = ?attempt.detail, "a device rejected its assignment");
+        metrics::counter!("patchgate_rejections_total").increment(1);
+    }
+    Ok(attempt.state.is_failure().then(|| rollout_id.clone()))
+}

@@ -1,0 +1,240 @@
+//! Enrollment: admins create enrollment tokens (product, tags, expiry, uses); a device proves
+//! possession of its key and trades a token for its own device token. Tags come from the
+//! enrollment token, never from the device.
+
+use patchgate_protocol::keys::ed25519_keyid;
+use patchgate_protocol::report::EnrollAnswer;
+use serde_json::json;
+
+use super::audit::record;
+use super::auth::{Caller, new_secret, token_hash};
+use super::director::sign_device_metadata;
+use super::{ServiceError, Services};
+use crate::db::devices::{NewDevice, device_find, device_insert, device_reenroll};
+use crate::db::enrollment::{
+    NewEnrollmentToken, enrollment_token_find_by_hash, enrollment_token_get, enrollment_token_insert,
+    enrollment_token_list, enrollment_token_revoke, enrollment_token_take_use,
+};
+use crate::db::entities::enrollment_token;
+use crate::db::products::{product_get, product_get_by_name};
+use crate::domain::ids::{DeviceId, parse_tags};
+
+/// Enrollment tokens start with this, device tokens with [`DEVICE_TOKEN_PREFIX`].
+pub const ENROLLMENT_TOKEN_PREFIX: &str = "pge_";
+/// The prefix of device tokens.
+pub const DEVICE_TOKEN_PREFIX: &str = "pgd_";
+/// A day: long enough to provision a batch on the factory floor, short enough that a leaked
+/// token is soon useless.
+pub const DEFAULT_EXPIRY_SECONDS: i64 = 24 * 60 * 60;
+/// One production batch.
+pub const DEFAULT_MAX_USES: i64 = 1_000;
+
+/// An enrollment token to create.
+#[derive(Debug, Clone)]
+pub struct CreateEnrollmentToken {
+    /// The product its devices belong to.
+    pub product: String,
+    /// A label for listings and the audit log.
+    pub name: Option<String>,
+    /// Tags given to every device that enrolls with it.
+    pub tags: Vec<String>,
+    /// Lifetime in seconds (default a day, at most a year).
+    pub expires_in_seconds: Option<i64>,
+    /// How many devices may enroll with it (default 1 000).
+    pub max_uses: Option<i64>,
+}
+
+/// Creates an enrollment token; returns the row and the secret, shown once.
+pub async fn create_enrollment_token(
+    svc: &Services,
+    caller: &Caller,
+    input: CreateEnrollmentToken,
+) -> Result<(enrollment_token::Model, String), ServiceError> {
+    let product = product_get_by_name(&svc.db, &input.product).await?.ok_or_else(|| {
+        ServiceError::not_found("unknown_product", format!("product {} does not exist", input.product))
+    })?;
+    let tags = parse_tags(&input.tags)?;
+    let lifetime = input.expires_in_seconds.unwrap_or(DEFAULT_EXPIRY_SECONDS);
+    if !(60..=366 * 24 * 3600).contains(&lifetime) {
+        return Err(ServiceError::invalid("invalid_expiry", "expires_in_seconds must be between 60 and one year"));
+    }
+    let max_uses = input.max_uses.unwrap_or(DEFAULT_MAX_USES);
+    if !(1..=10_000_000).contains(&max_uses) {
+        return Err(ServiceError::invalid("invalid_max_uses", "max_uses must be between 1 and 10 000 000"));
+    }
+    let name = input.name.unwrap_or_else(|| format!("{}-enrollment", product.name));
+    if name.trim().is_empty() || name.len() > 128 {
+        return Err(ServiceError::invalid("invalid_token_name", "a token name must be 1 to 128 characters"));
+    }
+    let (secret, shown, hash) = new_secret(ENROLLMENT_TOKEN_PREFIX);
+    let now = svc.now_secs();
+    let tags_json: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
+    let txn = crate::db::begin_write(&svc.db).await?;
+    let row = enrollment_token_insert(
+        &txn,
+        NewEnrollmentToken {
+            name: name.clone(),
+            product_id: product.id,
+            tags: serde_json::to_string(&tags_json).map_err(anyhow::Error::new)?,
+            token_prefix: shown,
+            token_hash: hash,
+            max_uses,
+            expires_at: now + lifetime,
+            created_by: caller.name.clone(),
+            created_at: now,
+        },
+    )
+    .await?;
+    let after = json!({"product": product.name, "tags": tags_json, "max_uses": max_uses, "expires_at": now + lifetime});
+    record(&txn, now, caller, "enrollment_token.create", &format!("enrollment_token:{}", row.id), None, Some(after))
+        .await?;
+    txn.commit().await?;
+    Ok((row, secret))
+}
+
+/// Every enrollment token (secrets are never stored, so never listed).
+pub async fn list_enrollment_tokens(svc: &Services) -> Result<Vec<enrollment_token::Model>, ServiceError> {
+    Ok(enrollment_token_list(&svc.db).await?)
+}
+
+/// Revokes enrollment token `id`: devices enrolled with it keep working.
+pub async fn revoke_enrollment_token(svc: &Services, caller: &Caller, id: i64) -> Result<(), ServiceError> {
+    let now = svc.now_secs();
+    let txn = crate::db::begin_write(&svc.db).await?;
+    if enrollment_token_get(&txn, id).await?.is_none() {
+        return Err(ServiceError::not_found("unknown_enrollment_token", format!("no enrollment token has id {id}")));
+    }
+    if !enrollment_token_revoke(&txn, id, now).await? {
+        return Err(ServiceError::conflict("already_revoked", format!("enrollment token {id} is already revoked")));
+    }
+    record(&txn, now, caller, "enrollment_token.revoke", &format!("enrollment_token:{id}"), None, None).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+fn envelope_error(e: patchgate_protocol::ProtocolError) -> ServiceError {
+    use patchgate_protocol::ProtocolError as P;
+    match e {
+        P::NoSignatureForKey | P::BadSignature => {
+            ServiceError::invalid("invalid_signature", format!("the request is not signed by the device key: {e}"))
+        }
+        P::InvalidPublicKey(_) => ServiceError::invalid("invalid_public_key", e.to_string()),
+        other => ServiceError::invalid("invalid_request", other.to_string()),
+    }
+}
+
+/// Enrolls (or re-enrolls) a device from a signed enrollment request.
+pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, ServiceError> {
+    // Proof of possession: the request is signed by the key it names.
+    let (request, key) = patchgate_protocol::open_enroll_request(body).map_err(envelope_error)?;
+    let device_id = DeviceId::parse(&request.device_id)?;
+    let now = svc.now_secs();
+
+    let token = enrollment_token_find_by_hash(&svc.db, &token_hash(&request.enrollment_token))
+        .await?
+        .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
+        .ok_or_else(|| ServiceError::Unauthenticated {
+            message: "the enrollment token is invalid, expired or revoked".into(),
+        })?;
+    let product = product_get(&svc.db, token.product_id)
+        .await?
+        .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("enrollment token without product")))?;
+    if product.name != request.product {
+        return Err(ServiceError::Forbidden {
+            message: format!("this enrollment token is for product {}, not {}", product.name, request.product),
+        });
+    }
+    let hardware_ids: Vec<String> = serde_json::from_str(&product.hardware_ids).map_err(anyhow::Error::new)?;
+    if !hardware_ids.contains(&request.hardware_id) {
+        return Err(ServiceError::invalid(
+            "unknown_hardware_id",
+            format!(
+                "product {} has no hardware id {:?} (known: {})",
+                product.name,
+                request.hardware_id,
+                hardware_ids.join(", ")
+            ),
+        ));
+    }
+    let (secret, shown, hash) = new_secret(DEVICE_TOKEN_PREFIX);
+    let keyid = ed25519_keyid(&key.to_bytes());
+    let new = NewDevice {
+        device_id: device_id.as_str().to_owned(),
+        product_id: product.id,
+        hardware_id: request.hardware_id.clone(),
+        public_key: hex::encode(key.to_bytes()),
+        keyid: keyid.clone(),
+        tags: token.tags.clone(),
+        token_prefix: shown,
+        token_hash: hash,
+        enrollment_token_id: token.id,
+        enrolled_at: now,
+    };
+
+    let txn = crate::db::begin_write(&svc.db).await?;
+    let existing = device_find(&txn, device_id.as_str()).await?;
+    let (device, action) = match existing {
+        None => (device_insert(&txn, new).await?, "device.enroll"),
+        Some(row) => {
+            if row.status != "active" {
+                return Err(ServiceError::conflict(
+                    "device_decommissioned",
+                    format!("device {device_id} was decommissioned and cannot enroll again"),
+                ));
+            }
+            if row.product_id != product.id {
+                return Err(ServiceError::conflict(
+                    "device_product_mismatch",
+                    format!("device {device_id} is enrolled in another product"),
+                ));
+            }
+            if row.keyid != keyid && !row.rekey_allowed {
+                return Err(ServiceError::conflict(
+                    "device_key_conflict",
+                    format!("device {device_id} is enrolled with another key; an admin must allow a new key first"),
+                ));
+            }
+            (device_reenroll(&txn, row, new).await?, "device.reenroll")
+        }
+    };
+    if !enrollment_token_take_use(&txn, token.id, now).await? {
+        return Err(ServiceError::Unauthenticated { message: "the enrollment token has no uses left".into() });
+    }
+    if device.director_targets_version == 0 {
+        // The device can refresh its director repository at once: empty targets, version 1.
+        let version = sign_device_metadata(&txn, svc, &device, None, svc.clock.now()).await?;
+        crate::db::devices::device_set_director_version(&txn, device.id, version).await?;
+    }
+    let enroller = Caller {
+        name: format!("enrollment_token:{}", token.name),
+        role: super::auth::Role::Viewer,
+        product: Some(product.name.clone()),
+    };
+    let after = json!({"product": product.name, "hardware_id": request.hardware_id, "keyid": keyid, "tags": serde_json::from_str::<serde_json::Value>(&token.tags).unwrap_or_default()});
+    record(&txn, now, &enroller, action, &format!("device:{device_id}"), None, Some(after)).await?;
+    txn.commit().await?;
+    tracing::info!(device = %device_id, product = %product.name, action, "device enrolled");
+    Ok(EnrollAnswer { device_id: device_id.as_str().to_owned(), device_token: secret })
+}
+
+/// The device a device token belongs to; decommissioned devices get no service.
+pub async fn authenticate_device(
+    svc: &Services,
+    token: &str,
+) -> Result<crate::db::entities::device::Model, ServiceError> {
+    use subtle::ConstantTimeEq;
+    let unauthenticated = || ServiceError::Unauthenticated { message: "the device token is invalid".into() };
+    if !token.starts_with(DEVICE_TOKEN_PREFIX) {
+        return Err(unauthenticated());
+    }
+    let hash = token_hash(token);
+    let device = crate::db::devices::device_find_by_token_hash(&svc.db, &hash).await?.ok_or_else(unauthenticated)?;
+    let same: bool = device.token_hash.as_bytes().ct_eq(hash.as_bytes()).into();
+    if !same {
+        return Err(unauthenticated());
+    }
+    if device.status != "active" {
+        return Err(ServiceError::Forbidden { message: format!("device {} is decommissioned", device.device_id) });
+    }
+    Ok(device)
+}
