@@ -32,6 +32,11 @@ impl OffsetClock {
         Self { offset: Mutex::new(offset) }
     }
 
+    /// The current offset from the wall clock.
+    pub fn offset(&self) -> SignedDuration {
+        self.offset.lock().map(|g| *g).unwrap_or_default()
+    }
+
     /// Moves the clock to `offset` from the wall clock.
     pub fn set_offset(&self, offset: SignedDuration) {
         if let Ok(mut guard) = self.offset.lock() {
