@@ -7,6 +7,8 @@ mod cli;
 mod common;
 mod crash;
 mod db;
+mod devices;
+mod device_reads;
 mod fleet;
 mod jobs;
 mod ops;
