@@ -4,6 +4,7 @@
 pub mod keys;
 pub mod publish;
 pub mod repo;
+pub mod rollout;
 pub mod token;
 
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Releases (talks to a running server).
     #[command(subcommand)]
     Release(publish::ReleaseCommand),
+    /// Rollouts: create, steer and watch them (talks to a running server).
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 /// Runs the parsed command.
@@ -50,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Release(cmd) => publish::run(cmd).await,
+        Command::Rollout(cmd) => rollout::run(cmd).await,
         Command::Serve => {
             let config = load_config(cli.config.as_deref())?;
             let app = crate::startup::Application::build(config, Arc::new(SystemClock)).await?;

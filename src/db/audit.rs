@@ -1,6 +1,8 @@
 //! Queries on `audit_log`.
 
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 
 use super::entities::audit::{self, ActiveModel, Entity, Model};
 
@@ -35,7 +37,38 @@ pub async fn audit_insert(db: &impl ConnectionTrait, new: NewAudit<'_>) -> Resul
     .await
 }
 
+/// Which entries to list; all optional, combined with AND.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    /// Only entries older than this id (keyset paging, newest first).
+    pub before: Option<i64>,
+    /// Actor equals.
+    pub actor: Option<String>,
+    /// Action starts with (`rollout.` for every rollout action).
+    pub action_prefix: Option<String>,
+    /// Object equals.
+    pub object: Option<String>,
+}
+
+/// The newest `limit` entries matching `filter`, newest first.
+pub async fn audit_list(db: &impl ConnectionTrait, filter: &AuditFilter, limit: u64) -> Result<Vec<Model>, DbErr> {
+    let mut query = Entity::find();
+    if let Some(before) = filter.before {
+        query = query.filter(audit::Column::Id.lt(before));
+    }
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit::Column::Actor.eq(actor.clone()));
+    }
+    if let Some(prefix) = &filter.action_prefix {
+        query = query.filter(audit::Column::Action.like(super::like_pattern("", prefix, "%")));
+    }
+    if let Some(object) = &filter.object {
+        query = query.filter(audit::Column::Object.eq(object.clone()));
+    }
+    query.order_by_desc(audit::Column::Id).limit(limit).all(db).await
+}
+
 /// The newest `limit` entries.
 pub async fn audit_list_recent(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Model>, DbErr> {
-    Entity::find().order_by_desc(audit::Column::Id).limit(limit).all(db).await
+    audit_list(db, &AuditFilter::default(), limit).await
 }

@@ -5,6 +5,10 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait
 use super::entities::device_metadata::{self, ActiveModel, Entity, Model};
 
 /// Stores one signed director role of device row `device_row_id`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column of the row; its only caller (services::director) passes them straight through"
+)]
 pub async fn device_metadata_insert(
     db: &impl ConnectionTrait,
     device_row_id: i64,

@@ -197,8 +197,9 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
     }
     if let Some(tag) = &f.tag {
         // Tags are stored as a sorted JSON array of slugs (no quotes inside), so the quoted
-        // tag appears in the text exactly when the device carries it.
-        query = query.filter(device::Column::Tags.contains(format!("\"{tag}\"")));
+        // tag appears in the text exactly when the device carries it (`_` escaped: a slug
+        // character, but a LIKE wildcard).
+        query = query.filter(device::Column::Tags.like(super::like_pattern("%\"", tag, "\"%")));
     }
     if let Some(s) = &f.status {
         query = query.filter(device::Column::Status.eq(s.clone()));
@@ -226,6 +227,22 @@ pub async fn device_list(
 /// How many devices match `filter`.
 pub async fn device_count(db: &impl ConnectionTrait, filter: &DeviceFilter) -> Result<u64, DbErr> {
     apply_filter(Entity::find(), filter).count(db).await
+}
+
+/// Device id and tags of every device matching `filter`, ordered by device id: the narrow
+/// columns a caller needs to test cohort membership over a whole product.
+pub async fn device_list_ids_and_tags(
+    db: &impl ConnectionTrait,
+    filter: &DeviceFilter,
+) -> Result<Vec<(String, String)>, DbErr> {
+    apply_filter(Entity::find(), filter)
+        .select_only()
+        .column(device::Column::DeviceId)
+        .column(device::Column::Tags)
+        .order_by_asc(device::Column::DeviceId)
+        .into_tuple()
+        .all(db)
+        .await
 }
 
 /// Every device of a product: id, device id, tags (for counting eligibility per stage).

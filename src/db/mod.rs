@@ -95,6 +95,25 @@ pub async fn begin_signing(db: &DatabaseConnection) -> Result<DatabaseTransactio
     Ok(txn)
 }
 
+/// The escape character of [`like_pattern`]: not a character of any slug, name or action, and
+/// needs no quoting in SQL string literals on either backend (a backslash would on some).
+const LIKE_ESCAPE: char = '!';
+
+/// A `LIKE` pattern matching `text` literally between `prefix` and `suffix` (which may hold
+/// `%`): `_` and `%` in `text` would otherwise be wildcards, and tags and actions contain `_`.
+pub fn like_pattern(prefix: &str, text: &str, suffix: &str) -> sea_orm::sea_query::LikeExpr {
+    let mut pattern = String::with_capacity(prefix.len() + text.len() + suffix.len() + 4);
+    pattern.push_str(prefix);
+    for c in text.chars() {
+        if matches!(c, '%' | '_') || c == LIKE_ESCAPE {
+            pattern.push(LIKE_ESCAPE);
+        }
+        pattern.push(c);
+    }
+    pattern.push_str(suffix);
+    sea_orm::sea_query::LikeExpr::new(pattern).escape(LIKE_ESCAPE)
+}
+
 /// Whether `err` is a unique-constraint violation.
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))

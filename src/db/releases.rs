@@ -47,3 +47,11 @@ pub async fn release_find_by_target(db: &impl ConnectionTrait, target_name: &str
 pub async fn release_get(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
     Entity::find_by_id(id).one(db).await
 }
+
+/// The releases with these row ids (in no particular order).
+pub async fn release_list_by_ids(db: &impl ConnectionTrait, ids: Vec<i64>) -> Result<Vec<Model>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Entity::find().filter(release::Column::Id.is_in(ids)).all(db).await
+}

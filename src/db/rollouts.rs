@@ -154,3 +154,28 @@ pub async fn assignment_touch(db: &impl ConnectionTrait, id: i64, now: i64) -> R
         .await?;
     Ok(())
 }
+
+/// Every assignment of device row `device_row_id`, newest first.
+pub async fn assignment_list_by_device(
+    db: &impl ConnectionTrait,
+    device_row_id: i64,
+) -> Result<Vec<assignment::Model>, DbErr> {
+    assignment::Entity::find()
+        .filter(assignment::Column::DeviceRowId.eq(device_row_id))
+        .order_by_desc(assignment::Column::AssignedAt)
+        .order_by_desc(assignment::Column::Id)
+        .all(db)
+        .await
+}
+
+/// Withdraws the device's assignments that have no outcome yet; returns how many.
+pub async fn assignment_withdraw_open(db: &impl ConnectionTrait, device_row_id: i64, now: i64) -> Result<u64, DbErr> {
+    let result = assignment::Entity::update_many()
+        .col_expr(assignment::Column::State, Expr::value("withdrawn"))
+        .col_expr(assignment::Column::UpdatedAt, Expr::value(now))
+        .filter(assignment::Column::DeviceRowId.eq(device_row_id))
+        .filter(assignment::Column::State.is_in(OPEN_STATES))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}

@@ -116,7 +116,8 @@ impl From<crate::domain::names::NameError> for ApiError {
     }
 }
 
-/// Rewrites actix's bodiless 404 and 405 answers (no route, wrong method) into JSON errors.
+/// Rewrites actix's plain 404, 405 and 413 answers (no route, wrong method, body over a
+/// payload cap) into JSON errors.
 pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_web::body::BoxBody> {
     use actix_web::dev::ServiceResponse;
     use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -129,6 +130,8 @@ pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_we
         let status = res.status();
         let (code, message) = if status == StatusCode::METHOD_NOT_ALLOWED {
             ("method_not_allowed", format!("{} is not allowed on {}", res.request().method(), res.request().path()))
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ("body_too_large", format!("the request body is too large for {}", res.request().path()))
         } else {
             ("not_found", format!("nothing is at {}", res.request().path()))
         };
@@ -137,7 +140,10 @@ pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_we
         Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body()))
     }
 
-    ErrorHandlers::new().handler(StatusCode::NOT_FOUND, rewrite).handler(StatusCode::METHOD_NOT_ALLOWED, rewrite)
+    ErrorHandlers::new()
+        .handler(StatusCode::NOT_FOUND, rewrite)
+        .handler(StatusCode::METHOD_NOT_ALLOWED, rewrite)
+        .handler(StatusCode::PAYLOAD_TOO_LARGE, rewrite)
 }
 
 /// JSON errors for the body, path and query extractors.

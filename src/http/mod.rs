@@ -35,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(api::releases::list)),
             )
             .service(web::resource("/products/{product}/releases/{version}").route(web::get().to(api::releases::get)))
+            .service(web::resource("/products/{product}/installed").route(web::get().to(api::installed::list)))
             .service(web::resource("/audit").route(web::get().to(api::audit::list)))
             .service(
                 web::resource("/enrollment-tokens")
@@ -52,6 +53,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY))
                     .route(web::post().to(api::devices::report)),
             )
+            .service(web::resource("/devices").route(web::get().to(api::fleet::list)))
+            .service(web::resource("/devices/{device_id}").route(web::get().to(api::fleet::get)))
+            .service(web::resource("/devices/{device_id}/tags").route(web::put().to(api::fleet::set_tags)))
+            .service(web::resource("/devices/{device_id}/decommission").route(web::post().to(api::fleet::decommission)))
+            .service(web::resource("/devices/{device_id}/allow-rekey").route(web::post().to(api::fleet::allow_rekey)))
             .service(
                 web::resource("/cohorts")
                     .route(web::post().to(api::cohorts::create))

@@ -27,6 +27,8 @@ impl Modify for BearerAuth {
         api::audit::list,
         api::enrollment::create, api::enrollment::list, api::enrollment::revoke,
         api::devices::enroll, api::devices::report,
+        api::fleet::list, api::fleet::get, api::fleet::set_tags, api::fleet::decommission, api::fleet::allow_rekey,
+        api::installed::list,
         api::cohorts::create, api::cohorts::list, api::cohorts::get, api::cohorts::update,
         api::rollouts::create, api::rollouts::list, api::rollouts::get, api::rollouts::act,
         director::device_metadata,

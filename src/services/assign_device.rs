@@ -74,6 +74,18 @@ fn runs_newer(device: &device::Model, release: &release::Model) -> bool {
     }
 }
 
+/// Whether `target` is below the `rollback_floor` of `installed`.
+fn below_floor(target: &release::Model, installed: &release::Model) -> bool {
+    let floor = serde_json::from_str::<serde_json::Value>(&installed.custom)
+        .ok()
+        .and_then(|c| c.get("rollback_floor").and_then(|f| f.as_str()).map(str::to_owned))
+        .and_then(|f| FirmwareVersion::parse(&f).ok());
+    match (floor, FirmwareVersion::parse(&target.version)) {
+        (Some(floor), Ok(target)) => target < floor,
+        _ => false,
+    }
+}
+
 fn fits_hardware(device: &device::Model, release: &release::Model) -> bool {
     serde_json::from_str::<serde_json::Value>(&release.custom)
         .ok()
@@ -143,6 +155,14 @@ pub async fn desired_assignment(
             AssignmentPolicy::RollBack => match existing {
                 Some(a) if STARTED.contains(&a.state.as_str()) && a.from_release_id.is_some() => {
                     let from = releases.get(a.from_release_id.unwrap_or_default()).await?;
+                    let rolled_back = releases.get(a.release_id).await?;
+                    if below_floor(&from, &rolled_back) {
+                        // The agent would refuse it (never below the installed release's
+                        // floor): keep the device where it is and say why in the log.
+                        tracing::warn!(device = %device.device_id, rollout = %r.id, from = %from.version,
+                            "rollback target is below the rolled-back release's rollback_floor; not assigned");
+                        return Ok(Some(install(rolled_back, r)));
+                    }
                     return Ok(Some(DirectorAssignment {
                         release: from,
                         rollout_id: r.id.clone(),

@@ -4,12 +4,38 @@ use sea_orm::ConnectionTrait;
 
 use super::auth::Caller;
 use super::{ServiceError, Services};
-use crate::db::audit::{NewAudit, audit_insert, audit_list_recent};
+use crate::db::audit::{AuditFilter, NewAudit, audit_insert, audit_list};
 use crate::db::entities::audit;
 
-/// The newest `limit` entries.
-pub async fn recent(svc: &Services, limit: u64) -> Result<Vec<audit::Model>, ServiceError> {
-    Ok(audit_list_recent(&svc.db, limit).await?)
+/// Entries per page unless the caller asks otherwise.
+pub const DEFAULT_PAGE: u64 = 100;
+/// The most entries one page holds: enough for a screen or an export step, small enough that
+/// one request cannot make the server read the whole log.
+pub const MAX_PAGE: u64 = 1_000;
+
+/// Which audit entries to read.
+#[derive(Debug, Default, Clone)]
+pub struct AuditQuery {
+    /// Page size (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]).
+    pub limit: Option<u64>,
+    /// Only entries with an id below this one (the last id of the previous page).
+    pub before: Option<i64>,
+    /// Actor equals, e.g. `token:ci`.
+    pub actor: Option<String>,
+    /// Action starts with, e.g. `rollout.` or `device.decommission`.
+    pub action: Option<String>,
+    /// Object equals, e.g. `device:pump-0001`.
+    pub object: Option<String>,
+}
+
+/// A page of audit entries, newest first. The next page is the one `before` the last id.
+pub async fn list_audit(svc: &Services, q: AuditQuery) -> Result<Vec<audit::Model>, ServiceError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ServiceError::invalid("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let filter = AuditFilter { before: q.before, actor: q.actor, action_prefix: q.action, object: q.object };
+    Ok(audit_list(&svc.db, &filter, limit).await?)
 }
 
 /// Appends an audit entry inside the caller's transaction: who (`actor`), what (`action`, e.g.

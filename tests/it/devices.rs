@@ -22,11 +22,15 @@ async fn setup() -> (TestApp, Image, Device, Device) {
         let req = app.client.post(app.url(path)).bearer_auth(&app.admin).json(&body);
         async move { req.send().await.unwrap() }
     };
-    let res = post("/api/v1/cohorts", json!({"name": "lab", "product": PRODUCT, "devices": ["pump-a", "pump-b"]})).await;
+    let res =
+        post("/api/v1/cohorts", json!({"name": "lab", "product": PRODUCT, "devices": ["pump-a", "pump-b"]})).await;
     assert_eq!(res.status(), 201);
     let gate = json!({"max_failure_rate": 0.1, "min_reports": 1, "stall_minutes": 60});
-    let res = post("/api/v1/rollouts", json!({"id": "r-lab", "product": PRODUCT, "version": "1.0.0",
-        "stages": [{"cohort": "lab", "percent": 100}], "gate": gate}))
+    let res = post(
+        "/api/v1/rollouts",
+        json!({"id": "r-lab", "product": PRODUCT, "version": "1.0.0",
+        "stages": [{"cohort": "lab", "percent": 100}], "gate": gate}),
+    )
     .await;
     assert_eq!(res.status(), 201);
     assert_eq!(post("/api/v1/rollouts/r-lab/start", json!({})).await.status(), 200);
@@ -98,10 +102,12 @@ async fn refused_reports_change_nothing() {
     // A bad signature: signed by a key that is not the device's.
     let mut impostor = Device { key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng), ..clone_of(&a) };
     impostor.counter = a.counter;
-    let (status, body) = Device::post_report(&app, "pump-a", &a.token, &impostor.report_body("pump-a", a.counter, None)).await;
+    let (status, body) =
+        Device::post_report(&app, "pump-a", &a.token, &impostor.report_body("pump-a", a.counter, None)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_signature")), "{body}");
     // A replayed counter: 409 with the last accepted counter.
-    let (status, body) = Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-a", a.counter - 1, None)).await;
+    let (status, body) =
+        Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-a", a.counter - 1, None)).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "stale_counter");
     assert_eq!(body["last_counter"], a.counter - 1);
@@ -117,16 +123,23 @@ async fn refused_reports_change_nothing() {
     tampered["signed"]["counter"] = json!(a.counter + 100);
     let (status, body) = Device::post_report(&app, "pump-a", &a.token, &tampered).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_signature")));
-    assert_eq!(footprint(&app, "pump-a").await, before, "no refused report left a trace");
-
-    // A decommissioned device gets no service at all.
+    // An oversized body is refused before it is read in full.
     let res = app
         .client
-        .post(app.url("/api/v1/devices/pump-a/decommission"))
-        .bearer_auth(&app.admin)
+        .post(app.url("/api/v1/devices/pump-a/report"))
+        .bearer_auth(&a.token)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 64 * 1024])
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "body_too_large");
+    assert_eq!(footprint(&app, "pump-a").await, before, "no refused report left a trace");
+
+    // A decommissioned device gets no service at all.
+    let res =
+        app.client.post(app.url("/api/v1/devices/pump-a/decommission")).bearer_auth(&app.admin).send().await.unwrap();
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     let (status, _) = Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-a", a.counter, None)).await;
     assert_eq!(status, 403);
@@ -160,7 +173,14 @@ async fn enrollment_needs_a_valid_token_the_right_product_and_possession_of_the_
     assert_eq!((status, body["error"].as_str()), (400, Some("unknown_hardware_id")));
     // Signed by a key other than the one it names.
     let other = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    let request = patchgate_protocol::report::EnrollRequest::new("d-1", PRODUCT, HW, &key.verifying_key(), &token, "2026-11-24T10:00:00Z");
+    let request = patchgate_protocol::report::EnrollRequest::new(
+        "d-1",
+        PRODUCT,
+        HW,
+        &key.verifying_key(),
+        &token,
+        "2026-11-24T10:00:00Z",
+    );
     let forged = patchgate_protocol::envelope::sign(request, &other).unwrap();
     let res = app.client.post(app.url("/api/v1/devices/enroll")).json(&forged).send().await.unwrap();
     assert_eq!(res.status(), 400);

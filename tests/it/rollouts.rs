@@ -17,6 +17,9 @@ use crate::fleet::{Device, Image, enrollment_token};
 const PRODUCT: &str = "pump-x1";
 const HW: &str = "pump-x1-revA";
 
+/// One device's report to send: its index, the device, and the attempt it reports.
+type Job<'a> = (usize, &'a mut Device, Option<(Image, AttemptState)>);
+
 struct Fleet {
     app: TestApp,
     old: Image,
@@ -75,7 +78,7 @@ impl Fleet {
     ) -> BTreeSet<usize> {
         let app = &self.app;
         let wanted: BTreeSet<usize> = which.iter().copied().collect();
-        let jobs: Vec<(usize, &mut Device, Option<(Image, AttemptState)>)> = self
+        let jobs: Vec<Job<'_>> = self
             .devices
             .iter_mut()
             .enumerate()

@@ -1,4 +1,4 @@
-//! `GET /api/v1/audit`: the newest audit entries.
+//! `GET /api/v1/audit`: audit entries, newest first, filtered and paged by id.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::http::auth::ViewerAuth;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
+use crate::services::audit::{AuditQuery as Query, list_audit};
 
 /// Query parameters.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -14,11 +15,21 @@ use crate::services::Services;
 pub struct AuditQuery {
     /// How many entries, newest first (1–1000, default 100).
     pub limit: Option<u64>,
+    /// Only entries older than this id: pass the last `id` of a page to get the next one.
+    pub before: Option<i64>,
+    /// Only this actor, e.g. `token:ci`.
+    pub actor: Option<String>,
+    /// Only actions starting with this, e.g. `rollout.` or `device.decommission`.
+    pub action: Option<String>,
+    /// Only this object, e.g. `device:pump-0001`.
+    pub object: Option<String>,
 }
 
 /// One audit entry.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditDto {
+    /// Id, increasing with time: the paging cursor (`before`).
+    pub id: i64,
     /// Unix seconds.
     pub at: i64,
     /// Who (`token:NAME`, `cli:USER`).
@@ -35,7 +46,22 @@ pub struct AuditDto {
     pub after: Option<serde_json::Value>,
 }
 
-/// The newest audit entries.
+impl From<crate::db::entities::audit::Model> for AuditDto {
+    fn from(e: crate::db::entities::audit::Model) -> Self {
+        let parse = |raw: Option<String>| raw.and_then(|s| serde_json::from_str(&s).ok());
+        Self {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            object: e.object,
+            before: parse(e.before),
+            after: parse(e.after),
+        }
+    }
+}
+
+/// Audit entries, newest first; page with `before` = the last `id` of the previous page.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = Vec<AuditDto>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -44,22 +70,8 @@ pub async fn list(
     _auth: ViewerAuth,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 1000"));
-    }
-    let parse = |raw: Option<String>| raw.and_then(|s| serde_json::from_str(&s).ok());
-    let entries: Vec<AuditDto> = crate::services::audit::recent(&svc, limit)
-        .await?
-        .into_iter()
-        .map(|e| AuditDto {
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            object: e.object,
-            before: parse(e.before),
-            after: parse(e.after),
-        })
-        .collect();
+    let q = query.into_inner();
+    let query = Query { limit: q.limit, before: q.before, actor: q.actor, action: q.action, object: q.object };
+    let entries: Vec<AuditDto> = list_audit(&svc, query).await?.into_iter().map(AuditDto::from).collect();
     Ok(HttpResponse::Ok().json(entries))
 }

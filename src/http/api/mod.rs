@@ -4,6 +4,8 @@ pub mod audit;
 pub mod cohorts;
 pub mod devices;
 pub mod enrollment;
+pub mod fleet;
+pub mod installed;
 pub mod products;
 pub mod releases;
 pub mod rollouts;

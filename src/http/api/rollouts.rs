@@ -10,7 +10,8 @@ use crate::domain::rollout::RolloutAction;
 use crate::http::auth::{ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
-use crate::services::manage_rollout::{CreateRollout, act_on_rollout, create_rollout, get_rollout, list_rollouts};
+use crate::services::manage_rollout::{CreateRollout, act_on_rollout, create_rollout, list_rollouts};
+use crate::services::rollout_status::{RolloutStatus, StageStatus, rollout_status};
 use crate::services::rollout_view::StoredStage;
 
 /// A rollout's stage.
@@ -22,6 +23,79 @@ pub struct StageDto {
     pub percent: f64,
     /// Soak, minutes.
     pub soak_minutes: i64,
+    /// Devices and gate figures (in `GET /api/v1/rollouts/{id}` only).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<StageFiguresDto>,
+}
+
+/// A stage's devices and what its gate sees.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageFiguresDto {
+    /// Active devices of the product that enter the rollout at this stage once every stage
+    /// is open (hardware and version checks at assignment may skip some).
+    pub eligible: u64,
+    /// Devices assigned in this stage, all time (withdrawn excluded).
+    pub assigned: u64,
+    /// Reported `installing` or `awaiting_reboot`.
+    pub installing: u64,
+    /// Reported `installed`.
+    pub installed: u64,
+    /// Reported `failed`.
+    pub failed: u64,
+    /// Reported `rejected`.
+    pub rejected: u64,
+    /// Silent past the stall time (the gate counts them as failed).
+    pub stalled: u64,
+    /// The gate over its current window.
+    pub gate: GateDto,
+}
+
+/// A stage's gate verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GateDto {
+    /// Installed, failed, rejected and stalled devices in the window.
+    pub final_reports: u64,
+    /// Failed, rejected and stalled.
+    pub failures: u64,
+    /// failures / final_reports (fraction, rounded down to 0.0001).
+    pub failure_rate: f64,
+    /// At least `min_reports` final reports.
+    pub enough_reports: bool,
+    /// Failures put the stage over the gate (a running rollout halts).
+    pub over_gate: bool,
+    /// A device rejected the release: someone should look.
+    pub alert: bool,
+    /// Why it is over the gate.
+    pub reason: Option<String>,
+}
+
+impl From<StageStatus> for StageDto {
+    fn from(s: StageStatus) -> Self {
+        let v = s.verdict;
+        Self {
+            cohort: s.plan.cohort,
+            percent: s.plan.percent.as_f64(),
+            soak_minutes: s.plan.soak_seconds / 60,
+            figures: Some(StageFiguresDto {
+                eligible: s.eligible,
+                assigned: s.counts.assigned,
+                installing: s.counts.installing,
+                installed: s.counts.installed,
+                failed: s.counts.failed,
+                rejected: s.counts.rejected,
+                stalled: s.stalled,
+                gate: GateDto {
+                    final_reports: v.final_reports,
+                    failures: v.failures,
+                    failure_rate: f64::from(v.failure_rate_bp) / 10_000.0,
+                    enough_reports: v.enough_reports,
+                    over_gate: v.over_gate,
+                    alert: v.alert,
+                    reason: v.reason,
+                },
+            }),
+        }
+    }
 }
 
 /// A rollout.
@@ -65,6 +139,7 @@ impl From<rollout::Model> for RolloutDto {
                     cohort: s.cohort,
                     percent: f64::from(s.basis_points) / 100.0,
                     soak_minutes: s.soak_seconds / 60,
+                    figures: None,
                 })
                 .collect(),
             id: r.id,
@@ -80,6 +155,26 @@ impl From<rollout::Model> for RolloutDto {
             created_at: r.created_at,
             started_at: r.started_at,
         }
+    }
+}
+
+/// A rollout with its product, release and per-stage figures.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutStatusDto {
+    /// The rollout; its stages carry their figures.
+    #[serde(flatten)]
+    pub rollout: RolloutDto,
+    /// Product name.
+    pub product: String,
+    /// Release version.
+    pub version: String,
+}
+
+impl From<RolloutStatus> for RolloutStatusDto {
+    fn from(s: RolloutStatus) -> Self {
+        let mut rollout = RolloutDto::from(s.rollout);
+        rollout.stages = s.stages.into_iter().map(StageDto::from).collect();
+        Self { rollout, product: s.product, version: s.version }
     }
 }
 
@@ -128,12 +223,12 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(rows.into_iter().map(RolloutDto::from).collect::<Vec<_>>()))
 }
 
-/// One rollout.
+/// One rollout with its per-stage device counts and gate verdicts.
 #[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts", params(("id" = String, Path)),
-    responses((status = 200, body = RolloutDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = RolloutStatusDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(svc: web::Data<Services>, _auth: ViewerAuth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(RolloutDto::from(get_rollout(&svc, &id).await?)))
+    Ok(HttpResponse::Ok().json(RolloutStatusDto::from(rollout_status(&svc, &id).await?)))
 }
 
 /// Applies an action: `start`, `pause`, `resume`, `advance` (`?force=true` to skip checks), `abort`, `rollback`.

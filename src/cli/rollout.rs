@@ -1,0 +1,372 @@
+//! `patchgate rollout create|start|pause|resume|abort|rollback|advance|show|list`: steering
+//! rollouts on a running server over its HTTP API, with the same `--server`/`--token` (or
+//! `PATCHGATE_SERVER`/`PATCHGATE_TOKEN`) as `release publish`. A refusal prints the server's
+//! error code and message and exits non-zero.
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the server is and who is asking.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Server URL, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "PATCHGATE_SERVER")]
+    server: String,
+    /// An API token (or PATCHGATE_TOKEN): release-manager or admin to change, any to read.
+    #[arg(long, env = "PATCHGATE_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// Rollout commands.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Create a rollout (in draft; `start` sends it).
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Product name.
+        #[arg(long)]
+        product: String,
+        /// Release version to roll out.
+        #[arg(long)]
+        version: String,
+        /// A stage, in order: COHORT:PERCENT or COHORT:PERCENT:SOAK_MINUTES (repeat for each).
+        /// Cohort names may contain ':', so the numbers are read from the right.
+        #[arg(long = "stage", required = true, value_parser = parse_stage)]
+        stages: Vec<Stage>,
+        /// Highest tolerated share of failed devices, 0 to 1 (0.05 = 5%).
+        #[arg(long)]
+        max_failure_rate: f64,
+        /// Final reports a stage needs before it may advance.
+        #[arg(long)]
+        min_reports: u32,
+        /// Minutes after which a silent assigned device counts as failed.
+        #[arg(long)]
+        stall_minutes: i64,
+        /// Advance after each soak on its own while the gate holds.
+        #[arg(long)]
+        auto_advance: bool,
+        /// Rollout id (generated if absent); it seeds every device's bucket.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Start a draft rollout.
+    Start(Target),
+    /// Pause a running rollout (devices not yet installing are withdrawn).
+    Pause(Target),
+    /// Resume a paused or halted rollout (for a halted one: acknowledges the failures).
+    Resume(Target),
+    /// Abort a rollout.
+    Abort(Target),
+    /// Roll back: devices that installed the release get the one they ran before.
+    Rollback(Target),
+    /// Move to the next stage.
+    Advance {
+        #[command(flatten)]
+        target: Target,
+        /// Skip the soak and report checks (audited).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a rollout with per-stage counts and gate verdicts.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List rollouts, newest first.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Only this product.
+        #[arg(long)]
+        product: Option<String>,
+        /// Only this state.
+        #[arg(long)]
+        state: Option<String>,
+    },
+}
+
+/// A rollout on a server.
+#[derive(Debug, Args)]
+pub struct Target {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Rollout id.
+    id: String,
+}
+
+/// One `--stage` value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    cohort: String,
+    percent: f64,
+    soak_minutes: i64,
+}
+
+/// Parses `COHORT:PERCENT[:SOAK_MINUTES]`, reading numbers from the right.
+fn parse_stage(raw: &str) -> Result<Stage, String> {
+    let bad = || format!("{raw:?} is not COHORT:PERCENT or COHORT:PERCENT:SOAK_MINUTES");
+    let (head, last) = raw.rsplit_once(':').ok_or_else(bad)?;
+    if let Some((cohort, percent)) = head.rsplit_once(':')
+        && let (Ok(percent), Ok(soak_minutes)) = (percent.parse::<f64>(), last.parse::<i64>())
+        && !cohort.is_empty()
+    {
+        return Ok(Stage { cohort: cohort.to_owned(), percent, soak_minutes });
+    }
+    let percent = last.parse::<f64>().map_err(|_| bad())?;
+    if head.is_empty() {
+        return Err(bad());
+    }
+    Ok(Stage { cohort: head.to_owned(), percent, soak_minutes: 0 })
+}
+
+/// Sends a request to `/api/v1/{segments…}` (each segment percent-encoded) and returns the
+/// JSON answer, or the server's refusal as an error.
+async fn call(
+    server: &ServerArgs,
+    method: reqwest::Method,
+    segments: &[&str],
+    query: &[(&str, String)],
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let mut url = url::Url::parse(server.server.trim_end_matches('/'))
+        .with_context(|| format!("--server {:?} is not a URL", server.server))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--server {:?} cannot take a path", server.server))?
+        .pop_if_empty()
+        .extend(["api", "v1"])
+        .extend(segments);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    let mut request = reqwest::Client::new().request(method, url.clone()).bearer_auth(&server.token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.with_context(|| format!("sending to {url}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.context("reading the server's answer")?;
+    let answer: Option<Value> = serde_json::from_slice(&bytes).ok();
+    if !status.is_success() {
+        let refusal = answer.as_ref().and_then(|a| Some((a.get("error")?.as_str()?, a.get("message")?.as_str()?)));
+        match refusal {
+            Some((code, message)) => bail!("the server refused ({status}, {code}): {message}"),
+            None => bail!("the server answered {status}: {}", String::from_utf8_lossy(&bytes)),
+        }
+    }
+    answer.with_context(|| format!("the server's answer from {url} is not JSON"))
+}
+
+/// Runs a rollout command.
+pub async fn run(cmd: RolloutCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let (target, action, force) = match cmd {
+        RolloutCommand::Create {
+            server,
+            product,
+            version,
+            stages,
+            max_failure_rate,
+            min_reports,
+            stall_minutes,
+            auto_advance,
+            id,
+        } => {
+            let stages: Vec<Value> = stages
+                .into_iter()
+                .map(|s| json!({"cohort": s.cohort, "percent": s.percent, "soak_minutes": s.soak_minutes}))
+                .collect();
+            let body = json!({"id": id, "product": product, "version": version, "stages": stages,
+                "gate": {"max_failure_rate": max_failure_rate, "min_reports": min_reports, "stall_minutes": stall_minutes},
+                "auto_advance": auto_advance});
+            let created = call(&server, Method::POST, &["rollouts"], &[], Some(body)).await?;
+            println!(
+                "created rollout {} (draft); start it with: patchgate rollout start {}",
+                text(&created["id"]),
+                text(&created["id"])
+            );
+            return Ok(());
+        }
+        RolloutCommand::Show { target, json } => {
+            let status = call(&target.server, Method::GET, &["rollouts", &target.id], &[], None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render_status(&status));
+            }
+            return Ok(());
+        }
+        RolloutCommand::List { server, product, state } => {
+            let query: Vec<(&str, String)> =
+                [("product", product), ("state", state)].into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+            let list = call(&server, Method::GET, &["rollouts"], &query, None).await?;
+            print!("{}", render_list(&list));
+            return Ok(());
+        }
+        RolloutCommand::Start(t) => (t, "start", false),
+        RolloutCommand::Pause(t) => (t, "pause", false),
+        RolloutCommand::Resume(t) => (t, "resume", false),
+        RolloutCommand::Abort(t) => (t, "abort", false),
+        RolloutCommand::Rollback(t) => (t, "rollback", false),
+        RolloutCommand::Advance { target, force } => (target, "advance", force),
+    };
+    let query = if force { vec![("force", "true".to_owned())] } else { Vec::new() };
+    let r = call(&target.server, Method::POST, &["rollouts", &target.id, action], &query, None).await?;
+    let stage = r["current_stage"].as_i64().unwrap_or(0) + 1;
+    let stages = r["stages"].as_array().map_or(0, Vec::len);
+    println!("rollout {}: {} (stage {stage} of {stages})", text(&r["id"]), text(&r["state"]));
+    if let Some(reason) = r["reason"].as_str() {
+        println!("reason: {reason}");
+    }
+    Ok(())
+}
+
+/// A JSON string value as text ("" if it is not a string).
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// A JSON number (or anything else) as text.
+fn num(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Unix seconds as RFC 3339, `-` if absent.
+fn time(v: &Value) -> String {
+    v.as_i64().and_then(|s| jiff::Timestamp::from_second(s).ok()).map_or_else(|| "-".to_owned(), |t| t.to_string())
+}
+
+/// A fraction as a percent with two decimals.
+fn pct(fraction: f64) -> String {
+    format!("{:.2}%", fraction * 100.0)
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A stage's gate verdict in a few words.
+fn verdict(gate: &Value, min_reports: &Value) -> String {
+    let mut words = if gate["over_gate"].as_bool() == Some(true) {
+        "OVER GATE".to_owned()
+    } else if gate["enough_reports"].as_bool() == Some(true) {
+        "ok".to_owned()
+    } else {
+        format!("waiting ({} of {} reports)", num(&gate["final_reports"]), num(min_reports))
+    };
+    if gate["alert"].as_bool() == Some(true) {
+        words.push_str(", ALERT: rejected");
+    }
+    words
+}
+
+/// `rollout show`: a header, then one row per stage, then the gate's reasons.
+fn render_status(r: &Value) -> String {
+    let stages = r["stages"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let current = usize::try_from(r["current_stage"].as_i64().unwrap_or(0)).unwrap_or(0);
+    let mut out = format!(
+        "rollout {}: {} {}, {}, stage {} of {} (stage started {})\n",
+        text(&r["id"]),
+        text(&r["product"]),
+        text(&r["version"]),
+        text(&r["state"]),
+        current + 1,
+        stages.len(),
+        time(&r["stage_started_at"]),
+    );
+    out.push_str(&format!(
+        "gate: failure rate at most {}, {} final reports to advance, silent after {} min counts as failed; auto-advance: {}\n",
+        pct(r["max_failure_rate"].as_f64().unwrap_or(0.0)),
+        num(&r["min_reports"]),
+        num(&r["stall_minutes"]),
+        if r["auto_advance"].as_bool() == Some(true) { "yes" } else { "no" },
+    ));
+    if let Some(reason) = r["reason"].as_str() {
+        out.push_str(&format!("reason: {reason}\n"));
+    }
+    out.push('\n');
+    let header = ["", "#", "COHORT", "PERCENT", "SOAK", "ELIGIBLE", "ASSIGNED", "INSTALLING", "INSTALLED", "FAILED"];
+    let header = header.into_iter().chain(["REJECTED", "STALLED", "FAIL RATE", "GATE"]);
+    let mut rows = vec![header.map(str::to_owned).collect::<Vec<_>>()];
+    let mut reasons = Vec::new();
+    for (i, s) in stages.iter().enumerate() {
+        let gate = &s["gate"];
+        rows.push(vec![
+            if i == current { ">".to_owned() } else { String::new() },
+            (i + 1).to_string(),
+            text(&s["cohort"]).to_owned(),
+            s["percent"].as_f64().map_or_else(|| "-".to_owned(), |p| format!("{p}%")),
+            format!("{}m", num(&s["soak_minutes"])),
+            num(&s["eligible"]),
+            num(&s["assigned"]),
+            num(&s["installing"]),
+            num(&s["installed"]),
+            num(&s["failed"]),
+            num(&s["rejected"]),
+            num(&s["stalled"]),
+            pct(gate["failure_rate"].as_f64().unwrap_or(0.0)),
+            verdict(gate, &r["min_reports"]),
+        ]);
+        if let Some(reason) = gate["reason"].as_str() {
+            reasons.push(format!("stage {}: {reason}\n", i + 1));
+        }
+    }
+    out.push_str(&table(&rows));
+    for reason in reasons {
+        out.push_str(&reason);
+    }
+    out
+}
+
+/// `rollout list`: one row per rollout.
+fn render_list(list: &Value) -> String {
+    let mut rows = vec![["ID", "STATE", "STAGE", "CREATED", "CREATED BY"].map(str::to_owned).to_vec()];
+    for r in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let stages = r["stages"].as_array().map_or(0, Vec::len);
+        rows.push(vec![
+            text(&r["id"]).to_owned(),
+            text(&r["state"]).to_owned(),
+            format!("{} of {stages}", r["current_stage"].as_i64().unwrap_or(0) + 1),
+            time(&r["created_at"]),
+            text(&r["created_by"]).to_owned(),
+        ]);
+    }
+    table(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_read_numbers_from_the_right() {
+        let stage =
+            |cohort: &str, percent: f64, soak_minutes: i64| Stage { cohort: cohort.into(), percent, soak_minutes };
+        assert_eq!(parse_stage("beta:5"), Ok(stage("beta", 5.0, 0)));
+        assert_eq!(parse_stage("beta:12.5:60"), Ok(stage("beta", 12.5, 60)));
+        assert_eq!(parse_stage("region:eu:10"), Ok(stage("region:eu", 10.0, 0)));
+        assert_eq!(parse_stage("region:eu:10:30"), Ok(stage("region:eu", 10.0, 30)));
+        for bad in ["beta", ":5", "beta:x", "beta:5:x:"] {
+            assert!(parse_stage(bad).is_err(), "{bad}");
+        }
+    }
+}
