@@ -136,6 +136,7 @@ async fn main() {
             status: Set("active".into()),
             rekey_allowed: Set(false),
             enrolled_at: Set(now),
+            enroll_time: Set("2026-11-24T10:00:00Z".into()),
             director_targets_version: Set(0),
             ..Default::default()
         });

@@ -51,6 +51,7 @@ enum Devices {
     RekeyAllowed,
     EnrollmentTokenId,
     EnrolledAt,
+    EnrollTime,
     DecommissionedAt,
     LastCounter,
     LastSeenAt,
@@ -213,6 +214,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Devices::RekeyAllowed).boolean().not_null())
                     .col(ColumnDef::new(Devices::EnrollmentTokenId).big_integer().null())
                     .col(ColumnDef::new(Devices::EnrolledAt).big_integer().not_null())
+                    .col(ColumnDef::new(Devices::EnrollTime).string().not_null())
                     .col(ColumnDef::new(Devices::DecommissionedAt).big_integer().null())
                     .col(ColumnDef::new(Devices::LastCounter).big_integer().null())
                     .col(ColumnDef::new(Devices::LastSeenAt).big_integer().null())

@@ -31,6 +31,8 @@ pub struct NewDevice {
     pub enrollment_token_id: i64,
     /// Unix seconds.
     pub enrolled_at: i64,
+    /// The request's `time`.
+    pub enroll_time: String,
 }
 
 /// Stores a newly enrolled device (director version 0: nothing signed yet).
@@ -48,6 +50,7 @@ pub async fn device_insert(db: &impl ConnectionTrait, new: NewDevice) -> Result<
         rekey_allowed: Set(false),
         enrollment_token_id: Set(Some(new.enrollment_token_id)),
         enrolled_at: Set(new.enrolled_at),
+        enroll_time: Set(new.enroll_time),
         director_targets_version: Set(0),
         ..Default::default()
     }
@@ -67,6 +70,7 @@ pub async fn device_reenroll(db: &impl ConnectionTrait, row: Model, new: NewDevi
     active.token_hash = Set(new.token_hash);
     active.rekey_allowed = Set(false);
     active.enrollment_token_id = Set(Some(new.enrollment_token_id));
+    active.enroll_time = Set(new.enroll_time);
     active.update(db).await
 }
 

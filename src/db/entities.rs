@@ -199,6 +199,9 @@ pub mod device {
         pub rekey_allowed: bool,
         pub enrollment_token_id: Option<i64>,
         pub enrolled_at: i64,
+        /// The device's own `time` in its last accepted enrollment request: a re-enrollment must
+        /// carry a later one, so a captured request cannot be replayed.
+        pub enroll_time: String,
         pub decommissioned_at: Option<i64>,
         pub last_counter: Option<i64>,
         pub last_seen_at: Option<i64>,

@@ -22,6 +22,20 @@ pub async fn rollout_get(db: &impl ConnectionTrait, id: &str) -> Result<Option<M
     Entity::find_by_id(id.to_owned()).one(db).await
 }
 
+/// The rollout `id`, locked until the transaction ends (PostgreSQL `FOR UPDATE`; SQLite's
+/// `BEGIN IMMEDIATE` already excludes other writers): an admin action and the gate job never
+/// both act on the state they read.
+pub async fn rollout_get_for_update(db: &impl ConnectionTrait, id: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id.to_owned()).lock_exclusive().one(db).await
+}
+
+/// Locks the product row of `product_id` until the transaction ends: starting rollouts of one
+/// product one at a time makes the "one running rollout per cohort" check hold.
+pub async fn product_lock(db: &impl ConnectionTrait, product_id: i64) -> Result<(), DbErr> {
+    super::entities::product::Entity::find_by_id(product_id).lock_exclusive().one(db).await?;
+    Ok(())
+}
+
 /// Saves a rollout's changed columns.
 pub async fn rollout_update(db: &impl ConnectionTrait, active: ActiveModel) -> Result<Model, DbErr> {
     active.update(db).await

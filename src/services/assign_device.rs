@@ -25,6 +25,8 @@ const ROLLOUTS_CONSIDERED: u64 = 50;
 /// Assignment states from which a device keeps its assignment through a pause, halt or abort
 /// ("installing or later").
 const STARTED: [&str; 3] = ["installing", "awaiting_reboot", "installed"];
+/// Started and not finished: the device is busy with this assignment.
+const IN_PROGRESS: [&str; 2] = ["installing", "awaiting_reboot"];
 /// States that are withdrawn by a pause, halt or abort.
 const NOT_STARTED: [&str; 2] = ["assigned", "downloading"];
 
@@ -124,23 +126,40 @@ pub async fn desired_assignment(
         match assignment_policy(state_of(r)?) {
             AssignmentPolicy::Nothing => {}
             AssignmentPolicy::Assign => {
-                if let Some(a) = &existing
-                    && a.state != "withdrawn"
-                {
-                    let release = releases.get(a.release_id).await?;
-                    return Ok(Some(install(release, r)));
-                }
-                let release = releases.get(r.release_id).await?;
-                if !fits_hardware(device, &release) || runs_newer(device, &release) {
-                    continue;
-                }
                 let stages = parse_stages(r)?;
                 let current = usize::try_from(r.current_stage).unwrap_or(0);
-                let Some(stage) =
-                    stage_for_device(&stages, current, bucket(&r.id, &device.device_id), |c| member_of.contains(c))
-                else {
+                let stage =
+                    stage_for_device(&stages, current, bucket(&r.id, &device.device_id), |c| member_of.contains(c));
+                match existing {
+                    // Not started yet: it follows membership (a device an admin took out of the
+                    // cohort loses it at its next report).
+                    Some(a) if NOT_STARTED.contains(&a.state.as_str()) && stage.is_none() => {
+                        withdraw(db, a, now).await?;
+                        continue;
+                    }
+                    Some(a) if a.state != "withdrawn" => {
+                        let release = releases.get(a.release_id).await?;
+                        return Ok(Some(install(release, r)));
+                    }
+                    _ => {}
+                }
+                let release = releases.get(r.release_id).await?;
+                let runs_it = device.installed_release_id == Some(r.release_id);
+                if !fits_hardware(device, &release) || runs_newer(device, &release) || runs_it {
+                    continue;
+                }
+                let Some(stage) = stage else {
                     continue;
                 };
+                // A device in the middle of installing another rollout's release finishes that
+                // first (an older rollout below keeps it); open assignments that never started
+                // elsewhere are superseded, so they cannot go stale and count as stalled.
+                if rows.values().any(|o| IN_PROGRESS.contains(&o.state.as_str())) {
+                    continue;
+                }
+                for other in rows.values().filter(|o| NOT_STARTED.contains(&o.state.as_str())) {
+                    withdraw(db, other.clone(), now).await?;
+                }
                 assign(db, device, r, existing, stage, now).await?;
                 return Ok(Some(install(release, r)));
             }

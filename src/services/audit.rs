@@ -34,7 +34,10 @@ pub async fn list_audit(svc: &Services, q: AuditQuery) -> Result<Vec<audit::Mode
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ServiceError::invalid("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
     }
-    let filter = AuditFilter { before: q.before, actor: q.actor, action_prefix: q.action, object: q.object };
+    // Actions are lowercase (`rollout.pause`); lowercasing the prefix makes it match the same
+    // way on SQLite (case-blind LIKE) and PostgreSQL.
+    let action_prefix = q.action.map(|a| a.to_lowercase());
+    let filter = AuditFilter { before: q.before, actor: q.actor, action_prefix, object: q.object };
     Ok(audit_list(&svc.db, &filter, limit).await?)
 }
 

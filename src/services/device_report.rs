@@ -60,15 +60,21 @@ pub async fn record_report(
     let now_secs = now.as_second();
 
     let txn = crate::db::begin_write(&svc.db).await?;
-    let installed_release_id = match &report.installed {
-        Some(i) => release_find_by_target(&txn, &i.name).await?.filter(|r| r.sha256 == i.sha256).map(|r| r.id),
+    // What the device runs is known only when name and sha256 match a release; then the
+    // version comes from the repository, not from the device's word.
+    let installed_release = match &report.installed {
+        Some(i) => release_find_by_target(&txn, &i.name).await?.filter(|r| r.sha256 == i.sha256),
         None => None,
     };
+    let installed_release_id = installed_release.as_ref().map(|r| r.id);
     let record = ReportRecord {
         counter,
         received_at: now_secs,
         reported_time: report.time.clone(),
-        installed: report.installed.as_ref().map(|i| (i.name.clone(), i.version.clone(), i.sha256.clone())),
+        installed: report.installed.as_ref().map(|i| {
+            let version = installed_release.as_ref().map_or_else(|| i.version.clone(), |r| r.version.clone());
+            (i.name.clone(), version, i.sha256.clone())
+        }),
         installed_release_id,
         attempt: report.attempt.as_ref().map(|a| (a.name.clone(), a.state.as_str().to_owned(), a.detail.clone())),
         director_targets_version: i64::try_from(report.director_targets_version).unwrap_or(i64::MAX),
@@ -103,8 +109,10 @@ pub async fn record_report(
         active.assigned_action = Set(desired.as_ref().map(|a| a.action.as_str().to_owned()));
         active.director_targets_version = Set(i64::try_from(version).unwrap_or(i64::MAX));
         crate::db::devices::device_update(&txn, active).await?;
-    } else {
-        refresh_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
+    } else if let Some(refreshed) = refresh_device_metadata(&txn, svc, &device, desired.as_ref(), now).await? {
+        // Targets re-signed near expiry: same content, new version; the device must fetch it.
+        version = refreshed;
+        crate::db::devices::device_set_director_version(&txn, device.id, version).await?;
     }
     txn.commit().await?;
     Ok(ReportOutcome {
@@ -145,7 +153,21 @@ async fn track_attempt(
         return Ok(None);
     };
     let state = attempt.state.as_str();
-    if row.state == state {
+    // A failure stays on record until the device proves success: a retry's `downloading`
+    // must not erase it from the gate. `installed` counts only if the device reports running
+    // exactly the assigned image (DESIGN.md §2.6).
+    let keeps_failure = matches!(row.state.as_str(), "failed" | "rejected") && attempt.state != AttemptState::Installed;
+    let runs_assigned = report
+        .installed
+        .as_ref()
+        .zip(release.as_ref())
+        .is_some_and(|(i, r)| i.sha256 == r.sha256 && i.name == r.target_name);
+    let unproven = attempt.state == AttemptState::Installed && !runs_assigned;
+    if row.state == state || keeps_failure || unproven {
+        if unproven {
+            tracing::warn!(device = %device.device_id, rollout = %rollout_id,
+                "the device reports the attempt installed but does not run the assigned image; not counted");
+        }
         assignment_touch(txn, row.id, now).await?;
         return Ok(None);
     }

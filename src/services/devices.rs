@@ -145,7 +145,8 @@ pub async fn list_devices(svc: &Services, q: DeviceQuery) -> Result<DevicePage, 
     let mut filter = DeviceFilter {
         product_id: product.as_ref().map(|p| p.id),
         device_ids: None,
-        tag: q.tag,
+        // Parsed, so the filter means the same on SQLite (case-blind LIKE) and PostgreSQL.
+        tag: q.tag.map(|t| crate::domain::ids::Tag::parse(&t).map(|t| t.to_string())).transpose()?,
         status: parse_status(q.status)?,
         installed_version: q.installed_version,
     };

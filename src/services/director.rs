@@ -117,36 +117,35 @@ async fn sign_timestamp(
 }
 
 /// Re-signs whichever of the device's roles is inside its refresh margin (and those that must
-/// change with it); signs nothing when all are fresh. Returns whether anything was signed.
+/// change with it); signs nothing when all are fresh. Returns the new targets version when the
+/// targets role itself was re-signed.
 pub async fn refresh_device_metadata(
     db: &impl ConnectionTrait,
     svc: &Services,
     device: &device::Model,
     assignment: Option<&DirectorAssignment>,
     now: Timestamp,
-) -> Result<bool, ServiceError> {
+) -> Result<Option<u64>, ServiceError> {
     let expiry = |m: &Option<crate::db::entities::device_metadata::Model>| {
         m.as_ref().and_then(|m| Timestamp::from_second(m.expires_at).ok()).unwrap_or(Timestamp::UNIX_EPOCH)
     };
     let targets = device_metadata_latest(db, device.id, "targets").await?;
     if targets.is_none() || needs_refresh(RoleKind::DirectorTargets, expiry(&targets), now) {
-        sign_device_metadata(db, svc, device, assignment, now).await?;
-        return Ok(true);
+        return Ok(Some(sign_device_metadata(db, svc, device, assignment, now).await?));
     }
     let targets_version = targets.map_or(0, |t| u64::try_from(t.version).unwrap_or(0));
     let snapshot = device_metadata_latest(db, device.id, "snapshot").await?;
     if needs_refresh(RoleKind::Snapshot, expiry(&snapshot), now) {
         sign_snapshot_and_timestamp(db, svc, device.id, targets_version, now).await?;
-        return Ok(true);
+        return Ok(None);
     }
     let timestamp = device_metadata_latest(db, device.id, "timestamp").await?;
     if needs_refresh(RoleKind::Timestamp, expiry(&timestamp), now)
         && let Some(snapshot) = snapshot
     {
         sign_timestamp(db, svc, device.id, &from_stored_device(snapshot), now).await?;
-        return Ok(true);
     }
-    Ok(false)
+    Ok(None)
 }
 
 fn from_stored_device(m: crate::db::entities::device_metadata::Model) -> SignedMetadata {

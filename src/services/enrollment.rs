@@ -169,6 +169,7 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
         token_hash: hash,
         enrollment_token_id: token.id,
         enrolled_at: now,
+        enroll_time: request.time.clone(),
     };
 
     let txn = crate::db::begin_write(&svc.db).await?;
@@ -186,6 +187,16 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
                 return Err(ServiceError::conflict(
                     "device_product_mismatch",
                     format!("device {device_id} is enrolled in another product"),
+                ));
+            }
+            // Times are validated `YYYY-MM-DDTHH:MM:SSZ`, so text order is time order.
+            if request.time <= row.enroll_time {
+                return Err(ServiceError::conflict(
+                    "stale_enrollment",
+                    format!(
+                        "device {device_id} last enrolled with a request dated {}; a new enrollment must carry a later time",
+                        row.enroll_time
+                    ),
                 ));
             }
             if row.keyid != keyid && !row.rekey_allowed {

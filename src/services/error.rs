@@ -79,6 +79,11 @@ impl ServiceError {
 
 impl From<sea_orm::DbErr> for ServiceError {
     fn from(e: sea_orm::DbErr) -> Self {
+        // Services check for duplicates first; a unique violation that still happens is a
+        // concurrent request that created the same thing a moment earlier: the client's to retry.
+        if let Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) = e.sql_err() {
+            return Self::conflict("concurrent_change", "a concurrent request created the same item; retry");
+        }
         Self::Internal(anyhow::Error::new(e).context("database"))
     }
 }

@@ -13,7 +13,9 @@ use crate::db::cohorts::cohort_find;
 use crate::db::entities::rollout;
 use crate::db::products::product_get_by_name;
 use crate::db::releases::release_find;
-use crate::db::rollouts::{rollout_get, rollout_insert, rollout_list, rollout_update};
+use crate::db::rollouts::{
+    product_lock, rollout_get, rollout_get_for_update, rollout_insert, rollout_list, rollout_update,
+};
 use crate::domain::ids::{CohortName, RolloutId};
 use crate::domain::rollout::{
     FailureRate, Gate, Percent, RolloutAction, RolloutError, RolloutState, StagePlan, Transition, apply_action,
@@ -237,7 +239,12 @@ pub async fn act_on_rollout(
 ) -> Result<rollout::Model, ServiceError> {
     let now = svc.now_secs();
     let txn = crate::db::begin_write(&svc.db).await?;
-    let r = rollout_get(&txn, id).await?.ok_or_else(|| not_found(id))?;
+    if action == RolloutAction::Start
+        && let Some(r) = rollout_get(&txn, id).await?
+    {
+        product_lock(&txn, r.product_id).await?;
+    }
+    let r = rollout_get_for_update(&txn, id).await?.ok_or_else(|| not_found(id))?;
     let view = view_of(&r)?;
     let counts = stage_counts(&txn, &r, view.stages.len(), true, now).await?;
     let current = counts.get(view.current_stage).copied().unwrap_or_default();
@@ -272,7 +279,7 @@ pub async fn act_on_rollout(
 pub async fn evaluate_rollout(svc: &Services, id: &str) -> Result<Option<RolloutState>, ServiceError> {
     let now = svc.now_secs();
     let txn = crate::db::begin_write(&svc.db).await?;
-    let Some(r) = rollout_get(&txn, id).await? else {
+    let Some(r) = rollout_get_for_update(&txn, id).await? else {
         return Ok(None);
     };
     let view = view_of(&r)?;

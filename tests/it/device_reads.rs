@@ -59,7 +59,7 @@ async fn enrollment_token(app: &TestApp, product: &str, tags: &[&str]) -> String
 }
 
 async fn try_enroll(app: &TestApp, key: &SigningKey, id: &str, product: &str, hw: &str, token: &str) -> (u16, Value) {
-    let request = EnrollRequest::new(id, product, hw, &key.verifying_key(), token, TIME);
+    let request = EnrollRequest::new(id, product, hw, &key.verifying_key(), token, crate::fleet::next_time());
     let envelope = patchgate_protocol::envelope::sign(request, key).unwrap();
     let res = app.client.post(app.url("/api/v1/devices/enroll")).json(&envelope).send().await.unwrap();
     (res.status().as_u16(), res.json().await.unwrap())
@@ -516,6 +516,7 @@ async fn insert_devices(app: &TestApp, product_id: i64, prefix: &str, n: usize) 
             token_hash: format!("{prefix}-{i}"),
             enrollment_token_id: 0,
             enrolled_at: 1_800_000_000,
+            enroll_time: TIME.to_owned(),
         };
         patchgate::db::devices::device_insert(&txn, new).await.unwrap();
     }

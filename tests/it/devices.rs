@@ -86,40 +86,48 @@ async fn count_metadata(app: &TestApp, device: &str) -> u64 {
         .unwrap()
 }
 
-/// The device's stored counter and number of stored reports.
-async fn footprint(app: &TestApp, device: &str) -> (Option<i64>, usize, i64) {
+/// Everything a report can change: the device row (counter, installed, attempt, assignment,
+/// director version), its report history and its assignment rows.
+async fn footprint(app: &TestApp, device: &str) -> (String, usize, String) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let row = device_find(&app.services.db, device).await.unwrap().unwrap();
     let reports = device_reports_recent(&app.services.db, row.id, 1000).await.unwrap().len();
-    (row.last_counter, reports, row.director_targets_version)
+    let assignments = patchgate::db::entities::assignment::Entity::find()
+        .filter(patchgate::db::entities::assignment::Column::DeviceRowId.eq(row.id))
+        .all(&app.services.db)
+        .await
+        .unwrap();
+    (format!("{row:?}"), reports, format!("{assignments:?}"))
 }
 
 #[tokio::test]
 async fn refused_reports_change_nothing() {
-    let (app, _image, mut a, b) = setup().await;
+    let (app, image, mut a, b) = setup().await;
     a.report(&app, None).await;
     let before = footprint(&app, "pump-a").await;
+    let attempt = Some((&image, patchgate_protocol::report::AttemptState::Failed));
 
     // A bad signature: signed by a key that is not the device's.
     let mut impostor = Device { key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng), ..clone_of(&a) };
     impostor.counter = a.counter;
     let (status, body) =
-        Device::post_report(&app, "pump-a", &a.token, &impostor.report_body("pump-a", a.counter, None)).await;
+        Device::post_report(&app, "pump-a", &a.token, &impostor.report_body("pump-a", a.counter, attempt)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_signature")), "{body}");
     // A replayed counter: 409 with the last accepted counter.
     let (status, body) =
-        Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-a", a.counter - 1, None)).await;
+        Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-a", a.counter - 1, attempt)).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "stale_counter");
     assert_eq!(body["last_counter"], a.counter - 1);
     // Another device's id inside a report, and another device's token on this path.
-    let (status, _) = Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-b", a.counter, None)).await;
+    let (status, _) = Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-b", a.counter, attempt)).await;
     assert_eq!(status, 403);
-    let (status, _) = Device::post_report(&app, "pump-a", &b.token, &a.report_body("pump-a", a.counter, None)).await;
+    let (status, _) = Device::post_report(&app, "pump-a", &b.token, &a.report_body("pump-a", a.counter, attempt)).await;
     assert_eq!(status, 403);
-    let (status, _) = Device::post_report(&app, "pump-b", &a.token, &a.report_body("pump-a", a.counter, None)).await;
+    let (status, _) = Device::post_report(&app, "pump-b", &a.token, &a.report_body("pump-a", a.counter, attempt)).await;
     assert_eq!(status, 403);
     // Tampered after signing.
-    let mut tampered = a.report_body("pump-a", a.counter, None);
+    let mut tampered = a.report_body("pump-a", a.counter, attempt);
     tampered["signed"]["counter"] = json!(a.counter + 100);
     let (status, body) = Device::post_report(&app, "pump-a", &a.token, &tampered).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_signature")));
@@ -141,7 +149,8 @@ async fn refused_reports_change_nothing() {
     let res =
         app.client.post(app.url("/api/v1/devices/pump-a/decommission")).bearer_auth(&app.admin).send().await.unwrap();
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
-    let (status, _) = Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-a", a.counter, None)).await;
+    let before = footprint(&app, "pump-a").await;
+    let (status, _) = Device::post_report(&app, "pump-a", &a.token, &a.report_body("pump-a", a.counter, attempt)).await;
     assert_eq!(status, 403);
     let url = app.url(&format!("/director/pump-a/metadata/{}.targets.json", a.director_version));
     assert_eq!(app.client.get(&url).bearer_auth(&a.token).send().await.unwrap().status(), 403);
@@ -179,7 +188,7 @@ async fn enrollment_needs_a_valid_token_the_right_product_and_possession_of_the_
         HW,
         &key.verifying_key(),
         &token,
-        "2026-11-24T10:00:00Z",
+        crate::fleet::next_time(),
     );
     let forged = patchgate_protocol::envelope::sign(request, &other).unwrap();
     let res = app.client.post(app.url("/api/v1/devices/enroll")).json(&forged).send().await.unwrap();

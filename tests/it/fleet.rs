@@ -10,6 +10,15 @@ use crate::common::TestApp;
 /// The device time in reports (the server records it, it does not trust it).
 pub const DEVICE_TIME: &str = "2026-11-24T10:00:00Z";
 
+/// A device time later than any before it in this test process (enrollment requests must
+/// carry increasing times).
+pub fn next_time() -> String {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static SECONDS: AtomicI64 = AtomicI64::new(0);
+    let n = SECONDS.fetch_add(1, Ordering::Relaxed);
+    jiff::Timestamp::from_second(1_795_000_000 + n).unwrap().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// A firmware image as a device reports it.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -73,7 +82,7 @@ pub async fn try_enroll(
     hardware_id: &str,
     token: &str,
 ) -> (u16, Value) {
-    let request = EnrollRequest::new(id, product, hardware_id, &key.verifying_key(), token, DEVICE_TIME);
+    let request = EnrollRequest::new(id, product, hardware_id, &key.verifying_key(), token, next_time());
     let envelope = patchgate_protocol::envelope::sign(request, key).unwrap();
     let res = app.client.post(app.url("/api/v1/devices/enroll")).json(&envelope).send().await.unwrap();
     (res.status().as_u16(), res.json().await.unwrap())
@@ -122,6 +131,10 @@ impl Device {
 
     /// Reports (asserts 200), remembering the director version; returns the answer.
     pub async fn report(&mut self, app: &TestApp, attempt: Option<(&Image, AttemptState)>) -> Value {
+        // An agent reports `installed` only once it runs the image (after confirm).
+        if let Some((image, AttemptState::Installed)) = attempt {
+            self.installed = Some(image.clone());
+        }
         let body = self.report_body(&self.id, self.counter, attempt);
         let (status, answer) = Self::post_report(app, &self.id, &self.token, &body).await;
         assert_eq!(status, 200, "{}: {answer}", self.id);

@@ -10,6 +10,7 @@ mod db;
 mod device_reads;
 mod devices;
 mod fleet;
+mod gate;
 mod jobs;
 mod ops;
 mod publish;
