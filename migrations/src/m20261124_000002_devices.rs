@@ -66,6 +66,7 @@ enum Devices {
     AssignedRolloutId,
     AssignedAction,
     DirectorTargetsVersion,
+    DirectorRefreshAt,
 }
 
 #[derive(DeriveIden)]
@@ -229,6 +230,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Devices::AssignedRolloutId).string().null())
                     .col(ColumnDef::new(Devices::AssignedAction).string().null())
                     .col(ColumnDef::new(Devices::DirectorTargetsVersion).big_integer().not_null())
+                    .col(ColumnDef::new(Devices::DirectorRefreshAt).big_integer().not_null().default(0))
                     .foreign_key(
                         ForeignKey::create().from(Devices::Table, Devices::ProductId).to(Products::Table, Products::Id),
                     )

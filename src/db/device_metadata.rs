@@ -1,36 +1,62 @@
 //! Queries on `device_metadata`: every signed version of each device's director roles.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
 
 use super::entities::device_metadata::{self, ActiveModel, Entity, Model};
 
-/// Stores one signed director role of device row `device_row_id`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per column of the row; its only caller (services::director) passes them straight through"
-)]
-pub async fn device_metadata_insert(
+/// One signed director role of a device, to store.
+pub struct NewDeviceMetadata {
+    /// The device row.
+    pub device_row_id: i64,
+    /// `targets`, `snapshot` or `timestamp`.
+    pub role: String,
+    /// Role version.
+    pub version: u64,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// The exact bytes served.
+    pub body: Vec<u8>,
+    /// SHA-256 of `body`, hex.
+    pub sha256: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Stores signed director roles in one statement.
+pub async fn device_metadata_insert_many(db: &impl ConnectionTrait, rows: Vec<NewDeviceMetadata>) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let rows = rows.into_iter().map(|m| ActiveModel {
+        device_row_id: Set(m.device_row_id),
+        role: Set(m.role),
+        version: Set(i64::try_from(m.version).unwrap_or(i64::MAX)),
+        expires_at: Set(m.expires_at),
+        body: Set(m.body),
+        sha256: Set(m.sha256),
+        created_at: Set(m.created_at),
+        ..Default::default()
+    });
+    Entity::insert_many(rows).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// The newest version of each role of the device.
+pub async fn device_metadata_latest_versions(
     db: &impl ConnectionTrait,
     device_row_id: i64,
-    role: &str,
-    version: u64,
-    expires_at: i64,
-    body: Vec<u8>,
-    sha256: String,
-    created_at: i64,
-) -> Result<Model, DbErr> {
-    ActiveModel {
-        device_row_id: Set(device_row_id),
-        role: Set(role.to_owned()),
-        version: Set(i64::try_from(version).unwrap_or(i64::MAX)),
-        expires_at: Set(expires_at),
-        body: Set(body),
-        sha256: Set(sha256),
-        created_at: Set(created_at),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
+) -> Result<Vec<(String, i64)>, DbErr> {
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::{Expr, Func};
+    Entity::find()
+        .select_only()
+        .column(device_metadata::Column::Role)
+        .expr(Func::max(Expr::col(device_metadata::Column::Version)))
+        .filter(device_metadata::Column::DeviceRowId.eq(device_row_id))
+        .group_by(device_metadata::Column::Role)
+        .into_tuple()
+        .all(db)
+        .await
 }
 
 /// The newest version of `role` for the device.

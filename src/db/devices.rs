@@ -52,6 +52,7 @@ pub async fn device_insert(db: &impl ConnectionTrait, new: NewDevice) -> Result<
         enrolled_at: Set(new.enrolled_at),
         enroll_time: Set(new.enroll_time),
         director_targets_version: Set(0),
+        director_refresh_at: Set(0),
         ..Default::default()
     }
     .insert(db)
@@ -266,10 +267,17 @@ pub async fn device_ids_and_tags(
         .await
 }
 
-/// Sets the director targets version a device was last signed at.
-pub async fn device_set_director_version(db: &impl ConnectionTrait, id: i64, version: u64) -> Result<(), DbErr> {
+/// Sets the director targets version a device was last signed at, and when its roles next
+/// need a refresh.
+pub async fn device_set_director_version(
+    db: &impl ConnectionTrait,
+    id: i64,
+    version: u64,
+    refresh_at: i64,
+) -> Result<(), DbErr> {
     Entity::update_many()
         .col_expr(device::Column::DirectorTargetsVersion, Expr::value(i64::try_from(version).unwrap_or(i64::MAX)))
+        .col_expr(device::Column::DirectorRefreshAt, Expr::value(refresh_at))
         .filter(device::Column::Id.eq(id))
         .exec(db)
         .await?;

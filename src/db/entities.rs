@@ -216,6 +216,9 @@ pub mod device {
         pub assigned_rollout_id: Option<String>,
         pub assigned_action: Option<String>,
         pub director_targets_version: i64,
+        /// When one of the device's director roles next enters its refresh margin (Unix
+        /// seconds): polls before then need not look at its metadata at all.
+        pub director_refresh_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -102,17 +102,21 @@ pub async fn record_report(
     });
     let mut version = u64::try_from(device.director_targets_version).unwrap_or(0);
     if desired.as_ref().map(key_of) != current || version == 0 {
-        version = sign_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
+        let signed = sign_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
+        version = signed.targets_version;
         let mut active: device::ActiveModel = device.clone().into();
         active.assigned_release_id = Set(desired.as_ref().map(|a| a.release.id));
         active.assigned_rollout_id = Set(desired.as_ref().map(|a| a.rollout_id.clone()));
         active.assigned_action = Set(desired.as_ref().map(|a| a.action.as_str().to_owned()));
         active.director_targets_version = Set(i64::try_from(version).unwrap_or(i64::MAX));
+        active.director_refresh_at = Set(signed.refresh_at);
         crate::db::devices::device_update(&txn, active).await?;
-    } else if let Some(refreshed) = refresh_device_metadata(&txn, svc, &device, desired.as_ref(), now).await? {
-        // Targets re-signed near expiry: same content, new version; the device must fetch it.
-        version = refreshed;
-        crate::db::devices::device_set_director_version(&txn, device.id, version).await?;
+    } else if now_secs >= device.director_refresh_at {
+        // A role is inside its margin: re-sign lazily, now that the device is here. A
+        // re-signed targets role has the same content and a new version to fetch.
+        let signed = refresh_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
+        version = signed.targets_version;
+        crate::db::devices::device_set_director_version(&txn, device.id, version, signed.refresh_at).await?;
     }
     txn.commit().await?;
     Ok(ReportOutcome {
@@ -146,7 +150,10 @@ async fn track_attempt(
     if row.state == "withdrawn" {
         return Ok(None);
     }
-    let release = release_get(txn, release_id).await?;
+    let release = match &report.attempt {
+        Some(_) => release_get(txn, release_id).await?,
+        None => None,
+    };
     let attempt = report.attempt.as_ref().filter(|a| release.as_ref().is_some_and(|r| r.target_name == a.name));
     let Some(attempt) = attempt else {
         assignment_touch(txn, row.id, now).await?;

@@ -11,7 +11,10 @@ use sea_orm::ConnectionTrait;
 
 use super::image_repo::{DIRECTOR, from_stored};
 use super::{ServiceError, Services};
-use crate::db::device_metadata::{device_metadata_get, device_metadata_insert, device_metadata_latest};
+use crate::db::device_metadata::{
+    NewDeviceMetadata, device_metadata_get, device_metadata_insert_many, device_metadata_latest,
+    device_metadata_latest_versions,
+};
 use crate::db::entities::{device, release};
 use crate::db::metadata::{metadata_get, metadata_latest};
 use crate::domain::expiry::{RoleKind, expires_at, needs_refresh};
@@ -43,109 +46,153 @@ fn target_for(device_id: &str, a: &DirectorAssignment) -> Result<DirectorTarget,
     })
 }
 
-async fn next(db: &impl ConnectionTrait, device_row: i64, role: &str) -> Result<u64, ServiceError> {
-    let latest = device_metadata_latest(db, device_row, role).await?;
-    Ok(latest.map_or(1, |m| u64::try_from(m.version).unwrap_or(0) + 1))
+/// The newest version of each of the device's roles (0 when none), in one query.
+async fn latest_versions(db: &impl ConnectionTrait, device_row: i64) -> Result<[u64; 3], ServiceError> {
+    let mut out = [0u64; 3];
+    for (role, version) in device_metadata_latest_versions(db, device_row).await? {
+        let slot = match role.as_str() {
+            "targets" => 0,
+            "snapshot" => 1,
+            "timestamp" => 2,
+            _ => continue,
+        };
+        out[slot] = u64::try_from(version).unwrap_or(0);
+    }
+    Ok(out)
 }
 
-async fn store(
+async fn store_all(
     db: &impl ConnectionTrait,
     device_row: i64,
-    m: &SignedMetadata,
+    roles: &[&SignedMetadata],
     now: Timestamp,
 ) -> Result<(), ServiceError> {
-    device_metadata_insert(
-        db,
-        device_row,
-        &m.role,
-        m.version,
-        m.expires.as_second(),
-        m.bytes.clone(),
-        m.sha256.clone(),
-        now.as_second(),
-    )
-    .await?;
+    let rows = roles.iter().map(|m| NewDeviceMetadata {
+        device_row_id: device_row,
+        role: m.role.clone(),
+        version: m.version,
+        expires_at: m.expires.as_second(),
+        body: m.bytes.clone(),
+        sha256: m.sha256.clone(),
+        created_at: now.as_second(),
+    });
+    device_metadata_insert_many(db, rows.collect()).await?;
     Ok(())
 }
 
-/// Signs and stores new director targets, snapshot and timestamp for `device`; returns the new
-/// targets version.
+/// When a role of `kind` expiring at `expires` enters its refresh margin.
+fn refresh_due(kind: RoleKind, expires: Timestamp) -> i64 {
+    expires.as_second() - kind.refresh_margin().as_secs()
+}
+
+/// A device's director roles after a signing: the new targets version, and when the next
+/// refresh is due.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed {
+    /// Targets version now served.
+    pub targets_version: u64,
+    /// Unix seconds when a role next enters its refresh margin.
+    pub refresh_at: i64,
+}
+
+/// Signs and stores new director targets, snapshot and timestamp for `device`.
 pub async fn sign_device_metadata(
     db: &impl ConnectionTrait,
     svc: &Services,
     device: &device::Model,
     assignment: Option<&DirectorAssignment>,
     now: Timestamp,
-) -> Result<u64, ServiceError> {
+) -> Result<Signed, ServiceError> {
     let entry = assignment.map(|a| target_for(&device.device_id, a)).transpose()?;
-    let version = next(db, device.id, "targets").await?;
-    let expires = expires_at(RoleKind::DirectorTargets, now);
-    let body = metadata::director_targets(version, expires, entry.as_ref())?;
-    let targets = sign_director_role("targets", version, expires, body, &svc.keys.director).await?;
-    store(db, device.id, &targets, now).await?;
-    sign_snapshot_and_timestamp(db, svc, device.id, version, now).await?;
-    Ok(version)
+    let [targets_v, snapshot_v, timestamp_v] = latest_versions(db, device.id).await?;
+    let targets = sign_targets(svc, targets_v + 1, entry.as_ref(), now).await?;
+    let snapshot = sign_snapshot(svc, snapshot_v + 1, targets.version, now).await?;
+    let timestamp = sign_timestamp(svc, timestamp_v + 1, &snapshot, now).await?;
+    store_all(db, device.id, &[&targets, &snapshot, &timestamp], now).await?;
+    let refresh_at = refresh_due(RoleKind::DirectorTargets, targets.expires)
+        .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
+        .min(refresh_due(RoleKind::Timestamp, timestamp.expires));
+    Ok(Signed { targets_version: targets.version, refresh_at })
 }
 
-async fn sign_snapshot_and_timestamp(
-    db: &impl ConnectionTrait,
+async fn sign_targets(
     svc: &Services,
-    device_row: i64,
+    version: u64,
+    entry: Option<&DirectorTarget>,
+    now: Timestamp,
+) -> Result<SignedMetadata, ServiceError> {
+    let expires = expires_at(RoleKind::DirectorTargets, now);
+    let body = metadata::director_targets(version, expires, entry)?;
+    Ok(sign_director_role("targets", version, expires, body, &svc.keys.director).await?)
+}
+
+async fn sign_snapshot(
+    svc: &Services,
+    version: u64,
     targets_version: u64,
     now: Timestamp,
-) -> Result<(), ServiceError> {
-    let version = next(db, device_row, "snapshot").await?;
+) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::Snapshot, now);
     let body = metadata::snapshot(version, expires, &[("targets".to_owned(), targets_version)])?;
-    let snapshot = sign_director_role("snapshot", version, expires, body, &svc.keys.director).await?;
-    store(db, device_row, &snapshot, now).await?;
-    sign_timestamp(db, svc, device_row, &snapshot, now).await
+    Ok(sign_director_role("snapshot", version, expires, body, &svc.keys.director).await?)
 }
 
 async fn sign_timestamp(
-    db: &impl ConnectionTrait,
     svc: &Services,
-    device_row: i64,
+    version: u64,
     snapshot: &SignedMetadata,
     now: Timestamp,
-) -> Result<(), ServiceError> {
-    let version = next(db, device_row, "timestamp").await?;
+) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::Timestamp, now);
     let body = metadata::timestamp(version, expires, snapshot)?;
-    let timestamp = sign_director_role("timestamp", version, expires, body, &svc.keys.director).await?;
-    store(db, device_row, &timestamp, now).await
+    Ok(sign_director_role("timestamp", version, expires, body, &svc.keys.director).await?)
 }
 
 /// Re-signs whichever of the device's roles is inside its refresh margin (and those that must
-/// change with it); signs nothing when all are fresh. Returns the new targets version when the
-/// targets role itself was re-signed.
+/// change with it). Called only once the device's `director_refresh_at` has passed.
 pub async fn refresh_device_metadata(
     db: &impl ConnectionTrait,
     svc: &Services,
     device: &device::Model,
     assignment: Option<&DirectorAssignment>,
     now: Timestamp,
-) -> Result<Option<u64>, ServiceError> {
-    let expiry = |m: &Option<crate::db::entities::device_metadata::Model>| {
-        m.as_ref().and_then(|m| Timestamp::from_second(m.expires_at).ok()).unwrap_or(Timestamp::UNIX_EPOCH)
+) -> Result<Signed, ServiceError> {
+    let latest = |role: &'static str| device_metadata_latest(db, device.id, role);
+    let (Some(targets), Some(snapshot), Some(timestamp)) =
+        (latest("targets").await?, latest("snapshot").await?, latest("timestamp").await?)
+    else {
+        return sign_device_metadata(db, svc, device, assignment, now).await;
     };
-    let targets = device_metadata_latest(db, device.id, "targets").await?;
-    if targets.is_none() || needs_refresh(RoleKind::DirectorTargets, expiry(&targets), now) {
-        return Ok(Some(sign_device_metadata(db, svc, device, assignment, now).await?));
+    let expiry = |m: &crate::db::entities::device_metadata::Model| {
+        Timestamp::from_second(m.expires_at).unwrap_or(Timestamp::UNIX_EPOCH)
+    };
+    if needs_refresh(RoleKind::DirectorTargets, expiry(&targets), now) {
+        return sign_device_metadata(db, svc, device, assignment, now).await;
     }
-    let targets_version = targets.map_or(0, |t| u64::try_from(t.version).unwrap_or(0));
-    let snapshot = device_metadata_latest(db, device.id, "snapshot").await?;
-    if needs_refresh(RoleKind::Snapshot, expiry(&snapshot), now) {
-        sign_snapshot_and_timestamp(db, svc, device.id, targets_version, now).await?;
-        return Ok(None);
-    }
-    let timestamp = device_metadata_latest(db, device.id, "timestamp").await?;
-    if needs_refresh(RoleKind::Timestamp, expiry(&timestamp), now)
-        && let Some(snapshot) = snapshot
-    {
-        sign_timestamp(db, svc, device.id, &from_stored_device(snapshot), now).await?;
-    }
-    Ok(None)
+    let targets_version = u64::try_from(targets.version).unwrap_or(0);
+    let targets_due = refresh_due(RoleKind::DirectorTargets, expiry(&targets));
+    let (snapshot, signed_snapshot) = if needs_refresh(RoleKind::Snapshot, expiry(&snapshot), now) {
+        let version = u64::try_from(snapshot.version).unwrap_or(0) + 1;
+        (sign_snapshot(svc, version, targets_version, now).await?, true)
+    } else {
+        (from_stored_device(snapshot), false)
+    };
+    let timestamp = if signed_snapshot || needs_refresh(RoleKind::Timestamp, expiry(&timestamp), now) {
+        let version = u64::try_from(timestamp.version).unwrap_or(0) + 1;
+        let signed = sign_timestamp(svc, version, &snapshot, now).await?;
+        let mut fresh = vec![&signed];
+        if signed_snapshot {
+            fresh.insert(0, &snapshot);
+        }
+        store_all(db, device.id, &fresh, now).await?;
+        signed.expires
+    } else {
+        expiry(&timestamp)
+    };
+    let refresh_at = targets_due
+        .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
+        .min(refresh_due(RoleKind::Timestamp, timestamp));
+    Ok(Signed { targets_version, refresh_at })
 }
 
 fn from_stored_device(m: crate::db::entities::device_metadata::Model) -> SignedMetadata {

@@ -213,8 +213,9 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
     }
     if device.director_targets_version == 0 {
         // The device can refresh its director repository at once: empty targets, version 1.
-        let version = sign_device_metadata(&txn, svc, &device, None, svc.clock.now()).await?;
-        crate::db::devices::device_set_director_version(&txn, device.id, version).await?;
+        let signed = sign_device_metadata(&txn, svc, &device, None, svc.clock.now()).await?;
+        crate::db::devices::device_set_director_version(&txn, device.id, signed.targets_version, signed.refresh_at)
+            .await?;
     }
     let enroller = Caller {
         name: format!("enrollment_token:{}", token.name),

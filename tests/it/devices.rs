@@ -209,3 +209,43 @@ async fn enrollment_needs_a_valid_token_the_right_product_and_possession_of_the_
     assert_eq!(row.director_targets_version, 1);
     assert_eq!(row.tags, r#"["site:lab"]"#);
 }
+
+#[tokio::test]
+async fn director_roles_are_refreshed_lazily_when_the_device_reports_inside_their_margin() {
+    let (app, _image, mut a, _b) = setup().await;
+    a.report(&app, None).await;
+    let version = a.director_version;
+    let timestamps = |app: &TestApp| {
+        let db = app.services.db.clone();
+        async move {
+            let row = device_find(&db, "pump-a").await.unwrap().unwrap();
+            patchgate::db::device_metadata::device_metadata_latest(&db, row.id, "timestamp")
+                .await
+                .unwrap()
+                .unwrap()
+                .version
+        }
+    };
+    let first = timestamps(&app).await;
+    // 10 h later the timestamp (1 day, re-signed with 8 h left) is still fresh: nothing signed.
+    app.clock.set_offset(jiff::SignedDuration::from_hours(10));
+    a.report(&app, None).await;
+    assert_eq!(timestamps(&app).await, first);
+    // 17 h later it is inside its margin: a new timestamp, same targets version.
+    app.clock.set_offset(jiff::SignedDuration::from_hours(17));
+    let answer = a.report(&app, None).await;
+    assert_eq!(timestamps(&app).await, first + 1);
+    assert_eq!(
+        (answer["director_targets_version"].as_u64(), answer["changed"].as_bool()),
+        (Some(version), Some(false))
+    );
+    // 21 days later the targets role (30 days, margin 10) is re-signed: a new version to fetch.
+    app.clock.set_offset(jiff::SignedDuration::from_hours(21 * 24));
+    let answer = a.report(&app, None).await;
+    assert_eq!(
+        (answer["director_targets_version"].as_u64(), answer["changed"].as_bool()),
+        (Some(version + 1), Some(true))
+    );
+    let (name, _) = a.assignment(&app).await.unwrap();
+    assert!(name.starts_with("pump-x1/1.0.0/"));
+}
