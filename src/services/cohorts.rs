@@ -105,7 +105,8 @@ pub async fn create_cohort(svc: &Services, caller: &Caller, input: CohortInput) 
     }
     let row = cohort_insert(&txn, product.id, name.as_str(), selector.clone(), now).await?;
     cohort_set_members(&txn, row.id, &members).await?;
-    let after = json!({"product": product.name, "devices": members.len(), "selector": selector});
+    // Membership decides who gets firmware: the audit keeps the ids, not only a count.
+    let after = json!({"product": product.name, "devices": members, "selector": selector});
     record(&txn, now, caller, "cohort.create", &format!("cohort:{}/{name}", product.name), None, Some(after)).await?;
     txn.commit().await?;
     detail(svc, row, product.name).await
@@ -126,7 +127,8 @@ pub async fn update_cohort(
     let row = cohort_find(&txn, product.id, name).await?.ok_or_else(|| {
         ServiceError::not_found("unknown_cohort", format!("product {} has no cohort {name}", product.name))
     })?;
-    let before = json!({"devices": cohort_members(&txn, row.id).await?.len(), "selector": row.selector_tags});
+    let old_members = cohort_members(&txn, row.id).await?;
+    let before = json!({"devices": old_members.len(), "selector": row.selector_tags});
     let members = match &devices {
         Some(d) => parse_members(d)?,
         None => cohort_members(&txn, row.id).await?,
@@ -142,7 +144,11 @@ pub async fn update_cohort(
     if devices.is_some() {
         cohort_set_members(&txn, row.id, &members).await?;
     }
-    let after = json!({"devices": members.len(), "selector": selector_value});
+    // Membership decides who gets firmware: the audit keeps which ids came and went.
+    let old: std::collections::BTreeSet<&String> = old_members.iter().collect();
+    let new: std::collections::BTreeSet<&String> = members.iter().collect();
+    let after = json!({"devices": members.len(), "selector": selector_value,
+        "added": new.difference(&old).collect::<Vec<_>>(), "removed": old.difference(&new).collect::<Vec<_>>()});
     record(&txn, now, caller, "cohort.update", &format!("cohort:{}/{name}", product.name), Some(before), Some(after))
         .await?;
     txn.commit().await?;
