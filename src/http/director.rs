@@ -1,11 +1,12 @@
 //! Per-device director metadata: `GET /director/{device_id}/metadata/{file}` with that device's
 //! token (another device's token: 403). Roots are also public at `/director/metadata/`.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::auth::DeviceAuth;
 use super::error::{ApiError, ErrorBody, json_error};
+use super::repo::signed_json_response;
 use crate::services::Services;
 use crate::services::director::find_device_metadata;
 
@@ -32,23 +33,6 @@ pub async fn device_metadata(
     let Some((body, sha256)) = find_device_metadata(&svc, &auth.0, &file).await? else {
         return Ok(json_error(StatusCode::NOT_FOUND, "not_found", &format!("no director metadata {file}")));
     };
-    let etag = format!("\"{sha256}\"");
     // Per-device and behind a token: never in a shared cache.
-    let cache = "private, no-cache";
-    let not_modified = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    if not_modified {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::CACHE_CONTROL, cache))
-            .finish());
-    }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "application/json"))
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::CACHE_CONTROL, cache))
-        .body(body))
+    Ok(signed_json_response(&req, body, &sha256, "private, no-cache"))
 }

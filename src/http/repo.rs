@@ -47,8 +47,19 @@ fn metadata_response(req: &HttpRequest, file: &str, found: Option<(Vec<u8>, Stri
     let Some((body, sha256)) = found else {
         return super::error::json_error(StatusCode::NOT_FOUND, "not_found", &format!("no metadata {file}"));
     };
-    let etag = format!("\"{sha256}\"");
     let cache = if file == "timestamp.json" { TIMESTAMP_MAX_AGE } else { IMMUTABLE };
+    signed_json_response(req, body, &sha256, cache)
+}
+
+/// Signed metadata bytes with their ETag (the SHA-256), answering 304 to a matching
+/// `If-None-Match`, with `cache` as `Cache-Control`.
+pub(super) fn signed_json_response(
+    req: &HttpRequest,
+    body: Vec<u8>,
+    sha256: &str,
+    cache: &'static str,
+) -> HttpResponse {
+    let etag = format!("\"{sha256}\"");
     if if_none_match(req, &etag) {
         return HttpResponse::NotModified()
             .insert_header((header::ETAG, etag))

@@ -23,13 +23,7 @@ pub struct ReportOutcome {
 }
 
 fn refusal(e: patchgate_protocol::ProtocolError) -> ServiceError {
-    use patchgate_protocol::ProtocolError as P;
-    match e {
-        P::NoSignatureForKey | P::BadSignature => {
-            ServiceError::invalid("invalid_signature", format!("the report is not signed by this device's key: {e}"))
-        }
-        other => ServiceError::invalid("invalid_report", other.to_string()),
-    }
+    ServiceError::from_envelope(e, "report", "invalid_report")
 }
 
 /// Records `body`, a signed report from `device` (authenticated by its token) posted to the

@@ -9,14 +9,14 @@ use jiff::Timestamp;
 use patchgate_protocol::director::{DirectorAction, DirectorFields, director_custom};
 use sea_orm::ConnectionTrait;
 
-use super::image_repo::{DIRECTOR, from_stored};
+use super::image_repo::DIRECTOR;
 use super::{ServiceError, Services};
 use crate::db::device_metadata::{
     NewDeviceMetadata, device_metadata_get, device_metadata_insert_many, device_metadata_latest,
     device_metadata_latest_versions,
 };
 use crate::db::entities::{device, release};
-use crate::db::metadata::{metadata_get, metadata_latest};
+use crate::db::metadata::metadata_get;
 use crate::domain::expiry::{RoleKind, expires_at, needs_refresh};
 use crate::tuf::metadata::{self, DirectorTarget};
 use crate::tuf::sign::{SignedMetadata, sign_director_role};
@@ -196,13 +196,7 @@ pub async fn refresh_device_metadata(
 }
 
 fn from_stored_device(m: crate::db::entities::device_metadata::Model) -> SignedMetadata {
-    SignedMetadata {
-        role: m.role,
-        version: u64::try_from(m.version).unwrap_or(0),
-        expires: Timestamp::from_second(m.expires_at).unwrap_or(Timestamp::UNIX_EPOCH),
-        bytes: m.body,
-        sha256: m.sha256,
-    }
+    SignedMetadata::from_stored(m.role, m.version, m.expires_at, m.body, m.sha256)
 }
 
 /// The bytes of one of a device's director files (`N.root.json`, `timestamp.json`,
@@ -229,12 +223,4 @@ pub async fn find_device_metadata(
         }
         _ => Ok(None),
     }
-}
-
-/// The director's newest root (for provisioning and checks).
-pub async fn director_root(svc: &Services) -> Result<SignedMetadata, ServiceError> {
-    let row = metadata_latest(&svc.db, DIRECTOR, "root")
-        .await?
-        .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("the director root has not been signed")))?;
-    Ok(from_stored(row))
 }

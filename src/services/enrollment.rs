@@ -113,14 +113,7 @@ pub async fn revoke_enrollment_token(svc: &Services, caller: &Caller, id: i64) -
 }
 
 fn envelope_error(e: patchgate_protocol::ProtocolError) -> ServiceError {
-    use patchgate_protocol::ProtocolError as P;
-    match e {
-        P::NoSignatureForKey | P::BadSignature => {
-            ServiceError::invalid("invalid_signature", format!("the request is not signed by the device key: {e}"))
-        }
-        P::InvalidPublicKey(_) => ServiceError::invalid("invalid_public_key", e.to_string()),
-        other => ServiceError::invalid("invalid_request", other.to_string()),
-    }
+    ServiceError::from_envelope(e, "request", "invalid_request")
 }
 
 /// Enrolls (or re-enrolls) a device from a signed enrollment request.

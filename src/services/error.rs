@@ -105,3 +105,18 @@ impl From<crate::domain::names::NameError> for ServiceError {
         Self::Invalid { code: e.code(), message: e.to_string() }
     }
 }
+
+impl ServiceError {
+    /// A signed device message (`what`: "report", "request") that was refused: bad signatures
+    /// are `invalid_signature`, a bad key `invalid_public_key`, anything else `invalid_code`.
+    pub fn from_envelope(e: patchgate_protocol::ProtocolError, what: &str, invalid_code: &'static str) -> Self {
+        use patchgate_protocol::ProtocolError as P;
+        match e {
+            P::NoSignatureForKey | P::BadSignature => {
+                Self::invalid("invalid_signature", format!("the {what} is not signed by the device's key: {e}"))
+            }
+            P::InvalidPublicKey(_) => Self::invalid("invalid_public_key", e.to_string()),
+            other => Self::invalid(invalid_code, other.to_string()),
+        }
+    }
+}

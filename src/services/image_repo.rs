@@ -48,13 +48,7 @@ pub async fn store_role(
 
 /// A stored role as signed metadata.
 pub fn from_stored(row: metadata_row::Model) -> SignedMetadata {
-    SignedMetadata {
-        role: row.role,
-        version: u64::try_from(row.version).unwrap_or(0),
-        expires: Timestamp::from_second(row.expires_at).unwrap_or(Timestamp::UNIX_EPOCH),
-        bytes: row.body,
-        sha256: row.sha256,
-    }
+    SignedMetadata::from_stored(row.role, row.version, row.expires_at, row.body, row.sha256)
 }
 
 /// The next version of `role` in `repo` (1 if none yet).

@@ -217,10 +217,14 @@ async fn save(
 async fn check_no_overlap(txn: &sea_orm::DatabaseTransaction, r: &rollout::Model) -> Result<(), ServiceError> {
     let mine: std::collections::HashSet<String> = view_of(r)?.stages.into_iter().map(|s| s.cohort).collect();
     for other in rollout_list(txn, Some(r.product_id), None).await? {
-        if other.id == r.id || !view_of(&other)?.state.is_active() {
+        if other.id == r.id {
             continue;
         }
-        if let Some(shared) = view_of(&other)?.stages.iter().map(|s| &s.cohort).find(|c| mine.contains(*c)) {
+        let view = view_of(&other)?;
+        if !view.state.is_active() {
+            continue;
+        }
+        if let Some(shared) = view.stages.iter().map(|s| &s.cohort).find(|c| mine.contains(*c)) {
             return Err(ServiceError::conflict(
                 "cohort_busy",
                 format!("rollout {} ({}) is already rolling out to cohort {shared}", other.id, other.state),

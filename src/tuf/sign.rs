@@ -46,6 +46,19 @@ pub struct SignedMetadata {
     pub sha256: String,
 }
 
+impl SignedMetadata {
+    /// A stored role (metadata bytes kept in the database) as signed metadata.
+    pub fn from_stored(role: String, version: i64, expires_at: i64, bytes: Vec<u8>, sha256: String) -> Self {
+        Self {
+            role,
+            version: u64::try_from(version).unwrap_or(0),
+            expires: Timestamp::from_second(expires_at).unwrap_or(Timestamp::UNIX_EPOCH),
+            bytes,
+            sha256,
+        }
+    }
+}
+
 /// Signs an image repository role (or the director root) with every key in `signers` (each once).
 pub async fn sign_role<T: Serialize>(
     role: &str,
