@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly by design")]
 
+mod agent_e2e;
+mod agents;
 mod cli;
 mod common;
 mod crash;

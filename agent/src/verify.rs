@@ -1,0 +1,196 @@
+//! The cross-check that decides whether a device may install what its director assigns
+//! (DESIGN.md §2.5 and §2.7): a pure function of already TUF-verified metadata.
+//!
+//! tough has verified both repositories' signatures, thresholds, versions and expiry by the time
+//! this runs; what TUF cannot know is that the two repositories must agree. The director's
+//! targets hold at most one target, no delegations, and `custom.device_id` equal to this device;
+//! the image repository must list a target of the same name with identical length, hashes and
+//! `custom` (the director adds only `device_id`, `rollout_id`, `action`), for this product and
+//! hardware; and the version rules forbid unmarked downgrades and anything below the installed
+//! release's `rollback_floor`. Must not do I/O.
+
+use std::collections::HashMap;
+
+use patchgate_protocol::{DirectorAction, ProtocolError, check_director_custom, split_director_custom};
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tough::TargetName;
+use tough::schema::{Target, Targets};
+
+use crate::error::Refusal;
+use crate::state::InstalledRecord;
+
+/// A target the director assigned and the image repository confirmed, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assigned {
+    /// TUF target name, e.g. `pump-x1/1.1.0/fw.bin`.
+    pub name: String,
+    /// Release version (from the image repository's `custom`).
+    pub version: String,
+    /// Exact length in bytes.
+    pub length: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// SHA-512, lowercase hex, where the image repository publishes it.
+    pub sha512: Option<String>,
+    /// `install` or `rollback`.
+    pub action: DirectorAction,
+    /// The rollout that assigned it.
+    pub rollout_id: String,
+    /// The release's own floor, which becomes the device's once installed.
+    pub rollback_floor: String,
+}
+
+/// Who the device is, as enrolled.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// Device id.
+    pub device_id: &'a str,
+    /// Product name.
+    pub product: &'a str,
+    /// Hardware id.
+    pub hardware_id: &'a str,
+}
+
+/// What the device should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing assigned, or the assigned image is the one running.
+    Nothing,
+    /// Install this verified target.
+    Install(Assigned),
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::new(code, message)
+}
+
+fn to_map(custom: &HashMap<String, Value>) -> Map<String, Value> {
+    custom.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Decides what to do with the director's (verified) targets, given the image repository's
+/// (verified) top-level targets with its delegations loaded, and the installed image.
+pub fn decide(
+    director: &Targets,
+    image: &Targets,
+    me: Identity<'_>,
+    installed: Option<&InstalledRecord>,
+) -> Result<Decision, Refusal> {
+    if director.delegations.as_ref().is_some_and(|d| !d.roles.is_empty() || !d.keys.is_empty()) {
+        return Err(refuse("director_delegations", "the director's targets metadata delegates; it must not"));
+    }
+    let (name, target) = match director.targets.len() {
+        0 => return Ok(Decision::Nothing),
+        1 => director.targets.iter().next().ok_or_else(|| refuse("director_target_count", "no target"))?,
+        n => {
+            return Err(refuse(
+                "director_target_count",
+                format!("the director lists {n} targets; at most one is allowed"),
+            ));
+        }
+    };
+    let name_str = name.raw().to_owned();
+    let director_custom = to_map(&target.custom);
+    let (_, fields) = split_director_custom(&director_custom)
+        .map_err(|e| refuse("invalid_director_custom", format!("{name_str}: {e}")))?;
+    if fields.device_id != me.device_id {
+        return Err(refuse(
+            "wrong_device",
+            format!("the director's target is for device {:?}, this is {:?}", fields.device_id, me.device_id),
+        ));
+    }
+    let image_target = find_image_target(image, name)?;
+    check_same_bytes(&name_str, target, image_target)?;
+    let image_custom = to_map(&image_target.custom);
+    check_director_custom(&director_custom, &image_custom).map_err(|e| match e {
+        ProtocolError::DirectorCustomMismatch => {
+            refuse("custom_mismatch", format!("{name_str}: the director's custom differs from the image repository's"))
+        }
+        other => refuse("invalid_director_custom", format!("{name_str}: {other}")),
+    })?;
+    let custom: patchgate_protocol::TargetCustom = serde_json::from_value(Value::Object(image_custom))
+        .map_err(|e| refuse("invalid_image_custom", format!("{name_str}: {e}")))?;
+    if name_str.split('/').next() != Some(me.product) {
+        return Err(refuse("wrong_product", format!("{name_str} is not an image of product {}", me.product)));
+    }
+    if !custom.hardware_ids.iter().any(|h| h == me.hardware_id) {
+        return Err(refuse(
+            "wrong_hardware",
+            format!("{name_str} is for hardware {:?}, this device is {:?}", custom.hardware_ids, me.hardware_id),
+        ));
+    }
+    let sha256 = hex::encode(&target.hashes.sha256);
+    if installed.is_some_and(|i| i.sha256 == sha256) {
+        return Ok(Decision::Nothing);
+    }
+    let version = parse_version("version", &custom.version)?;
+    let floor = parse_version("rollback_floor", &custom.rollback_floor)?;
+    if let Some(installed) = installed {
+        check_version_rules(&version, fields.action, installed)?;
+    }
+    let sha512 = target.hashes._extra.get("sha512").and_then(Value::as_str).map(str::to_owned);
+    Ok(Decision::Install(Assigned {
+        name: name_str,
+        version: version.to_string(),
+        length: target.length,
+        sha256,
+        sha512,
+        action: fields.action,
+        rollout_id: fields.rollout_id,
+        rollback_floor: floor.to_string(),
+    }))
+}
+
+fn find_image_target<'a>(image: &'a Targets, name: &TargetName) -> Result<&'a Target, Refusal> {
+    image.find_target(name, false).map_err(|_| {
+        refuse(
+            "not_in_image_repository",
+            format!("{} is not signed into the image repository by its product's key", name.raw()),
+        )
+    })
+}
+
+fn check_same_bytes(name: &str, director: &Target, image: &Target) -> Result<(), Refusal> {
+    if director.length != image.length {
+        return Err(refuse(
+            "image_mismatch",
+            format!("{name}: the director says {} bytes, the image repository {}", director.length, image.length),
+        ));
+    }
+    let hashes = |t: &Target| serde_json::to_value(&t.hashes).unwrap_or(Value::Null);
+    if hashes(director) != hashes(image) || director.hashes.sha256 != image.hashes.sha256 {
+        return Err(refuse(
+            "image_mismatch",
+            format!("{name}: the director's hashes differ from the image repository's"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_version(field: &str, s: &str) -> Result<Version, Refusal> {
+    Version::parse(s).map_err(|e| refuse("invalid_image_custom", format!("{field} {s:?} is not a version: {e}")))
+}
+
+fn check_version_rules(target: &Version, action: DirectorAction, installed: &InstalledRecord) -> Result<(), Refusal> {
+    let floor = parse_version("installed rollback_floor", &installed.rollback_floor)?;
+    if target < &floor {
+        return Err(refuse(
+            "below_rollback_floor",
+            format!("{target} is below the rollback floor {floor} of the installed {}", installed.version),
+        ));
+    }
+    let running = parse_version("installed version", &installed.version)?;
+    if target < &running && action != DirectorAction::Rollback {
+        return Err(refuse(
+            "unmarked_downgrade",
+            format!("{target} is older than the installed {running} and the director did not mark it as a rollback"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

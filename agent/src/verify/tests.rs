@@ -1,0 +1,142 @@
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const NAME: &str = "pump-x1/1.1.0/fw.bin";
+const SHA256: &str = "aa00000000000000000000000000000000000000000000000000000000000000";
+const SHA512: &str = "bb";
+
+fn image_custom(version: &str, floor: &str) -> Value {
+    json!({"version": version, "hardware_ids": ["revA"], "rollback_floor": floor, "released_at": "2026-11-24T10:00:00Z"})
+}
+
+fn target(custom: Value) -> Value {
+    json!({"length": 1024, "hashes": {"sha256": SHA256, "sha512": SHA512}, "custom": custom})
+}
+
+fn director_custom(image: &Value, device: &str, action: &str) -> Value {
+    let mut c = image.clone();
+    c["device_id"] = json!(device);
+    c["rollout_id"] = json!("r-1");
+    c["action"] = json!(action);
+    c
+}
+
+fn targets(map: Value) -> Targets {
+    serde_json::from_value(json!({
+        "_type": "targets", "spec_version": "1.0.31", "version": 1,
+        "expires": "2030-01-01T00:00:00Z", "targets": map
+    }))
+    .unwrap()
+}
+
+fn me() -> Identity<'static> {
+    Identity { device_id: "pump-0001", product: "pump-x1", hardware_id: "revA" }
+}
+
+fn installed(version: &str, floor: &str) -> InstalledRecord {
+    InstalledRecord {
+        name: format!("pump-x1/{version}/fw.bin"),
+        sha256: "cc".repeat(32),
+        version: version.into(),
+        rollback_floor: floor.into(),
+    }
+}
+
+fn assigned(version: &str, action: &str) -> (Targets, Targets) {
+    let image = image_custom(version, "1.0.0");
+    let name = format!("pump-x1/{version}/fw.bin");
+    let director = targets(json!({ &name: target(director_custom(&image, "pump-0001", action)) }));
+    (director, targets(json!({ &name: target(image) })))
+}
+
+fn refusal(director: &Targets, image: &Targets, installed: Option<&InstalledRecord>) -> &'static str {
+    decide(director, image, me(), installed).unwrap_err().code
+}
+
+#[test]
+fn an_agreeing_assignment_is_installed() {
+    let (director, image) = assigned("1.1.0", "install");
+    let Decision::Install(a) = decide(&director, &image, me(), Some(&installed("1.0.0", "0.0.0"))).unwrap() else {
+        panic!("expected an install");
+    };
+    assert_eq!((a.name.as_str(), a.version.as_str(), a.length), (NAME, "1.1.0", 1024));
+    assert_eq!((a.sha256.as_str(), a.sha512.as_deref()), (SHA256, Some(SHA512)));
+    assert_eq!((a.action, a.rollout_id.as_str(), a.rollback_floor.as_str()), (DirectorAction::Install, "r-1", "1.0.0"));
+}
+
+#[test]
+fn nothing_assigned_or_already_running_is_nothing() {
+    let image = assigned("1.1.0", "install").1;
+    assert_eq!(decide(&targets(json!({})), &image, me(), None).unwrap(), Decision::Nothing);
+    let (director, image) = assigned("1.1.0", "install");
+    let mut running = installed("1.1.0", "0.0.0");
+    running.sha256 = SHA256.into();
+    assert_eq!(decide(&director, &image, me(), Some(&running)).unwrap(), Decision::Nothing);
+}
+
+#[test]
+fn the_director_may_not_say_more_than_one_thing() {
+    let (_, image) = assigned("1.1.0", "install");
+    let one = director_custom(&image_custom("1.1.0", "1.0.0"), "pump-0001", "install");
+    let two = targets(json!({NAME: target(one.clone()), "pump-x1/1.2.0/fw.bin": target(one)}));
+    assert_eq!(refusal(&two, &image, None), "director_target_count");
+    let (mut director, _) = assigned("1.1.0", "install");
+    director.delegations = Some(
+        serde_json::from_value(json!({"keys": {}, "roles": [{
+        "name": "x", "keyids": [], "threshold": 1, "paths": ["*"], "terminating": true}]}))
+        .unwrap(),
+    );
+    assert_eq!(refusal(&director, &image, None), "director_delegations");
+}
+
+#[test]
+fn another_devices_assignment_is_refused() {
+    let image = image_custom("1.1.0", "1.0.0");
+    let director = targets(json!({NAME: target(director_custom(&image, "pump-0002", "install"))}));
+    assert_eq!(refusal(&director, &targets(json!({NAME: target(image)})), None), "wrong_device");
+}
+
+#[test]
+fn the_image_repository_must_list_the_same_bytes_and_custom() {
+    let (director, _) = assigned("1.1.0", "install");
+    assert_eq!(refusal(&director, &targets(json!({})), None), "not_in_image_repository");
+    let cases: [fn(&mut Value); 4] = [
+        |t| t["length"] = json!(1025),
+        |t| t["hashes"]["sha256"] = json!("ab".repeat(32)),
+        |t| t["hashes"]["sha512"] = json!("cd"),
+        |t| t["custom"]["hardware_ids"] = json!(["revA", "revB"]),
+    ];
+    for (i, change) in cases.into_iter().enumerate() {
+        let mut t = target(image_custom("1.1.0", "1.0.0"));
+        change(&mut t);
+        let code = refusal(&director, &targets(json!({NAME: t})), None);
+        let expected = if i == 3 { "custom_mismatch" } else { "image_mismatch" };
+        assert_eq!(code, expected, "case {i}");
+    }
+}
+
+#[test]
+fn product_and_hardware_must_be_this_devices() {
+    let mut image = image_custom("1.1.0", "1.0.0");
+    image["hardware_ids"] = json!(["revB"]);
+    let director = targets(json!({NAME: target(director_custom(&image, "pump-0001", "install"))}));
+    assert_eq!(refusal(&director, &targets(json!({NAME: target(image.clone())})), None), "wrong_hardware");
+    let other = "syringe-s2/1.1.0/fw.bin";
+    let image = image_custom("1.1.0", "1.0.0");
+    let director = targets(json!({other: target(director_custom(&image, "pump-0001", "install"))}));
+    assert_eq!(refusal(&director, &targets(json!({other: target(image)})), None), "wrong_product");
+}
+
+#[test]
+fn version_rules_forbid_unmarked_downgrades_and_going_below_the_floor() {
+    let (director, image) = assigned("1.1.0", "install");
+    assert_eq!(refusal(&director, &image, Some(&installed("1.2.0", "1.0.0"))), "unmarked_downgrade");
+    let (director, image) = assigned("1.1.0", "rollback");
+    assert!(matches!(decide(&director, &image, me(), Some(&installed("1.2.0", "1.0.0"))), Ok(Decision::Install(_))));
+    assert_eq!(refusal(&director, &image, Some(&installed("1.2.0", "1.2.0"))), "below_rollback_floor");
+    let (director, image) = assigned("1.1.0", "install");
+    assert_eq!(refusal(&director, &image, Some(&installed("1.3.0", "1.2.0"))), "below_rollback_floor");
+}
