@@ -113,14 +113,14 @@ pub fn decide(
     })?;
     let custom: patchgate_protocol::TargetCustom = serde_json::from_value(Value::Object(image_custom))
         .map_err(|e| refuse("invalid_image_custom", format!("{name_str}: {e}")))?;
-    if name_str.split('/').next() != Some(me.product) {
-        return Err(refuse("wrong_product", format!("{name_str} is not an image of product {}", me.product)));
-    }
     if !custom.hardware_ids.iter().any(|h| h == me.hardware_id) {
         return Err(refuse(
             "wrong_hardware",
             format!("{name_str} is for hardware {:?}, this device is {:?}", custom.hardware_ids, me.hardware_id),
         ));
+    }
+    if name_str.split('/').next() != Some(me.product) {
+        return Err(refuse("wrong_product", format!("{name_str} is not an image of product {}", me.product)));
     }
     let sha256 = hex::encode(&target.hashes.sha256);
     if installed.is_some_and(|i| i.sha256 == sha256) {

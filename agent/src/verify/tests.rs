@@ -124,6 +124,7 @@ fn product_and_hardware_must_be_this_devices() {
     image["hardware_ids"] = json!(["revB"]);
     let director = targets(json!({NAME: target(director_custom(&image, "pump-0001", "install"))}));
     assert_eq!(refusal(&director, &targets(json!({NAME: target(image.clone())})), None), "wrong_hardware");
+    // Another product's image for the same hardware.
     let other = "syringe-s2/1.1.0/fw.bin";
     let image = image_custom("1.1.0", "1.0.0");
     let director = targets(json!({other: target(director_custom(&image, "pump-0001", "install"))}));
