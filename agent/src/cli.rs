@@ -144,11 +144,11 @@ struct InstallArgs {
     slot: PathBuf,
     /// Program and arguments run after the slot is written, with the slot path appended (no
     /// shell). End its arguments with `\;` when other options follow.
-    #[arg(long, num_args = 1.., value_terminator = ";")]
+    #[arg(long, num_args = 1.., value_terminator = ";", allow_hyphen_values = true)]
     hook: Option<Vec<String>>,
     /// Program and arguments that must exit 0 before the slot is touched. End with `\;` when
     /// other options follow.
-    #[arg(long, num_args = 1.., value_terminator = ";")]
+    #[arg(long, num_args = 1.., value_terminator = ";", allow_hyphen_values = true)]
     precondition: Option<Vec<String>>,
 }
 

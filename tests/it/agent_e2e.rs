@@ -93,7 +93,22 @@ async fn publish_roll_out_install_confirm_then_half_a_simulated_fleet_takes_the_
     assert_eq!(checked["action"], "install");
     assert!(!slot.exists(), "check installs nothing");
 
-    let (code, out) = agent_cli(&["install", "--state-dir", &p(&state), "--slot", &p(&slot)]).await;
+    // Program arguments end at `;` (as a shell passes `\;`) or at the end of the line.
+    let (code, out) = agent_cli(&[
+        "install",
+        "--state-dir",
+        &p(&state),
+        "--precondition",
+        "test",
+        "-d",
+        "/",
+        ";",
+        "--slot",
+        &p(&slot),
+        "--hook",
+        "true",
+    ])
+    .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["outcome"], "awaiting_reboot");
     assert_eq!(std::fs::read(&slot).unwrap(), v1, "the slot holds exactly the signed image");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly by design")]
 
 mod agent_e2e;
+mod agent_install;
 mod agents;
 mod cli;
 mod common;

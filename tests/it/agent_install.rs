@@ -1,0 +1,157 @@
+//! How the agent installs: downloads resume with Range after a cut connection and after a
+//! restart, a precondition can make it wait, a failing hook or the wrong image after the reboot
+//! is a reported failure, and a restored state directory recovers its report counter.
+
+use patchgate_agent::{AgentError, InstallOptions, InstallOutcome};
+use serde_json::{Value, json};
+
+use crate::agents::{agent_cli, device_detail, enroll_agent, fast, reported_attempts};
+use crate::common::{TestApp, firmware, spawn_app};
+use crate::fleet::enrollment_token;
+use crate::hostile::Mirror;
+
+const PRODUCT: &str = "pump-x1";
+const HW: &str = "pump-x1-revA";
+const SIZE: usize = 2 * 1024 * 1024;
+
+/// A server with 1.0.0 published and rolled out to 100 % of the `fleet` cohort; the image.
+async fn assigned_server() -> (TestApp, Vec<u8>, String) {
+    let app = spawn_app().await;
+    app.create_product(PRODUCT, &[HW]).await;
+    let image = firmware(7, SIZE);
+    app.publish(PRODUCT, "1.0.0", "fw.bin", image.clone()).await;
+    let token = enrollment_token(&app, PRODUCT, &["fleet:all"], 100).await;
+    for (path, body) in [
+        ("/api/v1/cohorts", json!({"name": "fleet", "product": PRODUCT, "selector": {"tags": ["fleet:all"]}})),
+        (
+            "/api/v1/rollouts",
+            json!({"id": "r-1", "product": PRODUCT, "version": "1.0.0",
+            "stages": [{"cohort": "fleet", "percent": 100, "soak_minutes": 0}],
+            "gate": {"max_failure_rate": 0.5, "min_reports": 1, "stall_minutes": 1440}}),
+        ),
+        ("/api/v1/rollouts/r-1/start", json!({})),
+    ] {
+        let res = app.client.post(app.url(path)).bearer_auth(&app.admin).json(&body).send().await.unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.text().await.unwrap());
+    }
+    (app, image, token)
+}
+
+fn slot_opts(app: &TestApp) -> InstallOptions {
+    InstallOptions { slot: app.dir.path().join("slot.bin"), hook: None, precondition: None }
+}
+
+fn ranged(mirror: &Mirror) -> Vec<String> {
+    mirror.requests().into_iter().filter(|r| r.contains("/repo/targets/") && r.contains(" range=bytes=")).collect()
+}
+
+#[tokio::test]
+async fn a_cut_download_resumes_with_range_in_the_same_run() {
+    let (app, image, token) = assigned_server().await;
+    let mirror = Mirror::start(&app.base);
+    let state = app.dir.path().join("state");
+    let mut agent = enroll_agent(&app, &mirror.base, "pump-0001", PRODUCT, HW, &token, &state).await;
+    mirror.cut_once("/repo/targets/", SIZE / 2);
+    let outcome = agent.install(&slot_opts(&app)).await.unwrap();
+    assert!(matches!(outcome, InstallOutcome::Installed(_)), "{outcome:?}");
+    assert_eq!(std::fs::read(app.dir.path().join("slot.bin")).unwrap(), image);
+    let ranged = ranged(&mirror);
+    assert_eq!(ranged.len(), 1, "one resumed request: {:?}", mirror.requests());
+    assert!(ranged[0].ends_with(&format!("range=bytes={}-", SIZE / 2)), "{ranged:?}");
+    assert_eq!(std::fs::read_dir(state.join("staging")).unwrap().count(), 0, "the staging file is gone");
+}
+
+#[tokio::test]
+async fn a_download_cut_before_a_restart_resumes_where_it_stopped() {
+    let (app, image, token) = assigned_server().await;
+    let mirror = Mirror::start(&app.base);
+    let state = app.dir.path().join("state");
+    let mut agent = enroll_agent(&app, &mirror.base, "pump-0001", PRODUCT, HW, &token, &state).await;
+    let mut no_retry = fast();
+    no_retry.retry.retries = 0;
+    agent.set_tuning(no_retry);
+    mirror.cut_once("/repo/targets/", SIZE / 4);
+    let err = agent.install(&slot_opts(&app)).await.unwrap_err();
+    assert!(matches!(err, AgentError::Network(_)), "{err}");
+    assert_eq!(err.exit_code(), 4);
+    assert!(!app.dir.path().join("slot.bin").exists(), "nothing reached the slot");
+    let parts: Vec<_> = std::fs::read_dir(state.join("staging")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(std::fs::metadata(&parts[0]).unwrap().len(), (SIZE / 4) as u64, "what arrived was kept");
+    // A network error is not a failure: the device reported `downloading`, nothing final.
+    assert_eq!(device_detail(&app, "pump-0001").await["attempt"]["state"], "downloading");
+
+    // "Restart": a new agent process on the same state directory.
+    drop(agent);
+    let mut agent = patchgate_agent::Agent::open(&state, None, fast()).unwrap();
+    let outcome = agent.install(&slot_opts(&app)).await.unwrap();
+    assert!(matches!(outcome, InstallOutcome::Installed(_)), "{outcome:?}");
+    assert_eq!(std::fs::read(app.dir.path().join("slot.bin")).unwrap(), image);
+    let ranged = ranged(&mirror);
+    assert_eq!(ranged.len(), 1, "{:?}", mirror.requests());
+    assert!(ranged[0].ends_with(&format!("range=bytes={}-", SIZE / 4)), "{ranged:?}");
+}
+
+#[tokio::test]
+async fn a_precondition_that_says_not_now_makes_the_agent_wait_and_report_it() {
+    let (app, image, token) = assigned_server().await;
+    let state = app.dir.path().join("state");
+    let mut agent = enroll_agent(&app, &app.base, "pump-0001", PRODUCT, HW, &token, &state).await;
+    let mut opts = slot_opts(&app);
+    opts.precondition = Some(vec!["false".into()]);
+    let outcome = agent.install(&opts).await.unwrap();
+    assert!(matches!(outcome, InstallOutcome::Waiting(_)), "{outcome:?}");
+    assert!(!opts.slot.exists(), "the slot is not touched while the pump says no");
+    let (name, state_name, detail) = reported_attempts(&app, "pump-0001").await.remove(0);
+    assert_eq!((name.as_str(), state_name.as_str()), ("pump-x1/1.0.0/fw.bin", "downloading"));
+    assert!(detail.contains("waiting"), "{detail}");
+    opts.precondition = Some(vec!["true".into()]);
+    assert!(matches!(agent.install(&opts).await.unwrap(), InstallOutcome::Installed(_)));
+    assert_eq!(std::fs::read(&opts.slot).unwrap(), image);
+}
+
+#[tokio::test]
+async fn the_hook_runs_on_the_written_slot_and_its_failure_is_reported() {
+    let (app, image, token) = assigned_server().await;
+    let state = app.dir.path().join("state");
+    let mut agent = enroll_agent(&app, &app.base, "pump-0001", PRODUCT, HW, &token, &state).await;
+    let mut opts = slot_opts(&app);
+    // The hook gets the slot as its last argument and the target in its environment.
+    let copy = app.dir.path().join("flashed.bin");
+    let script = format!("test \"$PATCHGATE_TARGET_VERSION\" = 1.0.0 && cp \"$1\" {} && exit 3", copy.display());
+    opts.hook = Some(vec!["sh".into(), "-c".into(), script, "hook".into()]);
+    let err = agent.install(&opts).await.unwrap_err();
+    assert!(matches!(err, AgentError::Install(_)), "{err}");
+    assert_eq!(err.exit_code(), 5);
+    assert_eq!(std::fs::read(&copy).unwrap(), image, "the hook saw the verified image");
+    let (_, state_name, detail) = reported_attempts(&app, "pump-0001").await.remove(0);
+    assert_eq!(state_name, "failed");
+    assert!(detail.contains("exit status: 3"), "{detail}");
+}
+
+#[tokio::test]
+async fn confirming_the_wrong_running_image_is_a_failure_and_a_restored_counter_recovers() {
+    let (app, _, token) = assigned_server().await;
+    let state = app.dir.path().join("state");
+    let mut agent = enroll_agent(&app, &app.base, "pump-0001", PRODUCT, HW, &token, &state).await;
+    let backup = app.dir.path().join("backup");
+    crate::common::copy_dir(&state, &backup);
+    assert!(matches!(agent.install(&slot_opts(&app)).await.unwrap(), InstallOutcome::Installed(_)));
+    drop(agent);
+    let p = state.to_str().unwrap();
+    let (code, _) = agent_cli(&["confirm", "--state-dir", p, "--running-sha256", &"ab".repeat(32)]).await;
+    assert_eq!(code, 5, "the device came back running another image");
+    let d = device_detail(&app, "pump-0001").await;
+    assert_eq!(d["attempt"]["state"], "failed", "{d}");
+    assert!(d["installed"].is_null(), "{d}");
+    let r: Value = app.get_json("/api/v1/rollouts/r-1").await;
+    assert_eq!(r["stages"][0]["failed"], 1, "{r}");
+
+    // A state directory restored from before those reports: its counter is behind the server's.
+    // The agent moves past what the server saw instead of failing forever.
+    let last_seen = d["last_counter"].as_u64().unwrap();
+    let mut restored = patchgate_agent::Agent::open(&backup, None, fast()).unwrap();
+    restored.report().await.unwrap();
+    let after = device_detail(&app, "pump-0001").await["last_counter"].as_u64().unwrap();
+    assert_eq!(after, last_seen + 1);
+}
