@@ -113,9 +113,10 @@ enum Command {
         /// Product.
         #[arg(long)]
         product: String,
-        /// Hardware id of the simulated devices.
+        /// Hardware id of the simulated devices (default: the first of the product's newest
+        /// release, read from the image repository).
         #[arg(long)]
-        hardware_id: String,
+        hardware_id: Option<String>,
         /// Fraction of installs that come back from the reboot running the wrong image.
         #[arg(long, default_value_t = 0.0)]
         fail_rate: f64,
@@ -290,10 +291,15 @@ async fn execute(command: Command, out: &mut (dyn Write + Send)) -> Result<(), A
                 Duration::try_from_secs_f64(v)
                     .map_err(|_| AgentError::Usage(format!("{flag} {v} is not a duration in seconds")))
             };
+            let image_root = read_file("--image-root", &image_root)?;
+            let hardware_id = match hardware_id {
+                Some(h) => h,
+                None => crate::simulate::discover_hardware_id(&server, &image_root, &product).await?,
+            };
             let opts = SimOptions {
                 server,
                 enrollment_token,
-                image_root: read_file("--image-root", &image_root)?,
+                image_root,
                 director_root: read_file("--director-root", &director_root)?,
                 devices,
                 product,

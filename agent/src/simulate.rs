@@ -248,6 +248,32 @@ impl Fleet {
     }
 }
 
+/// The hardware id of `product`'s newest release in the image repository, read with full TUF
+/// verification from `image_root` (so `simulate` needs no `--hardware-id` once a release exists).
+pub async fn discover_hardware_id(server: &str, image_root: &[u8], product: &str) -> Result<String, AgentError> {
+    let net = crate::net::Net::new(server, crate::net::http_client(None)?)?;
+    let tmp = tempfile::tempdir().map_err(|e| AgentError::local("creating a temporary directory", e))?;
+    let repo = tough::RepositoryLoader::new(&image_root, net.url("repo/metadata/")?, net.url("repo/targets/")?)
+        .transport(net.transport(None))
+        .datastore(tmp.path())
+        .load()
+        .await
+        .map_err(|e| crate::error::from_tough("image", e))?;
+    let prefix = format!("{product}/");
+    let newest = repo
+        .all_targets()
+        .filter(|(name, _)| name.raw().starts_with(&prefix))
+        .filter_map(|(_, t)| {
+            let custom: patchgate_protocol::TargetCustom =
+                serde_json::from_value(serde_json::to_value(&t.custom).ok()?).ok()?;
+            Some((semver::Version::parse(&custom.version).ok()?, custom.hardware_ids.into_iter().next()?))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0));
+    newest.map(|(_, hw)| hw).ok_or_else(|| {
+        AgentError::Usage(format!("product {product} has no release in the image repository yet: pass --hardware-id"))
+    })
+}
+
 /// Simulated devices retry quickly: a run is minutes, not months.
 fn sim_tuning() -> Tuning {
     let mut tuning = Tuning::default();

@@ -155,3 +155,47 @@ async fn confirming_the_wrong_running_image_is_a_failure_and_a_restored_counter_
     let after = device_detail(&app, "pump-0001").await["last_counter"].as_u64().unwrap();
     assert_eq!(after, last_seen + 1);
 }
+
+#[tokio::test]
+async fn the_simulate_command_runs_a_small_fleet_and_prints_its_table() {
+    let (app, _, token) = assigned_server().await;
+    let (image_root, director_root) = crate::agents::provisioned_roots(&app).await;
+    let dir = app.dir.path();
+    std::fs::write(dir.join("image-root.json"), image_root).unwrap();
+    std::fs::write(dir.join("director-root.json"), director_root).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    // No --hardware-id: the simulator reads it from the product's newest release (verified).
+    let (code, out) = agent_cli(&[
+        "simulate",
+        "--server",
+        &app.base,
+        "--enrollment-token",
+        &token,
+        "--image-root",
+        &path("image-root.json"),
+        "--director-root",
+        &path("director-root.json"),
+        "--devices",
+        "5",
+        "--product",
+        PRODUCT,
+        "--interval",
+        "0.2",
+        "--duration",
+        "2",
+        "--id-prefix",
+        "cli",
+        "--allow-dev-keys",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(&header[..6], ["devices", "polls", "installs", "failures", "rejections", "errors"], "{out}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!((row[0], row[2], row[3], row[4], row[5]), ("5", "5", "0", "0", "0"), "{out}");
+    assert!(row[1].parse::<u32>().unwrap() >= 10, "several polls each: {out}");
+    for n in 0..5 {
+        assert_eq!(device_detail(&app, &format!("cli-{n:05}")).await["installed"]["version"], "1.0.0");
+    }
+}
