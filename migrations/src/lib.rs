@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
 mod m20261124_000002_devices;
+mod m20261124_000003_users;
 
 /// The migrator the server runs at start-up.
 pub struct Migrator;
@@ -15,6 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_init::Migration), Box::new(m20261124_000002_devices::Migration)]
+        vec![
+            Box::new(m20261124_000001_init::Migration),
+            Box::new(m20261124_000002_devices::Migration),
+            Box::new(m20261124_000003_users::Migration),
+        ]
     }
 }

@@ -6,6 +6,7 @@ pub mod publish;
 pub mod repo;
 pub mod rollout;
 pub mod token;
+pub mod user;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Users of the admin UI.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Releases (talks to a running server).
     #[command(subcommand)]
     Release(publish::ReleaseCommand),
@@ -63,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Repo(cmd) => repo::run(load_config(cli.config.as_deref())?, cmd).await,
         Command::Token(cmd) => token::run(load_config(cli.config.as_deref())?, cmd).await,
+        Command::User(cmd) => user::run(load_config(cli.config.as_deref())?, cmd).await,
     }
 }
 

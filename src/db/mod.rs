@@ -14,6 +14,7 @@ pub mod products;
 pub mod releases;
 pub mod rollouts;
 pub mod tokens;
+pub mod users;
 
 use std::time::Duration;
 

@@ -28,10 +28,35 @@ fn bearer<'a>(req: &'a HttpRequest, kind: &str) -> Result<&'a str, ApiError> {
     })
 }
 
+/// A UI session used on the API (no Authorization header): state-changing methods also need
+/// the session's CSRF token in `X-CSRF-Token`, so another site cannot ride on the cookie.
+async fn session_caller(req: &HttpRequest) -> Result<Option<Caller>, ApiError> {
+    let Some(user) = super::ui::session::current_user(req).await? else { return Ok(None) };
+    let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let csrf = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !safe && !user.csrf_matches(csrf) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "csrf_token_required",
+            "a session used on the API needs its CSRF token in X-CSRF-Token for this method",
+        ));
+    }
+    Ok(Some(user.caller()))
+}
+
 async fn authenticate(req: HttpRequest, permission: Permission) -> Result<Caller, ApiError> {
     let svc = services(&req)?;
-    let token = bearer(&req, "an API token (pgt_…)")?;
-    let caller = authenticate_token(&svc, token).await?;
+    let caller = if req.headers().contains_key(AUTHORIZATION) {
+        authenticate_token(&svc, bearer(&req, "an API token (pgt_…)")?).await?
+    } else if let Some(caller) = session_caller(&req).await? {
+        caller
+    } else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "this route needs an API token (Authorization: Bearer pgt_…) or a signed-in session",
+        ));
+    };
     if !caller.role.allows(permission) {
         return Err(ApiError::new(
             actix_web::http::StatusCode::FORBIDDEN,

@@ -44,6 +44,20 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// The status a service error is answered with (the UI's HTML pages use the same).
+    pub fn status_of(e: &ServiceError) -> StatusCode {
+        match e {
+            ServiceError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ServiceError::Conflict { .. } | ServiceError::StaleCounter { .. } => StatusCode::CONFLICT,
+            ServiceError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ServiceError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ServiceError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     /// A 404.
     pub fn not_found(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
@@ -95,6 +109,7 @@ impl From<ServiceError> for ApiError {
                 last_counter: Some(last_counter),
                 ..Self::new(StatusCode::CONFLICT, "stale_counter", e.to_string())
             },
+            e @ ServiceError::Throttled { .. } => Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string()),
             e @ ServiceError::TooLarge { .. } => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", e.to_string())
             }
@@ -123,8 +138,12 @@ pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_we
     use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 
     fn rewrite<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-        let is_json = res.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-        if is_json {
+        // JSON errors and the admin UI's own HTML error pages stay as they are.
+        let is_ours = res
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html"));
+        if is_ours {
             return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
         }
         let status = res.status();

@@ -8,6 +8,7 @@ pub mod error;
 pub mod openapi;
 pub mod ops;
 pub mod repo;
+pub mod ui;
 
 use std::time::Instant;
 
@@ -94,6 +95,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(director::device_metadata))
             .route(web::head().to(director::device_metadata)),
     )
+    .configure(ui::routes)
     .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
     .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
     .service(web::resource("/metrics").route(web::get().to(ops::metrics)))

@@ -55,6 +55,12 @@ pub enum ServiceError {
         /// The cap in bytes.
         limit: u64,
     },
+    /// Too many attempts; try again after `retry_after` seconds (429).
+    #[error("too many failed attempts: try again in {retry_after} s")]
+    Throttled {
+        /// Seconds to wait.
+        retry_after: i64,
+    },
     /// A failure that is ours, not the caller's (500); logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -22,6 +22,7 @@ pub mod rollout_status;
 pub mod rollout_view;
 pub mod root_rotation;
 pub mod serve;
+pub mod users;
 
 pub use context::Services;
 pub use error::ServiceError;

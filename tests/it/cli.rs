@@ -169,3 +169,31 @@ async fn the_server_refuses_keys_that_the_stored_roots_do_not_trust() {
         "{text}"
     );
 }
+
+/// Runs `patchgate ARGS` on `app`'s own configuration (its data directory, keys and database),
+/// feeding `stdin`; returns the exit status and stderr.
+pub async fn patchgate_with_config(
+    app: &crate::common::TestApp,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (std::process::ExitStatus, String) {
+    use tokio::io::AsyncWriteExt;
+    let config = &app.services.config;
+    let mut cmd = async_patchgate();
+    cmd.env("PATCHGATE_DATA_DIR", &config.data_dir).env("PATCHGATE_KEYS_DIR", &config.keys_dir);
+    if let Some(url) = &config.database_url {
+        cmd.env("PATCHGATE_DATABASE_URL", url);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or_default().as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -23,3 +23,5 @@ mod rollouts;
 mod serving;
 mod shapes;
 mod tuf_clients;
+mod ui_auth;
+mod ui_common;

@@ -1,0 +1,66 @@
+//! The admin web UI at `/ui/`: server-rendered pages (askama templates in `templates/ui/`),
+//! usable with JavaScript off, calling the same services as the API. One module per resource;
+//! each registers its own routes. Every page needs a session ([`session::UiUser`]); every
+//! change checks the session's CSRF token and the role, and is audited by the service it calls.
+
+pub mod pages;
+pub mod session;
+
+mod audit;
+mod cohorts;
+mod dashboard;
+mod devices;
+mod login;
+mod releases;
+mod rollouts;
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpResponse, web};
+
+/// Content Security Policy: everything from patchgate itself, nothing inline, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const STYLE: &str = include_str!("static/style.css");
+const SCRIPT: &str = include_str!("static/ui.js");
+
+/// Registers `/ui` and everything under it.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::redirect("/ui", "/ui/")).service(
+        web::scope("/ui")
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("Content-Security-Policy", CSP))
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("Referrer-Policy", "same-origin"))
+                    .add(("X-Frame-Options", "DENY")),
+            )
+            .service(
+                web::resource("/static/style.css").route(web::get().to(|| asset(STYLE, "text/css; charset=utf-8"))),
+            )
+            .service(
+                web::resource("/static/ui.js").route(web::get().to(|| asset(SCRIPT, "text/javascript; charset=utf-8"))),
+            )
+            .service(web::resource("/login").route(web::get().to(login::form)).route(web::post().to(login::submit)))
+            .service(web::resource("/logout").route(web::post().to(login::logout)))
+            .configure(dashboard::routes)
+            .configure(releases::routes)
+            .configure(cohorts::routes)
+            .configure(rollouts::routes)
+            .configure(devices::routes)
+            .configure(audit::routes)
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, content_type))
+        .insert_header((CACHE_CONTROL, "public, max-age=3600"))
+        .body(body)
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    pages::error_page(actix_web::http::StatusCode::NOT_FOUND, &format!("Nothing is at {}.", req.path()))
+}
