@@ -25,3 +25,6 @@ mod shapes;
 mod tuf_clients;
 mod ui_auth;
 mod ui_common;
+mod ui_devices;
+mod ui_releases;
+mod ui_rollouts;

@@ -10,6 +10,7 @@ mod audit;
 mod cohorts;
 mod dashboard;
 mod devices;
+mod enrollment;
 mod login;
 mod releases;
 mod rollouts;
@@ -47,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(dashboard::routes)
             .configure(releases::routes)
             .configure(cohorts::routes)
+            .configure(enrollment::routes)
             .configure(rollouts::routes)
             .configure(devices::routes)
             .configure(audit::routes)

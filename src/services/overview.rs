@@ -1,0 +1,1 @@
+//! What the admin dashboard shows at a glance (to be written).

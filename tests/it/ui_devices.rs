@@ -1,0 +1,1 @@
+//! Admin UI tests: devices (to be written).

@@ -1,0 +1,1 @@
+//! Admin UI tests: releases (to be written).

@@ -1,0 +1,1 @@
+//! Admin UI tests: rollouts (to be written).
