@@ -86,6 +86,17 @@ impl AgentError {
 pub fn from_tough(repo: &str, err: tough::error::Error) -> AgentError {
     use tough::error::Error as E;
     let message = format!("{repo} repository: {err}");
+    // tough checks a metadata file's signed length and hash while it streams, and reports a
+    // violation as a `Transport` error whose cause is its own `MaxSizeExceeded` or
+    // `HashMismatch`: those are attacks, not network trouble.
+    let mut cause = std::error::Error::source(&err);
+    while let Some(e) = cause {
+        match e.downcast_ref::<E>() {
+            Some(E::MaxSizeExceeded { .. }) => return AgentError::refused("endless_data", message),
+            Some(E::HashMismatch { .. }) => return AgentError::refused("metadata_mismatch", message),
+            _ => cause = e.source(),
+        }
+    }
     match &err {
         E::Transport { .. } => AgentError::Network(message),
         E::DatastoreInit { .. }
