@@ -135,9 +135,17 @@ impl Agent {
     pub async fn enroll(opts: EnrollOptions, client: Option<reqwest::Client>) -> Result<Self, AgentError> {
         check_root_keys(Repo::Image, &opts.image_root, opts.allow_dev_keys)?;
         check_root_keys(Repo::Director, &opts.director_root, opts.allow_dev_keys)?;
+        // Stored absolute: the agent may later run from another directory.
+        let ca_file = match &opts.ca_file {
+            Some(path) => Some(
+                std::fs::canonicalize(path)
+                    .map_err(|e| AgentError::Usage(format!("--ca-file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         let client = match client {
             Some(c) => c,
-            None => http_client(opts.ca_file.as_deref())?,
+            None => http_client(ca_file.as_deref())?,
         };
         let net = Net::new(&opts.server, client)?;
         let state = StateDir::create(&opts.state_dir)?;
@@ -158,7 +166,7 @@ impl Agent {
             device_id: answer.device_id,
             product: opts.product,
             hardware_id: opts.hardware_id,
-            ca_file: opts.ca_file,
+            ca_file,
             allow_dev_keys: opts.allow_dev_keys,
         };
         state.set_provisioned_root(Repo::Image, &opts.image_root)?;

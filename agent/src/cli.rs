@@ -343,8 +343,9 @@ fn install_json(outcome: &InstallOutcome) -> serde_json::Value {
         InstallOutcome::Installed(t) => ("awaiting_reboot", t),
         InstallOutcome::AwaitingReboot(t) => ("already_awaiting_reboot", t),
         InstallOutcome::Waiting(t) => ("waiting", t),
+        InstallOutcome::FailedBefore(t) => ("failed_before", t),
     };
-    json!({"outcome": name, "target": CheckJson::of(target, name != "waiting")})
+    json!({"outcome": name, "target": CheckJson::of(target, matches!(outcome, InstallOutcome::Installed(_) | InstallOutcome::AwaitingReboot(_)))})
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

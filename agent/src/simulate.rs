@@ -315,7 +315,7 @@ async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
         latencies.lock().await.push(t0.elapsed());
         counters.polls.fetch_add(1, Ordering::Relaxed);
         let result = match polled {
-            Ok(outcome) => device.agent.install_checked(outcome, &opts).await,
+            Ok(outcome) => device.agent.install_checked(outcome, &opts, false).await,
             Err(e) => Err(e),
         };
         match result {

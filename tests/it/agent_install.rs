@@ -26,8 +26,9 @@ async fn assigned_server() -> (TestApp, Vec<u8>, String) {
         (
             "/api/v1/rollouts",
             json!({"id": "r-1", "product": PRODUCT, "version": "1.0.0",
-            "stages": [{"cohort": "fleet", "percent": 100, "soak_minutes": 0}],
-            "gate": {"max_failure_rate": 0.5, "min_reports": 1, "stall_minutes": 1440}}),
+            // A gate that never halts and a soak that does not end: these tests look at one device.
+            "stages": [{"cohort": "fleet", "percent": 100, "soak_minutes": 60}],
+            "gate": {"max_failure_rate": 1.0, "min_reports": 1, "stall_minutes": 1440}}),
         ),
         ("/api/v1/rollouts/r-1/start", json!({})),
     ] {
@@ -146,10 +147,17 @@ async fn confirming_the_wrong_running_image_is_a_failure_and_a_restored_counter_
     assert!(d["installed"].is_null(), "{d}");
     let r: Value = app.get_json("/api/v1/rollouts/r-1").await;
     assert_eq!(r["stages"][0]["failed"], 1, "{r}");
+    // The polling loop does not re-flash an image that failed; an explicit install would.
+    let mut polling = patchgate_agent::Agent::open(&state, None, fast()).unwrap();
+    let mut events = Vec::new();
+    let stop = tokio::time::sleep(std::time::Duration::from_millis(1500));
+    polling.run(&slot_opts(&app), stop, |e| events.push(format!("{e:?}"))).await.unwrap();
+    assert!(!events.is_empty() && events.iter().all(|e| e.starts_with("Ok(FailedBefore(")), "{events:?}");
+    assert_eq!(device_detail(&app, "pump-0001").await["attempt"]["state"], "failed");
 
     // A state directory restored from before those reports: its counter is behind the server's.
     // The agent moves past what the server saw instead of failing forever.
-    let last_seen = d["last_counter"].as_u64().unwrap();
+    let last_seen = device_detail(&app, "pump-0001").await["last_counter"].as_u64().unwrap();
     let mut restored = patchgate_agent::Agent::open(&backup, None, fast()).unwrap();
     restored.report().await.unwrap();
     let after = device_detail(&app, "pump-0001").await["last_counter"].as_u64().unwrap();

@@ -39,6 +39,8 @@ pub enum InstallOutcome {
     AwaitingReboot(Assigned),
     /// Downloaded and verified, but the precondition said not now; try again later.
     Waiting(Assigned),
+    /// Its last attempt failed; the polling loop does not retry it (`install` does).
+    FailedBefore(Assigned),
 }
 
 /// What `confirm` did.
@@ -73,8 +75,24 @@ async fn run_command(
     cmd.status().await.map_err(|e| format!("{program}: {e}"))
 }
 
-/// Copies `from` into `slot` through a temporary file next to it, fsync, rename.
+/// Copies `from` into `slot`: a regular file through a temporary file next to it, fsync,
+/// rename (all or nothing); a block or character device (a partition) in place, then fsync.
 async fn write_slot(from: &Path, slot: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let is_device = tokio::fs::metadata(slot)
+        .await
+        .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
+    if is_device {
+        let result = async {
+            let mut src = tokio::fs::File::open(from).await?;
+            let mut dst = tokio::fs::OpenOptions::new().write(true).open(slot).await?;
+            tokio::io::copy(&mut src, &mut dst).await?;
+            dst.flush().await?;
+            dst.sync_all().await
+        }
+        .await;
+        return result.map_err(|e| format!("writing the slot {}: {e}", slot.display()));
+    }
     let dir = slot.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.patchgate-tmp",
@@ -102,19 +120,29 @@ impl Agent {
     /// write the slot, run the hook, report `awaiting_reboot`.
     pub async fn install(&mut self, opts: &InstallOptions) -> Result<InstallOutcome, AgentError> {
         let outcome = self.poll_once(true).await?;
-        self.install_checked(outcome, opts).await
+        self.install_checked(outcome, opts, true).await
     }
 
+    /// Installs what a poll found. Without `retry_failed`, a target whose last attempt failed
+    /// (the hook, or the wrong image after the reboot) is not tried again: a polling device
+    /// must not re-flash an image that fails at every boot; an explicit `install` retries.
     pub(crate) async fn install_checked(
         &mut self,
         outcome: CheckOutcome,
         opts: &InstallOptions,
+        retry_failed: bool,
     ) -> Result<InstallOutcome, AgentError> {
         let target = match outcome {
             CheckOutcome::Nothing => return Ok(InstallOutcome::Nothing),
             CheckOutcome::AwaitingReboot(t) => return Ok(InstallOutcome::AwaitingReboot(t)),
             CheckOutcome::Assigned(t) => t,
         };
+        let failed_before = self.state.attempt()?.is_some_and(|a| {
+            a.state == AttemptState::Failed && a.target.as_ref().is_some_and(|t| t.sha256 == target.sha256)
+        });
+        if failed_before && !retry_failed {
+            return Ok(InstallOutcome::FailedBefore(target));
+        }
         let resumed =
             self.state.attempt()?.is_some_and(|a| a.state == AttemptState::Downloading && a.name == target.name);
         if !resumed {
@@ -206,7 +234,7 @@ impl Agent {
         loop {
             let cycle = async {
                 let outcome = self.poll_once(false).await?;
-                self.install_checked(outcome, opts).await
+                self.install_checked(outcome, opts, false).await
             };
             let result = tokio::select! {
                 () = &mut stop => return Ok(()),
