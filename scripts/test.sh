@@ -14,6 +14,9 @@ drop_test_databases() {
     while read -r db; do psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
 }
 
+# The admin UI's browser tests drive Debian's headless Chromium through ChromeDriver.
+bash scripts/ensure-chromium.sh
+
 echo "== unit and integration tests (SQLite)"
 cargo test --workspace
 
