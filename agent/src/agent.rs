@@ -45,6 +45,13 @@ impl Default for Tuning {
     }
 }
 
+/// Bounds on the poll interval a server may suggest: never hammer it, never go silent for days.
+const MIN_POLL_SECONDS: u64 = 1;
+const MAX_POLL_SECONDS: u64 = 24 * 3600;
+/// Longest target name put in a report (the name of a refused target may come from
+/// unverified metadata; the server refuses oversized reports).
+const MAX_NAME_CHARS: usize = 256;
+
 /// What `patchgate-agent enroll` needs.
 #[derive(Debug, Clone)]
 pub struct EnrollOptions {
@@ -68,6 +75,9 @@ pub struct EnrollOptions {
     pub ca_file: Option<PathBuf>,
     /// Accept roots that trust the public development keys.
     pub allow_dev_keys: bool,
+    /// The sha256 of the image the device runs now, if it is one the image repository lists:
+    /// then the version rules and its rollback floor apply from the first update on.
+    pub running_sha256: Option<String>,
 }
 
 /// What a check found.
@@ -161,6 +171,12 @@ impl Agent {
         let envelope = patchgate_protocol::sign(request, &key)
             .map_err(|e| AgentError::Usage(format!("signing the enrollment: {e}")))?;
         let answer = net.enroll(&envelope).await?;
+        if answer.device_id != opts.device_id {
+            return Err(AgentError::Network(format!(
+                "the server enrolled {:?}, not the requested {:?}",
+                answer.device_id, opts.device_id
+            )));
+        }
         let config = DeviceConfig {
             server: opts.server,
             device_id: answer.device_id,
@@ -173,7 +189,40 @@ impl Agent {
         state.set_provisioned_root(Repo::Director, &opts.director_root)?;
         state.set_token(&answer.device_token)?;
         state.set_config(&config)?;
-        Ok(Self::with(state, config, key, answer.device_token, net, Tuning::default()))
+        let mut agent = Self::with(state, config, key, answer.device_token, net, Tuning::default());
+        if let Some(sha256) = &opts.running_sha256 {
+            agent.record_running(sha256).await?;
+        }
+        Ok(agent)
+    }
+
+    /// Records the image the device runs from the image repository's verified metadata (the
+    /// product's role, by sha256), so the version rules and the rollback floor apply from the
+    /// first update on.
+    pub async fn record_running(&mut self, sha256: &str) -> Result<(), AgentError> {
+        let sha256 = sha256.trim().to_ascii_lowercase();
+        let image = self.load(Repo::Image).await?;
+        let product = &self.config.product;
+        let role =
+            image.targets().signed.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| &r.name == product));
+        let found = role
+            .and_then(|r| r.targets.as_ref())
+            .and_then(|t| t.signed.targets.iter().find(|(_, target)| hex::encode(&target.hashes.sha256) == sha256));
+        let Some((name, target)) = found else {
+            return Err(AgentError::Usage(format!(
+                "--running-sha256 {sha256} is not an image of product {product} in the image repository"
+            )));
+        };
+        let custom: patchgate_protocol::TargetCustom =
+            serde_json::from_value(serde_json::to_value(&target.custom).unwrap_or_default())
+                .map_err(|e| AgentError::refused("invalid_image_custom", format!("{}: {e}", name.raw())))?;
+        let installed = crate::state::InstalledRecord {
+            name: name.raw().to_owned(),
+            sha256,
+            version: custom.version,
+            rollback_floor: custom.rollback_floor,
+        };
+        self.state.set_installed(Some(&installed))
     }
 
     /// Opens an enrolled state directory; `client` replaces the default HTTP client (the
@@ -193,6 +242,14 @@ impl Agent {
     fn with(state: StateDir, config: DeviceConfig, key: SigningKey, token: String, net: Net, tuning: Tuning) -> Self {
         let poll = tuning.default_poll;
         Self { state, config, key, token, net, tuning, poll, last_refresh: None }
+    }
+
+    /// Starts afresh from the state directory, as a new process would (what it remembers in
+    /// memory, like the time of the last refresh, is forgotten).
+    pub fn restart(&mut self) -> Result<(), AgentError> {
+        self.state.release();
+        *self = Self::open(&self.state.path().to_path_buf(), Some(self.net.client().clone()), self.tuning)?;
+        Ok(())
     }
 
     /// Changes the timing knobs.
@@ -246,10 +303,15 @@ impl Agent {
                 .map_err(|e| AgentError::Local(format!("signing the report: {e}")))?;
             match self.net.report(&self.config.device_id, &self.token, &envelope).await {
                 Ok(answer) => {
-                    self.poll = Duration::from_secs(answer.poll_seconds.max(1));
+                    self.poll = Duration::from_secs(answer.poll_seconds.clamp(MIN_POLL_SECONDS, MAX_POLL_SECONDS));
                     return Ok(answer);
                 }
-                Err(ReportError::StaleCounter(last)) => self.state.raise_counter(last + 1)?,
+                Err(ReportError::StaleCounter(last)) => {
+                    let next = last
+                        .checked_add(1)
+                        .ok_or_else(|| AgentError::Network("the server's last counter is u64::MAX".into()))?;
+                    self.state.raise_counter(next.max(counter + 1))?;
+                }
                 Err(ReportError::Agent(e)) => return Err(e),
             }
         }
@@ -313,6 +375,7 @@ impl Agent {
         refusal: crate::Refusal,
     ) -> Result<(), AgentError> {
         let detail: String = refusal.to_string().chars().take(patchgate_protocol::report::MAX_DETAIL_CHARS).collect();
+        let name: String = name.chars().take(MAX_NAME_CHARS).collect();
         let record = AttemptRecord { name, state: AttemptState::Rejected, detail: Some(detail), target };
         if self.state.attempt()?.as_ref() == Some(&record) {
             return Ok(());
@@ -329,7 +392,8 @@ impl Agent {
             return unknown();
         };
         let Ok(res) = self.net.client().get(url).bearer_auth(&self.token).send().await else { return unknown() };
-        let Ok(body) = res.json::<serde_json::Value>().await else { return unknown() };
+        let Ok(bytes) = crate::net::read_limited(res, crate::net::MAX_ANSWER_BYTES).await else { return unknown() };
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return unknown() };
         body["signed"]["targets"].as_object().and_then(|t| t.keys().next().cloned()).unwrap_or_else(unknown)
     }
 
@@ -338,6 +402,7 @@ impl Agent {
             Repo::Image => ("repo/metadata/".to_owned(), None),
             Repo::Director => (format!("director/{}/metadata/", self.config.device_id), Some(self.token.clone())),
         };
+        self.state.restore_kept(repo)?;
         let root = self.state.trusted_root(repo)?;
         let loaded = tough::RepositoryLoader::new(&root, self.net.url(&metadata)?, self.net.url("repo/targets/")?)
             .transport(self.net.transport(token))
@@ -345,8 +410,20 @@ impl Agent {
             .load()
             .await
             .map_err(|e| from_tough(repo.as_str(), e))?;
+        self.state.keep_verified(repo)?;
         let root = serde_json::to_vec(loaded.root()).map_err(|e| AgentError::Local(e.to_string()))?;
         check_root_keys(repo, &root, self.config.allow_dev_keys)?;
+        // A production root could still delegate a product to a development key.
+        let delegated = loaded.targets().signed.delegations.iter().flat_map(|d| d.keys.keys());
+        if !self.config.allow_dev_keys
+            && let Some(id) =
+                delegated.map(|id| hex::encode(id.as_ref())).find(|id| patchgate_protocol::keys::is_dev_key(id))
+        {
+            return Err(AgentError::refused(
+                "development_keys",
+                format!("the {} repository delegates to the public development key {id}", repo.as_str()),
+            ));
+        }
         Ok(loaded)
     }
 

@@ -61,6 +61,10 @@ enum Command {
         /// Accept roots that trust the public development keys (tests and demos only).
         #[arg(long)]
         allow_dev_keys: bool,
+        /// SHA-256 of the image the device runs now, if the image repository lists it: its
+        /// version and rollback floor then guard the first update too.
+        #[arg(long)]
+        running_sha256: Option<String>,
     },
     /// Report, verify, and print the assigned target as JSON (or null).
     Check {
@@ -213,6 +217,7 @@ async fn execute(command: Command, out: &mut (dyn Write + Send)) -> Result<(), A
             state_dir,
             ca_file,
             allow_dev_keys,
+            running_sha256,
         } => {
             let opts = EnrollOptions {
                 image_root: read_file("--image-root", &image_root)?,
@@ -225,6 +230,7 @@ async fn execute(command: Command, out: &mut (dyn Write + Send)) -> Result<(), A
                 state_dir,
                 ca_file,
                 allow_dev_keys,
+                running_sha256,
             };
             let agent = Agent::enroll(opts, None).await?;
             let config = agent.config();

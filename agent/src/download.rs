@@ -121,6 +121,22 @@ async fn fetch_once(client: &reqwest::Client, url: &Url, target: &Assigned, path
     }
     let res = request.send().await.map_err(net)?;
     let status = res.status();
+    // What the server says the whole file is must be what was signed: more is an endless-data
+    // attack, less can never verify (refused at once instead of downloaded again forever).
+    let announced = match status.as_u16() {
+        200 => res.content_length(),
+        206 | 416 => content_range_total(&res),
+        _ => None,
+    };
+    if let Some(total) = announced.filter(|t| *t != target.length) {
+        remove(path).await?;
+        let (code, what) =
+            if total > target.length { ("endless_data", "more") } else { ("target_length_mismatch", "less") };
+        return Err(AgentError::refused(
+            code,
+            format!("{}: the server offers {total} bytes, {what} than the signed {}", target.name, target.length),
+        ));
+    }
     let start = match status.as_u16() {
         206 if content_range_start(&res) == Some(have) => have,
         200 => 0,
@@ -169,6 +185,12 @@ async fn fetch_once(client: &reqwest::Client, url: &Url, target: &Assigned, path
         return Err(AgentError::Network(format!("{url}: the stream ended at byte {written} of {}", target.length)));
     }
     Ok(())
+}
+
+/// The total in `Content-Range: bytes a-b/total` or `bytes */total`.
+fn content_range_total(res: &reqwest::Response) -> Option<u64> {
+    let value = res.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    value.rsplit_once('/')?.1.trim().parse().ok()
 }
 
 fn content_range_start(res: &reqwest::Response) -> Option<u64> {

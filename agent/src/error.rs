@@ -106,10 +106,15 @@ pub fn from_tough(repo: &str, err: tough::error::Error) -> AgentError {
         | E::DatastoreSerialize { .. } => AgentError::Local(message),
         E::ExpiredMetadata { .. } => AgentError::refused("expired_metadata", message),
         E::MaxSizeExceeded { .. } | E::MaxUpdatesExceeded { .. } => AgentError::refused("endless_data", message),
-        E::OlderMetadata { .. }
-        | E::OlderSnapshotInTimestamp { .. }
-        | E::SnapshotRoleRollback { .. }
-        | E::SystemTimeSteppedBackward { .. } => AgentError::refused("rollback_attack", message),
+        E::OlderMetadata { .. } | E::OlderSnapshotInTimestamp { .. } | E::SnapshotRoleRollback { .. } => {
+            AgentError::refused("rollback_attack", message)
+        }
+        // The device's own clock, not the repository: a local problem, not an attack to report.
+        // (`latest_known_time.json` in the datastore remembers the latest time seen.)
+        E::SystemTimeSteppedBackward { .. } => AgentError::Local(format!(
+            "{message}: the system clock went back; fix the clock (or, if a wrong clock ran ahead, \
+             remove latest_known_time.json from the state directory's image/ and director/)"
+        )),
         E::VerifyMetadata { .. } | E::VerifyRoleMetadata { .. } | E::VerifyTrustedMetadata { .. } => {
             AgentError::refused("bad_signature", message)
         }

@@ -49,6 +49,8 @@ pub struct Net {
 /// on a slow link may take long), and, with `ca_file`, trust in those CAs only.
 pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, AgentError> {
     let mut builder = reqwest::Client::builder()
+        // patchgate never redirects these paths; following one could leave HTTPS or the host.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
         .user_agent(concat!("patchgate-agent/", env!("CARGO_PKG_VERSION")));
@@ -107,7 +109,8 @@ impl Net {
             .await
             .map_err(|e| network(&url, e))?;
         if res.status() == reqwest::StatusCode::CONFLICT {
-            let body: serde_json::Value = res.json().await.unwrap_or_default();
+            let bytes = read_limited(res, MAX_ANSWER_BYTES).await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             if body["error"] == "stale_counter"
                 && let Some(last) = body["last_counter"].as_u64()
             {
@@ -146,7 +149,7 @@ fn network(url: &Url, err: reqwest::Error) -> AgentError {
 /// Decodes a 2xx JSON answer; anything else becomes an error carrying the server's message.
 async fn json_answer<T: serde::de::DeserializeOwned>(url: &Url, res: reqwest::Response) -> Result<T, AgentError> {
     let status = res.status();
-    let bytes = res.bytes().await.map_err(|e| network(url, e))?;
+    let bytes = read_limited(res, MAX_ANSWER_BYTES).await?;
     if !status.is_success() {
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let message =
@@ -154,6 +157,25 @@ async fn json_answer<T: serde::de::DeserializeOwned>(url: &Url, res: reqwest::Re
         return Err(AgentError::Network(format!("{url}: the server answered {status}: {message}")));
     }
     serde_json::from_slice(&bytes).map_err(|e| AgentError::Network(format!("{url}: unreadable answer: {e}")))
+}
+
+/// The largest JSON answer the agent reads (enrollment, report, error bodies): far above what
+/// patchgate sends, far below what would hurt a small device.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Reads a response body, refusing more than `limit` bytes.
+pub async fn read_limited(res: reqwest::Response, limit: usize) -> Result<Vec<u8>, AgentError> {
+    let url = res.url().clone();
+    let mut stream = res.bytes_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| network(&url, e))?;
+        if out.len() + chunk.len() > limit {
+            return Err(AgentError::Network(format!("{url}: the answer is larger than {limit} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// tough's `Transport` over our HTTP client, optionally with the device token.

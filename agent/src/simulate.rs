@@ -168,6 +168,7 @@ impl Fleet {
                     state_dir: dir.join("state"),
                     ca_file: None,
                     allow_dev_keys: opts.allow_dev_keys,
+                    running_sha256: None,
                 };
                 let client = client.clone();
                 async move {

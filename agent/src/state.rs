@@ -12,9 +12,16 @@
 //! installed.json     the image the device runs: name, sha256, version, rollback_floor (or null)
 //! attempt.json       the update in progress or last finished, with the verified target
 //! image/             tough datastore of the image repository (provisioned.root.json + newest root)
-//! director/          tough datastore of the director repository
+//!   kept/            our atomic copies of the last verified root, timestamp, snapshot, targets
+//! director/          tough datastore of the director repository (and its kept/)
 //! staging/           partial downloads, `<sha256>.part`
+//! lock               held (flock) by the one agent process using the directory
 //! ```
+//!
+//! tough writes its datastore without fsync; after a power cut its `root.json` or
+//! `timestamp.json` may be missing or torn, which would silently drop key revocations and
+//! rollback protection. So after every verified refresh the agent keeps its own atomic copies,
+//! and puts them back before the next refresh wherever tough's are missing, torn or older.
 //!
 //! Must not import the network or tough: it only stores.
 
@@ -99,11 +106,15 @@ impl Repo {
     }
 }
 
-/// An agent state directory.
+/// An agent state directory, locked for this process while the value lives.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    lock: Option<std::sync::Arc<std::fs::File>>,
 }
+
+/// The metadata files kept for each repository, in the order TUF loads them.
+const KEPT: [&str; 4] = ["root.json", "timestamp.json", "snapshot.json", "targets.json"];
 
 const DEVICE: &str = "device.json";
 const KEY: &str = "device.key";
@@ -116,10 +127,21 @@ const PROVISIONED_ROOT: &str = "provisioned.root.json";
 impl StateDir {
     /// Creates the directory layout (idempotent).
     pub fn create(root: &Path) -> Result<Self, AgentError> {
-        for dir in [root.to_path_buf(), root.join("image"), root.join("director"), root.join("staging")] {
+        for dir in [root.to_path_buf(), root.join("image/kept"), root.join("director/kept"), root.join("staging")] {
             std::fs::create_dir_all(&dir).map_err(|e| AgentError::local(format!("creating {}", dir.display()), e))?;
         }
-        Ok(Self { root: root.to_path_buf() })
+        let path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| AgentError::local(format!("opening {}", path.display()), e))?;
+        // Two agents on one directory would interleave datastore writes, reports and slot writes.
+        lock.try_lock().map_err(|_| {
+            AgentError::Usage(format!("another patchgate-agent is using {} (its lock is held)", root.display()))
+        })?;
+        Ok(Self { root: root.to_path_buf(), lock: Some(std::sync::Arc::new(lock)) })
     }
 
     /// Opens an enrolled state directory.
@@ -131,6 +153,11 @@ impl StateDir {
             )));
         }
         Self::create(root)
+    }
+
+    /// Gives up the lock (before the directory is opened afresh).
+    pub fn release(&mut self) {
+        self.lock = None;
     }
 
     /// The directory itself.
@@ -258,19 +285,49 @@ impl StateDir {
         write_atomic(&self.datastore(repo).join(PROVISIONED_ROOT), bytes)
     }
 
-    /// The newest root verified for `repo`: tough's `root.json` in the datastore if it parses,
-    /// else the provisioned one. (tough saves newer roots but never reads them back: without
-    /// this, key revocations would be forgotten between runs.)
+    /// The newest root verified for `repo`: the datastore's `root.json` (after
+    /// [`Self::restore_kept`]), else the provisioned one. (tough saves newer roots but never reads
+    /// them back: without this, key revocations would be forgotten between runs.)
     pub fn trusted_root(&self, repo: Repo) -> Result<Vec<u8>, AgentError> {
         let dir = self.datastore(repo);
-        if let Ok(bytes) = std::fs::read(dir.join("root.json"))
-            && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok()
-        {
+        if let Some(bytes) = read_version(&dir.join("root.json")).map(|(_, b)| b) {
             return Ok(bytes);
         }
         let path = dir.join(PROVISIONED_ROOT);
         std::fs::read(&path).map_err(|e| AgentError::local(format!("reading {}", path.display()), e))
     }
+
+    /// After a verified refresh: atomic copies of what tough just trusted.
+    pub fn keep_verified(&self, repo: Repo) -> Result<(), AgentError> {
+        let dir = self.datastore(repo);
+        for name in KEPT {
+            if let Some((_, bytes)) = read_version(&dir.join(name)) {
+                write_atomic(&dir.join("kept").join(name), &bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a refresh: puts the kept copies back wherever tough's files are missing, torn or
+    /// older (a power cut during tough's unsynced writes).
+    pub fn restore_kept(&self, repo: Repo) -> Result<(), AgentError> {
+        let dir = self.datastore(repo);
+        for name in KEPT {
+            let Some((kept_version, kept)) = read_version(&dir.join("kept").join(name)) else { continue };
+            let current = read_version(&dir.join(name)).map(|(v, _)| v);
+            if current.is_none_or(|v| v < kept_version) {
+                write_atomic(&dir.join(name), &kept)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A metadata file's `signed.version` and bytes, if it is readable JSON with a version.
+fn read_version(path: &Path) -> Option<(u64, Vec<u8>)> {
+    let bytes = std::fs::read(path).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some((value["signed"]["version"].as_u64()?, bytes))
 }
 
 /// Writes `bytes` to `path` atomically, mode 0600 (the temporary file's mode).
@@ -302,6 +359,7 @@ mod tests {
         assert_eq!(state.take_counter().unwrap(), 1);
         assert_eq!(state.take_counter().unwrap(), 2);
         assert_eq!(std::fs::read_to_string(dir.path().join("counter")).unwrap(), "3");
+        drop(state);
         let again = StateDir::create(dir.path()).unwrap();
         assert_eq!(again.take_counter().unwrap(), 3);
     }
@@ -317,15 +375,34 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_tough_root_falls_back_to_the_provisioned_one() {
+    fn a_torn_tough_root_is_restored_from_the_kept_copy_never_from_the_provisioned_one() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::create(dir.path()).unwrap();
-        state.set_provisioned_root(Repo::Image, b"{\"provisioned\":1}").unwrap();
-        assert_eq!(state.trusted_root(Repo::Image).unwrap(), b"{\"provisioned\":1}");
-        std::fs::write(dir.path().join("image/root.json"), b"{\"newer\":2}").unwrap();
-        assert_eq!(state.trusted_root(Repo::Image).unwrap(), b"{\"newer\":2}");
+        let root = |v: u64| format!("{{\"signed\":{{\"version\":{v}}},\"signatures\":[]}}").into_bytes();
+        state.set_provisioned_root(Repo::Image, &root(1)).unwrap();
+        assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(1));
+        std::fs::write(dir.path().join("image/root.json"), root(3)).unwrap();
+        state.keep_verified(Repo::Image).unwrap();
+        // A power cut tears tough's copy: the kept one comes back, not version 1.
         std::fs::write(dir.path().join("image/root.json"), b"{\"torn").unwrap();
-        assert_eq!(state.trusted_root(Repo::Image).unwrap(), b"{\"provisioned\":1}");
+        state.restore_kept(Repo::Image).unwrap();
+        assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(3));
+        // An older file (replayed, or an old copy) is replaced as well; a newer one is kept.
+        std::fs::write(dir.path().join("image/root.json"), root(2)).unwrap();
+        state.restore_kept(Repo::Image).unwrap();
+        assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(3));
+        std::fs::write(dir.path().join("image/root.json"), root(4)).unwrap();
+        state.restore_kept(Repo::Image).unwrap();
+        assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(4));
+    }
+
+    #[test]
+    fn one_process_at_a_time_uses_a_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::create(dir.path()).unwrap();
+        assert!(matches!(StateDir::create(dir.path()), Err(AgentError::Usage(m)) if m.contains("another")));
+        drop(first);
+        StateDir::create(dir.path()).unwrap();
     }
 
     #[test]

@@ -102,7 +102,8 @@ pub fn decide(
             format!("the director's target is for device {:?}, this is {:?}", fields.device_id, me.device_id),
         ));
     }
-    let image_target = find_image_target(image, name)?;
+    check_name_shape(name)?;
+    let image_target = find_image_target(image, me.product, name)?;
     check_same_bytes(&name_str, target, image_target)?;
     let image_custom = to_map(&image_target.custom);
     check_director_custom(&director_custom, &image_custom).map_err(|e| match e {
@@ -144,13 +145,45 @@ pub fn decide(
     }))
 }
 
-fn find_image_target<'a>(image: &'a Targets, name: &TargetName) -> Result<&'a Target, Refusal> {
-    image.find_target(name, false).map_err(|_| {
+/// A target name the agent will use in a URL and compare by prefix: `/`-separated segments,
+/// none empty, `.` or `..`, no backslash (tough resolves `..` when matching delegations, so a
+/// name like `pump-x1/../syringe-s2/…` could otherwise be signed by another product's key).
+fn check_name_shape(name: &TargetName) -> Result<(), Refusal> {
+    let raw = name.raw();
+    let plain = raw == name.resolved()
+        && !raw.contains('\\')
+        && raw.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..");
+    if plain { Ok(()) } else { Err(refuse("invalid_target_name", format!("{raw:?} is not a plain target path"))) }
+}
+
+/// The target in the image repository's role for `product` (the role the top-level targets
+/// delegates `{product}/*` to, signed by the product's key), and nowhere else.
+fn find_image_target<'a>(image: &'a Targets, product: &str, name: &TargetName) -> Result<&'a Target, Refusal> {
+    let missing = || {
         refuse(
             "not_in_image_repository",
-            format!("{} is not signed into the image repository by its product's key", name.raw()),
+            format!("{} is not signed into the image repository by the key of product {product}", name.raw()),
         )
-    })
+    };
+    let role =
+        image.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| r.name == product)).ok_or_else(missing)?;
+    // tough does not check that a delegated role lists only paths it was delegated: do it here,
+    // with the delegation's own patterns (tough exposes the match through `Delegations` only).
+    let only_this_role = tough::schema::Delegations {
+        keys: std::collections::HashMap::new(),
+        roles: vec![tough::schema::DelegatedRole {
+            name: role.name.clone(),
+            keyids: role.keyids.clone(),
+            threshold: role.threshold,
+            paths: role.paths.clone(),
+            terminating: role.terminating,
+            targets: None,
+        }],
+    };
+    if !only_this_role.target_is_delegated(name) {
+        return Err(missing());
+    }
+    role.targets.as_ref().and_then(|t| t.signed.targets.get(name)).ok_or_else(missing)
 }
 
 fn check_same_bytes(name: &str, director: &Target, image: &Target) -> Result<(), Refusal> {

@@ -207,3 +207,54 @@ async fn the_simulate_command_runs_a_small_fleet_and_prints_its_table() {
         assert_eq!(device_detail(&app, &format!("cli-{n:05}")).await["installed"]["version"], "1.0.0");
     }
 }
+
+#[tokio::test]
+async fn enrolling_with_the_running_image_records_it_so_it_guards_the_first_update() {
+    let (app, image, token) = assigned_server().await;
+    let (image_root, director_root) = crate::agents::provisioned_roots(&app).await;
+    let dir = app.dir.path();
+    std::fs::write(dir.join("image-root.json"), image_root).unwrap();
+    std::fs::write(dir.join("director-root.json"), director_root).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let enroll = |id: &'static str, sha: String| {
+        let (token, base, image_root, director_root, state) =
+            (token.clone(), app.base.clone(), path("image-root.json"), path("director-root.json"), path(id));
+        async move {
+            agent_cli(&[
+                "enroll",
+                "--server",
+                &base,
+                "--enrollment-token",
+                &token,
+                "--device-id",
+                id,
+                "--product",
+                PRODUCT,
+                "--hardware-id",
+                HW,
+                "--image-root",
+                &image_root,
+                "--director-root",
+                &director_root,
+                "--state-dir",
+                &state,
+                "--allow-dev-keys",
+                "--running-sha256",
+                &sha,
+            ])
+            .await
+        }
+    };
+    let (code, out) = enroll("pump-0001", crate::common::sha256_hex(&image)).await;
+    assert_eq!(code, 0, "{out}");
+    let installed: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("pump-0001/installed.json")).unwrap()).unwrap();
+    assert_eq!(installed["version"], "1.0.0");
+    assert_eq!(installed["name"], "pump-x1/1.0.0/fw.bin");
+    // It runs the assigned image already: nothing to install.
+    let (code, out) = agent_cli(&["install", "--state-dir", &path("pump-0001"), "--slot", &path("slot")]).await;
+    assert_eq!((code, serde_json::from_str::<Value>(&out).unwrap()["outcome"].clone()), (0, json!("nothing")));
+    // An image the repository does not list is a usage error, not a guess.
+    let (code, _) = enroll("pump-0002", "ab".repeat(32)).await;
+    assert_eq!(code, 2);
+}

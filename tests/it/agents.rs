@@ -49,6 +49,7 @@ pub async fn enroll_agent(
         state_dir: dir.to_path_buf(),
         ca_file: None,
         allow_dev_keys: true,
+        running_sha256: None,
     };
     let mut agent = Agent::enroll(opts, None).await.unwrap();
     agent.set_tuning(fast());

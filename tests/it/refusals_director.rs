@@ -138,20 +138,47 @@ async fn director_metadata_outside_the_protocol_is_refused() {
 #[tokio::test]
 async fn images_for_other_hardware_or_another_product_are_refused() {
     let mut fx = Fixture::assigned(&["1.0.0"], "1.0.0").await;
-    // Signed into the image repository, but for another hardware id...
+    // Another product's releases, signed by that product's key: one for other hardware, one for
+    // this device's hardware. Neither is in this product's role, whatever its name says.
     fx.app.create_product("valve-x2", &["valve-x2-revA"]).await;
     publish(&fx.app, "valve-x2", "1.0.0", firmware(40, 4096), None).await;
-    // ...or for another product that runs on this device's hardware.
     fx.app.create_product("pump-lite", &[HW]).await;
     publish(&fx.app, "pump-lite", "1.0.0", firmware(41, 4096), None).await;
     let mut forger = DirectorForger::fetch(&fx).await;
-
-    for (product, code) in [("valve-x2", "wrong_hardware"), ("pump-lite", "wrong_product")] {
+    for product in ["valve-x2", "pump-lite"] {
         let name = target_name(product, "1.0.0");
         let image = image_target(&fx.app, &name).await;
         forger.serve(&fx, targets_of(&[(&name, director_entry(&image, DEVICE, "install"))]));
-        fx.refused(code).await;
+        fx.refused("not_in_image_repository").await;
     }
+    // A name that walks out of this product's paths into another product's role.
+    let sneaky = format!("{PRODUCT}/../pump-lite/1.0.0/fw.bin");
+    let image = image_target(&fx.app, &target_name("pump-lite", "1.0.0")).await;
+    forger.serve(&fx, targets_of(&[(&sneaky, director_entry(&image, DEVICE, "install"))]));
+    fx.refused("invalid_target_name").await;
+
+    // This product's own key signs an image for other hardware (a manufacturer's mistake): the
+    // image repository and the director agree, the hardware id does not.
+    let other_hw = firmware(42, 4096);
+    let name = target_name(PRODUCT, "2.0.0");
+    fx.mirror.replace(&format!("/repo/targets/{PRODUCT}/2.0.0/{}.fw.bin", sha256_hex(&other_hw)), other_hw.clone());
+    let mut target = image_target(&fx.app, &target_name(PRODUCT, "1.0.0")).await;
+    target["length"] = json!(other_hw.len());
+    target["hashes"] = json!({"sha256": sha256_hex(&other_hw), "sha512": sha512_hex(&other_hw)});
+    target["custom"]["version"] = json!("2.0.0");
+    target["custom"]["hardware_ids"] = json!(["pump-x1-revZ"]);
+    let chain = ImageChain::fetch(&fx.app.base, &fx.app.client).await;
+    let role_version = chain.role_version(PRODUCT);
+    let role_url = fx.app.url(&format!("/repo/metadata/{role_version}.{PRODUCT}.json"));
+    let mut draft = Draft::next(&fetch_json(&fx.app.client, &role_url, None).await);
+    draft.signed["targets"][&name] = target.clone();
+    let path = format!("/repo/metadata/{}.{PRODUCT}.json", draft.version());
+    fx.mirror.replace(&path, draft.sign(&[&product_key(&fx.app, PRODUCT)]));
+    let mut chain_draft = chain.draft();
+    chain_draft.meta_mut().insert(format!("{PRODUCT}.json"), version_entry(draft.version()));
+    chain_draft.sign(&fx.keys.image_snapshot, &fx.keys.image_timestamp).install(&fx.mirror);
+    forger.serve(&fx, targets_of(&[(&name, director_entry(&target, DEVICE, "install"))]));
+    fx.refused("wrong_hardware").await;
 
     let (name, honest) = entry(&fx, "1.0.0", "install").await;
     forger.serve(&fx, targets_of(&[(&name, honest)]));

@@ -240,6 +240,6 @@ async fn root_rotations_are_followed_only_when_cross_signed_and_stay_trusted_aft
     let repo = fx.mirror.tough_image(&fx.app.root_v1().await, forgetful.path()).await.unwrap();
     assert_eq!(repo.root().signed.version.get(), 3, "from root 1, the retired keys still work");
     // ...but the agent, restarted, starts from root 2 and refuses root 3.
-    fx.agent = patchgate_agent::Agent::open(&fx.state, None, crate::agents::fast()).unwrap();
+    fx.agent.restart().unwrap();
     fx.refused("bad_signature").await;
 }

@@ -52,6 +52,31 @@ pub enum ConfirmOutcome {
     Nothing,
 }
 
+/// A verified image in staging, ready for the slot.
+struct Prepared {
+    target: Assigned,
+    verified: PathBuf,
+}
+
+/// Where [`Agent::prepare`] got to.
+enum Step {
+    /// Finished without touching the slot.
+    Done(InstallOutcome),
+    /// Ready for [`Agent::commit`].
+    Ready(Prepared),
+}
+
+/// The higher of two rollback floors (semver); an unparsable stored floor yields to the new one.
+fn higher_floor(current: Option<String>, new: &str) -> String {
+    match current {
+        Some(cur) => match (semver::Version::parse(&cur), semver::Version::parse(new)) {
+            (Ok(c), Ok(n)) if c > n => cur,
+            _ => new.to_owned(),
+        },
+        None => new.to_owned(),
+    }
+}
+
 fn attempt(target: &Assigned, state: AttemptState, detail: Option<String>) -> AttemptRecord {
     AttemptRecord { name: target.name.clone(), state, detail, target: Some(target.clone()) }
 }
@@ -69,50 +94,70 @@ async fn run_command(
         .env("PATCHGATE_TARGET_VERSION", &target.version)
         .env("PATCHGATE_TARGET_SHA256", &target.sha256)
         .stdin(std::process::Stdio::null());
+    // stdout is the agent's one JSON answer: the hook's output goes to stderr.
+    if let Ok(stderr) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
+        cmd.stdout(std::process::Stdio::from(stderr));
+    }
     if let Some(path) = extra {
         cmd.arg(path);
     }
     cmd.status().await.map_err(|e| format!("{program}: {e}"))
 }
 
-/// Copies `from` into `slot`: a regular file through a temporary file next to it, fsync,
-/// rename (all or nothing); a block or character device (a partition) in place, then fsync.
-async fn write_slot(from: &Path, slot: &Path) -> Result<(), String> {
+/// Copies `from` into `slot`, hashing what it copies (the staging file must still be the image
+/// that verified): a regular file through a temporary file next to it, fsync, rename (all or
+/// nothing); a block or character device (a partition) in place, then fsync.
+async fn write_slot(from: &Path, slot: &Path, sha256: &str) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
     let is_device = tokio::fs::metadata(slot)
         .await
         .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
-    if is_device {
-        let result = async {
-            let mut src = tokio::fs::File::open(from).await?;
-            let mut dst = tokio::fs::OpenOptions::new().write(true).open(slot).await?;
-            tokio::io::copy(&mut src, &mut dst).await?;
-            dst.flush().await?;
-            dst.sync_all().await
-        }
-        .await;
-        return result.map_err(|e| format!("writing the slot {}: {e}", slot.display()));
-    }
     let dir = slot.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.patchgate-tmp",
         slot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     ));
+    let target = if is_device { slot.to_path_buf() } else { tmp.clone() };
     let result = async {
         let mut src = tokio::fs::File::open(from).await?;
-        let mut dst = tokio::fs::File::create(&tmp).await?;
-        tokio::io::copy(&mut src, &mut dst).await?;
+        let mut dst = if is_device {
+            tokio::fs::OpenOptions::new().write(true).open(&target).await?
+        } else {
+            tokio::fs::File::create(&target).await?
+        };
+        let copied = copy_hashing(&mut src, &mut dst).await?;
         dst.flush().await?;
         dst.sync_all().await?;
         drop(dst);
-        tokio::fs::rename(&tmp, slot).await?;
-        sync_dir(dir)
+        if copied != sha256 {
+            return Err(std::io::Error::other(format!("the staged image changed after it verified ({copied})")));
+        }
+        if !is_device {
+            tokio::fs::rename(&tmp, slot).await?;
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
     .await;
-    if result.is_err() {
+    if result.is_err() && !is_device {
         drop(tokio::fs::remove_file(&tmp).await);
     }
     result.map_err(|e| format!("writing the slot {}: {e}", slot.display()))
+}
+
+/// Copies `src` to `dst`; the sha256 of what was copied.
+async fn copy_hashing(src: &mut tokio::fs::File, dst: &mut tokio::fs::File) -> std::io::Result<String> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = src.read(&mut buf).await?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
+        hasher.update(chunk);
+        dst.write_all(chunk).await?;
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 impl Agent {
@@ -132,19 +177,33 @@ impl Agent {
         opts: &InstallOptions,
         retry_failed: bool,
     ) -> Result<InstallOutcome, AgentError> {
+        match self.prepare(outcome, opts, retry_failed).await? {
+            Step::Done(outcome) => Ok(outcome),
+            Step::Ready(prepared) => self.commit(prepared, opts).await,
+        }
+    }
+
+    /// Everything before the slot is touched (may be cancelled): download, verify, precondition.
+    async fn prepare(
+        &mut self,
+        outcome: CheckOutcome,
+        opts: &InstallOptions,
+        retry_failed: bool,
+    ) -> Result<Step, AgentError> {
         let target = match outcome {
-            CheckOutcome::Nothing => return Ok(InstallOutcome::Nothing),
-            CheckOutcome::AwaitingReboot(t) => return Ok(InstallOutcome::AwaitingReboot(t)),
+            CheckOutcome::Nothing => return Ok(Step::Done(InstallOutcome::Nothing)),
+            CheckOutcome::AwaitingReboot(t) => return Ok(Step::Done(InstallOutcome::AwaitingReboot(t))),
             CheckOutcome::Assigned(t) => t,
         };
-        let failed_before = self.state.attempt()?.is_some_and(|a| {
+        let previous = self.state.attempt()?;
+        let failed_before = previous.as_ref().is_some_and(|a| {
             a.state == AttemptState::Failed && a.target.as_ref().is_some_and(|t| t.sha256 == target.sha256)
         });
         if failed_before && !retry_failed {
-            return Ok(InstallOutcome::FailedBefore(target));
+            return Ok(Step::Done(InstallOutcome::FailedBefore(target)));
         }
-        let resumed =
-            self.state.attempt()?.is_some_and(|a| a.state == AttemptState::Downloading && a.name == target.name);
+        self.clear_other_staging(&target.sha256).await;
+        let resumed = previous.is_some_and(|a| a.state == AttemptState::Downloading && a.name == target.name);
         if !resumed {
             self.set_attempt(attempt(&target, AttemptState::Downloading, None)).await?;
         }
@@ -163,15 +222,25 @@ impl Agent {
             if !status.success() {
                 let detail = format!("downloaded and verified; waiting: the precondition said not now ({status})");
                 self.set_attempt(attempt(&target, AttemptState::Downloading, Some(detail))).await?;
-                return Ok(InstallOutcome::Waiting(target));
+                return Ok(Step::Done(InstallOutcome::Waiting(target)));
             }
         }
+        Ok(Step::Ready(Prepared { target, verified }))
+    }
+
+    /// Writing the slot, the hook, `awaiting_reboot`: never cancelled half-way.
+    async fn commit(&mut self, prepared: Prepared, opts: &InstallOptions) -> Result<InstallOutcome, AgentError> {
+        let Prepared { target, verified } = prepared;
         self.set_attempt(attempt(&target, AttemptState::Installing, None)).await?;
-        if let Err(message) = write_slot(&verified, &opts.slot).await {
+        let slot = match tokio::fs::canonicalize(&opts.slot).await {
+            Ok(real) => real,
+            Err(_) => opts.slot.clone(),
+        };
+        if let Err(message) = write_slot(&verified, &slot, &target.sha256).await {
             return self.fail(&target, message).await;
         }
         if let Some(hook) = &opts.hook {
-            match run_command(hook, Some(&opts.slot), &target).await {
+            match run_command(hook, Some(&slot), &target).await {
                 Ok(status) if status.success() => {}
                 Ok(status) => return self.fail(&target, format!("the install hook exited with {status}")).await,
                 Err(message) => return self.fail(&target, format!("the install hook could not run: {message}")).await,
@@ -180,6 +249,17 @@ impl Agent {
         self.set_attempt(attempt(&target, AttemptState::AwaitingReboot, None)).await?;
         drop(tokio::fs::remove_file(&verified).await);
         Ok(InstallOutcome::Installed(target))
+    }
+
+    /// Removes partial downloads of anything but `keep` (an assignment that changed mid-way).
+    async fn clear_other_staging(&self, keep: &str) {
+        let Ok(mut entries) = tokio::fs::read_dir(self.state.staging()).await else { return };
+        let keep = format!("{keep}.part");
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry.file_name().to_string_lossy() != keep {
+                drop(tokio::fs::remove_file(entry.path()).await);
+            }
+        }
     }
 
     async fn fail<T>(&mut self, target: &Assigned, message: String) -> Result<T, AgentError> {
@@ -195,12 +275,8 @@ impl Agent {
             return Err(AgentError::Usage(format!("--running-sha256 {running_sha256:?} is not 64 hex characters")));
         }
         let pending = self.state.attempt()?.filter(|a| a.state == AttemptState::AwaitingReboot).and_then(|a| a.target);
-        let Some(target) = pending else {
-            if self.state.installed()?.is_some_and(|i| i.sha256 == running) {
-                return Ok(ConfirmOutcome::Nothing);
-            }
-            return Err(AgentError::Usage("no installed update waits for confirmation".into()));
-        };
+        // Nothing waits (a boot script calls this at every boot): nothing to do.
+        let Some(target) = pending else { return Ok(ConfirmOutcome::Nothing) };
         if running != target.sha256 {
             return self
                 .fail(
@@ -209,11 +285,13 @@ impl Agent {
                 )
                 .await;
         }
+        // The floor never goes down: "the lowest version a device may ever go back to".
+        let floor = higher_floor(self.state.installed()?.map(|i| i.rollback_floor), &target.rollback_floor);
         let installed = InstalledRecord {
             name: target.name.clone(),
             sha256: target.sha256.clone(),
             version: target.version.clone(),
-            rollback_floor: target.rollback_floor.clone(),
+            rollback_floor: floor,
         };
         self.state.set_installed(Some(&installed))?;
         self.set_attempt(attempt(&target, AttemptState::Installed, None)).await?;
@@ -232,13 +310,20 @@ impl Agent {
         tokio::pin!(stop);
         let mut failures = 0u32;
         loop {
-            let cycle = async {
+            let preparing = async {
                 let outcome = self.poll_once(false).await?;
-                self.install_checked(outcome, opts, false).await
+                self.prepare(outcome, opts, false).await
             };
-            let result = tokio::select! {
+            // A stop cancels polling and downloading (the download resumes next time), never
+            // a slot write or a hook that has started.
+            let prepared = tokio::select! {
                 () = &mut stop => return Ok(()),
-                result = cycle => result,
+                prepared = preparing => prepared,
+            };
+            let result = match prepared {
+                Ok(Step::Ready(prepared)) => self.commit(prepared, opts).await,
+                Ok(Step::Done(outcome)) => Ok(outcome),
+                Err(e) => Err(e),
             };
             on_event(&result);
             let wait = match &result {
@@ -265,4 +350,17 @@ pub fn jitter(base: Duration) -> Duration {
     use rand_core::RngCore;
     let r = f64::from(rand_core::OsRng.next_u32()) / f64::from(u32::MAX);
     base.mul_f64(0.9 + 0.2 * r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::higher_floor;
+
+    #[test]
+    fn the_rollback_floor_never_goes_down() {
+        assert_eq!(higher_floor(Some("2.0.0".into()), "1.0.0"), "2.0.0");
+        assert_eq!(higher_floor(Some("1.0.0".into()), "1.5.0"), "1.5.0");
+        assert_eq!(higher_floor(None, "1.0.0"), "1.0.0");
+        assert_eq!(higher_floor(Some("1.10.0".into()), "1.9.0"), "1.10.0", "semver, not text");
+    }
 }

@@ -32,6 +32,25 @@ fn targets(map: Value) -> Targets {
     .unwrap()
 }
 
+/// The image repository's top-level targets delegating `pump-x1/*` to the role `pump-x1`, which
+/// lists `map` (as tough holds it once the delegated role is loaded).
+fn repo(map: Value) -> Targets {
+    repo_for("pump-x1", map)
+}
+
+fn repo_for(product: &str, map: Value) -> Targets {
+    let mut top: Targets = serde_json::from_value(json!({
+        "_type": "targets", "spec_version": "1.0.31", "version": 1,
+        "expires": "2030-01-01T00:00:00Z", "targets": {},
+        "delegations": {"keys": {}, "roles": [{"name": product, "keyids": [], "threshold": 1,
+            "paths": [format!("{product}/*")], "terminating": true}]}
+    }))
+    .unwrap();
+    let role = &mut top.delegations.as_mut().unwrap().roles[0];
+    role.targets = Some(tough::schema::Signed { signed: targets(map), signatures: vec![] });
+    top
+}
+
 fn me() -> Identity<'static> {
     Identity { device_id: "pump-0001", product: "pump-x1", hardware_id: "revA" }
 }
@@ -49,7 +68,7 @@ fn assigned(version: &str, action: &str) -> (Targets, Targets) {
     let image = image_custom(version, "1.0.0");
     let name = format!("pump-x1/{version}/fw.bin");
     let director = targets(json!({ &name: target(director_custom(&image, "pump-0001", action)) }));
-    (director, targets(json!({ &name: target(image) })))
+    (director, repo(json!({ &name: target(image) })))
 }
 
 fn refusal(director: &Targets, image: &Targets, installed: Option<&InstalledRecord>) -> &'static str {
@@ -96,13 +115,18 @@ fn the_director_may_not_say_more_than_one_thing() {
 fn another_devices_assignment_is_refused() {
     let image = image_custom("1.1.0", "1.0.0");
     let director = targets(json!({NAME: target(director_custom(&image, "pump-0002", "install"))}));
-    assert_eq!(refusal(&director, &targets(json!({NAME: target(image)})), None), "wrong_device");
+    assert_eq!(refusal(&director, &repo(json!({NAME: target(image)})), None), "wrong_device");
 }
 
 #[test]
 fn the_image_repository_must_list_the_same_bytes_and_custom() {
     let (director, _) = assigned("1.1.0", "install");
-    assert_eq!(refusal(&director, &targets(json!({})), None), "not_in_image_repository");
+    assert_eq!(refusal(&director, &repo(json!({})), None), "not_in_image_repository");
+    // Listed at the top level (not signed by the product's key) is not enough.
+    assert_eq!(
+        refusal(&director, &targets(json!({NAME: target(image_custom("1.1.0", "1.0.0"))})), None),
+        "not_in_image_repository"
+    );
     let cases: [fn(&mut Value); 4] = [
         |t| t["length"] = json!(1025),
         |t| t["hashes"]["sha256"] = json!("ab".repeat(32)),
@@ -112,7 +136,7 @@ fn the_image_repository_must_list_the_same_bytes_and_custom() {
     for (i, change) in cases.into_iter().enumerate() {
         let mut t = target(image_custom("1.1.0", "1.0.0"));
         change(&mut t);
-        let code = refusal(&director, &targets(json!({NAME: t})), None);
+        let code = refusal(&director, &repo(json!({NAME: t})), None);
         let expected = if i == 3 { "custom_mismatch" } else { "image_mismatch" };
         assert_eq!(code, expected, "case {i}");
     }
@@ -123,12 +147,19 @@ fn product_and_hardware_must_be_this_devices() {
     let mut image = image_custom("1.1.0", "1.0.0");
     image["hardware_ids"] = json!(["revB"]);
     let director = targets(json!({NAME: target(director_custom(&image, "pump-0001", "install"))}));
-    assert_eq!(refusal(&director, &targets(json!({NAME: target(image.clone())})), None), "wrong_hardware");
+    assert_eq!(refusal(&director, &repo(json!({NAME: target(image.clone())})), None), "wrong_hardware");
     // Another product's image for the same hardware.
     let other = "syringe-s2/1.1.0/fw.bin";
     let image = image_custom("1.1.0", "1.0.0");
     let director = targets(json!({other: target(director_custom(&image, "pump-0001", "install"))}));
-    assert_eq!(refusal(&director, &targets(json!({other: target(image)})), None), "wrong_product");
+    assert_eq!(
+        refusal(&director, &repo_for("syringe-s2", json!({other: target(image.clone())})), None),
+        "not_in_image_repository"
+    );
+    // A name that leaves the product's paths, even if a role lists it.
+    let sneaky = "pump-x1/../syringe-s2/1.1.0/fw.bin";
+    let director = targets(json!({sneaky: target(director_custom(&image, "pump-0001", "install"))}));
+    assert_eq!(refusal(&director, &repo(json!({sneaky: target(image)})), None), "invalid_target_name");
 }
 
 #[test]
