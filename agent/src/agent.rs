@@ -248,7 +248,7 @@ impl Agent {
     /// memory, like the time of the last refresh, is forgotten).
     pub fn restart(&mut self) -> Result<(), AgentError> {
         self.state.release();
-        *self = Self::open(&self.state.path().to_path_buf(), Some(self.net.client().clone()), self.tuning)?;
+        *self = Self::open(self.state.path(), Some(self.net.client().clone()), self.tuning)?;
         Ok(())
     }
 

@@ -48,6 +48,10 @@ pub struct AuditFilter {
     pub action_prefix: Option<String>,
     /// Object equals.
     pub object: Option<String>,
+    /// Only entries at or after this time (Unix seconds).
+    pub at_from: Option<i64>,
+    /// Only entries before this time (Unix seconds).
+    pub at_until: Option<i64>,
 }
 
 /// The newest `limit` entries matching `filter`, newest first.
@@ -64,6 +68,12 @@ pub async fn audit_list(db: &impl ConnectionTrait, filter: &AuditFilter, limit: 
     }
     if let Some(object) = &filter.object {
         query = query.filter(audit::Column::Object.eq(object.clone()));
+    }
+    if let Some(from) = filter.at_from {
+        query = query.filter(audit::Column::At.gte(from));
+    }
+    if let Some(until) = filter.at_until {
+        query = query.filter(audit::Column::At.lt(until));
     }
     query.order_by_desc(audit::Column::Id).limit(limit).all(db).await
 }

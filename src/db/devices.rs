@@ -1,9 +1,9 @@
 //! Queries on `devices` and `device_reports`.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, ExprTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use super::entities::device::{self, ActiveModel, Entity, Model};
@@ -191,6 +191,8 @@ pub struct DeviceFilter {
     pub status: Option<String>,
     /// Installed version equals.
     pub installed_version: Option<String>,
+    /// Device id contains this, ignoring ASCII case (a search box).
+    pub id_contains: Option<String>,
 }
 
 fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm::Select<Entity> {
@@ -211,6 +213,11 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
     }
     if let Some(v) = &f.installed_version {
         query = query.filter(device::Column::InstalledVersion.eq(v.clone()));
+    }
+    if let Some(part) = &f.id_contains {
+        // Lowercased on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+        let lowered = Expr::expr(Func::lower(Expr::col(device::Column::DeviceId)));
+        query = query.filter(lowered.like(super::like_pattern("%", &part.to_ascii_lowercase(), "%")));
     }
     query
 }

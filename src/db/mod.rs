@@ -10,9 +10,11 @@ pub mod enrollment;
 pub mod entities;
 pub mod leases;
 pub mod metadata;
+pub mod overview;
 pub mod products;
 pub mod releases;
 pub mod rollouts;
+pub mod timeline;
 pub mod tokens;
 pub mod users;
 

@@ -28,8 +28,26 @@ pub struct AuditQuery {
     pub object: Option<String>,
 }
 
+/// A time range of audit entries; either end optional.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AuditPeriod {
+    /// Entries at or after this (Unix seconds).
+    pub from: Option<i64>,
+    /// Entries before this (Unix seconds).
+    pub until: Option<i64>,
+}
+
 /// A page of audit entries, newest first. The next page is the one `before` the last id.
 pub async fn list_audit(svc: &Services, q: AuditQuery) -> Result<Vec<audit::Model>, ServiceError> {
+    list_audit_in(svc, q, AuditPeriod::default()).await
+}
+
+/// Like [`list_audit`], only entries within `period`.
+pub async fn list_audit_in(
+    svc: &Services,
+    q: AuditQuery,
+    period: AuditPeriod,
+) -> Result<Vec<audit::Model>, ServiceError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ServiceError::invalid("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
@@ -37,7 +55,14 @@ pub async fn list_audit(svc: &Services, q: AuditQuery) -> Result<Vec<audit::Mode
     // Actions are lowercase (`rollout.pause`); lowercasing the prefix makes it match the same
     // way on SQLite (case-blind LIKE) and PostgreSQL.
     let action_prefix = q.action.map(|a| a.to_lowercase());
-    let filter = AuditFilter { before: q.before, actor: q.actor, action_prefix, object: q.object };
+    let filter = AuditFilter {
+        before: q.before,
+        actor: q.actor,
+        action_prefix,
+        object: q.object,
+        at_from: period.from,
+        at_until: period.until,
+    };
     Ok(audit_list(&svc.db, &filter, limit).await?)
 }
 

@@ -134,6 +134,20 @@ pub(super) async fn views(
 
 /// Lists devices matching `q`, one page at a time.
 pub async fn list_devices(svc: &Services, q: DeviceQuery) -> Result<DevicePage, ServiceError> {
+    search_devices(svc, None, q).await
+}
+
+/// Like [`list_devices`], and only devices whose id contains `id_part`, ignoring ASCII case
+/// (the admin UI's search box; an empty part matches every device).
+pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuery) -> Result<DevicePage, ServiceError> {
+    let id_part = id_part.filter(|p| !p.is_empty());
+    let id_chars = |p: &str| p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if id_part.is_some_and(|p| !id_chars(p)) {
+        return Err(ServiceError::invalid(
+            "invalid_device_search",
+            "search for part of a device id: up to 128 of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ServiceError::invalid("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
@@ -149,6 +163,7 @@ pub async fn list_devices(svc: &Services, q: DeviceQuery) -> Result<DevicePage, 
         tag: q.tag.map(|t| crate::domain::ids::Tag::parse(&t).map(|t| t.to_string())).transpose()?,
         status: parse_status(q.status)?,
         installed_version: q.installed_version,
+        id_contains: id_part.map(str::to_owned),
     };
     let (mut rows, total) = match (&q.cohort, &product) {
         (None, _) => {

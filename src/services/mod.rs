@@ -4,6 +4,7 @@
 pub mod assign_device;
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod cohorts;
 pub mod context;
 pub mod device_report;

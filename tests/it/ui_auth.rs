@@ -75,7 +75,8 @@ async fn repeated_failed_sign_ins_slow_down_and_are_audited() {
     let throttled = browser.sign_in("bob", PASSWORD).await;
     assert_eq!(throttled.status, 429, "even the right password waits");
     assert!(throttled.body.contains("Try again in"), "{}", throttled.body);
-    let failures = audit_actions(&app).await.into_iter().filter(|(_, a, o)| a == "user.login_failed" && o == "user:bob");
+    let failures =
+        audit_actions(&app).await.into_iter().filter(|(_, a, o)| a == "user.login_failed" && o == "user:bob");
     assert_eq!(failures.count(), 5);
     // After the wait, the right password works and clears the count.
     app.clock.set_offset(app.clock.offset() + SignedDuration::from_secs(5));

@@ -1,6 +1,169 @@
-//! Admin UI pages: devices (to be written).
+//! Admin UI pages for the fleet: the device list (search by id, the same filters as
+//! `GET /api/v1/devices`, keyset paging), one device with its report history and assignments,
+//! and decommissioning it (admins, after a confirmation page), through the same services as the
+//! API. What the pages show of a device is built in `view`.
 
-use actix_web::web;
+pub(super) mod view;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::pages::{FieldErrors, Layout, NoticeQuery};
+use super::session::{UiError, UiUser, html, urlencode};
+use crate::http::error::ApiError;
+use crate::services::auth::Permission;
+use crate::services::devices::{get_device, search_devices};
+use crate::services::manage_device::decommission_device;
+use crate::services::products::list_products;
+use crate::services::{ServiceError, Services};
+use view::{DeviceFacts, DeviceRow, Filters, field_of};
+
+#[derive(Template)]
+#[template(path = "ui/devices.html")]
+struct DevicesPage {
+    layout: Layout,
+    filters: Filters,
+    products: Vec<String>,
+    errors: FieldErrors,
+    message: Option<String>,
+    rows: Vec<DeviceRow>,
+    total: u64,
+    next_page: Option<String>,
+}
+
+impl DevicesPage {
+    /// A product filter naming no product: offered as typed, so the form keeps it.
+    fn product_unlisted(&self) -> bool {
+        !self.filters.product.is_empty() && !self.products.contains(&self.filters.product)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/device.html")]
+struct DevicePage {
+    layout: Layout,
+    notice: Option<&'static str>,
+    d: DeviceFacts,
+}
+
+#[derive(Template)]
+#[template(path = "ui/device_confirm.html")]
+struct ConfirmPage {
+    layout: Layout,
+    device_id: String,
+    active: bool,
+    message: Option<String>,
+}
+
+/// A form carrying only the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// GET /ui/devices
+pub async fn list(user: UiUser, svc: web::Data<Services>, q: web::Query<Filters>) -> Result<HttpResponse, UiError> {
+    let filters = q.into_inner().trimmed();
+    let products = list_products(&svc).await?.into_iter().map(|p| p.name).collect();
+    let mut page = DevicesPage {
+        layout: Layout::of(&user, "devices"),
+        products,
+        errors: FieldErrors::default(),
+        message: None,
+        rows: Vec::new(),
+        total: 0,
+        next_page: None,
+        filters,
+    };
+    let status = match search_devices(&svc, Some(&page.filters.q), page.filters.query()).await {
+        Ok(found) => {
+            page.next_page = found.next_after.map(|after| page.filters.link(&after));
+            page.total = found.total;
+            page.rows = found.devices.into_iter().map(DeviceRow::from).collect();
+            StatusCode::OK
+        }
+        Err(e) => refusal(e, &mut page.errors, &mut page.message)?,
+    };
+    Ok(html(status, page.render()?))
+}
+
+/// A refused search: its message next to the field it concerns (or as a notice).
+fn refusal(e: ServiceError, errors: &mut FieldErrors, message: &mut Option<String>) -> Result<StatusCode, UiError> {
+    let code = match &e {
+        ServiceError::Invalid { code, .. } | ServiceError::NotFound { code, .. } => *code,
+        _ => return Err(e.into()),
+    };
+    match field_of(code) {
+        Some(field) => errors.add(field, e.to_string()),
+        None => *message = Some(e.to_string()),
+    }
+    Ok(ApiError::status_of(&e))
+}
+
+/// GET /ui/devices/{id}
+pub async fn show(
+    user: UiUser,
+    svc: web::Data<Services>,
+    id: web::Path<String>,
+    q: web::Query<NoticeQuery>,
+) -> Result<HttpResponse, UiError> {
+    let detail = get_device(&svc, &id).await?;
+    let notice = match q.notice.as_str() {
+        "decommissioned" => Some("The device is decommissioned: its token no longer works and it cannot enroll again."),
+        _ => None,
+    };
+    let page = DevicePage { layout: Layout::of(&user, "devices"), notice, d: DeviceFacts::from(detail) };
+    Ok(html(StatusCode::OK, page.render()?))
+}
+
+/// GET /ui/devices/{id}/decommission: what will happen, and the button that does it.
+pub async fn confirm(user: UiUser, svc: web::Data<Services>, id: web::Path<String>) -> Result<HttpResponse, UiError> {
+    user.require(Permission::Admin)?;
+    let detail = get_device(&svc, &id).await?;
+    let active = detail.view.device.status == "active";
+    let message = (!active).then(|| format!("Device {id} is already decommissioned."));
+    let page = ConfirmPage { layout: Layout::of(&user, "devices"), device_id: id.into_inner(), active, message };
+    Ok(html(StatusCode::OK, page.render()?))
+}
+
+/// POST /ui/devices/{id}/decommission
+pub async fn decommission(
+    user: UiUser,
+    svc: web::Data<Services>,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, UiError> {
+    user.may_change(Permission::Admin, &form.csrf)?;
+    match decommission_device(&svc, &user.0.caller(), &id).await {
+        Ok(_) => {
+            let target = format!("/ui/devices/{}?notice=decommissioned", urlencode(&id));
+            Ok(HttpResponse::SeeOther().insert_header((LOCATION, target)).finish())
+        }
+        Err(e @ ServiceError::Conflict { .. }) => {
+            let message = Some(e.to_string());
+            let page = ConfirmPage {
+                layout: Layout::of(&user, "devices"),
+                device_id: id.into_inner(),
+                active: false,
+                message,
+            };
+            Ok(html(StatusCode::CONFLICT, page.render()?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Registers this module's routes under `/ui`.
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/devices").route(web::get().to(list)))
+        .service(web::resource("/devices/{id}").route(web::get().to(show)))
+        .service(
+            web::resource("/devices/{id}/decommission")
+                .route(web::get().to(confirm))
+                .route(web::post().to(decommission)),
+        );
+}

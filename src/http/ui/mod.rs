@@ -4,6 +4,7 @@
 //! change checks the session's CSRF token and the role, and is audited by the service it calls.
 
 pub mod pages;
+pub mod progress;
 pub mod session;
 
 mod audit;

@@ -45,6 +45,21 @@ impl Layout {
     }
 }
 
+/// `?notice=<code>` on a page that is the target of a post/redirect/get.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct NoticeQuery {
+    /// The code.
+    #[serde(default)]
+    pub notice: String,
+}
+
+impl NoticeQuery {
+    /// The sentence `table` gives this code; unknown codes show nothing (never echo the query).
+    pub fn text(&self, table: &[(&str, &'static str)]) -> Option<&'static str> {
+        table.iter().find(|(code, _)| *code == self.notice).map(|(_, text)| *text)
+    }
+}
+
 /// Messages next to form fields, by field name.
 #[derive(Debug, Clone, Default)]
 pub struct FieldErrors(pub BTreeMap<&'static str, String>);

@@ -1,0 +1,361 @@
+//! What the device pages show: the list's filters (kept as typed, turned into the service's
+//! query and into paging links), and devices, reports and assignments as display strings and
+//! status badges. Every badge carries its word; a rejection wears the security style.
+
+use serde::Deserialize;
+
+use crate::http::ui::pages::when;
+use crate::services::devices::{AssignmentView, DeviceDetail, DeviceQuery, DeviceView};
+
+/// A status word and its badge class.
+#[derive(Debug, Clone)]
+pub struct Badge {
+    /// `badge-ok`, `badge-warn`, `badge-bad`, `badge-security` or `badge-muted`.
+    pub class: &'static str,
+    /// The word.
+    pub label: String,
+}
+
+impl Badge {
+    /// An attempt or assignment state (`installed`, `failed`, `rejected`, …).
+    pub fn attempt(state: &str) -> Self {
+        let class = match state {
+            "installed" => "badge-ok",
+            "failed" => "badge-bad",
+            // The device refused what it was sent: a security event, not a flaky install.
+            "rejected" => "badge-security",
+            "downloading" | "installing" | "awaiting_reboot" => "badge-warn",
+            _ => "badge-muted",
+        };
+        Self { class, label: state.replace('_', " ") }
+    }
+
+    /// A device status.
+    pub fn device_status(status: &str) -> Self {
+        let class = if status == "active" { "badge-ok" } else { "badge-muted" };
+        Self { class, label: status.to_owned() }
+    }
+}
+
+/// The device list's search and filters, as typed (`?q=&product=&status=&tag=&cohort=&version=&after=`).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Filters {
+    /// Part of a device id.
+    #[serde(default)]
+    pub q: String,
+    /// Product name.
+    #[serde(default)]
+    pub product: String,
+    /// `active` or `decommissioned`.
+    #[serde(default)]
+    pub status: String,
+    /// A tag.
+    #[serde(default)]
+    pub tag: String,
+    /// A cohort of `product`.
+    #[serde(default)]
+    pub cohort: String,
+    /// Installed version.
+    #[serde(default)]
+    pub version: String,
+    /// Paging cursor: the last device id of the previous page.
+    #[serde(default)]
+    pub after: String,
+}
+
+fn given(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl Filters {
+    /// Without surrounding blanks.
+    pub fn trimmed(self) -> Self {
+        let t = |s: String| s.trim().to_owned();
+        Self {
+            q: t(self.q),
+            product: t(self.product),
+            status: t(self.status),
+            tag: t(self.tag),
+            cohort: t(self.cohort),
+            version: t(self.version),
+            after: t(self.after),
+        }
+    }
+
+    /// The service's query (default page size).
+    pub fn query(&self) -> DeviceQuery {
+        DeviceQuery {
+            product: given(&self.product),
+            cohort: given(&self.cohort),
+            tag: given(&self.tag),
+            status: given(&self.status),
+            installed_version: given(&self.version),
+            limit: None,
+            after: given(&self.after),
+        }
+    }
+
+    /// The link to the page after `after`, with the same filters.
+    pub fn link(&self, after: &str) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        let fields = [
+            ("q", &self.q),
+            ("product", &self.product),
+            ("status", &self.status),
+            ("tag", &self.tag),
+            ("cohort", &self.cohort),
+            ("version", &self.version),
+        ];
+        for (name, value) in fields.into_iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(name, value);
+        }
+        query.append_pair("after", after);
+        format!("/ui/devices?{}", query.finish())
+    }
+
+    /// Whether `status` is one the select offers.
+    pub fn status_is_known(&self) -> bool {
+        matches!(self.status.as_str(), "" | "active" | "decommissioned")
+    }
+}
+
+/// The filter field a refusal of the device search concerns, by the service's error code.
+pub fn field_of(code: &str) -> Option<&'static str> {
+    match code {
+        "invalid_device_search" => Some("q"),
+        "unknown_product" | "invalid_product_name" => Some("product"),
+        "invalid_status" => Some("status"),
+        "invalid_tag" => Some("tag"),
+        "unknown_cohort" | "cohort_needs_product" | "invalid_cohort_name" => Some("cohort"),
+        _ => None,
+    }
+}
+
+fn tags_of(stored: &str) -> String {
+    let tags: Vec<String> = serde_json::from_str(stored).unwrap_or_default();
+    tags.join(", ")
+}
+
+fn seen(at: Option<i64>) -> String {
+    at.map_or_else(|| "never".to_owned(), when)
+}
+
+/// One row of the device list.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    /// Device id.
+    pub id: String,
+    /// Product name.
+    pub product: String,
+    /// Hardware id.
+    pub hardware_id: String,
+    /// Tags, comma-separated.
+    pub tags: String,
+    /// Active or decommissioned.
+    pub status: Badge,
+    /// Installed version, or empty.
+    pub installed: String,
+    /// The last reported attempt's state.
+    pub attempt: Option<Badge>,
+    /// Last report, or "never".
+    pub last_seen: String,
+}
+
+impl From<DeviceView> for DeviceRow {
+    fn from(v: DeviceView) -> Self {
+        let d = v.device;
+        Self {
+            tags: tags_of(&d.tags),
+            status: Badge::device_status(&d.status),
+            installed: d.installed_version.unwrap_or_default(),
+            attempt: d.attempt_state.as_deref().map(Badge::attempt),
+            last_seen: seen(d.last_seen_at),
+            id: d.device_id,
+            product: v.product,
+            hardware_id: d.hardware_id,
+        }
+    }
+}
+
+/// One report in a device's history.
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    /// The device's counter.
+    pub counter: i64,
+    /// When the server received it.
+    pub received: String,
+    /// What the device ran (version and target), or empty.
+    pub installed: String,
+    /// The attempt's state.
+    pub attempt: Option<Badge>,
+    /// The attempt's target and the device's explanation.
+    pub attempt_text: String,
+    /// The director targets version the device had.
+    pub director_version: i64,
+}
+
+/// One of the device's assignments.
+#[derive(Debug, Clone)]
+pub struct AssignmentRow {
+    /// The rollout.
+    pub rollout_id: String,
+    /// 1-based stage.
+    pub stage: i32,
+    /// Version assigned.
+    pub version: String,
+    /// Its state.
+    pub state: Badge,
+    /// When assigned.
+    pub assigned: String,
+    /// When it reached its outcome, or empty.
+    pub outcome_at: String,
+    /// The device's explanation.
+    pub detail: String,
+}
+
+impl From<AssignmentView> for AssignmentRow {
+    fn from(v: AssignmentView) -> Self {
+        let a = v.assignment;
+        Self {
+            state: Badge::attempt(&a.state),
+            stage: a.stage + 1,
+            version: v.version,
+            assigned: when(a.assigned_at),
+            outcome_at: a.final_at.map(when).unwrap_or_default(),
+            detail: a.detail.unwrap_or_default(),
+            rollout_id: a.rollout_id,
+        }
+    }
+}
+
+/// The release the director names for the device now.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    /// Version.
+    pub version: String,
+    /// Target name.
+    pub target: String,
+    /// The rollout that decided it.
+    pub rollout_id: Option<String>,
+    /// `install` or `rollback`.
+    pub action: String,
+}
+
+/// Everything the device page shows.
+#[derive(Debug, Clone)]
+pub struct DeviceFacts {
+    /// Device id.
+    pub id: String,
+    /// Product name.
+    pub product: String,
+    /// Hardware id.
+    pub hardware_id: String,
+    /// Tags, comma-separated (empty: none).
+    pub tags: String,
+    /// TUF keyid of its key.
+    pub keyid: String,
+    /// Active or decommissioned.
+    pub status: Badge,
+    /// Still active (can be decommissioned).
+    pub active: bool,
+    /// When decommissioned, or empty.
+    pub decommissioned: String,
+    /// Installed `(name, version, sha256)`.
+    pub installed: Option<(String, String, String)>,
+    /// The last attempt: state, target name, detail.
+    pub attempt: Option<(Badge, String, String)>,
+    /// Current assignment.
+    pub assigned: Option<Assigned>,
+    /// When enrolled.
+    pub enrolled: String,
+    /// Last report, or "never".
+    pub last_seen: String,
+    /// Counter of the last report, or empty.
+    pub counter: String,
+    /// Director targets version.
+    pub director_version: i64,
+    /// The next enrollment may bring a new key.
+    pub rekey_allowed: bool,
+    /// Newest first.
+    pub reports: Vec<ReportRow>,
+    /// Newest first.
+    pub assignments: Vec<AssignmentRow>,
+}
+
+impl From<DeviceDetail> for DeviceFacts {
+    fn from(detail: DeviceDetail) -> Self {
+        let DeviceView { device: d, product, assigned } = detail.view;
+        let installed = match (d.installed_name, d.installed_version, d.installed_sha256) {
+            (Some(name), Some(version), Some(sha)) => Some((name, version, sha)),
+            _ => None,
+        };
+        let attempt = d.attempt_state.map(|state| {
+            (Badge::attempt(&state), d.attempt_name.unwrap_or_default(), d.attempt_detail.unwrap_or_default())
+        });
+        let assigned = assigned.map(|r| Assigned {
+            version: r.version,
+            target: r.target_name,
+            rollout_id: d.assigned_rollout_id,
+            action: d.assigned_action.unwrap_or_default(),
+        });
+        let reports = detail.reports.into_iter().map(report_row).collect();
+        Self {
+            tags: tags_of(&d.tags),
+            status: Badge::device_status(&d.status),
+            active: d.status == "active",
+            decommissioned: d.decommissioned_at.map(when).unwrap_or_default(),
+            installed,
+            attempt,
+            assigned,
+            enrolled: when(d.enrolled_at),
+            last_seen: seen(d.last_seen_at),
+            counter: d.last_counter.map(|c| c.to_string()).unwrap_or_default(),
+            director_version: d.director_targets_version,
+            rekey_allowed: d.rekey_allowed,
+            reports,
+            assignments: detail.assignments.into_iter().map(AssignmentRow::from).collect(),
+            id: d.device_id,
+            product,
+            hardware_id: d.hardware_id,
+            keyid: d.keyid,
+        }
+    }
+}
+
+fn report_row(r: crate::db::entities::device_report::Model) -> ReportRow {
+    let installed = match (r.installed_version, r.installed_name) {
+        (Some(version), Some(name)) => format!("{version} ({name})"),
+        _ => String::new(),
+    };
+    let attempt_text = match (r.attempt_name, r.attempt_detail) {
+        (Some(name), Some(detail)) => format!("{name}: {detail}"),
+        (Some(name), None) => name,
+        (None, detail) => detail.unwrap_or_default(),
+    };
+    ReportRow {
+        counter: r.counter,
+        received: when(r.received_at),
+        installed,
+        attempt: r.attempt_state.as_deref().map(Badge::attempt),
+        attempt_text,
+        director_version: r.director_targets_version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_links_keep_the_filters_and_encode_them() {
+        let f = Filters { q: "pump 1".into(), tag: "region:eu".into(), after: "old".into(), ..Filters::default() };
+        assert_eq!(f.link("pump-0100"), "/ui/devices?q=pump+1&tag=region%3Aeu&after=pump-0100");
+    }
+
+    #[test]
+    fn rejections_look_like_security_events() {
+        assert_eq!(Badge::attempt("rejected").class, "badge-security");
+        assert_eq!(Badge::attempt("awaiting_reboot").label, "awaiting reboot");
+        assert_eq!(Badge::attempt("failed").class, "badge-bad");
+    }
+}

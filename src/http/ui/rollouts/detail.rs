@@ -1,0 +1,183 @@
+//! What the rollout page shows, in words and numbers ready for its template: the facts, each
+//! stage's figures with a progress bar and a gate verdict, built from the service's
+//! [`RolloutStatus`] (the same figures as `GET /api/v1/rollouts/{id}`).
+
+use super::super::pages::when;
+use crate::domain::rollout::{GateVerdict, RolloutState};
+use crate::services::rollout_status::{RolloutStatus, StageStatus};
+
+pub use super::super::progress::{Segment, bp_percent};
+
+/// A soak or stall time in words.
+pub fn minutes_text(seconds: i64) -> String {
+    let minutes = seconds.max(0) / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, 0) => "none".to_owned(),
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+/// The rollout's plan and gate, as label and value.
+pub fn facts(status: &RolloutStatus) -> Vec<(&'static str, String)> {
+    let r = &status.rollout;
+    vec![
+        (
+            "Stage",
+            match r.started_at {
+                Some(_) => format!("{} of {}", r.current_stage + 1, status.stages.len()),
+                None => format!("not started ({} stages)", status.stages.len()),
+            },
+        ),
+        ("Started", r.started_at.map(when).unwrap_or_else(|| "not yet".into())),
+        ("Current stage since", if r.started_at.is_some() { when(r.stage_started_at) } else { "—".into() }),
+        ("Highest failure rate", bp_percent(u64::try_from(r.max_failure_rate_bp).unwrap_or(0))),
+        ("Final reports to advance", r.min_reports.to_string()),
+        ("Stall time", minutes_text(r.stall_seconds)),
+        ("Advances by itself", if r.auto_advance { "yes".into() } else { "no".into() }),
+        ("Created", format!("{} by {}", when(r.created_at), r.created_by)),
+    ]
+}
+
+/// A badge: its style and its word.
+#[derive(Debug, Clone)]
+pub struct Badge {
+    pub class: &'static str,
+    pub word: String,
+}
+
+/// One row of the stage table.
+#[derive(Debug, Clone)]
+pub struct StageRow {
+    pub number: usize,
+    pub current: bool,
+    pub cohort: String,
+    pub percent: String,
+    pub soak: String,
+    pub eligible: u64,
+    pub assigned: u64,
+    pub installing: u64,
+    pub installed: u64,
+    pub failed: u64,
+    pub rejected: u64,
+    pub stalled: u64,
+    pub segments: Vec<Segment>,
+    /// The bar in words.
+    pub progress_text: String,
+    pub gate_badges: Vec<Badge>,
+    pub gate_text: String,
+}
+
+/// The gate's verdict on a stage in words, with its badges.
+pub fn verdict(v: &GateVerdict, ceiling_bp: u64, min_reports: i64, started: bool) -> (Vec<Badge>, String) {
+    if !started {
+        return (vec![Badge { class: "badge-muted", word: "not started".into() }], "Not open yet.".into());
+    }
+    let mut badges = vec![if v.over_gate {
+        Badge { class: "badge-bad", word: "over gate".into() }
+    } else {
+        Badge { class: "badge-ok", word: "within gate".into() }
+    }];
+    if v.alert {
+        badges.push(Badge { class: "badge-security", word: "rejections".into() });
+    }
+    let reports = if v.enough_reports {
+        format!("enough reports ({} of {min_reports} needed)", v.final_reports)
+    } else {
+        format!("not enough reports yet ({} of {min_reports} needed)", v.final_reports)
+    };
+    let text = format!(
+        "Failure rate {} ({} of {} final reports) against a gate of {}; {reports}.",
+        bp_percent(u64::from(v.failure_rate_bp)),
+        v.failures,
+        v.final_reports,
+        bp_percent(ceiling_bp)
+    );
+    (badges, text)
+}
+
+fn segments(s: &StageStatus, total: u64) -> Vec<Segment> {
+    super::super::progress::segments(&s.counts, total)
+}
+
+/// The table rows of `status`.
+pub fn stage_rows(status: &RolloutStatus) -> Vec<StageRow> {
+    let r = &status.rollout;
+    let draft = r.state == RolloutState::Draft.as_str();
+    let current = usize::try_from(r.current_stage).unwrap_or(0);
+    let ceiling = u64::try_from(r.max_failure_rate_bp).unwrap_or(0);
+    status
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let c = &s.counts;
+            // Devices may have been assigned before their tags changed: never draw past 100 %.
+            let total = s.eligible.max(c.assigned).max(c.installed + c.installing + c.failed + c.rejected);
+            let share = |n: u64| n.saturating_mul(100).checked_div(total).unwrap_or(0);
+            let progress_text = format!(
+                "{} of {total} installed ({} %), {} installing, {} failed, {} rejected",
+                c.installed,
+                share(c.installed),
+                c.installing,
+                c.failed,
+                c.rejected
+            );
+            let started = !draft && (i <= current || c.assigned > 0);
+            let (gate_badges, gate_text) = verdict(&s.verdict, ceiling, r.min_reports, started);
+            StageRow {
+                number: i + 1,
+                current: !draft && i == current,
+                cohort: s.plan.cohort.clone(),
+                percent: bp_percent(u64::from(s.plan.percent.basis_points())),
+                soak: minutes_text(s.plan.soak_seconds),
+                eligible: s.eligible,
+                assigned: c.assigned,
+                installing: c.installing,
+                installed: c.installed,
+                failed: c.failed,
+                rejected: c.rejected,
+                stalled: s.stalled,
+                segments: segments(s, total),
+                progress_text,
+                gate_badges,
+                gate_text,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_rates_read_naturally() {
+        assert_eq!(minutes_text(0), "none");
+        assert_eq!(minutes_text(45 * 60), "45 min");
+        assert_eq!(minutes_text(24 * 3_600), "24 h");
+        assert_eq!(minutes_text(90 * 60), "1 h 30 min");
+        assert_eq!(bp_percent(500), "5.00 %");
+        assert_eq!(bp_percent(1_234), "12.34 %");
+    }
+
+    #[test]
+    fn a_verdict_says_why_in_words() {
+        let v = GateVerdict {
+            final_reports: 10,
+            failures: 2,
+            failure_rate_bp: 2_000,
+            enough_reports: true,
+            over_gate: true,
+            alert: true,
+            reason: Some("x".into()),
+        };
+        let (badges, text) = verdict(&v, 500, 5, true);
+        let words: Vec<&str> = badges.iter().map(|b| b.word.as_str()).collect();
+        assert_eq!(words, ["over gate", "rejections"]);
+        assert!(text.contains("20.00 % (2 of 10 final reports) against a gate of 5.00 %"), "{text}");
+        assert!(text.contains("enough reports (10 of 5 needed)"), "{text}");
+        assert_eq!(verdict(&v, 500, 5, false).0[0].word, "not started");
+    }
+}

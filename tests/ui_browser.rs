@@ -1,0 +1,375 @@
+//! The admin UI in a real browser: headless Chromium driven through ChromeDriver (WebDriver,
+//! with fantoccini), against a real server on a loopback port. An admin runs a release through
+//! a two-stage rollout entirely in the browser; a viewer sees every page and cannot change
+//! anything, not even with a hand-made POST carrying a valid CSRF token. Screenshots of every
+//! page go to `target/ui-screenshots/` (`scripts/ensure-chromium.sh` installs the browser;
+//! `scripts/test.sh` runs it first).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly by design")]
+
+#[path = "it/common.rs"]
+mod common;
+#[path = "it/ui_common.rs"]
+mod ui_common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use patchgate::services::auth::Role;
+use serde_json::{Value, json};
+
+use common::{TestApp, firmware, spawn_app};
+use ui_common::{PASSWORD, make_user};
+
+/// A ChromeDriver process, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+async fn driver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is not installed: run scripts/ensure-chromium.sh (scripts/test.sh does)");
+    // Killed and reaped on drop, whether it starts or not.
+    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+    for _ in 0..100 {
+        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start on port {port}");
+}
+
+/// A browser session against one app, saving numbered screenshots.
+struct Ui {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+    prefix: &'static str,
+    n: usize,
+    _driver: Driver,
+}
+
+impl Ui {
+    async fn open(app: &TestApp, prefix: &'static str, width: u32, height: u32) -> Self {
+        let driver = driver().await;
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": "/usr/bin/chromium",
+                   "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            format!("--window-size={width},{height}")]}),
+        );
+        let c = ClientBuilder::rustls().unwrap().capabilities(caps).connect(&driver.url).await.unwrap();
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Self { c, base: app.base.clone(), shots, prefix, n: 0, _driver: driver }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
+    }
+
+    async fn path(&self) -> String {
+        let url = self.c.current_url().await.unwrap();
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    async fn wait_path(&self, prefix: &str) {
+        for _ in 0..100 {
+            if self.path().await.starts_with(prefix) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never reached {prefix}; at {}: {}", self.path().await, self.source().await);
+    }
+
+    async fn source(&self) -> String {
+        self.c.source().await.unwrap()
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let el = self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        el.clear().await.unwrap();
+        el.send_keys(value).await.unwrap();
+    }
+
+    async fn select(&self, css: &str, value: &str) {
+        self.c.find(Locator::Css(css)).await.unwrap().select_by_value(value).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+    }
+
+    /// Clicks the link or button whose text is `text`.
+    async fn click_text(&self, text: &str) {
+        let xpath = format!("//a[normalize-space()='{text}'] | //button[normalize-space()='{text}']");
+        self.c.find(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("{text}: {e}")).click().await.unwrap();
+    }
+
+    async fn expect(&self, text: &str) {
+        let source = self.source().await;
+        assert!(source.contains(text), "expected {text:?} on {}:\n{source}", self.path().await);
+    }
+
+    async fn shot(&mut self, name: &str) {
+        self.n += 1;
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{}-{:02}-{name}.png", self.prefix, self.n)), png).unwrap();
+    }
+
+    async fn sign_in(&mut self, name: &str) {
+        self.goto("/ui/").await;
+        self.wait_path("/ui/login").await;
+        self.fill("input[name=name]", name).await;
+        self.fill("input[name=password]", PASSWORD).await;
+        self.click("form button[type=submit]").await;
+        self.wait_path("/ui/").await;
+        self.expect(name).await;
+    }
+}
+
+async fn audit(app: &TestApp) -> Vec<(String, String)> {
+    let entries: Vec<Value> = app.get_json("/api/v1/audit?limit=200").await;
+    entries
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_owned(), e["action"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_admin_runs_a_release_through_a_staged_rollout_in_the_browser() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["pump-x1-revA"]).await;
+    make_user(&app, "alice", Role::Admin).await;
+    let mut ui = Ui::open(&app, "admin", 1280, 900).await;
+
+    ui.goto("/ui/").await;
+    ui.wait_path("/ui/login").await;
+    ui.shot("sign-in").await;
+    ui.fill("input[name=name]", "alice").await;
+    ui.fill("input[name=password]", "wrong password!!").await;
+    ui.click("form button[type=submit]").await;
+    ui.expect("Wrong user name or password.").await;
+    ui.sign_in("alice").await;
+    ui.shot("dashboard").await;
+
+    // Upload a release through the form: bad input first, then the real thing.
+    let file = app.dir.path().join("fw.bin");
+    std::fs::write(&file, firmware(3, 256 * 1024)).unwrap();
+    ui.goto("/ui/products").await;
+    ui.shot("products").await;
+    ui.goto("/ui/products/pump-x1").await;
+    ui.fill("#upload-form input[name=version]", "one-point-oh").await;
+    ui.c.find(Locator::Css("#upload-form input[name=file]"))
+        .await
+        .unwrap()
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    ui.click_text("Upload").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ui.expect("field-error").await;
+    ui.expect("value=\"one-point-oh\"").await;
+    ui.shot("upload-bad-version").await;
+    ui.fill("#upload-form input[name=version]", "1.0.0").await;
+    ui.c.find(Locator::Css("#upload-form input[name=file]"))
+        .await
+        .unwrap()
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    ui.click_text("Upload").await;
+    ui.wait_path("/ui/products/pump-x1/releases/1.0.0").await;
+    ui.expect(&common::sha256_hex(&firmware(3, 256 * 1024))).await;
+    ui.shot("release").await;
+
+    // A cohort and an enrollment token.
+    ui.goto("/ui/cohorts").await;
+    ui.select("#cohort-form select[name=product]", "pump-x1").await;
+    ui.fill("#cohort-form input[name=name]", "eu").await;
+    ui.fill("#cohort-form input[name=tags]", "region:eu").await;
+    ui.click_text("Create cohort").await;
+    ui.wait_path("/ui/cohorts/pump-x1/eu").await;
+    ui.shot("cohort").await;
+    ui.goto("/ui/enrollment-tokens").await;
+    ui.select("#token-form select[name=product]", "pump-x1").await;
+    ui.fill("#token-form input[name=tags]", "region:eu").await;
+    ui.fill("#token-form input[name=max_uses]", "10").await;
+    ui.click_text("Create token").await;
+    let token = ui.c.find(Locator::Css("#new-token")).await.unwrap().text().await.unwrap();
+    assert!(token.starts_with("pge_"), "{token}");
+    ui.shot("enrollment-token").await;
+
+    // Two devices enroll with it (the real agent library).
+    for id in ["pump-0001", "pump-0002"] {
+        let dir = app.dir.path().join(id);
+        let (image_root, director_root) = (app.root_v1().await, director_root(&app).await);
+        patchgate_agent::Agent::enroll(
+            patchgate_agent::EnrollOptions {
+                server: app.base.clone(),
+                enrollment_token: token.clone(),
+                device_id: id.into(),
+                product: "pump-x1".into(),
+                hardware_id: "pump-x1-revA".into(),
+                image_root,
+                director_root,
+                state_dir: dir,
+                ca_file: None,
+                allow_dev_keys: true,
+                running_sha256: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    }
+
+    // A two-stage rollout: create, start, pause, resume.
+    ui.goto("/ui/rollouts/new").await;
+    ui.fill("#rollout-form input[name=id]", "r-ui").await;
+    ui.select("#rollout-form select[name=product]", "pump-x1").await;
+    ui.fill("#rollout-form input[name=version]", "1.0.0").await;
+    for (i, percent) in [(1, "50"), (2, "100")] {
+        ui.fill(&format!("#rollout-form input[name=stage{i}_cohort]"), "eu").await;
+        ui.fill(&format!("#rollout-form input[name=stage{i}_percent]"), percent).await;
+        ui.fill(&format!("#rollout-form input[name=stage{i}_soak_minutes]"), "60").await;
+    }
+    ui.fill("#rollout-form input[name=max_failure_rate]", "5").await;
+    ui.fill("#rollout-form input[name=min_reports]", "1").await;
+    ui.fill("#rollout-form input[name=stall_minutes]", "1440").await;
+    ui.shot("rollout-new").await;
+    ui.click_text("Create rollout").await;
+    ui.wait_path("/ui/rollouts/r-ui").await;
+    ui.expect("draft").await;
+    for (button, confirm, state) in [
+        ("Start", "Confirm start", "running"),
+        ("Pause", "Confirm pause", "paused"),
+        ("Resume", "Confirm resume", "running"),
+    ] {
+        ui.click_text(button).await;
+        ui.wait_path(&format!("/ui/rollouts/r-ui/{}", button.to_lowercase())).await;
+        if button == "Pause" {
+            ui.shot("rollout-confirm").await;
+        }
+        ui.click_text(confirm).await;
+        ui.wait_path("/ui/rollouts/r-ui?").await;
+        ui.expect(state).await;
+    }
+    ui.shot("rollout").await;
+    ui.goto("/ui/rollouts").await;
+    ui.shot("rollouts").await;
+    ui.goto("/ui/devices").await;
+    ui.expect("pump-0002").await;
+    ui.shot("devices").await;
+    ui.goto("/ui/devices/pump-0001").await;
+    ui.shot("device").await;
+
+    // The audit log shows every change, by the user's name.
+    ui.goto("/ui/audit").await;
+    for action in [
+        "release.publish",
+        "cohort.create",
+        "enrollment_token.create",
+        "rollout.create",
+        "rollout.start",
+        "rollout.pause",
+        "rollout.resume",
+    ] {
+        ui.expect(action).await;
+    }
+    ui.shot("audit").await;
+    let entries = audit(&app).await;
+    for action in ["release.publish", "cohort.create", "enrollment_token.create", "rollout.create", "rollout.pause"] {
+        assert!(entries.contains(&("user:alice".to_owned(), action.to_owned())), "{action}: {entries:?}");
+    }
+    ui.goto("/ui/").await;
+    ui.shot("dashboard-after").await;
+
+    // Sign out: back to the sign-in page, and the pages need signing in again.
+    ui.click_text("Sign out").await;
+    ui.wait_path("/ui/login").await;
+    ui.goto("/ui/rollouts").await;
+    ui.wait_path("/ui/login").await;
+    ui.c.clone().close().await.unwrap();
+}
+
+async fn director_root(app: &TestApp) -> Vec<u8> {
+    app.client.get(app.url("/director/metadata/1.root.json")).send().await.unwrap().bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn a_viewer_sees_every_page_at_tablet_width_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["pump-x1-revA"]).await;
+    app.publish("pump-x1", "1.0.0", "fw.bin", firmware(4, 4096)).await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/cohorts"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"name": "eu", "product": "pump-x1", "selector": {"tags": ["region:eu"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    make_user(&app, "val", Role::Viewer).await;
+    let mut ui = Ui::open(&app, "viewer", 800, 1100).await;
+    ui.sign_in("val").await;
+    ui.expect("(viewer)").await;
+    for (path, name, change) in [
+        ("/ui/", "dashboard", "Sign out"),
+        ("/ui/products/pump-x1", "product", "upload-form"),
+        ("/ui/products/pump-x1/releases/1.0.0", "release", "upload-form"),
+        ("/ui/cohorts", "cohorts", "cohort-form"),
+        ("/ui/enrollment-tokens", "tokens", "token-form"),
+        ("/ui/rollouts", "rollouts", "/ui/rollouts/new"),
+        ("/ui/devices", "devices", "confirm-form"),
+        ("/ui/audit", "audit", "confirm-form"),
+    ] {
+        ui.goto(path).await;
+        ui.wait_path(path).await;
+        let source = ui.source().await;
+        if change != "Sign out" {
+            assert!(!source.contains(change), "a viewer is offered {change} on {path}");
+        }
+        ui.shot(name).await;
+    }
+    // A hand-made POST with the viewer's valid CSRF token: refused, nothing created.
+    let status =
+        ui.c.execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               const csrf = document.querySelector('input[name=csrf]').value;
+               fetch('/ui/cohorts', {method: 'POST', credentials: 'same-origin',
+                     body: new URLSearchParams({csrf, product: 'pump-x1', name: 'sneaky', tags: 'region:us'})})
+                 .then(r => done(r.status));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(403));
+    let res = app.client.get(app.url("/api/v1/cohorts/pump-x1/sneaky")).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(res.status(), 404, "the viewer's POST created nothing");
+    ui.goto("/ui/rollouts/new").await;
+    ui.expect("403").await;
+    ui.c.clone().close().await.unwrap();
+}
