@@ -127,9 +127,16 @@ impl Ui {
         self.c.find(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("{text}: {e}")).click().await.unwrap();
     }
 
+    /// Waits (up to 10 s: a click may still be loading the next page) for `text` in the page.
     async fn expect(&self, text: &str) {
+        for _ in 0..100 {
+            if self.source().await.contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let source = self.source().await;
-        assert!(source.contains(text), "expected {text:?} on {}:\n{source}", self.path().await);
+        panic!("expected {text:?} on {}:\n{source}", self.path().await);
     }
 
     async fn shot(&mut self, name: &str) {
@@ -188,7 +195,6 @@ async fn an_admin_runs_a_release_through_a_staged_rollout_in_the_browser() {
         .await
         .unwrap();
     ui.click_text("Upload").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     ui.expect("field-error").await;
     ui.expect("value=\"one-point-oh\"").await;
     ui.shot("upload-bad-version").await;
@@ -217,7 +223,7 @@ async fn an_admin_runs_a_release_through_a_staged_rollout_in_the_browser() {
     ui.fill("#token-form input[name=tags]", "region:eu").await;
     ui.fill("#token-form input[name=max_uses]", "10").await;
     ui.click_text("Create token").await;
-    let token = ui.c.find(Locator::Css("#new-token")).await.unwrap().text().await.unwrap();
+    let token = ui.c.wait_for_find(Locator::Css("#new-token")).await.unwrap().text().await.unwrap();
     assert!(token.starts_with("pge_"), "{token}");
     ui.shot("enrollment-token").await;
 

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use crate::config::Config;
 use crate::services::auth::{Caller, Role};
-use crate::services::users::{create_user, list_users, set_user_password, set_user_role};
+use crate::services::users::{create_user, list_users, set_user_password, set_user_role, unlock_user};
 
 /// User commands.
 #[derive(Debug, Subcommand)]
@@ -41,6 +41,12 @@ pub enum UserCommand {
         /// Read the password from the first line of stdin instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Forget a user's failed sign-ins (lift a sign-in slowdown).
+    Unlock {
+        /// User name.
+        #[arg(long)]
+        name: String,
     },
     /// List users.
     List,
@@ -84,6 +90,10 @@ pub async fn run(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
             let password = read_password(password_stdin)?;
             set_user_password(&svc, &actor, &name, &password).await?;
             println!("password of {name} changed; its sessions ended");
+        }
+        UserCommand::Unlock { name } => {
+            unlock_user(&svc, &actor, &name).await?;
+            println!("{name} may sign in again at once");
         }
         UserCommand::List => {
             for user in list_users(&svc).await? {

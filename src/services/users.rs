@@ -93,7 +93,12 @@ pub fn check_password(password: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// At most this many argon2 computations at once (each takes ~19 MiB and a core for a moment):
+/// a burst of sign-ins queues instead of exhausting the server.
+static ARGON2_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 async fn hash_password(password: &str) -> Result<String, ServiceError> {
+    let _permit = ARGON2_PERMITS.acquire().await.map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))?;
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
         Argon2::default()
@@ -106,6 +111,7 @@ async fn hash_password(password: &str) -> Result<String, ServiceError> {
 }
 
 async fn verify_password(password: &str, hash: &str) -> bool {
+    let Ok(_permit) = ARGON2_PERMITS.acquire().await else { return false };
     let (password, hash) = (password.to_owned(), hash.to_owned());
     tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
         .await
@@ -175,6 +181,15 @@ pub async fn set_user_password(svc: &Services, actor: &Caller, name: &str, passw
     audit::record(&svc.db, now, actor, "user.password", &format!("user:{name}"), None, None).await
 }
 
+/// Forgets a user's failed sign-ins (an admin lifting a lockout).
+pub async fn unlock_user(svc: &Services, actor: &Caller, name: &str) -> Result<(), ServiceError> {
+    user_get_by_name(&svc.db, name)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("unknown_user", format!("no user is named {name}")))?;
+    login_failure_clear(&svc.db, name).await?;
+    audit::record(&svc.db, svc.now_secs(), actor, "user.unlock", &format!("user:{name}"), None, None).await
+}
+
 /// Every user.
 pub async fn list_users(svc: &Services) -> Result<Vec<user::Model>, ServiceError> {
     Ok(user_list(&svc.db).await?)
@@ -194,6 +209,11 @@ async fn throttle_wait(svc: &Services, name: &str, now: i64) -> Result<i64, Serv
 /// Wrong names and wrong passwords get the same answer; after [`FREE_FAILURES`] failures within
 /// the window each attempt must wait (a 429 with the seconds to wait), and every failure is audited.
 pub async fn sign_in(svc: &Services, name: &str, password: &str, remote: &str) -> Result<SignedIn, ServiceError> {
+    // A name that cannot exist costs no hash and leaves no row: the form cannot be used to
+    // fill the database or the CPU with made-up names.
+    if check_user_name(name).is_err() {
+        return Err(ServiceError::Unauthenticated { message: "wrong user name or password".into() });
+    }
     let now = svc.now_secs();
     let wait = throttle_wait(svc, name, now).await?;
     if wait > 0 {
@@ -208,10 +228,13 @@ pub async fn sign_in(svc: &Services, name: &str, password: &str, remote: &str) -
             false
         }
     };
+    let known = user.is_some();
     let (Some(user), true) = (user, ok) else {
         login_failure_insert(&svc.db, name, remote, now).await?;
         let anonymous = Caller { name: format!("anonymous@{remote}"), role: Role::Viewer, product: None };
-        audit::record(&svc.db, now, &anonymous, "user.login_failed", &format!("user:{name}"), None, None).await?;
+        // People type passwords into the name field: only an existing account's name is recorded.
+        let object = if known { format!("user:{name}") } else { "user:(unknown)".to_owned() };
+        audit::record(&svc.db, now, &anonymous, "user.login_failed", &object, None, None).await?;
         return Err(ServiceError::Unauthenticated { message: "wrong user name or password".into() });
     };
     login_failure_clear(&svc.db, name).await?;
@@ -248,9 +271,10 @@ fn parse_role(user: &user::Model) -> Result<Role, ServiceError> {
         .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("user {} has role {:?}", user.name, user.role)))
 }
 
-/// The user of the session whose cookie secret is `secret`, if it is still valid (and marks
-/// it used).
-pub async fn session_user(svc: &Services, secret: &str) -> Result<Option<SessionUser>, ServiceError> {
+/// The user of the session whose cookie secret is `secret`, if it is still valid; `activity`
+/// marks it used (a page's automatic refresh is not activity: it must not keep an unattended
+/// session alive).
+pub async fn session_user(svc: &Services, secret: &str, activity: bool) -> Result<Option<SessionUser>, ServiceError> {
     let now = svc.now_secs();
     let Some(session) = session_find_active(&svc.db, &token_hash(secret)).await? else { return Ok(None) };
     if now >= session.expires_at || now - session.last_seen_at >= SESSION_IDLE_SECONDS {
@@ -258,7 +282,7 @@ pub async fn session_user(svc: &Services, secret: &str) -> Result<Option<Session
         return Ok(None);
     }
     let Some(user) = user_get(&svc.db, session.user_id).await? else { return Ok(None) };
-    if now - session.last_seen_at >= TOUCH_EVERY_SECONDS {
+    if activity && now - session.last_seen_at >= TOUCH_EVERY_SECONDS {
         session_touch(&svc.db, session.id, now).await?;
     }
     let role = parse_role(&user)?;

@@ -149,3 +149,45 @@ async fn the_user_command_creates_users_from_stdin() {
     assert_eq!(browser.sign_in("erin", PASSWORD).await.status, 303);
     assert!(browser.get("/ui/").await.body.contains("(publisher)"));
 }
+
+#[tokio::test]
+async fn a_page_refreshing_itself_does_not_keep_an_unattended_session_alive() {
+    let app = spawn_app().await;
+    let mut browser = Browser::signed_in(&app, "gina", Role::Viewer).await;
+    let cookie = format!("pg_session={}", browser.session.clone().unwrap());
+    // No redirects followed: a refresh of a dead session must show as the redirect to sign-in.
+    let client = browser.client.clone();
+    let refresh = || client.get(app.url("/ui/")).header("cookie", &cookie).header("x-live-refresh", "1").send();
+    app.clock.set_offset(app.clock.offset() + SignedDuration::from_mins(20));
+    assert_eq!(refresh().await.unwrap().status(), 200, "20 minutes idle: still signed in");
+    app.clock.set_offset(app.clock.offset() + SignedDuration::from_mins(11));
+    assert_eq!(refresh().await.unwrap().status(), 303, "31 minutes without a person: the refreshes did not count");
+    assert_eq!(browser.get("/ui/").await.status, 303);
+}
+
+#[tokio::test]
+async fn failed_sign_ins_record_only_names_that_exist_and_a_new_sign_in_ends_the_old_session() {
+    let app = spawn_app().await;
+    make_user(&app, "hank", Role::Viewer).await;
+    make_user(&app, "ivy", Role::Admin).await;
+    let mut browser = Browser::new(&app);
+    // A password typed into the name field must not end up in the audit log.
+    assert_eq!(browser.sign_in("correct-horse-battery", "x").await.status, 401);
+    assert_eq!(browser.sign_in("Not A Name!", "x").await.status, 401);
+    let failures: Vec<String> = audit_actions(&app)
+        .await
+        .into_iter()
+        .filter(|(_, a, _)| a == "user.login_failed")
+        .map(|(_, _, object)| object)
+        .collect();
+    assert_eq!(failures, ["user:(unknown)"], "an impossible name is not even recorded");
+
+    assert_eq!(browser.sign_in("hank", PASSWORD).await.status, 303);
+    let hanks = browser.session.clone().unwrap();
+    assert_eq!(browser.sign_in("ivy", PASSWORD).await.status, 303);
+    let mut old = Browser::new(&app);
+    old.session = Some(hanks);
+    assert_eq!(old.get("/ui/").await.status, 303, "signing in as someone else ended the previous session");
+    let page = browser.get("/ui/").await;
+    assert!(page.body.contains("(admin)"));
+}

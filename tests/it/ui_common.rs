@@ -107,10 +107,17 @@ impl Browser {
         self.post(path, &all).await
     }
 
-    /// POST a multipart form (a file upload) with the page's CSRF token.
-    pub async fn upload(&mut self, page_path: &str, path: &str, form: reqwest::multipart::Form) -> Page {
+    /// POST a multipart form (a file upload) as a browser sends it: the page's CSRF token first
+    /// (it leads the form), then the fields `build` adds.
+    pub async fn upload(
+        &mut self,
+        page_path: &str,
+        path: &str,
+        build: impl FnOnce(reqwest::multipart::Form) -> reqwest::multipart::Form,
+    ) -> Page {
         let csrf = self.get(page_path).await.csrf();
-        let req = self.client.post(format!("{}{path}", self.base)).multipart(form.text("csrf", csrf));
+        let form = build(reqwest::multipart::Form::new().text("csrf", csrf));
+        let req = self.client.post(format!("{}{path}", self.base)).multipart(form);
         self.send(req).await
     }
 }

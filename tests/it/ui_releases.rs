@@ -21,9 +21,11 @@ async fn app_with_product() -> TestApp {
     app
 }
 
-fn upload_form(version: &str, notes: &str, file_name: &str, content: Vec<u8>) -> Form {
+/// The upload form's fields after whatever `form` holds already (the CSRF token, in a browser).
+fn upload_form(version: &str, notes: &str, file_name: &str, content: Vec<u8>) -> impl FnOnce(Form) -> Form + use<> {
     let part = Part::bytes(content).file_name(file_name.to_owned());
-    Form::new().text("version", version.to_owned()).text("notes", notes.to_owned()).part("file", part)
+    let (version, notes) = (version.to_owned(), notes.to_owned());
+    move |form: Form| form.text("version", version).text("notes", notes).part("file", part)
 }
 
 /// Posts a multipart form with the browser's session but no CSRF token added.
@@ -120,9 +122,8 @@ async fn ui_publishing_through_the_upload_form_is_signed_and_audited() {
     ] {
         assert!(page.body.contains(expected), "{expected}: {}", page.body);
     }
-    // The CSRF token comes after the file here (Browser::upload appends it).
-    let form = upload_form("1.2.0", "Fixes the flow sensor.", "fw-1.2.0.bin", firmware(3, 5000))
-        .text("rollback_floor", "1.1.0");
+    let fields = upload_form("1.2.0", "Fixes the flow sensor.", "fw-1.2.0.bin", firmware(3, 5000));
+    let form = move |f: Form| fields(f.text("rollback_floor", "1.1.0"));
     let done = publisher.upload("/ui/products/pump-x1", "/ui/products/pump-x1/releases", form).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(done.location.as_deref(), Some("/ui/products/pump-x1/releases/1.2.0?notice=published"));
@@ -160,13 +161,14 @@ async fn ui_upload_refuses_bad_input_next_to_the_field_and_keeps_it() {
     assert!(bad.body.contains("value=\"1.2\"") && bad.body.contains(">my notes</textarea>"), "typed values kept");
 
     let no_file =
-        Form::new().text("version", "1.3.0").text("notes", "").part("file", Part::bytes(Vec::new()).file_name(""));
+        |f: Form| f.text("version", "1.3.0").text("notes", "").part("file", Part::bytes(Vec::new()).file_name(""));
     let page = publisher.upload("/ui/products/pump-x1", path, no_file).await;
     assert_eq!(page.status, 400);
     assert_field_error(&page, "file", "Choose the firmware file");
     assert!(page.body.contains("value=\"1.3.0\""));
 
-    let floor = upload_form("1.3.0", "", "fw.bin", firmware(5, 100)).text("rollback_floor", "2.0.0");
+    let floor_fields = upload_form("1.3.0", "", "fw.bin", firmware(5, 100));
+    let floor = move |f: Form| floor_fields(f.text("rollback_floor", "2.0.0"));
     let page = publisher.upload("/ui/products/pump-x1", path, floor).await;
     assert_eq!(page.status, 400);
     assert_field_error(&page, "rollback_floor", "above the release version");
@@ -197,9 +199,16 @@ async fn ui_upload_without_csrf_or_by_a_viewer_changes_nothing() {
     let app = app_with_product().await;
     let mut publisher = Browser::signed_in(&app, "pat", Role::Publisher).await;
     let path = "/ui/products/pump-x1/releases";
-    assert_eq!(upload_raw(&publisher, path, upload_form("1.0.0", "", "fw.bin", firmware(1, 100))).await, 403);
-    let forged = upload_form("1.0.0", "", "fw.bin", firmware(1, 100)).text("csrf", "forged");
+    assert_eq!(
+        upload_raw(&publisher, path, upload_form("1.0.0", "", "fw.bin", firmware(1, 100))(Form::new())).await,
+        403
+    );
+    let forged = upload_form("1.0.0", "", "fw.bin", firmware(1, 100))(Form::new().text("csrf", "forged"));
     assert_eq!(upload_raw(&publisher, path, forged).await, 403);
+    // Even the publisher's own valid token, if it comes after the file: nothing is stored.
+    let csrf = publisher.get("/ui/products/pump-x1").await.csrf();
+    let late = upload_form("1.0.0", "", "fw.bin", firmware(1, 100))(Form::new()).text("csrf", csrf);
+    assert_eq!(upload_raw(&publisher, path, late).await, 403);
     // A viewer with its own valid token: refused too.
     let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
     let refused =
@@ -207,7 +216,8 @@ async fn ui_upload_without_csrf_or_by_a_viewer_changes_nothing() {
     assert_eq!(refused.status, 403);
     // Not signed in: to the sign-in page.
     let anon = Browser::new(&app);
-    let res = anon.client.post(app.url(path)).multipart(upload_form("1.0.0", "", "fw.bin", firmware(1, 100)));
+    let res =
+        anon.client.post(app.url(path)).multipart(upload_form("1.0.0", "", "fw.bin", firmware(1, 100))(Form::new()));
     assert_eq!(res.send().await.unwrap().status(), 303);
     assert!(releases(&app).await.is_empty());
     assert!(audited(&app, "release.publish").await.is_empty());

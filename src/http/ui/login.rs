@@ -69,9 +69,14 @@ pub async fn submit(
         errors.add("password", "Enter your password.");
     }
     let (status, message) = if errors.is_empty() {
-        let remote = req.connection_info().realip_remote_addr().unwrap_or("unknown").to_owned();
+        // The peer itself, not a client-supplied X-Forwarded-For: this goes to the audit log.
+        let remote = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
         match sign_in(&svc, form.name.trim(), &form.password, &remote).await {
             Ok(signed_in) => {
+                // A browser that was signed in (as anyone) leaves that session behind for good.
+                if let Some(previous) = current_user(&req).await? {
+                    crate::services::users::sign_out(&svc, &previous).await?;
+                }
                 return Ok(HttpResponse::SeeOther()
                     .cookie(session_cookie(&req, &svc, &signed_in.secret))
                     .insert_header((LOCATION, next.to_owned()))

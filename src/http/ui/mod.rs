@@ -24,6 +24,9 @@ use actix_web::{HttpResponse, web};
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Largest urlencoded form: a cohort's members, 100 000 ids of up to 40 characters.
+const MAX_FORM_BYTES: usize = 4 * 1024 * 1024;
+
 const STYLE: &str = include_str!("static/style.css");
 const SCRIPT: &str = include_str!("static/ui.js");
 
@@ -36,8 +39,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .add(("Content-Security-Policy", CSP))
                     .add(("X-Content-Type-Options", "nosniff"))
                     .add(("Referrer-Policy", "same-origin"))
-                    .add(("X-Frame-Options", "DENY")),
+                    .add(("X-Frame-Options", "DENY"))
+                    // Pages hold fleet data: not kept in a shared PC's cache after sign-out.
+                    .add(("Cache-Control", "no-store")),
             )
+            // Big enough for a cohort of 100 000 explicit members; a refused form is a page.
+            .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES).error_handler(|e, _| {
+                actix_web::error::InternalError::from_response(
+                    e.to_string(),
+                    pages::error_page(
+                        actix_web::http::StatusCode::BAD_REQUEST,
+                        &format!("The form could not be read: {e}."),
+                    ),
+                )
+                .into()
+            }))
             .service(
                 web::resource("/static/style.css").route(web::get().to(|| asset(STYLE, "text/css; charset=utf-8"))),
             )

@@ -153,7 +153,8 @@ pub fn session_cookie(req: &HttpRequest, svc: &Services, secret: &str) -> Cookie
 pub async fn current_user(req: &HttpRequest) -> Result<Option<SessionUser>, ServiceError> {
     let Some(svc) = req.app_data::<web::Data<Services>>().cloned() else { return Ok(None) };
     let Some(cookie) = req.cookie(SESSION_COOKIE) else { return Ok(None) };
-    session_user(&svc, cookie.value()).await
+    let activity = !req.headers().contains_key("x-live-refresh");
+    session_user(&svc, cookie.value(), activity).await
 }
 
 impl FromRequest for UiUser {

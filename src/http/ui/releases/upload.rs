@@ -101,9 +101,11 @@ async fn read_file(svc: &Services, user: &UiUser, field: Field, up: &mut Upload)
             return Ok(());
         }
     };
-    // Browsers send the token first (it leads the form): a forged form stores nothing.
-    if !up.csrf.is_empty() {
-        user.check_csrf(&up.csrf)?;
+    // Browsers send the fields in page order and the token leads the form: a file that comes
+    // before a valid token (a forged or hand-made form) is refused before a byte is stored.
+    user.check_csrf(&up.csrf)?;
+    if up.file.is_some() {
+        return Err(UiError::Service(ServiceError::invalid("duplicate_field", "The form has more than one file.")));
     }
     match store_blob(svc, field, svc.config.max_upload_bytes).await {
         Ok(blob) => up.file = Some((file_name, blob)),

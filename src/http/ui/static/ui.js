@@ -1,12 +1,20 @@
 // patchgate admin UI: the only script. Every page works without it; it adds two things:
-// 1. live numbers: elements with data-live are refreshed from the same page every 15 s;
+// 1. live numbers: elements with data-live are refreshed from the same page every 15 s (while
+//    someone uses the page; a refresh does not count as session activity);
 // 2. upload progress: a form with data-upload shows a progress bar while the file is sent.
 "use strict";
 (function () {
+  // A refresh must not keep an unattended session alive: it says so (the server does not count
+  // it as activity), and it stops once nobody has touched the page for 10 minutes.
+  var lastInput = Date.now();
+  ["keydown", "mousedown", "touchstart", "scroll"].forEach(function (type) {
+    window.addEventListener(type, function () { lastInput = Date.now(); }, { passive: true });
+  });
   function refreshLive() {
     var live = document.querySelectorAll("[data-live]");
-    if (!live.length) { return; }
-    fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    if (!live.length || Date.now() - lastInput > 10 * 60 * 1000) { return; }
+    fetch(window.location.href, { credentials: "same-origin", redirect: "error",
+                                  headers: { "Accept": "text/html", "X-Live-Refresh": "1" } })
       .then(function (res) { return res.ok ? res.text() : null; })
       .then(function (text) {
         if (!text) { return; }
