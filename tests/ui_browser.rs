@@ -223,7 +223,7 @@ async fn an_admin_runs_a_release_through_a_staged_rollout_in_the_browser() {
     ui.fill("#token-form input[name=tags]", "region:eu").await;
     ui.fill("#token-form input[name=max_uses]", "10").await;
     ui.click_text("Create token").await;
-    let token = ui.c.wait_for_find(Locator::Css("#new-token")).await.unwrap().text().await.unwrap();
+    let token = ui.c.wait().for_element(Locator::Css("#new-token")).await.unwrap().text().await.unwrap();
     assert!(token.starts_with("pge_"), "{token}");
     ui.shot("enrollment-token").await;
 
