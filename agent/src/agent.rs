@@ -203,9 +203,7 @@ impl Agent {
         let sha256 = sha256.trim().to_ascii_lowercase();
         let image = self.load(Repo::Image).await?;
         let product = &self.config.product;
-        let role =
-            image.targets().signed.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| &r.name == product));
-        let found = role
+        let found = crate::verify::product_role(&image.targets().signed, product)
             .and_then(|r| r.targets.as_ref())
             .and_then(|t| t.signed.targets.iter().find(|(_, target)| hex::encode(&target.hashes.sha256) == sha256));
         let Some((name, target)) = found else {
@@ -213,9 +211,8 @@ impl Agent {
                 "--running-sha256 {sha256} is not an image of product {product} in the image repository"
             )));
         };
-        let custom: patchgate_protocol::TargetCustom =
-            serde_json::from_value(serde_json::to_value(&target.custom).unwrap_or_default())
-                .map_err(|e| AgentError::refused("invalid_image_custom", format!("{}: {e}", name.raw())))?;
+        let custom = crate::verify::target_custom(target)
+            .map_err(|e| AgentError::refused("invalid_image_custom", format!("{}: {e}", name.raw())))?;
         let installed = crate::state::InstalledRecord {
             name: name.raw().to_owned(),
             sha256,

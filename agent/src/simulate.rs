@@ -260,13 +260,13 @@ pub async fn discover_hardware_id(server: &str, image_root: &[u8], product: &str
         .load()
         .await
         .map_err(|e| crate::error::from_tough("image", e))?;
-    let prefix = format!("{product}/");
-    let newest = repo
-        .all_targets()
-        .filter(|(name, _)| name.raw().starts_with(&prefix))
-        .filter_map(|(_, t)| {
-            let custom: patchgate_protocol::TargetCustom =
-                serde_json::from_value(serde_json::to_value(&t.custom).ok()?).ok()?;
+    // Only what the product's own key signed, as the agent would trust it.
+    let role = crate::verify::product_role(&repo.targets().signed, product).and_then(|r| r.targets.as_ref());
+    let newest = role
+        .into_iter()
+        .flat_map(|t| t.signed.targets.values())
+        .filter_map(|t| {
+            let custom = crate::verify::target_custom(t).ok()?;
             Some((semver::Version::parse(&custom.version).ok()?, custom.hardware_ids.into_iter().next()?))
         })
         .max_by(|a, b| a.0.cmp(&b.0));

@@ -156,6 +156,17 @@ fn check_name_shape(name: &TargetName) -> Result<(), Refusal> {
     if plain { Ok(()) } else { Err(refuse("invalid_target_name", format!("{raw:?} is not a plain target path"))) }
 }
 
+/// The role the image repository's top-level targets delegates `product` to (its targets are
+/// signed by that product's key), once tough has loaded it.
+pub fn product_role<'a>(image: &'a Targets, product: &str) -> Option<&'a tough::schema::DelegatedRole> {
+    image.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| r.name == product))
+}
+
+/// The image repository's `custom` of `target`, typed.
+pub fn target_custom(target: &Target) -> Result<patchgate_protocol::TargetCustom, serde_json::Error> {
+    serde_json::from_value(Value::Object(to_map(&target.custom)))
+}
+
 /// The target in the image repository's role for `product` (the role the top-level targets
 /// delegates `{product}/*` to, signed by the product's key), and nowhere else.
 fn find_image_target<'a>(image: &'a Targets, product: &str, name: &TargetName) -> Result<&'a Target, Refusal> {
@@ -165,8 +176,7 @@ fn find_image_target<'a>(image: &'a Targets, product: &str, name: &TargetName) -
             format!("{} is not signed into the image repository by the key of product {product}", name.raw()),
         )
     };
-    let role =
-        image.delegations.as_ref().and_then(|d| d.roles.iter().find(|r| r.name == product)).ok_or_else(missing)?;
+    let role = product_role(image, product).ok_or_else(missing)?;
     // tough does not check that a delegated role lists only paths it was delegated: do it here,
     // with the delegation's own patterns (tough exposes the match through `Delegations` only).
     let only_this_role = tough::schema::Delegations {
