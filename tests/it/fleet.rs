@@ -165,38 +165,10 @@ impl Device {
     }
 }
 
-/// A tough transport that adds a device token (tough's own HTTP transport cannot).
-#[derive(Debug, Clone)]
-pub struct TokenTransport {
-    /// HTTP client.
-    pub client: reqwest::Client,
-    /// Bearer token.
-    pub token: String,
-}
-
-#[tough::async_trait]
-impl tough::Transport for TokenTransport {
-    async fn fetch(&self, url: url::Url) -> Result<tough::TransportStream, tough::TransportError> {
-        use tough::{TransportError, TransportErrorKind};
-        let res = self
-            .client
-            .get(url.clone())
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), e))?;
-        if res.status() == 404 {
-            return Err(TransportError::new(TransportErrorKind::FileNotFound, url.as_str()));
-        }
-        if !res.status().is_success() {
-            return Err(TransportError::new(TransportErrorKind::Other, format!("{url}: {}", res.status())));
-        }
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), e))?;
-        Ok(Box::pin(futures_util::stream::once(async move { Ok(bytes) })))
-    }
+/// The agent's own tough transport (one shared client; with `token`, the device token tough's
+/// `HttpTransport` cannot send) for the server at `base`.
+pub fn agent_transport(base: &str, client: reqwest::Client, token: Option<&str>) -> patchgate_agent::net::TufTransport {
+    patchgate_agent::net::Net::new(base, client).unwrap().transport(token.map(str::to_owned))
 }
 
 /// Loads the device's director repository with tough, from the director's root v1.
@@ -210,7 +182,7 @@ pub async fn tough_director(
     // The director serves no targets: devices download from the image repository.
     let targets = url::Url::parse(&app.url("/repo/targets/")).unwrap();
     tough::RepositoryLoader::new(&root.to_vec(), metadata, targets)
-        .transport(TokenTransport { client: app.client.clone(), token: device.token.clone() })
+        .transport(agent_transport(&app.base, app.client.clone(), Some(&device.token)))
         .datastore(datastore)
         .load()
         .await

@@ -15,7 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{App, HttpRequest, HttpResponse, HttpResponseBuilder, HttpServer, web};
 
-use crate::fleet::TokenTransport;
+use crate::fleet::agent_transport;
 
 /// A transform: (request path, full upstream body) → the body to serve instead.
 pub type TransformFn = dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync;
@@ -55,26 +55,6 @@ struct State {
     rules: Vec<Rule>,
     /// `METHOD /path` of every request received.
     log: Vec<String>,
-}
-
-/// A tough transport over one reqwest client, without credentials.
-#[derive(Debug, Clone)]
-struct PlainTransport(reqwest::Client);
-
-#[tough::async_trait]
-impl tough::Transport for PlainTransport {
-    async fn fetch(&self, url: url::Url) -> Result<tough::TransportStream, tough::TransportError> {
-        use tough::{TransportError, TransportErrorKind};
-        let failed = |e: reqwest::Error| TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), e);
-        let res = self.0.get(url.clone()).send().await.map_err(failed)?;
-        match res.status().as_u16() {
-            404 => return Err(TransportError::new(TransportErrorKind::FileNotFound, url.as_str())),
-            200..=299 => {}
-            status => return Err(TransportError::new(TransportErrorKind::Other, format!("{url}: {status}"))),
-        }
-        let bytes = res.bytes().await.map_err(failed)?;
-        Ok(Box::pin(futures_util::stream::once(async move { Ok(bytes) })))
-    }
 }
 
 /// What each worker's handler needs.
@@ -166,7 +146,7 @@ impl Mirror {
         // tough's own `HttpTransport` costs ~0.1 s per file here (a new HTTP client each time);
         // one shared client keeps refusal tests fast and fetches the same URLs.
         tough::RepositoryLoader::new(&root.to_vec(), metadata, targets)
-            .transport(PlainTransport(reqwest::Client::new()))
+            .transport(agent_transport(&self.base, reqwest::Client::new(), None))
             .datastore(datastore)
             .load()
             .await
@@ -183,7 +163,7 @@ impl Mirror {
     ) -> Result<tough::Repository, tough::error::Error> {
         let metadata = url::Url::parse(&self.url(&format!("/director/{device_id}/metadata/"))).unwrap();
         let targets = url::Url::parse(&self.url("/repo/targets/")).unwrap();
-        let transport = TokenTransport { client: reqwest::Client::new(), token: token.to_owned() };
+        let transport = agent_transport(&self.base, reqwest::Client::new(), Some(token));
         tough::RepositoryLoader::new(&root.to_vec(), metadata, targets)
             .transport(transport)
             .datastore(datastore)
