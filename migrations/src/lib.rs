@@ -10,6 +10,11 @@ mod m20261124_000001_init;
 mod m20261124_000002_devices;
 mod m20261124_000003_users;
 
+/// The surrogate key every table has: a 64-bit auto-increment `id` (same on SQLite and PostgreSQL).
+pub(crate) fn id_col<T: IntoIden>(col: T) -> ColumnDef {
+    ColumnDef::new(col).big_integer().not_null().auto_increment().primary_key().to_owned()
+}
+
 /// The migrator the server runs at start-up.
 pub struct Migrator;
 

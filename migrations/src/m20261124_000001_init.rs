@@ -3,6 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::id_col;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -95,7 +97,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Products::Table)
-                    .col(ColumnDef::new(Products::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(id_col(Products::Id))
                     .col(ColumnDef::new(Products::Name).string().not_null().unique_key())
                     .col(ColumnDef::new(Products::HardwareIds).text().not_null())
                     .col(ColumnDef::new(Products::SigningMode).string().not_null())
@@ -109,7 +111,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Releases::Table)
-                    .col(ColumnDef::new(Releases::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(id_col(Releases::Id))
                     .col(ColumnDef::new(Releases::ProductId).big_integer().not_null())
                     .col(ColumnDef::new(Releases::Version).string().not_null())
                     .col(ColumnDef::new(Releases::TargetName).string().not_null().unique_key())
@@ -144,7 +146,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Metadata::Table)
-                    .col(ColumnDef::new(Metadata::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(id_col(Metadata::Id))
                     .col(ColumnDef::new(Metadata::Repo).string().not_null())
                     .col(ColumnDef::new(Metadata::Role).string().not_null())
                     .col(ColumnDef::new(Metadata::Version).big_integer().not_null())
@@ -171,7 +173,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ApiTokens::Table)
-                    .col(ColumnDef::new(ApiTokens::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(id_col(ApiTokens::Id))
                     .col(ColumnDef::new(ApiTokens::Name).string().not_null())
                     .col(ColumnDef::new(ApiTokens::Role).string().not_null())
                     .col(ColumnDef::new(ApiTokens::Product).string().null())
@@ -186,7 +188,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(AuditLog::Table)
-                    .col(ColumnDef::new(AuditLog::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(id_col(AuditLog::Id))
                     .col(ColumnDef::new(AuditLog::At).big_integer().not_null())
                     .col(ColumnDef::new(AuditLog::Actor).string().not_null())
                     .col(ColumnDef::new(AuditLog::Action).string().not_null())

@@ -3,6 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::id_col;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -153,10 +155,6 @@ enum Assignments {
     AssignedAt,
     UpdatedAt,
     FinalAt,
-}
-
-fn id_col<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).big_integer().not_null().auto_increment().primary_key().to_owned()
 }
 
 fn index(name: &str, table: impl IntoIden, cols: Vec<DynIden>, unique: bool) -> IndexCreateStatement {

@@ -3,6 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::id_col;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -37,10 +39,6 @@ enum LoginFailures {
     Name,
     Remote,
     At,
-}
-
-fn id_col<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).big_integer().not_null().auto_increment().primary_key().to_owned()
 }
 
 #[async_trait::async_trait]
