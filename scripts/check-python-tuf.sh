@@ -87,19 +87,7 @@ else
 fi
 [[ -x "$BIN" ]] || die "binary $BIN exists after the build"
 
-tuf_ok() {
-    [[ -x "$VENV/bin/python" ]] &&
-        "$VENV/bin/python" -c 'import sys, tuf, tuf.ngclient; sys.exit(0 if tuf.__version__.split(".")[0] == "7" else 1)' \
-            >/dev/null 2>&1
-}
-if ! tuf_ok; then
-    # A half-made or stale venv is rebuilt from scratch.
-    rm -rf -- "$VENV"
-    "$PYTHON" -m venv "$VENV" || die "create venv $VENV with $PYTHON"
-    PIP_NO_INPUT=1 timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        'tuf>=7,<8' || die "pip install 'tuf>=7,<8' into $VENV"
-fi
-tuf_ok || die "python-tuf 7.x importable from $VENV"
+bash "$ROOT_DIR/scripts/ensure-pytuf.sh" || die "scripts/ensure-pytuf.sh (python-tuf 7.x in $VENV)"
 TUF_VERSION="$("$VENV/bin/python" -c 'import tuf; print(tuf.__version__)')"
 pass "python-tuf $TUF_VERSION in ${VENV#"$ROOT_DIR"/}"
 

@@ -17,14 +17,7 @@ use crate::tuf::keydir::{self, KeySet};
 
 /// Whether any key of the set is a public development key.
 pub fn uses_dev_keys(keys: &KeySet) -> bool {
-    let mut all = keys.image_root.iter().chain([
-        &keys.image_targets,
-        &keys.image_snapshot,
-        &keys.image_timestamp,
-        &keys.director_root,
-        &keys.director,
-    ]);
-    all.any(|k| is_dev_key(k.keyid()))
+    keys.all().any(|k| is_dev_key(k.keyid()))
 }
 
 /// Refuses keys that are not the ones the stored roots trust (clients would reject everything
@@ -68,7 +61,15 @@ pub async fn build_services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Re
     let db = crate::db::connect(&config.database_url()).await?;
     let dev_keys = uses_dev_keys(&keys) || check_keys_against_roots(&db, &keys, &config).await?;
     let store = BlobStore::open(config.store_url.as_deref(), &config.data_dir.join("objects"))?;
-    Ok(Services { db, store, keys: Arc::new(keys), clock, config: Arc::new(config), dev_keys })
+    Ok(Services {
+        db,
+        store,
+        keys: Arc::new(keys),
+        clock,
+        config: Arc::new(config),
+        dev_keys,
+        late_keys: Arc::default(),
+    })
 }
 
 /// Server-signed products whose key this instance cannot use: publishing to them fails, and
@@ -91,6 +92,28 @@ async fn warn_about_product_keys(svc: &Services) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// In production the running server holds only online keys (DESIGN.md §1): a root or
+/// top-level targets key it can read would let whoever takes the server sign anything.
+fn refuse_offline_keys(svc: &Services) -> anyhow::Result<()> {
+    let readable: Vec<String> = svc
+        .keys
+        .offline_keys()
+        .into_iter()
+        .filter(|(_, k)| !is_dev_key(k.keyid()))
+        .map(|(file, k)| format!("{file} (key {})", k.keyid()))
+        .collect();
+    if !readable.is_empty() {
+        bail!(
+            "refusing to start: this server can read offline keys in {}: {}. In production the server holds only \
+             online/ (snapshot, timestamp, director); keep offline/ on the key holders' machines and change roots and \
+             delegations by key ceremony (`patchgate repo prepare|sign|submit`, README \"Key ceremony\")",
+            svc.config.keys_dir.display(),
+            readable.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     server: actix_web::dev::Server,
@@ -103,6 +126,7 @@ impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let listen = config.listen;
         let svc = build_services(config, clock).await?;
+        refuse_offline_keys(&svc)?;
         if svc.dev_keys {
             tracing::warn!(
                 "RUNNING ON THE PUBLIC DEVELOPMENT KEYS (keys-example/), or a root that trusts them: anyone can sign \

@@ -8,6 +8,17 @@
 //! `custom` (the director adds only `device_id`, `rollout_id`, `action`), for this product and
 //! hardware; and the version rules forbid unmarked downgrades and anything below the installed
 //! release's `rollback_floor`. Must not do I/O.
+//!
+//! The product's security floor is the highest `custom.rollback_floor` of any release the
+//! product's delegated role lists (under its own delegated paths): publishing a release with a
+//! higher floor raises it for every device, installed or not, so a target below it is refused
+//! whatever the director's `action`, even on a device that never installed that release.
+//!
+//! Refusal codes (stable; sent in the `rejected` report's detail): `director_delegations`,
+//! `director_target_count`, `invalid_director_custom`, `wrong_device`, `invalid_target_name`,
+//! `not_in_image_repository`, `image_mismatch`, `custom_mismatch`, `invalid_image_custom`,
+//! `wrong_hardware`, `wrong_product`, `below_security_floor`, `below_rollback_floor`,
+//! `unmarked_downgrade`.
 
 use std::collections::HashMap;
 
@@ -129,6 +140,14 @@ pub fn decide(
     }
     let version = parse_version("version", &custom.version)?;
     let floor = parse_version("rollback_floor", &custom.rollback_floor)?;
+    if let Some((security_floor, set_by)) = security_floor(image, me.product)
+        && version < security_floor
+    {
+        return Err(refuse(
+            "below_security_floor",
+            format!("{version} is below the security floor {security_floor} set by {set_by}"),
+        ));
+    }
     if let Some(installed) = installed {
         check_version_rules(&version, fields.action, installed)?;
     }
@@ -177,10 +196,18 @@ fn find_image_target<'a>(image: &'a Targets, product: &str, name: &TargetName) -
         )
     };
     let role = product_role(image, product).ok_or_else(missing)?;
-    // tough does not check that a delegated role lists only paths it was delegated: do it here,
-    // with the delegation's own patterns (tough exposes the match through `Delegations` only).
-    let only_this_role = tough::schema::Delegations {
-        keys: std::collections::HashMap::new(),
+    if !only_this_role(role).target_is_delegated(name) {
+        return Err(missing());
+    }
+    role.targets.as_ref().and_then(|t| t.signed.targets.get(name)).ok_or_else(missing)
+}
+
+/// `role`'s delegation alone, without its targets. tough does not check that a delegated role
+/// lists only paths it was delegated: callers do, with the delegation's own patterns (tough
+/// exposes the match through `Delegations` only).
+fn only_this_role(role: &tough::schema::DelegatedRole) -> tough::schema::Delegations {
+    tough::schema::Delegations {
+        keys: HashMap::new(),
         roles: vec![tough::schema::DelegatedRole {
             name: role.name.clone(),
             keyids: role.keyids.clone(),
@@ -189,11 +216,34 @@ fn find_image_target<'a>(image: &'a Targets, product: &str, name: &TargetName) -
             terminating: role.terminating,
             targets: None,
         }],
-    };
-    if !only_this_role.target_is_delegated(name) {
-        return Err(missing());
     }
-    role.targets.as_ref().and_then(|t| t.signed.targets.get(name)).ok_or_else(missing)
+}
+
+/// The product's security floor: the highest `custom.rollback_floor` among the targets the
+/// image repository's role for `product` lists under its own delegated paths, and the name of
+/// the release that set it (of several with that floor, the lowest version, then the first
+/// name). Entries whose `custom` or floor does not parse are skipped; `None` if no entry counts.
+fn security_floor(image: &Targets, product: &str) -> Option<(Version, String)> {
+    let role = product_role(image, product)?;
+    let delegation = only_this_role(role);
+    let listed = &role.targets.as_ref()?.signed.targets;
+    listed
+        .iter()
+        .filter(|(name, _)| delegation.target_is_delegated(name))
+        .filter_map(|(name, target)| {
+            let custom = target_custom(target).ok()?;
+            let floor = Version::parse(&custom.rollback_floor).ok()?;
+            Some((floor, Version::parse(&custom.version).ok(), name.raw()))
+        })
+        // Highest floor; among equal floors the lowest release version (an unparseable one
+        // last), then the first name, so the message does not depend on map order.
+        .min_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| a.1.is_none().cmp(&b.1.is_none()))
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(b.2))
+        })
+        .map(|(floor, _, name)| (floor, name.to_owned()))
 }
 
 fn check_same_bytes(name: &str, director: &Target, image: &Target) -> Result<(), Refusal> {

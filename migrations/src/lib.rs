@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_init;
 mod m20261124_000002_devices;
 mod m20261124_000003_users;
+mod m20261124_000004_split_trust;
 
 /// The surrogate key every table has: a 64-bit auto-increment `id` (same on SQLite and PostgreSQL).
 pub(crate) fn id_col<T: IntoIden>(col: T) -> ColumnDef {
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_init::Migration),
             Box::new(m20261124_000002_devices::Migration),
             Box::new(m20261124_000003_users::Migration),
+            Box::new(m20261124_000004_split_trust::Migration),
         ]
     }
 }

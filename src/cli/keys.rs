@@ -1,19 +1,26 @@
-//! `patchgate keys generate`.
+//! `patchgate keys generate|new|show`: key files are made and read locally, never sent anywhere.
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Subcommand;
 
 use crate::tuf::keydir;
+use crate::tuf::keys::Signer;
 
 /// Key commands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Generate a complete key set (PKCS#8 PEM ed25519, mode 0600).
+    /// Generate a complete key set (PKCS#8 PEM ed25519, mode 0600), or with --product one
+    /// product key for the manufacturer's CI.
     Generate {
-        /// Directory to write (`offline/` and `online/` inside).
+        /// Directory to write (`offline/` and `online/` inside); with --product, the key file
+        /// (default `PRODUCT.pem`).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
+        /// Generate only the key of this product (kept by the manufacturer, never uploaded).
+        #[arg(long)]
+        product: Option<String>,
         /// Number of image root keys.
         #[arg(long, default_value_t = 2)]
         root_keys: usize,
@@ -21,24 +28,71 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 2)]
         root_threshold: u64,
     },
+    /// Generate one key (a root key holder's, or the next online key of a rotation).
+    New {
+        /// The key file to write (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a key file's TUF key id and public key (hex), which ceremonies and product
+    /// creation take.
+    Show {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+fn print_key(path: &std::path::Path, key: &Signer) {
+    println!("key file:   {}", path.display());
+    println!("keyid:      {}", key.keyid());
+    println!("public_key: {}", hex::encode(key.public_bytes()));
 }
 
 /// Runs a key command.
 pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Generate { out, root_keys, root_threshold } => {
+        KeysCommand::Generate { out, product: Some(product), .. } => {
+            crate::domain::names::ProductName::parse(&product)?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{product}.pem")));
+            let key = Signer::generate();
+            key.write(&out)?;
+            print_key(&out, &key);
+            println!(
+                "keep it in your CI's secret store; create the product with `patchgate product create --key {}`",
+                out.display()
+            );
+            Ok(())
+        }
+        KeysCommand::Generate { out, product: None, root_keys, root_threshold } => {
+            let out = out.context("--out DIR is required")?;
             let set = keydir::generate(&out, root_keys, root_threshold)?;
             println!("wrote a key set to {}", out.display());
             for (i, k) in set.image_root.iter().enumerate() {
                 println!("  offline/image-root-{}.pem     {}", i + 1, k.keyid());
             }
-            println!("  offline/image-targets.pem    {}", set.image_targets.keyid());
-            println!("  offline/director-root.pem    {}", set.director_root.keyid());
+            for (file, key) in [("image-targets.pem", &set.image_targets), ("director-root.pem", &set.director_root)] {
+                if let Some(key) = key {
+                    println!("  offline/{file:<21}{}", key.keyid());
+                }
+            }
             println!("  online/image-snapshot.pem    {}", set.image_snapshot.keyid());
             println!("  online/image-timestamp.pem   {}", set.image_timestamp.keyid());
             println!("  online/director.pem          {}", set.director.keyid());
             println!("image root threshold: {root_threshold} of {root_keys}");
-            println!("keep offline/ on offline media; the server needs only online/ in production");
+            println!(
+                "after `patchgate repo init`, move offline/ to the key holders: the server refuses to start while it can read it"
+            );
+            Ok(())
+        }
+        KeysCommand::New { out } => {
+            let key = Signer::generate();
+            key.write(&out)?;
+            print_key(&out, &key);
+            Ok(())
+        }
+        KeysCommand::Show { file } => {
+            let key = Signer::load(&file)?;
+            print_key(&file, &key);
             Ok(())
         }
     }

@@ -1,7 +1,10 @@
 //! The `patchgate` command line. Every command that touches local state reads the same
-//! configuration as `serve`.
+//! configuration as `serve`; commands that talk to a running server (`release`, `rollout`,
+//! `product`, `repo prepare|submit`) reach it through [`Remote`], and `repo sign` needs neither.
 
+pub mod ceremony;
 pub mod keys;
+pub mod product;
 pub mod publish;
 pub mod repo;
 pub mod rollout;
@@ -11,7 +14,8 @@ pub mod user;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -36,7 +40,8 @@ pub enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Repository metadata: initialise, export and rotate roots.
+    /// Repository metadata: initialise, export and rotate roots locally; prepare, sign and
+    /// submit key ceremonies.
     #[command(subcommand)]
     Repo(repo::RepoCommand),
     /// API tokens.
@@ -45,7 +50,10 @@ pub enum Command {
     /// Users of the admin UI.
     #[command(subcommand)]
     User(user::UserCommand),
-    /// Releases (talks to a running server).
+    /// Products and their manufacturer-held keys (talks to a running server).
+    #[command(subcommand)]
+    Product(product::ProductCommand),
+    /// Releases: publish, yank, approve (talks to a running server).
     #[command(subcommand)]
     Release(publish::ReleaseCommand),
     /// Rollouts: create, steer and watch them (talks to a running server).
@@ -57,6 +65,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Product(cmd) => product::run(cmd).await,
         Command::Release(cmd) => publish::run(cmd).await,
         Command::Rollout(cmd) => rollout::run(cmd).await,
         Command::Serve => {
@@ -65,7 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             Ok(())
         }
-        Command::Repo(cmd) => repo::run(load_config(cli.config.as_deref())?, cmd).await,
+        Command::Repo(cmd) => repo::run(cli.config.as_deref(), cmd).await,
         Command::Token(cmd) => token::run(load_config(cli.config.as_deref())?, cmd).await,
         Command::User(cmd) => user::run(load_config(cli.config.as_deref())?, cmd).await,
     }
@@ -80,4 +89,119 @@ fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
 /// Services for a command that works on local state.
 pub async fn local_services(config: Config) -> anyhow::Result<crate::services::Services> {
     crate::startup::build_services(config, Arc::new(SystemClock)).await
+}
+
+/// Where the server is and who is asking, for commands that need a token.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Server URL, e.g. http://127.0.0.1:8080 (or PATCHGATE_SERVER).
+    #[arg(long, env = "PATCHGATE_SERVER")]
+    pub server: String,
+    /// An API token with the role the command needs (or PATCHGATE_TOKEN).
+    #[arg(long, env = "PATCHGATE_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl ServerArgs {
+    /// A client for this server with this token.
+    pub fn remote(&self) -> anyhow::Result<Remote> {
+        Remote::new(&self.server, Some(&self.token))
+    }
+}
+
+/// The server's refusal of a request: its HTTP status and `{"error", "message"}` body.
+#[derive(Debug, thiserror::Error)]
+#[error("the server refused ({status}, {code}): {message}")]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: reqwest::StatusCode,
+    /// The stable `snake_case` error code.
+    pub code: String,
+    /// The human message.
+    pub message: String,
+}
+
+/// Whether `err` is the server's refusal with error code `code`.
+pub fn is_refusal(err: &anyhow::Error, code: &str) -> bool {
+    err.chain().filter_map(|e| e.downcast_ref::<Refusal>()).any(|r| r.code == code)
+}
+
+/// A running patchgate server, reached over HTTP.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    base: url::Url,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Remote {
+    /// A client for `server` (a base URL), sending `token` as a bearer token when given.
+    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let base = url::Url::parse(server.trim_end_matches('/'))
+            .with_context(|| format!("--server {server:?} is not a URL"))?;
+        if base.cannot_be_a_base() {
+            anyhow::bail!("--server {server:?} cannot take a path");
+        }
+        Ok(Self { base, token: token.map(str::to_owned), client: reqwest::Client::new() })
+    }
+
+    /// The URL of `segments` under the server's base, each segment percent-encoded.
+    pub fn url(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// A request to `/api/v1/{segments…}`, with the token when there is one.
+    pub fn api(&self, method: reqwest::Method, segments: &[&str]) -> reqwest::RequestBuilder {
+        let mut path = vec!["api", "v1"];
+        path.extend_from_slice(segments);
+        let request = self.client.request(method, self.url(&path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// A plain GET of a path outside the API (public TUF metadata).
+    pub fn get_public(&self, segments: &[&str]) -> reqwest::RequestBuilder {
+        self.client.get(self.url(segments))
+    }
+
+    /// Sends `request` and returns the answer's bytes; a non-success answer becomes a
+    /// [`Refusal`] (or an error quoting the body when it is not the server's error JSON).
+    pub async fn send_bytes(&self, request: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
+        Ok(self.send(request).await?.1)
+    }
+
+    /// [`Remote::send_bytes`], with the success status (`201 Created` or `200 OK`).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(reqwest::StatusCode, bytes::Bytes)> {
+        let request = request.build().context("building the request")?;
+        let url = request.url().clone();
+        let response = self.client.execute(request).await.with_context(|| format!("sending to {url}"))?;
+        let status = response.status();
+        let body = response.bytes().await.with_context(|| format!("reading the answer from {url}"))?;
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        let refusal = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| {
+            Some(Refusal {
+                status,
+                code: v.get("error")?.as_str()?.to_owned(),
+                message: v.get("message")?.as_str()?.to_owned(),
+            })
+        });
+        match refusal {
+            Some(refusal) => Err(refusal.into()),
+            None => anyhow::bail!("{url} answered {status}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// [`Remote::send_bytes`], then parses the answer as JSON.
+    pub async fn send_json(&self, request: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        let body = self.send_bytes(request).await?;
+        serde_json::from_slice(&body).context("the server's answer is not JSON")
+    }
 }

@@ -1,10 +1,13 @@
-//! `patchgate repo init|export-root|rotate-root`.
+//! `patchgate repo init|export-root|rotate-root` (local: they read the configuration and open the
+//! database and key directory) and `repo prepare|sign|submit` (ceremonies, see
+//! [`super::ceremony`]: they read no configuration, so `sign` works on a machine with none).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Subcommand;
 
+use super::ceremony;
 use crate::config::Config;
 use crate::services::auth::Caller;
 use crate::services::init_repo::init_repositories;
@@ -14,6 +17,20 @@ use crate::tuf::keydir;
 /// Repository commands.
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
+    /// Commands on this machine's configuration, database and key directory.
+    #[command(flatten)]
+    Local(LocalRepoCommand),
+    /// Ask a running server for the unsigned next root or top-level targets (admin token).
+    Prepare(ceremony::PrepareArgs),
+    /// Sign a prepared metadata file with your key, offline (no server or configuration needed).
+    Sign(ceremony::SignArgs),
+    /// Upload signed metadata from a ceremony to a running server (admin token).
+    Submit(ceremony::SubmitArgs),
+}
+
+/// Repository commands on local state.
+#[derive(Debug, Subcommand)]
+pub enum LocalRepoCommand {
     /// Sign root 1 and the first targets, snapshot and timestamp, and the director's root.
     Init,
     /// Write the newest root of a repository (for device provisioning).
@@ -37,12 +54,22 @@ pub enum RepoCommand {
     },
 }
 
-/// Runs a repository command.
-pub async fn run(config: Config, cmd: RepoCommand) -> anyhow::Result<()> {
+/// Runs a repository command; only local commands load the configuration (`config_file`).
+pub async fn run(config_file: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
+    match cmd {
+        RepoCommand::Local(cmd) => run_local(super::load_config(config_file)?, cmd).await,
+        RepoCommand::Prepare(args) => ceremony::prepare(args).await,
+        RepoCommand::Sign(args) => ceremony::sign(args).await,
+        RepoCommand::Submit(args) => ceremony::submit(args).await,
+    }
+}
+
+/// Runs a local repository command.
+async fn run_local(config: Config, cmd: LocalRepoCommand) -> anyhow::Result<()> {
     let keys_dir = config.keys_dir.clone();
     let svc = super::local_services(config).await?;
     match cmd {
-        RepoCommand::Init => {
+        LocalRepoCommand::Init => {
             let outcome = init_repositories(&svc, &Caller::operator()).await?;
             println!(
                 "image repository: {}; director root: {}",
@@ -50,14 +77,14 @@ pub async fn run(config: Config, cmd: RepoCommand) -> anyhow::Result<()> {
                 if outcome.director_created { "initialised" } else { "already initialised" }
             );
         }
-        RepoCommand::ExportRoot { repo, out } => {
+        LocalRepoCommand::ExportRoot { repo, out } => {
             let root = export_root(&svc, &repo).await?;
             std::fs::write(&out, &root.bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {repo} root version {} to {}", root.version, out.display());
             println!("sha256: {}", root.sha256);
             println!("root keyids: {}", root.root_keyids.join(", "));
         }
-        RepoCommand::RotateRoot { root_keys, root_threshold } => {
+        LocalRepoCommand::RotateRoot { root_keys, root_threshold } => {
             let old = svc.keys.image_root.clone();
             let current = u64::try_from(export_root(&svc, "image").await?.version).unwrap_or(0);
             let mut new_keys = (*svc.keys).clone();

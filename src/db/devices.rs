@@ -290,3 +290,10 @@ pub async fn device_set_director_version(
         .await?;
     Ok(())
 }
+
+/// Makes every device's director roles due for a check at its next report (after a director
+/// root ceremony).
+pub async fn device_refresh_all_director(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+    Entity::update_many().col_expr(device::Column::DirectorRefreshAt, Expr::value(0i64)).exec(db).await?;
+    Ok(())
+}

@@ -20,6 +20,14 @@ pub mod product {
         pub public_key: String,
         pub keyid: String,
         pub created_at: i64,
+        /// `active`, or `pending_delegation` until a delegation ceremony lists it.
+        pub status: String,
+        /// A manufacturer's signed first role, kept until the delegation lands.
+        pub pending_role: Option<Vec<u8>>,
+        /// Releases need a second person's approval before a rollout.
+        pub requires_approval: bool,
+        /// The highest `rollback_floor` of the releases its role lists.
+        pub security_floor: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -49,6 +57,12 @@ pub mod release {
         pub custom: String,
         pub published_by: String,
         pub created_at: i64,
+        /// When the product role stopped listing it (withdrawn).
+        pub yanked_at: Option<i64>,
+        pub yanked_by: Option<String>,
+        /// Who approved it for rollouts (two-person products).
+        pub approved_by: Option<String>,
+        pub approved_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,12 @@ pub struct NewProduct<'a> {
     pub keyid: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// `active` or `pending_delegation`.
+    pub status: &'a str,
+    /// A manufacturer's first role, kept until the delegation lands.
+    pub pending_role: Option<Vec<u8>>,
+    /// Releases need a second person's approval.
+    pub requires_approval: bool,
 }
 
 /// Inserts a product.
@@ -29,6 +35,10 @@ pub async fn product_insert(db: &impl ConnectionTrait, new: NewProduct<'_>) -> R
         public_key: Set(new.public_key),
         keyid: Set(new.keyid),
         created_at: Set(new.created_at),
+        status: Set(new.status.to_owned()),
+        pending_role: Set(new.pending_role),
+        requires_approval: Set(new.requires_approval),
+        security_floor: Set("0.0.0".to_owned()),
         ..Default::default()
     }
     .insert(db)
@@ -48,4 +58,30 @@ pub async fn product_list(db: &impl ConnectionTrait) -> Result<Vec<Model>, DbErr
 /// The product row `id`.
 pub async fn product_get(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
     Entity::find_by_id(id).one(db).await
+}
+
+/// Saves changed columns of a product.
+pub async fn product_update(db: &impl ConnectionTrait, active: ActiveModel) -> Result<Model, DbErr> {
+    active.update(db).await
+}
+
+/// Sets a product's security floor.
+pub async fn product_set_floor(db: &impl ConnectionTrait, id: i64, floor: &str) -> Result<(), DbErr> {
+    ActiveModel { id: sea_orm::ActiveValue::Unchanged(id), security_floor: Set(floor.to_owned()), ..Default::default() }
+        .update(db)
+        .await
+        .map(|_| ())
+}
+
+/// Marks a product's delegation as served and forgets its pending first role.
+pub async fn product_clear_pending(db: &impl ConnectionTrait, id: i64) -> Result<(), DbErr> {
+    ActiveModel {
+        id: sea_orm::ActiveValue::Unchanged(id),
+        status: Set("active".to_owned()),
+        pending_role: Set(None),
+        ..Default::default()
+    }
+    .update(db)
+    .await
+    .map(|_| ())
 }

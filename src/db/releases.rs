@@ -24,6 +24,11 @@ pub async fn release_insert(db: &impl ConnectionTrait, new: Model) -> Result<Mod
     .await
 }
 
+/// Saves changed columns of a release.
+pub async fn release_update(db: &impl ConnectionTrait, active: ActiveModel) -> Result<Model, DbErr> {
+    active.update(db).await
+}
+
 /// The release of `product_id` at `version`.
 pub async fn release_find(db: &impl ConnectionTrait, product_id: i64, version: &str) -> Result<Option<Model>, DbErr> {
     Entity::find()

@@ -36,6 +36,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(api::releases::list)),
             )
             .service(web::resource("/products/{product}/releases/{version}").route(web::get().to(api::releases::get)))
+            .service(
+                web::resource("/products/{product}/releases/{version}/approve")
+                    .route(web::post().to(api::releases::approve)),
+            )
+            .service(
+                web::resource("/products/{product}/releases/{version}/yank").route(web::post().to(api::releases::yank)),
+            )
+            .service(
+                web::resource("/products/{product}/role")
+                    .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
+                    .route(web::get().to(api::products::role))
+                    .route(web::post().to(api::products::submit_role)),
+            )
+            .service(web::resource("/repo/prepare").route(web::post().to(api::ceremony::prepare)))
+            .service(
+                web::resource("/repo/metadata")
+                    .app_data(web::JsonConfig::default().limit(4 * 1024 * 1024))
+                    .route(web::post().to(api::ceremony::metadata)),
+            )
             .service(web::resource("/products/{product}/installed").route(web::get().to(api::installed::list)))
             .service(web::resource("/audit").route(web::get().to(api::audit::list)))
             .service(

@@ -22,8 +22,9 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "patchgate", description = "OTA update server: TUF image repository, releases, devices, the per-device director, cohorts and staged rollouts."),
     paths(
-        api::products::create, api::products::list,
-        api::releases::publish, api::releases::list, api::releases::get,
+        api::products::create, api::products::list, api::products::role, api::products::submit_role,
+        api::releases::publish, api::releases::list, api::releases::get, api::releases::approve, api::releases::yank,
+        api::ceremony::prepare, api::ceremony::metadata,
         api::audit::list,
         api::enrollment::create, api::enrollment::list, api::enrollment::revoke,
         api::devices::enroll, api::devices::report,

@@ -88,6 +88,16 @@ fn below_floor(target: &release::Model, installed: &release::Model) -> bool {
     }
 }
 
+/// Whether the director may name `release` at all: listed by the product's role (not yanked)
+/// and not below the product's security floor (the agent would refuse either).
+fn assignable(release: &release::Model, floor: Option<&FirmwareVersion>) -> bool {
+    let below = match (floor, FirmwareVersion::parse(&release.version)) {
+        (Some(floor), Ok(version)) => &version < floor,
+        _ => false,
+    };
+    release.yanked_at.is_none() && !below
+}
+
 fn fits_hardware(device: &device::Model, release: &release::Model) -> bool {
     serde_json::from_str::<serde_json::Value>(&release.custom)
         .ok()
@@ -121,6 +131,10 @@ pub async fn desired_assignment(
     let assigning =
         rollouts.iter().any(|r| state_of(r).is_ok_and(|s| assignment_policy(s) == AssignmentPolicy::Assign));
     let member_of = if assigning { cohorts_of(db, device).await? } else { HashSet::new() };
+    let floor = crate::db::products::product_get(db, device.product_id)
+        .await?
+        .and_then(|p| FirmwareVersion::parse(&p.security_floor).ok());
+    let floor = floor.as_ref();
     for r in &rollouts {
         let existing = rows.remove(&r.id);
         match assignment_policy(state_of(r)?) {
@@ -139,13 +153,24 @@ pub async fn desired_assignment(
                     }
                     Some(a) if a.state != "withdrawn" => {
                         let release = releases.get(a.release_id).await?;
-                        return Ok(Some(install(release, r)));
+                        if assignable(&release, floor) {
+                            return Ok(Some(install(release, r)));
+                        }
+                        // Yanked or below the floor since: unassigned (if not yet started).
+                        if NOT_STARTED.contains(&a.state.as_str()) {
+                            withdraw(db, a, now).await?;
+                        }
+                        continue;
                     }
                     _ => {}
                 }
                 let release = releases.get(r.release_id).await?;
                 let runs_it = device.installed_release_id == Some(r.release_id);
-                if !fits_hardware(device, &release) || runs_newer(device, &release) || runs_it {
+                if !assignable(&release, floor)
+                    || !fits_hardware(device, &release)
+                    || runs_newer(device, &release)
+                    || runs_it
+                {
                     continue;
                 }
                 let Some(stage) = stage else {
@@ -166,7 +191,9 @@ pub async fn desired_assignment(
             AssignmentPolicy::KeepStarted => match existing {
                 Some(a) if STARTED.contains(&a.state.as_str()) => {
                     let release = releases.get(a.release_id).await?;
-                    return Ok(Some(install(release, r)));
+                    if assignable(&release, floor) {
+                        return Ok(Some(install(release, r)));
+                    }
                 }
                 Some(a) if NOT_STARTED.contains(&a.state.as_str()) => withdraw(db, a, now).await?,
                 _ => {}
@@ -175,12 +202,15 @@ pub async fn desired_assignment(
                 Some(a) if STARTED.contains(&a.state.as_str()) && a.from_release_id.is_some() => {
                     let from = releases.get(a.from_release_id.unwrap_or_default()).await?;
                     let rolled_back = releases.get(a.release_id).await?;
-                    if below_floor(&from, &rolled_back) {
+                    if below_floor(&from, &rolled_back) || !assignable(&from, floor) {
                         // The agent would refuse it (never below the installed release's
                         // floor): keep the device where it is and say why in the log.
                         tracing::warn!(device = %device.device_id, rollout = %r.id, from = %from.version,
                             "rollback target is below the rolled-back release's rollback_floor; not assigned");
-                        return Ok(Some(install(rolled_back, r)));
+                        if assignable(&rolled_back, floor) {
+                            return Ok(Some(install(rolled_back, r)));
+                        }
+                        continue;
                     }
                     return Ok(Some(DirectorAssignment {
                         release: from,

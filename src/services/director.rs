@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use patchgate_protocol::director::{DirectorAction, DirectorFields, director_custom};
 use sea_orm::ConnectionTrait;
 
-use super::image_repo::DIRECTOR;
+use super::image_repo::{DIRECTOR, director_online_signer};
 use super::{ServiceError, Services};
 use crate::db::device_metadata::{
     NewDeviceMetadata, device_metadata_get, device_metadata_insert_many, device_metadata_latest,
@@ -18,6 +18,7 @@ use crate::db::device_metadata::{
 use crate::db::entities::{device, release};
 use crate::db::metadata::metadata_get;
 use crate::domain::expiry::{RoleKind, expires_at, needs_refresh};
+use crate::tuf::keys::Signer;
 use crate::tuf::metadata::{self, DirectorTarget};
 use crate::tuf::sign::{SignedMetadata, sign_director_role};
 
@@ -105,9 +106,10 @@ pub async fn sign_device_metadata(
 ) -> Result<Signed, ServiceError> {
     let entry = assignment.map(|a| target_for(&device.device_id, a)).transpose()?;
     let [targets_v, snapshot_v, timestamp_v] = latest_versions(db, device.id).await?;
-    let targets = sign_targets(svc, targets_v + 1, entry.as_ref(), now).await?;
-    let snapshot = sign_snapshot(svc, snapshot_v + 1, targets.version, now).await?;
-    let timestamp = sign_timestamp(svc, timestamp_v + 1, &snapshot, now).await?;
+    let key = director_online_signer(db, svc).await?;
+    let targets = sign_targets(&key, targets_v + 1, entry.as_ref(), now).await?;
+    let snapshot = sign_snapshot(&key, snapshot_v + 1, targets.version, now).await?;
+    let timestamp = sign_timestamp(&key, timestamp_v + 1, &snapshot, now).await?;
     store_all(db, device.id, &[&targets, &snapshot, &timestamp], now).await?;
     let refresh_at = refresh_due(RoleKind::DirectorTargets, targets.expires)
         .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
@@ -116,36 +118,36 @@ pub async fn sign_device_metadata(
 }
 
 async fn sign_targets(
-    svc: &Services,
+    key: &Signer,
     version: u64,
     entry: Option<&DirectorTarget>,
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::DirectorTargets, now);
     let body = metadata::director_targets(version, expires, entry)?;
-    Ok(sign_director_role("targets", version, expires, body, &svc.keys.director).await?)
+    Ok(sign_director_role("targets", version, expires, body, key).await?)
 }
 
 async fn sign_snapshot(
-    svc: &Services,
+    key: &Signer,
     version: u64,
     targets_version: u64,
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::Snapshot, now);
     let body = metadata::snapshot(version, expires, &[("targets".to_owned(), targets_version)])?;
-    Ok(sign_director_role("snapshot", version, expires, body, &svc.keys.director).await?)
+    Ok(sign_director_role("snapshot", version, expires, body, key).await?)
 }
 
 async fn sign_timestamp(
-    svc: &Services,
+    key: &Signer,
     version: u64,
     snapshot: &SignedMetadata,
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::Timestamp, now);
     let body = metadata::timestamp(version, expires, snapshot)?;
-    Ok(sign_director_role("timestamp", version, expires, body, &svc.keys.director).await?)
+    Ok(sign_director_role("timestamp", version, expires, body, key).await?)
 }
 
 /// Re-signs whichever of the device's roles is inside its refresh margin (and those that must
@@ -166,20 +168,23 @@ pub async fn refresh_device_metadata(
     let expiry = |m: &crate::db::entities::device_metadata::Model| {
         Timestamp::from_second(m.expires_at).unwrap_or(Timestamp::UNIX_EPOCH)
     };
-    if needs_refresh(RoleKind::DirectorTargets, expiry(&targets), now) {
+    let key = director_online_signer(db, svc).await?;
+    // After a director root ceremony changed the online key, the device's roles signed with the
+    // old one would no longer verify: sign all three again.
+    if needs_refresh(RoleKind::DirectorTargets, expiry(&targets), now) || signed_by(&timestamp.body) != key.keyid() {
         return sign_device_metadata(db, svc, device, assignment, now).await;
     }
     let targets_version = u64::try_from(targets.version).unwrap_or(0);
     let targets_due = refresh_due(RoleKind::DirectorTargets, expiry(&targets));
     let (snapshot, signed_snapshot) = if needs_refresh(RoleKind::Snapshot, expiry(&snapshot), now) {
         let version = u64::try_from(snapshot.version).unwrap_or(0) + 1;
-        (sign_snapshot(svc, version, targets_version, now).await?, true)
+        (sign_snapshot(&key, version, targets_version, now).await?, true)
     } else {
         (from_stored_device(snapshot), false)
     };
     let timestamp = if signed_snapshot || needs_refresh(RoleKind::Timestamp, expiry(&timestamp), now) {
         let version = u64::try_from(timestamp.version).unwrap_or(0) + 1;
-        let signed = sign_timestamp(svc, version, &snapshot, now).await?;
+        let signed = sign_timestamp(&key, version, &snapshot, now).await?;
         let mut fresh = vec![&signed];
         if signed_snapshot {
             fresh.insert(0, &snapshot);
@@ -193,6 +198,14 @@ pub async fn refresh_device_metadata(
         .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
         .min(refresh_due(RoleKind::Timestamp, timestamp));
     Ok(Signed { targets_version, refresh_at })
+}
+
+/// The key id of the first signature on stored metadata (empty if unreadable).
+fn signed_by(body: &[u8]) -> String {
+    serde_json::from_slice::<tough::schema::Signed<serde_json::Value>>(body)
+        .ok()
+        .and_then(|s| s.signatures.first().map(|sig| hex::encode(sig.keyid.as_ref())))
+        .unwrap_or_default()
 }
 
 fn from_stored_device(m: crate::db::entities::device_metadata::Model) -> SignedMetadata {

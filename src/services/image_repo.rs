@@ -6,7 +6,7 @@
 use anyhow::Context as _;
 use jiff::Timestamp;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
-use tough::schema::RoleType;
+use tough::schema::{RoleType, Root, Signed};
 
 use super::{ServiceError, Services};
 use crate::db::entities::{metadata as metadata_row, product, release};
@@ -17,6 +17,7 @@ use crate::tuf::keydir::KeySet;
 use crate::tuf::keys::{Signer, tuf_public_key};
 use crate::tuf::metadata::{self, ProductDelegation, RoleSpec, TargetEntry};
 use crate::tuf::sign::{SignedMetadata, sign_role};
+use crate::tuf::verify::{parse_root, trusted_keyids};
 
 /// The image repository's name in the metadata table.
 pub const IMAGE: &str = "image";
@@ -77,7 +78,8 @@ pub async fn commit_with_snapshot(
     let version = next_version(txn, IMAGE, "snapshot").await?;
     let expires = expires_at(RoleKind::Snapshot, now);
     let body = metadata::snapshot(version, expires, &roles)?;
-    let snapshot = sign_role("snapshot", version, expires, body, &[&svc.keys.image_snapshot]).await?;
+    let signer = image_online_signer(txn, svc, RoleType::Snapshot).await?;
+    let snapshot = sign_role("snapshot", version, expires, body, &[&signer]).await?;
     store_role(txn, IMAGE, &snapshot, now).await?;
     commit_timestamp(txn, svc, now, &snapshot).await
 }
@@ -92,8 +94,61 @@ pub async fn commit_timestamp(
     let version = next_version(txn, IMAGE, "timestamp").await?;
     let expires = expires_at(RoleKind::Timestamp, now);
     let body = metadata::timestamp(version, expires, snapshot)?;
-    let timestamp = sign_role("timestamp", version, expires, body, &[&svc.keys.image_timestamp]).await?;
+    let signer = image_online_signer(txn, svc, RoleType::Timestamp).await?;
+    let timestamp = sign_role("timestamp", version, expires, body, &[&signer]).await?;
     store_role(txn, IMAGE, &timestamp, now).await
+}
+
+/// The newest root of `repo`, parsed.
+pub async fn current_root(db: &impl ConnectionTrait, repo: &str) -> Result<Signed<Root>, ServiceError> {
+    let row = metadata_latest(db, repo, "root").await?.ok_or_else(|| {
+        ServiceError::conflict(
+            "not_initialised",
+            format!("the {repo} repository has no root; run `patchgate repo init`"),
+        )
+    })?;
+    parse_root(&row.body).map_err(|e| ServiceError::Internal(anyhow::anyhow!("the stored {repo} root: {e}")))
+}
+
+fn online_key_missing(repo: &str, role: &str, version: u64) -> ServiceError {
+    ServiceError::conflict(
+        "online_key_missing",
+        format!(
+            "none of this server's online keys is the {role} key {repo} root v{version} trusts: put that key in the keys \
+             directory's online/ on every instance"
+        ),
+    )
+}
+
+/// The online key the current image root trusts for `role` (snapshot or timestamp).
+pub async fn image_online_signer(
+    db: &impl ConnectionTrait,
+    svc: &Services,
+    role: RoleType,
+) -> Result<Signer, ServiceError> {
+    let root = current_root(db, IMAGE).await?;
+    let name = if role == RoleType::Snapshot { "snapshot" } else { "timestamp" };
+    image_key_for(svc, &root.signed, role).ok_or_else(|| online_key_missing(IMAGE, name, root.signed.version.get()))
+}
+
+/// The online key the current director root trusts for targets, snapshot and timestamp.
+pub async fn director_online_signer(db: &impl ConnectionTrait, svc: &Services) -> Result<Signer, ServiceError> {
+    let root = current_root(db, DIRECTOR).await?;
+    director_key_for(svc, &root.signed)
+        .ok_or_else(|| online_key_missing(DIRECTOR, "targets/snapshot/timestamp", root.signed.version.get()))
+}
+
+/// The online key `root` (of the image repository) trusts for `role` (snapshot or timestamp).
+pub fn image_key_for(svc: &Services, root: &Root, role: RoleType) -> Option<Signer> {
+    let preferred = if role == RoleType::Snapshot { &svc.keys.image_snapshot } else { &svc.keys.image_timestamp };
+    let trusted = trusted_keyids(root, role);
+    svc.online_key(preferred, |id| trusted.contains(id))
+}
+
+/// The one online key the director `root` trusts for targets, snapshot and timestamp.
+pub fn director_key_for(svc: &Services, root: &Root) -> Option<Signer> {
+    let roles = [RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp].map(|r| trusted_keyids(root, r));
+    svc.online_key(&svc.keys.director, |id| roles.iter().all(|t| t.contains(id)))
 }
 
 /// Signs the top-level targets role delegating to every product in `products`.
@@ -104,7 +159,7 @@ pub async fn sign_top_targets(
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
     let mut delegations = Vec::with_capacity(products.len());
-    for p in products {
+    for p in products.iter().filter(|p| p.status == super::products::ACTIVE) {
         let name = ProductName::parse(&p.name).map_err(|e| anyhow::anyhow!("stored product: {e}"))?;
         delegations.push(ProductDelegation {
             name: p.name.clone(),
@@ -114,10 +169,17 @@ pub async fn sign_top_targets(
     }
     let expires = expires_at(RoleKind::TopTargets, now);
     let body = metadata::top_targets(version, expires, &delegations)?;
-    Ok(sign_role("targets", version, expires, body, &[&keys.image_targets]).await?)
+    let key = keys.targets_key().map_err(offline)?;
+    Ok(sign_role("targets", version, expires, body, &[key]).await?)
 }
 
-fn public_key_bytes(hex_key: &str) -> Result<[u8; 32], ServiceError> {
+/// An offline key this server does not hold: the change needs a ceremony.
+pub fn offline(e: crate::tuf::keydir::KeyDirError) -> ServiceError {
+    ServiceError::conflict("key_offline", e.to_string())
+}
+
+/// The raw bytes of a stored hex public key.
+pub fn public_key_bytes(hex_key: &str) -> Result<[u8; 32], ServiceError> {
     let raw = hex::decode(hex_key).context("stored product public key is not hex")?;
     <[u8; 32]>::try_from(raw.as_slice())
         .map_err(|_| ServiceError::Internal(anyhow::anyhow!("stored product public key is not 32 bytes")))
@@ -129,7 +191,7 @@ pub fn product_signer(svc: &Services, product: &str) -> Result<Signer, ServiceEr
     Signer::load(&path).map_err(|e| ServiceError::Internal(anyhow::Error::new(e)))
 }
 
-/// Signs a product's role listing every release in `releases`.
+/// Signs a server-signed product's role listing every release in `releases` not yanked.
 pub async fn sign_product_role(
     svc: &Services,
     product: &product::Model,
@@ -145,7 +207,7 @@ pub async fn sign_product_role(
         )));
     }
     let mut entries = Vec::with_capacity(releases.len());
-    for r in releases {
+    for r in releases.iter().filter(|r| r.yanked_at.is_none()) {
         entries.push(TargetEntry {
             name: r.target_name.clone(),
             length: u64::try_from(r.length).unwrap_or(0),
@@ -167,7 +229,7 @@ pub async fn sign_image_root(
     signers: &[&Signer],
 ) -> Result<SignedMetadata, ServiceError> {
     let root_keys: Vec<_> = keys.image_root.iter().map(Signer::public_key).collect();
-    let targets = [keys.image_targets.public_key()];
+    let targets = [keys.targets_key().map_err(offline)?.public_key()];
     let snapshot = [keys.image_snapshot.public_key()];
     let timestamp = [keys.image_timestamp.public_key()];
     let expires = expires_at(RoleKind::Root, now);
@@ -187,7 +249,8 @@ pub async fn sign_image_root(
 /// Signs director root `version`: the director root key for root, the online director key for
 /// targets, snapshot and timestamp (Uptane allows one online key for all three).
 pub async fn sign_director_root(keys: &KeySet, version: u64, now: Timestamp) -> Result<SignedMetadata, ServiceError> {
-    let root_key = [keys.director_root.public_key()];
+    let root_signer = keys.director_root_key().map_err(offline)?;
+    let root_key = [root_signer.public_key()];
     let online = [keys.director.public_key()];
     let expires = expires_at(RoleKind::Root, now);
     let body = metadata::root(
@@ -200,5 +263,5 @@ pub async fn sign_director_root(keys: &KeySet, version: u64, now: Timestamp) -> 
             RoleSpec { role: RoleType::Timestamp, keys: &online, threshold: 1 },
         ],
     )?;
-    Ok(sign_role("root", version, expires, body, &[&keys.director_root]).await?)
+    Ok(sign_role("root", version, expires, body, &[root_signer]).await?)
 }

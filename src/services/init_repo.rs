@@ -39,7 +39,8 @@ pub async fn init_repositories(svc: &Services, actor: &Caller) -> Result<InitOut
         let root = sign_director_root(&svc.keys, 1, now).await?;
         store_role(&txn, DIRECTOR, &root, now).await?;
         outcome.director_created = true;
-        let after = serde_json::json!({"version": 1, "root_keyids": [svc.keys.director_root.keyid()]});
+        let root_keyids: Vec<&str> = svc.keys.director_root.iter().map(|k| k.keyid()).collect();
+        let after = serde_json::json!({"version": 1, "root_keyids": root_keyids});
         audit_insert(&txn, init_audit(actor, now, "director:root", &after)).await?;
     }
     txn.commit().await?;

@@ -81,6 +81,40 @@ fn not_found(id: &str) -> ServiceError {
     ServiceError::not_found("unknown_rollout", format!("no rollout has id {id:?}"))
 }
 
+/// A release enters a rollout only if it is not yanked, not below the product's security
+/// floor, and approved by a second person where the product requires it.
+fn check_release_may_roll_out(
+    product: &crate::db::entities::product::Model,
+    release: &crate::db::entities::release::Model,
+) -> Result<(), ServiceError> {
+    if release.yanked_at.is_some() {
+        return Err(ServiceError::conflict("release_yanked", format!("{} is yanked", release.target_name)));
+    }
+    let floor = crate::domain::names::FirmwareVersion::parse(&product.security_floor).ok();
+    let version = crate::domain::names::FirmwareVersion::parse(&release.version).ok();
+    if let (Some(floor), Some(version)) = (floor, version)
+        && version < floor
+    {
+        return Err(ServiceError::conflict(
+            "below_security_floor",
+            format!(
+                "{} is below {}'s security floor {floor}: devices would refuse it",
+                release.target_name, product.name
+            ),
+        ));
+    }
+    if product.requires_approval && release.approved_by.is_none() {
+        return Err(ServiceError::conflict(
+            "release_not_approved",
+            format!(
+                "{} needs a second person's approval before a rollout (a release manager other than {})",
+                release.target_name, release.published_by
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a rollout in `draft`.
 pub async fn create_rollout(
     svc: &Services,
@@ -93,6 +127,7 @@ pub async fn create_rollout(
     let release = release_find(&svc.db, product.id, &input.version).await?.ok_or_else(|| {
         ServiceError::not_found("unknown_release", format!("product {} has no release {}", product.name, input.version))
     })?;
+    check_release_may_roll_out(&product, &release)?;
     let mut plan = Vec::with_capacity(input.stages.len());
     for s in &input.stages {
         let cohort = CohortName::parse(&s.cohort)?;
@@ -256,6 +291,11 @@ pub async fn act_on_rollout(
     let starting = action == RolloutAction::Start;
     if starting {
         check_no_overlap(&txn, &r).await?;
+        let product = crate::db::products::product_get(&txn, r.product_id).await?;
+        let release = crate::db::releases::release_get(&txn, r.release_id).await?;
+        if let (Some(product), Some(release)) = (product, release) {
+            check_release_may_roll_out(&product, &release)?;
+        }
     }
     let before = snapshot(&r);
     let saved = save(&txn, r, &transition, now, starting).await?;

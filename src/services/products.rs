@@ -3,16 +3,24 @@
 
 use super::auth::Caller;
 use super::image_repo::{IMAGE, commit_with_snapshot, next_version, sign_product_role, sign_top_targets};
+use super::product_role::{check_role, product_delegation};
 use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::entities::product;
 use crate::db::products::{NewProduct, product_get_by_name, product_insert, product_list};
 use crate::domain::names::{HardwareId, ProductName};
 use crate::tuf::keys::Signer;
+use crate::tuf::sign::SignedMetadata;
 
 /// "Server-signed": the server holds the product key. Weaker than a manufacturer-held key,
 /// because whoever takes the server can sign targets for the product.
 pub const SERVER_SIGNED: &str = "server";
+/// "Manufacturer-signed": only the manufacturer's key (kept in its CI) signs the product's role.
+pub const MANUFACTURER_SIGNED: &str = "manufacturer";
+/// The product's delegation is served.
+pub const ACTIVE: &str = "active";
+/// The product waits for a delegation ceremony (the top-level targets key is offline).
+pub const PENDING_DELEGATION: &str = "pending_delegation";
 
 /// A product to create.
 pub struct CreateProduct {
@@ -20,9 +28,24 @@ pub struct CreateProduct {
     pub name: ProductName,
     /// Hardware ids its images run on (at least one).
     pub hardware_ids: Vec<HardwareId>,
+    /// The manufacturer's public key and its signed, empty first role; `None` for a
+    /// server-signed product.
+    pub manufacturer: Option<ManufacturerKey>,
+    /// Releases need a second person's approval before a rollout.
+    pub requires_approval: bool,
 }
 
-/// Creates a server-signed product and its delegation.
+/// A manufacturer-held product key.
+pub struct ManufacturerKey {
+    /// Raw ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Role version 1 listing no targets, signed by that key (TUF clients refuse a delegation
+    /// whose role does not exist, and only the manufacturer can sign it).
+    pub initial_role: Vec<u8>,
+}
+
+/// Creates a product. With the top-level targets key at hand (development) its delegation is
+/// signed now; otherwise it waits in `pending_delegation` for the ceremony.
 pub async fn create_product(
     svc: &Services,
     caller: &Caller,
@@ -35,9 +58,14 @@ pub async fn create_product(
     if product_get_by_name(&svc.db, name).await?.is_some() {
         return Err(ServiceError::conflict("product_exists", format!("product {name} already exists")));
     }
-    let signer = product_key(svc, name)?;
+    let (mode, public_key, pending_role) = match &input.manufacturer {
+        Some(m) => (MANUFACTURER_SIGNED, m.public_key, Some(m.initial_role.clone())),
+        None => (SERVER_SIGNED, product_key(svc, name)?.public_bytes(), None),
+    };
+    let keyid = crate::tuf::keys::key_id(&crate::tuf::keys::tuf_public_key(&public_key));
     let hardware_ids: Vec<&str> = input.hardware_ids.iter().map(HardwareId::as_str).collect();
     let hardware_ids_json = serde_json::to_string(&hardware_ids).map_err(anyhow::Error::new)?;
+    let delegate_now = svc.keys.image_targets.is_some();
 
     let txn = crate::db::begin_signing(&svc.db).await?;
     let now = svc.clock.now();
@@ -50,17 +78,25 @@ pub async fn create_product(
         NewProduct {
             name,
             hardware_ids_json,
-            signing_mode: SERVER_SIGNED,
-            public_key: hex::encode(signer.public_bytes()),
-            keyid: signer.keyid().to_owned(),
+            signing_mode: mode,
+            public_key: hex::encode(public_key),
+            keyid,
             created_at: now.as_second(),
+            status: if delegate_now { ACTIVE } else { PENDING_DELEGATION },
+            pending_role,
+            requires_approval: input.requires_approval,
         },
     )
     .await?;
-    let products = product_list(&txn).await?;
-    let targets = sign_top_targets(&svc.keys, &products, next_version(&txn, IMAGE, "targets").await?, now).await?;
-    let role = sign_product_role(svc, &created, &[], next_version(&txn, IMAGE, name).await?, now).await?;
-    commit_with_snapshot(&txn, svc, now, &[targets, role]).await?;
+    // The first role is checked even when the delegation waits: a bad one is refused now.
+    let first_role = first_role(svc, &created, now).await?;
+    if delegate_now {
+        let products: Vec<product::Model> =
+            product_list(&txn).await?.into_iter().filter(|p| p.status == ACTIVE).collect();
+        let targets = sign_top_targets(&svc.keys, &products, next_version(&txn, IMAGE, "targets").await?, now).await?;
+        crate::db::products::product_clear_pending(&txn, created.id).await?;
+        commit_with_snapshot(&txn, svc, now, &[targets, first_role]).await?;
+    }
     audit_insert(
         &txn,
         NewAudit {
@@ -69,13 +105,45 @@ pub async fn create_product(
             action: "product.create",
             object: &format!("product:{name}"),
             before: None,
-            after: Some(serde_json::json!({"hardware_ids": hardware_ids, "signing_mode": SERVER_SIGNED, "keyid": created.keyid}).to_string()),
+            after: Some(
+                serde_json::json!({"hardware_ids": hardware_ids, "signing_mode": mode, "keyid": created.keyid,
+                "status": created.status, "two_person_approval": input.requires_approval})
+                .to_string(),
+            ),
         },
     )
     .await?;
     txn.commit().await?;
-    tracing::info!(product = name, keyid = %created.keyid, "product created (server-signed)");
-    Ok(created)
+    if mode == SERVER_SIGNED {
+        tracing::warn!(
+            product = name,
+            "product created server-signed: whoever takes the server can sign firmware for it"
+        );
+    }
+    tracing::info!(product = name, keyid = %created.keyid, status = %created.status, mode, "product created");
+    get_product(svc, name).await.or(Ok(created))
+}
+
+/// A product's first role: the manufacturer's (checked under its key) or signed now.
+pub async fn first_role(
+    svc: &Services,
+    product: &product::Model,
+    now: jiff::Timestamp,
+) -> Result<SignedMetadata, ServiceError> {
+    match &product.pending_role {
+        Some(bytes) => {
+            let checked = check_role(bytes, &product.name, &product_delegation(product)?, 1, now)?;
+            if !checked.targets.is_empty() {
+                return Err(ServiceError::invalid("invalid_initial_role", "the initial role must list no targets"));
+            }
+            Ok(checked.metadata)
+        }
+        None if product.signing_mode == MANUFACTURER_SIGNED => Err(ServiceError::invalid(
+            "missing_initial_role",
+            format!("manufacturer-signed product {} has no signed initial role", product.name),
+        )),
+        None => sign_product_role(svc, product, &[], 1, now).await,
+    }
 }
 
 /// The server-held key for `name`: the existing file if a crashed attempt left one, else new.

@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256, Sha512};
 
 use super::auth::Caller;
 use super::image_repo::{IMAGE, commit_with_snapshot, next_version, sign_product_role};
+use super::product_role::{Reconciled, Upload, apply_reconciled, check_role, floor_of, reconcile, served_delegations};
+use super::products::{MANUFACTURER_SIGNED, PENDING_DELEGATION};
 use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::entities::{product, release};
@@ -79,10 +81,14 @@ pub struct NewRelease {
     pub file_name: FileName,
     /// Optional release notes.
     pub notes: Option<String>,
-    /// Lowest version a device may go back to after installing this one.
-    pub rollback_floor: FirmwareVersion,
+    /// Lowest version a device may go back to after installing this one (server-signed: default
+    /// 0.0.0; manufacturer-signed: the signed role says, and this must agree if given).
+    pub rollback_floor: Option<FirmwareVersion>,
     /// The stored file.
     pub blob: StoredBlob,
+    /// The product role the manufacturer signed, listing the new target (manufacturer-signed
+    /// products only).
+    pub role: Option<Vec<u8>>,
 }
 
 /// Whether the release is new or a retry of an identical publish.
@@ -94,15 +100,32 @@ pub enum PublishOutcome {
     Existing(release::Model),
 }
 
+/// A product that is still waiting for its delegation ceremony cannot take releases.
+pub fn require_active(product: &product::Model) -> Result<(), ServiceError> {
+    if product.status == PENDING_DELEGATION {
+        return Err(ServiceError::conflict(
+            "pending_delegation",
+            format!(
+                "product {} waits for its delegation ceremony (`patchgate repo prepare delegations`, signed with the \
+                 offline targets key, then `patchgate repo submit`)",
+                product.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Commits a release whose file is already stored.
 pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) -> Result<PublishOutcome, ServiceError> {
     let started = Instant::now();
     let product_name = new.product.as_str();
     caller.require_product(product_name)?;
-    if new.rollback_floor > new.version {
+    if let Some(floor) = &new.rollback_floor
+        && floor > &new.version
+    {
         return Err(ServiceError::invalid(
             "invalid_rollback_floor",
-            format!("rollback_floor {} is above the release version {}", new.rollback_floor, new.version),
+            format!("rollback_floor {floor} is above the release version {}", new.version),
         ));
     }
     let txn = crate::db::begin_signing(&svc.db).await?;
@@ -123,11 +146,50 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
             ))
         };
     }
+    require_active(&product)?;
     let now = svc.clock.now();
-    let row = release_insert(&txn, release_row(&product, caller, &new, now)?).await?;
-    let releases = release_list_by_product(&txn, product.id).await?;
-    let role = sign_product_role(svc, &product, &releases, next_version(&txn, IMAGE, product_name).await?, now).await?;
+    let role_version = next_version(&txn, IMAGE, product_name).await?;
+    let (row, role, change) = if product.signing_mode == MANUFACTURER_SIGNED {
+        let bytes = new.role.as_deref().ok_or_else(|| {
+            ServiceError::invalid(
+                "missing_role",
+                format!(
+                    "product {product_name} is manufacturer-signed: publish with the product key \
+                     (`patchgate release publish --key product.pem`), which sends the signed role with the file"
+                ),
+            )
+        })?;
+        let checked = check_role(bytes, product_name, &served_delegations(&txn).await?, role_version, now)?;
+        let name = target_name(&new.product, &new.version, &new.file_name);
+        let upload =
+            Upload { name: &name, length: new.blob.length, sha256: &new.blob.sha256, sha512: &new.blob.sha512 };
+        let change = reconcile(&txn, &product, &checked, Some(&upload)).await?;
+        let listed = change.new_target.clone().ok_or_else(|| anyhow::anyhow!("reconcile lost the new target"))?;
+        if new.rollback_floor.as_ref().is_some_and(|f| f != &listed.floor) {
+            return Err(ServiceError::invalid(
+                "invalid_rollback_floor",
+                format!("the form's rollback_floor differs from the signed role's {}", listed.floor),
+            ));
+        }
+        let row = release_insert(&txn, release_row(&product, caller, &new, listed.custom, now)?).await?;
+        (row, checked.metadata, change)
+    } else {
+        if new.role.is_some() {
+            return Err(ServiceError::invalid(
+                "role_not_expected",
+                format!("product {product_name} is server-signed: the server signs its role, send no `role`"),
+            ));
+        }
+        let custom = server_custom(&product, &new, now)?;
+        let row = release_insert(&txn, release_row(&product, caller, &new, custom, now)?).await?;
+        let releases = release_list_by_product(&txn, product.id).await?;
+        let role = sign_product_role(svc, &product, &releases, role_version, now).await?;
+        let change = Reconciled { floor: Some(floor_of(&releases)), ..Reconciled::default() };
+        (row, role, change)
+    };
+    apply_reconciled(&txn, &product, &change, &caller.name, now).await?;
     commit_with_snapshot(&txn, svc, now, &[role]).await?;
+    let yanked: Vec<&str> = change.yank.iter().map(|r| r.version.as_str()).collect();
     audit_insert(
         &txn,
         NewAudit {
@@ -136,7 +198,11 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
             action: "release.publish",
             object: &format!("release:{}", row.target_name),
             before: None,
-            after: Some(serde_json::json!({"sha256": row.sha256, "length": row.length}).to_string()),
+            after: Some(
+                serde_json::json!({"sha256": row.sha256, "length": row.length, "signing_mode": product.signing_mode,
+                    "yanked": yanked})
+                .to_string(),
+            ),
         },
     )
     .await?;
@@ -146,19 +212,32 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
     Ok(PublishOutcome::Created(row))
 }
 
-fn release_row(
+/// The `custom` the server signs for a server-signed release.
+fn server_custom(
     product: &product::Model,
-    caller: &Caller,
     new: &NewRelease,
     now: jiff::Timestamp,
-) -> Result<release::Model, ServiceError> {
+) -> Result<serde_json::Map<String, serde_json::Value>, ServiceError> {
     let hardware_ids: Vec<String> = serde_json::from_str(&product.hardware_ids).map_err(anyhow::Error::new)?;
     let custom = patchgate_protocol::TargetCustom {
         version: new.version.to_string(),
         hardware_ids,
-        rollback_floor: new.rollback_floor.to_string(),
+        rollback_floor: new.rollback_floor.clone().unwrap_or_else(FirmwareVersion::zero).to_string(),
         released_at: whole_seconds(now).to_string(),
     };
+    match serde_json::to_value(&custom).map_err(anyhow::Error::new)? {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(ServiceError::Internal(anyhow::anyhow!("custom is not an object"))),
+    }
+}
+
+fn release_row(
+    product: &product::Model,
+    caller: &Caller,
+    new: &NewRelease,
+    custom: serde_json::Map<String, serde_json::Value>,
+    now: jiff::Timestamp,
+) -> Result<release::Model, ServiceError> {
     Ok(release::Model {
         id: 0,
         product_id: product.id,
@@ -172,6 +251,10 @@ fn release_row(
         custom: serde_json::to_string(&custom).map_err(anyhow::Error::new)?,
         published_by: caller.name.clone(),
         created_at: now.as_second(),
+        yanked_at: None,
+        yanked_by: None,
+        approved_by: None,
+        approved_at: None,
     })
 }
 

@@ -35,9 +35,21 @@ pub async fn refresh_expiring(svc: &Services) -> Result<Vec<String>, ServiceErro
     let mut changed = Vec::new();
     let products = product_list(&txn).await?;
     if is_due("targets") {
-        changed.push(sign_top_targets(&svc.keys, &products, next_version(&txn, IMAGE, "targets").await?, now).await?);
+        if svc.keys.image_targets.is_some() {
+            changed
+                .push(sign_top_targets(&svc.keys, &products, next_version(&txn, IMAGE, "targets").await?, now).await?);
+        } else {
+            tracing::warn!(
+                "the top-level targets role is near expiry and its key is offline: a delegations ceremony is due"
+            );
+        }
     }
     for product in products.iter().filter(|p| is_due(&p.name)) {
+        if product.signing_mode != crate::services::products::SERVER_SIGNED {
+            tracing::warn!(product = %product.name,
+                "the product role is near expiry: the manufacturer must re-sign it (`patchgate product sign-role`)");
+            continue;
+        }
         let releases = release_list_by_product(&txn, product.id).await?;
         let version = next_version(&txn, IMAGE, &product.name).await?;
         // One product whose key this instance cannot read must not stop the timestamp and

@@ -9,7 +9,14 @@
 //!   online/image-snapshot.pem   image snapshot
 //!   online/image-timestamp.pem  image timestamp
 //!   online/director.pem         director targets, snapshot and timestamp
+//!   online/*.pem                any further online keys (a rotation's next key)
 //! ```
+//!
+//! In production `offline/` is not on the server at all (the server refuses to start when it
+//! can read a non-development root or top-level targets key): root and delegation changes are
+//! ceremonies. For each online role the server signs with whichever of its online keys the
+//! current root trusts, so a key rotation is: put the new key in `online/`, then land the
+//! root ceremony that names it.
 
 use std::path::{Path, PathBuf};
 
@@ -50,25 +57,73 @@ pub enum KeyDirError {
     /// Bad generation parameters.
     #[error("{0}")]
     Parameters(String),
+    /// An offline key is needed and not here.
+    #[error(
+        "{0} key is offline (not in this keys directory): that change is a key ceremony (`patchgate repo prepare`)"
+    )]
+    Offline(&'static str),
 }
 
 /// Every key the server can read from a keys directory.
 #[derive(Debug, Clone)]
 pub struct KeySet {
-    /// Image root keys, in file order.
+    /// Image root keys, in file order (empty when they are offline).
     pub image_root: Vec<Signer>,
     /// Image root threshold.
     pub image_root_threshold: u64,
-    /// Image top-level targets key.
-    pub image_targets: Signer,
+    /// Image top-level targets key (`None` when it is offline).
+    pub image_targets: Option<Signer>,
     /// Image snapshot key (online).
     pub image_snapshot: Signer,
     /// Image timestamp key (online).
     pub image_timestamp: Signer,
-    /// Director root key.
-    pub director_root: Signer,
+    /// Director root key (`None` when it is offline).
+    pub director_root: Option<Signer>,
     /// Director online key.
     pub director: Signer,
+    /// Every other `online/*.pem`: keys a root ceremony may make current.
+    pub online_extra: Vec<Signer>,
+}
+
+impl KeySet {
+    /// The online keys: the three named files first, then the others.
+    pub fn online(&self) -> impl Iterator<Item = &Signer> {
+        [&self.image_snapshot, &self.image_timestamp, &self.director].into_iter().chain(self.online_extra.iter())
+    }
+
+    /// The first online key (the named one first) whose key id `trusted` accepts.
+    pub fn online_trusted<'a>(&'a self, preferred: &'a Signer, trusted: impl Fn(&str) -> bool) -> Option<&'a Signer> {
+        std::iter::once(preferred).chain(self.online()).find(|k| trusted(k.keyid()))
+    }
+
+    /// Every key of the set that is present.
+    pub fn all(&self) -> impl Iterator<Item = &Signer> {
+        self.image_root
+            .iter()
+            .chain(self.image_targets.as_ref())
+            .chain(self.director_root.as_ref())
+            .chain(self.online())
+    }
+
+    /// Files of offline keys this set holds (root, top-level targets, director root), with
+    /// their key ids.
+    pub fn offline_keys(&self) -> Vec<(&'static str, &Signer)> {
+        let mut out: Vec<(&'static str, &Signer)> =
+            self.image_root.iter().map(|k| ("offline/image-root-N.pem", k)).collect();
+        out.extend(self.image_targets.iter().map(|k| ("offline/image-targets.pem", k)));
+        out.extend(self.director_root.iter().map(|k| ("offline/director-root.pem", k)));
+        out
+    }
+
+    /// The top-level targets key, or why the server cannot sign delegations itself.
+    pub fn targets_key(&self) -> Result<&Signer, KeyDirError> {
+        self.image_targets.as_ref().ok_or(KeyDirError::Offline("the image repository's top-level targets"))
+    }
+
+    /// The director root key, or why not.
+    pub fn director_root_key(&self) -> Result<&Signer, KeyDirError> {
+        self.director_root.as_ref().ok_or(KeyDirError::Offline("the director's root"))
+    }
 }
 
 fn offline(dir: &Path) -> PathBuf {
@@ -100,20 +155,23 @@ pub fn generate(dir: &Path, root_keys: usize, root_threshold: u64) -> Result<Key
     if info_path.exists() {
         return Err(KeyError::Exists(info_path).into());
     }
+    let targets = Signer::generate();
+    let director_root = Signer::generate();
     let set = KeySet {
         image_root: (0..root_keys).map(|_| Signer::generate()).collect(),
         image_root_threshold: root_threshold,
-        image_targets: Signer::generate(),
+        image_targets: Some(targets.clone()),
         image_snapshot: Signer::generate(),
         image_timestamp: Signer::generate(),
-        director_root: Signer::generate(),
+        director_root: Some(director_root.clone()),
         director: Signer::generate(),
+        online_extra: Vec::new(),
     };
     for (i, key) in set.image_root.iter().enumerate() {
         key.write(&root_key_path(dir, i + 1))?;
     }
-    set.image_targets.write(&offline(dir).join("image-targets.pem"))?;
-    set.director_root.write(&offline(dir).join("director-root.pem"))?;
+    targets.write(&offline(dir).join("image-targets.pem"))?;
+    director_root.write(&offline(dir).join("director-root.pem"))?;
     set.image_snapshot.write(&online(dir).join("image-snapshot.pem"))?;
     set.image_timestamp.write(&online(dir).join("image-timestamp.pem"))?;
     set.director.write(&online(dir).join("director.pem"))?;
@@ -128,14 +186,38 @@ fn write_info(dir: &Path, info: KeySetInfo) -> Result<(), KeyDirError> {
     std::fs::write(&path, body).map_err(|source| KeyDirError::Io { path, source })
 }
 
-/// Loads every key of a directory made by [`generate`].
+/// Loads every key of a directory made by [`generate`]; `offline/` (and `keyset.json`, which
+/// only describes the root keys) may be absent, the three online keys may not.
 pub fn load(dir: &Path) -> Result<KeySet, KeyDirError> {
     let info_path = dir.join("keyset.json");
+    let image_root = load_root_keys(dir)?;
+    let optional = |path: PathBuf| if path.exists() { Signer::load(&path).map(Some) } else { Ok(None) };
+    let image_targets = optional(offline(dir).join("image-targets.pem"))?;
+    let director_root = optional(offline(dir).join("director-root.pem"))?;
+    let named = ["image-snapshot.pem", "image-timestamp.pem", "director.pem"];
+    let online_extra = load_pems(&online(dir), |n| !named.contains(&n))?;
+    let online_set = |image_root, image_root_threshold| -> Result<KeySet, KeyDirError> {
+        Ok(KeySet {
+            image_root,
+            image_root_threshold,
+            image_targets: image_targets.clone(),
+            image_snapshot: Signer::load(&online(dir).join("image-snapshot.pem"))?,
+            image_timestamp: Signer::load(&online(dir).join("image-timestamp.pem"))?,
+            director_root: director_root.clone(),
+            director: Signer::load(&online(dir).join("director.pem"))?,
+            online_extra: online_extra.clone(),
+        })
+    };
+    if image_root.is_empty() && !info_path.exists() {
+        return online_set(Vec::new(), 1);
+    }
     let raw = std::fs::read(&info_path).map_err(|source| KeyDirError::Io { path: info_path.clone(), source })?;
     let info: KeySetInfo = serde_json::from_slice(&raw)
         .map_err(|e| KeyDirError::Info { path: info_path.clone(), message: e.to_string() })?;
-    let image_root = load_root_keys(dir)?;
-    if image_root.is_empty() || info.image_root_threshold == 0 || info.image_root_threshold > image_root.len() as u64 {
+    if image_root.is_empty() {
+        return online_set(Vec::new(), info.image_root_threshold.max(1));
+    }
+    if info.image_root_threshold == 0 || info.image_root_threshold > image_root.len() as u64 {
         return Err(KeyDirError::Info {
             path: info_path,
             message: format!(
@@ -145,26 +227,31 @@ pub fn load(dir: &Path) -> Result<KeySet, KeyDirError> {
             ),
         });
     }
-    Ok(KeySet {
-        image_root,
-        image_root_threshold: info.image_root_threshold,
-        image_targets: Signer::load(&offline(dir).join("image-targets.pem"))?,
-        image_snapshot: Signer::load(&online(dir).join("image-snapshot.pem"))?,
-        image_timestamp: Signer::load(&online(dir).join("image-timestamp.pem"))?,
-        director_root: Signer::load(&offline(dir).join("director-root.pem"))?,
-        director: Signer::load(&online(dir).join("director.pem"))?,
-    })
+    online_set(image_root, info.image_root_threshold)
+}
+
+/// Every key in `KEYS/online/` (a rotation's next key may be put there while the server runs).
+pub fn load_online(dir: &Path) -> Result<Vec<Signer>, KeyDirError> {
+    load_pems(&online(dir), |_| true)
 }
 
 fn load_root_keys(dir: &Path) -> Result<Vec<Signer>, KeyDirError> {
-    let off = offline(dir);
-    let entries = std::fs::read_dir(&off).map_err(|source| KeyDirError::Io { path: off.clone(), source })?;
+    load_pems(&offline(dir), |n| n.starts_with("image-root-"))
+}
+
+/// The `*.pem` files directly in `dir` whose names `wanted` accepts, sorted by name (none if
+/// `dir` does not exist).
+fn load_pems(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<Signer>, KeyDirError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(KeyDirError::Io { path: dir.to_owned(), source }),
+    };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("image-root-") && n.ends_with(".pem"))
-        })
+        .filter(|p| p.is_file())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".pem") && wanted(n)))
         .collect();
     paths.sort();
     paths.iter().map(|p| Signer::load(p).map_err(KeyDirError::from)).collect()

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use tough::schema::{RoleType, Root, Signed};
 
 use super::keydir::KeySet;
+use super::keys::Signer;
 
 /// Metadata that clients would refuse.
 #[derive(Debug, thiserror::Error)]
@@ -64,36 +65,57 @@ pub fn trusted_keyids(root: &Root, role: RoleType) -> HashSet<String> {
     root.roles.get(&role).map(|r| r.keyids.iter().map(|k| hex::encode(k.as_ref())).collect()).unwrap_or_default()
 }
 
-/// Where the online keys of `keys` are not the ones the image root trusts, as sentences.
+/// Where the keys of `keys` are not the ones the image root trusts, as sentences: the targets
+/// key if this set holds it, and for snapshot and timestamp, no online key the root trusts.
 pub fn image_key_mismatches(root: &Root, keys: &KeySet) -> Vec<String> {
     let mut problems = Vec::new();
-    for (role, signer, file) in [
-        (RoleType::Targets, &keys.image_targets, "offline/image-targets.pem"),
+    if let Some(targets) = &keys.image_targets
+        && !trusted_keyids(root, RoleType::Targets).contains(targets.keyid())
+    {
+        problems.push(format!(
+            "offline/image-targets.pem (key {}) is not the Targets key image root v{} trusts",
+            targets.keyid(),
+            root.version
+        ));
+    }
+    for (role, preferred, file) in [
         (RoleType::Snapshot, &keys.image_snapshot, "online/image-snapshot.pem"),
         (RoleType::Timestamp, &keys.image_timestamp, "online/image-timestamp.pem"),
     ] {
-        if !trusted_keyids(root, role).contains(signer.keyid()) {
+        let trusted = trusted_keyids(root, role);
+        if keys.online_trusted(preferred, |id| trusted.contains(id)).is_none() {
             problems.push(format!(
-                "{file} (key {}) is not the {role:?} key image root v{} trusts",
-                signer.keyid(),
-                root.version
+                "no key in online/ is the {role:?} key image root v{} trusts ({file} is key {})",
+                root.version,
+                preferred.keyid()
             ));
         }
     }
     problems
 }
 
-/// Where the director's online key is not the one the director root trusts.
+/// Where no online key is the one the director root trusts for targets, snapshot and timestamp.
 pub fn director_key_mismatches(root: &Root, keys: &KeySet) -> Vec<String> {
-    [RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp]
-        .into_iter()
-        .filter(|role| !trusted_keyids(root, *role).contains(keys.director.keyid()))
-        .map(|role| {
-            format!(
-                "online/director.pem (key {}) is not the {role:?} key director root v{} trusts",
-                keys.director.keyid(),
-                root.version
-            )
-        })
-        .collect()
+    if director_online_key(root, keys).is_some() {
+        return Vec::new();
+    }
+    vec![format!(
+        "no key in online/ is the director key director root v{} trusts for targets, snapshot and timestamp \
+         (online/director.pem is key {})",
+        root.version,
+        keys.director.keyid()
+    )]
+}
+
+/// The online key the image root trusts for `role` (snapshot or timestamp).
+pub fn image_online_key<'a>(root: &Root, keys: &'a KeySet, role: RoleType) -> Option<&'a Signer> {
+    let preferred = if role == RoleType::Snapshot { &keys.image_snapshot } else { &keys.image_timestamp };
+    let trusted = trusted_keyids(root, role);
+    keys.online_trusted(preferred, |id| trusted.contains(id))
+}
+
+/// The one online key the director root trusts for targets, snapshot and timestamp.
+pub fn director_online_key<'a>(root: &Root, keys: &'a KeySet) -> Option<&'a Signer> {
+    let roles = [RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp].map(|r| trusted_keyids(root, r));
+    keys.online_trusted(&keys.director, |id| roles.iter().all(|t| t.contains(id)))
 }

@@ -96,6 +96,11 @@ pub async fn spawn_app_at(offset: SignedDuration, tweak: impl FnOnce(&mut Config
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     tweak(&mut config);
+    spawn_app_from(dir, config, offset).await
+}
+
+/// A server on `config`, whose files live in `dir`.
+pub async fn spawn_app_from(dir: TempDir, config: Config, offset: SignedDuration) -> TestApp {
     let clock = Arc::new(OffsetClock::new(offset));
     let app = Application::build(config, clock.clone()).await.expect("building the app");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -170,6 +175,15 @@ impl TestApp {
     }
 
     /// GET `path` with the admin token; the answer as JSON.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let res = self.client.post(self.url(path)).bearer_auth(&self.admin).json(body).send().await.unwrap();
+        let status = res.status();
+        let answer: serde_json::Value = res.json().await.unwrap_or_default();
+        assert!(status.is_success(), "POST {path}: {status} {answer}");
+        answer
+    }
+
+    /// GET `path` as admin, as JSON.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         self.client.get(self.url(path)).bearer_auth(&self.admin).send().await.unwrap().json().await.unwrap()
     }

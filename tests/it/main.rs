@@ -6,6 +6,9 @@
 mod agent_e2e;
 mod agent_install;
 mod agents;
+mod approval;
+mod attacker;
+mod ceremony;
 mod cli;
 mod common;
 mod crash;
@@ -25,6 +28,7 @@ mod refusals_image;
 mod rollouts;
 mod serving;
 mod shapes;
+mod split_trust;
 mod tuf_clients;
 mod ui_auth;
 mod ui_common;

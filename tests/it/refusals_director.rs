@@ -202,7 +202,7 @@ async fn an_older_release_installs_only_when_marked_as_a_rollback() {
 }
 
 #[tokio::test]
-async fn a_rollback_below_the_installed_release_floor_is_refused() {
+async fn a_rollback_below_the_floor_a_release_set_is_refused() {
     let mut fx = Fixture::new(&["1.0.0", "1.1.0"]).await;
     fx.publish("1.2.0", Some("1.1.0")).await;
     fx.roll_out(ROLLOUT, "1.2.0").await;
@@ -211,7 +211,7 @@ async fn a_rollback_below_the_installed_release_floor_is_refused() {
 
     let (name, below) = entry(&fx, "1.0.0", "rollback").await;
     forger.serve(&fx, targets_of(&[(&name, below)]));
-    let refusal = fx.refused("below_rollback_floor").await;
+    let refusal = fx.refused("below_security_floor").await;
     assert!(refusal.message.contains("1.1.0"), "{refusal}");
 
     // The floor itself is allowed.

@@ -83,6 +83,8 @@ def main() -> int:
                         metavar="NAME=SHA256", help="a target that must verify and download")
     parser.add_argument("--absent", action="append", default=[], metavar="NAME",
                         help="a target name that must not be found")
+    parser.add_argument("--not-listed", action="append", default=[], metavar="NAME",
+                        help="a target that must not be listed: not found, or its lookup fails verification")
     parser.add_argument("--hardware-id", action="append", type=parse_hwid, default=[],
                         metavar="PRODUCT=HWID", help="hardware id a product's targets must list")
     parser.add_argument("--expect-root-version", type=int, default=None)
@@ -180,6 +182,14 @@ def main() -> int:
             continue
         c.check(info is None, f"unpublished {name} is not found",
                 f"get_targetinfo returned {info!r}")
+
+    for name in args.not_listed:
+        try:
+            info = updater.get_targetinfo(name)
+        except Exception as exc:  # noqa: BLE001 - a forged role must fail verification
+            c.ok(f"{name} is not listed (lookup refused: {type(exc).__name__})")
+            continue
+        c.check(info is None, f"{name} is not listed", f"get_targetinfo returned {info!r}")
 
     return 0 if c.failed == 0 else 1
 

@@ -172,3 +172,96 @@ fn version_rules_forbid_unmarked_downgrades_and_going_below_the_floor() {
     let (director, image) = assigned("1.1.0", "install");
     assert_eq!(refusal(&director, &image, Some(&installed("1.3.0", "1.2.0"))), "below_rollback_floor");
 }
+
+/// The director assigning `pump-x1/{version}/fw.bin` (own floor 1.0.0) as `action`, and the image
+/// repository's `pump-x1` role listing it next to `others`.
+fn assigned_among(version: &str, action: &str, others: Value) -> (Targets, Targets) {
+    let (director, _) = assigned(version, action);
+    let mut map = others;
+    map[format!("pump-x1/{version}/fw.bin")] = target(image_custom(version, "1.0.0"));
+    (director, repo(map))
+}
+
+#[test]
+fn a_release_with_a_higher_floor_refuses_anything_below_it_even_as_a_rollback() {
+    let raised = json!({"pump-x1/1.2.0/fw.bin": target(image_custom("1.2.0", "1.1.0"))});
+    let (director, image) = assigned_among("1.0.0", "rollback", raised.clone());
+    // The installed release's own floor would allow the rollback; the product's does not.
+    let err = decide(&director, &image, me(), Some(&installed("1.1.0", "0.0.0"))).unwrap_err();
+    assert_eq!(err.code, "below_security_floor");
+    assert_eq!(err.message, "1.0.0 is below the security floor 1.1.0 set by pump-x1/1.2.0/fw.bin");
+    assert_eq!(refusal(&director, &image, None), "below_security_floor");
+    let (director, image) = assigned_among("1.0.0", "install", raised);
+    assert_eq!(refusal(&director, &image, None), "below_security_floor");
+    assert_eq!(refusal(&director, &image, Some(&installed("0.9.0", "0.0.0"))), "below_security_floor");
+}
+
+#[test]
+fn the_security_floor_names_the_highest_floor_and_the_first_release_that_set_it() {
+    let others = json!({
+        "pump-x1/1.2.0/fw.bin": target(image_custom("1.2.0", "1.1.0")),
+        "pump-x1/1.10.0/fw.bin": target(image_custom("1.10.0", "1.1.0")),
+        "pump-x1/1.3.0/fw.bin": target(image_custom("1.3.0", "1.0.5")),
+    });
+    let (director, image) = assigned_among("1.0.0", "install", others);
+    let err = decide(&director, &image, me(), None).unwrap_err();
+    assert_eq!(err.message, "1.0.0 is below the security floor 1.1.0 set by pump-x1/1.2.0/fw.bin");
+}
+
+#[test]
+fn a_target_at_the_security_floor_installs() {
+    let raised = json!({"pump-x1/1.2.0/fw.bin": target(image_custom("1.2.0", "1.1.0"))});
+    let (director, image) = assigned_among("1.1.0", "install", raised.clone());
+    assert!(matches!(decide(&director, &image, me(), None), Ok(Decision::Install(_))));
+    let (director, image) = assigned_among("1.1.0", "rollback", raised);
+    let Decision::Install(a) = decide(&director, &image, me(), Some(&installed("1.2.0", "1.1.0"))).unwrap() else {
+        panic!("expected an install");
+    };
+    assert_eq!((a.version.as_str(), a.action), ("1.1.0", DirectorAction::Rollback));
+}
+
+#[test]
+fn a_floor_outside_the_products_delegated_paths_is_ignored() {
+    // Listed in pump-x1's role but not under `pump-x1/*`, or under it only after resolving `..`.
+    let outside = json!({
+        "syringe-s2/9.0.0/fw.bin": target(image_custom("9.0.0", "9.0.0")),
+        "pump-x1/../syringe-s2/9.1.0/fw.bin": target(image_custom("9.1.0", "9.1.0")),
+    });
+    let (director, image) = assigned_among("1.1.0", "install", outside);
+    assert!(matches!(decide(&director, &image, me(), None), Ok(Decision::Install(_))));
+    // Another product's role does not set this product's floor.
+    let (director, mut image) = assigned("1.1.0", "install");
+    let other = repo_for("syringe-s2", json!({"syringe-s2/9.0.0/fw.bin": target(image_custom("9.0.0", "9.0.0"))}));
+    image.delegations.as_mut().unwrap().roles.extend(other.delegations.unwrap().roles);
+    assert!(matches!(decide(&director, &image, me(), None), Ok(Decision::Install(_))));
+}
+
+#[test]
+fn entries_whose_custom_or_floor_does_not_parse_set_no_floor() {
+    let mut no_floor = image_custom("1.4.0", "1.0.0");
+    no_floor.as_object_mut().unwrap().remove("rollback_floor");
+    let others = json!({
+        "pump-x1/1.2.0/fw.bin": target(image_custom("1.2.0", "not-a-version")),
+        "pump-x1/1.3.0/fw.bin": target(json!({"note": "no release fields"})),
+        "pump-x1/1.4.0/fw.bin": target(no_floor),
+    });
+    let (director, image) = assigned_among("1.1.0", "install", others);
+    assert!(matches!(decide(&director, &image, me(), None), Ok(Decision::Install(_))));
+}
+
+#[test]
+fn a_forged_target_is_refused_by_the_cross_checks_before_the_security_floor() {
+    let raised = json!({"pump-x1/1.2.0/fw.bin": target(image_custom("1.2.0", "1.1.0"))});
+    let (director, _) = assigned("1.0.0", "rollback");
+    assert_eq!(refusal(&director, &repo(raised.clone()), None), "not_in_image_repository");
+    let (director, mut image) = assigned_among("1.0.0", "rollback", raised);
+    image.delegations.as_mut().unwrap().roles[0]
+        .targets
+        .as_mut()
+        .unwrap()
+        .signed
+        .targets
+        .values_mut()
+        .for_each(|t| t.length += 1);
+    assert_eq!(refusal(&director, &image, None), "image_mismatch");
+}

@@ -1,6 +1,7 @@
 //! The `/api/v1` JSON API: thin handlers, one file per resource.
 
 pub mod audit;
+pub mod ceremony;
 pub mod cohorts;
 pub mod devices;
 pub mod enrollment;

@@ -8,13 +8,14 @@ use utoipa::ToSchema;
 
 use crate::db::entities::release;
 use crate::domain::names::{FileName, FirmwareVersion, ProductName};
-use crate::http::auth::{PublisherAuth, ViewerAuth};
+use crate::http::auth::{ManagerAuth, PublisherAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
 use crate::services::products::get_product;
 use crate::services::publish_release::{
     NewRelease, PublishOutcome, StoredBlob, commit_release, get_release, list_releases, store_blob,
 };
+use crate::services::release_review::{approve_release, yank_release};
 
 /// The form of a publish (documentation only; the handler streams it).
 #[derive(ToSchema)]
@@ -29,6 +30,9 @@ pub struct PublishForm {
     notes: Option<String>,
     /// Optional lowest version a device may go back to after this release (default 0.0.0).
     rollback_floor: Option<String>,
+    /// Manufacturer-signed products: the product role's next version listing every current
+    /// target and this one, signed with the product key (`patchgate release publish --key`).
+    role: Option<String>,
 }
 
 /// Hashes of a target.
@@ -69,6 +73,12 @@ pub struct ReleaseDto {
     pub published_by: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// Withdrawn: no longer listed by the product role; never assigned again.
+    pub yanked: bool,
+    /// Who yanked it.
+    pub yanked_by: Option<String>,
+    /// Who approved it for rollouts (two-person products).
+    pub approved_by: Option<String>,
 }
 
 fn release_dto(product: &str, r: release::Model) -> ReleaseDto {
@@ -84,6 +94,9 @@ fn release_dto(product: &str, r: release::Model) -> ReleaseDto {
         notes: r.notes,
         published_by: r.published_by,
         created_at: r.created_at,
+        yanked: r.yanked_at.is_some(),
+        yanked_by: r.yanked_by,
+        approved_by: r.approved_by,
     }
 }
 
@@ -118,6 +131,7 @@ struct ReadForm {
     version: Option<FirmwareVersion>,
     notes: Option<String>,
     rollback_floor: Option<FirmwareVersion>,
+    role: Option<Vec<u8>>,
     file: Option<(FileName, StoredBlob)>,
 }
 
@@ -127,8 +141,15 @@ impl ReadForm {
             self.version.ok_or_else(|| ApiError::bad_request("missing_version", "the form has no `version` field"))?;
         let (file_name, blob) =
             self.file.ok_or_else(|| ApiError::bad_request("missing_file", "the form has no `file` field"))?;
-        let rollback_floor = self.rollback_floor.unwrap_or_else(FirmwareVersion::zero);
-        Ok(NewRelease { product, version, file_name, notes: self.notes, rollback_floor, blob })
+        Ok(NewRelease {
+            product,
+            version,
+            file_name,
+            notes: self.notes,
+            rollback_floor: self.rollback_floor,
+            blob,
+            role: self.role,
+        })
     }
 }
 
@@ -147,6 +168,7 @@ async fn read_form(svc: &Services, mut form: Multipart) -> Result<ReadForm, ApiE
                 out.rollback_floor = Some(FirmwareVersion::parse(&read_text(field, "rollback_floor", 256).await?)?)
             }
             "notes" => out.notes = Some(read_text(field, "notes", 64 * 1024).await?),
+            "role" => out.role = Some(read_text(field, "role", 4 * 1024 * 1024).await?.into_bytes()),
             "file" => {
                 let file_name =
                     field.content_disposition().and_then(|cd| cd.get_filename()).unwrap_or_default().to_owned();
@@ -205,4 +227,38 @@ pub async fn get(
     let product = get_product(&svc, &product).await?;
     let release = get_release(&svc, &product, &version).await?;
     Ok(HttpResponse::Ok().json(release_dto(&product.name, release)))
+}
+
+/// Approves a release for rollouts (products with two-person approval): a release manager
+/// other than its publisher.
+#[utoipa::path(post, path = "/api/v1/products/{product}/releases/{version}/approve", tag = "releases",
+    params(("product" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = ReleaseDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "same_person: the publisher cannot approve; release_yanked")),
+    security(("bearer" = [])))]
+pub async fn approve(
+    svc: web::Data<Services>,
+    auth: ManagerAuth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (product, version) = path.into_inner();
+    let release = approve_release(&svc, &auth.0, &product, &version).await?;
+    Ok(HttpResponse::Ok().json(release_dto(&product, release)))
+}
+
+/// Yanks a release of a server-signed product (the server re-signs the role without it). For
+/// a manufacturer-signed product, post a role signed by its key to `/products/{product}/role`.
+#[utoipa::path(post, path = "/api/v1/products/{product}/releases/{version}/yank", tag = "releases",
+    params(("product" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = ReleaseDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "manufacturer_signed")),
+    security(("bearer" = [])))]
+pub async fn yank(
+    svc: web::Data<Services>,
+    auth: PublisherAuth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (product, version) = path.into_inner();
+    let release = yank_release(&svc, &auth.0, &product, &version).await?;
+    Ok(HttpResponse::Ok().json(release_dto(&product, release)))
 }

@@ -162,7 +162,11 @@ pub async fn publish(
     };
     let values = UploadValues {
         version: new.version.to_string(),
-        rollback_floor: new.rollback_floor.to_string(),
+        rollback_floor: new
+            .rollback_floor
+            .clone()
+            .unwrap_or_else(crate::domain::names::FirmwareVersion::zero)
+            .to_string(),
         notes: new.notes.clone().unwrap_or_default(),
     };
     let (code, row) = match commit_release(&svc, &user.0.caller(), new).await {

@@ -50,7 +50,15 @@ impl Upload {
         match (version, rollback_floor, self.file.take()) {
             (Ok(version), Ok(rollback_floor), Some((file_name, blob))) if self.errors.is_empty() => {
                 let notes = Some(self.values.notes.trim().to_owned()).filter(|n| !n.is_empty());
-                Ok(NewRelease { product, version, file_name, notes, rollback_floor, blob })
+                Ok(NewRelease {
+                    product,
+                    version,
+                    file_name,
+                    notes,
+                    rollback_floor: Some(rollback_floor),
+                    blob,
+                    role: None,
+                })
             }
             (version, floor, _) => {
                 for (key, result) in [("version", version.err()), ("rollback_floor", floor.err())] {

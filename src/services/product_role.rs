@@ -1,0 +1,381 @@
+//! Product roles signed by the manufacturer's own key, checked before they become current.
+//!
+//! The server cannot sign a manufacturer-signed product's role; it can only refuse one. A
+//! submitted role must verify under the product's delegation, be exactly the next version,
+//! delegate nothing, and list only targets whose bytes the server holds, with the same length,
+//! hashes and `custom` as stored (or, for a publish, the file just uploaded). Whatever the role
+//! no longer lists is yanked; the product's security floor is the highest `rollback_floor` it
+//! lists. The same reconciliation serves server-signed products, whose role the server signs.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+use patchgate_protocol::TargetCustom;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Set};
+use tough::schema::{Delegations, Signed, Targets};
+
+use super::ServiceError;
+use super::image_repo::public_key_bytes;
+use crate::db::entities::{product, release};
+use crate::db::releases::{release_list_by_product, release_update};
+use crate::domain::names::{FirmwareVersion, ProductName, delegation_pattern};
+use crate::tuf::keys::tuf_public_key;
+use crate::tuf::metadata::{ProductDelegation, top_targets};
+use crate::tuf::sign::SignedMetadata;
+
+/// Roles signed outside the server may not live longer than this (a forgotten role must not
+/// stay valid for years after its key is rotated away).
+const MAX_ROLE_LIFETIME_DAYS: i64 = 366;
+
+/// One target a product role lists.
+#[derive(Debug, Clone)]
+pub struct ListedTarget {
+    /// `{product}/{version}/{file}`.
+    pub name: String,
+    /// Bytes.
+    pub length: u64,
+    /// Hex.
+    pub sha256: String,
+    /// Hex.
+    pub sha512: String,
+    /// The signed `custom`, as signed.
+    pub custom: serde_json::Map<String, serde_json::Value>,
+    /// `custom.version`.
+    pub version: FirmwareVersion,
+    /// `custom.rollback_floor`.
+    pub floor: FirmwareVersion,
+}
+
+/// A product role that verified, in the canonical bytes clients will receive.
+#[derive(Debug, Clone)]
+pub struct CheckedRole {
+    /// The role as it will be stored and served.
+    pub metadata: SignedMetadata,
+    /// What it lists.
+    pub targets: Vec<ListedTarget>,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::invalid(code, message)
+}
+
+/// The delegation a product's role verifies under: its registered key for `{product}/*/*`.
+pub fn product_delegation(product: &product::Model) -> Result<Delegations, ServiceError> {
+    let name = ProductName::parse(&product.name).map_err(|e| anyhow::anyhow!("stored product: {e}"))?;
+    let delegation = ProductDelegation {
+        name: product.name.clone(),
+        key: tuf_public_key(&public_key_bytes(&product.public_key)?),
+        pattern: delegation_pattern(&name),
+    };
+    let targets = top_targets(1, Timestamp::UNIX_EPOCH, &[delegation])?;
+    Ok(targets.delegations.unwrap_or_default())
+}
+
+/// The delegations of the top-level targets role clients are served now.
+pub async fn served_delegations(db: &impl ConnectionTrait) -> Result<Delegations, ServiceError> {
+    let row = crate::db::metadata::metadata_latest(db, super::image_repo::IMAGE, "targets")
+        .await?
+        .ok_or_else(|| ServiceError::conflict("not_initialised", "the image repository has no targets role yet"))?;
+    let signed: Signed<Targets> =
+        serde_json::from_slice(&row.body).map_err(|e| anyhow::anyhow!("the stored targets role: {e}"))?;
+    Ok(signed.signed.delegations.unwrap_or_default())
+}
+
+/// The highest `rollback_floor` among releases that are not yanked.
+pub fn floor_of(releases: &[release::Model]) -> FirmwareVersion {
+    releases
+        .iter()
+        .filter(|r| r.yanked_at.is_none())
+        .filter_map(|r| serde_json::from_str::<TargetCustom>(&r.custom).ok())
+        .filter_map(|c| FirmwareVersion::parse(&c.rollback_floor).ok())
+        .max()
+        .unwrap_or_else(FirmwareVersion::zero)
+}
+
+/// Parses a signed product role and checks everything that does not need the database:
+/// signature under `delegations`, version, expiry, no delegations, well-formed targets.
+pub fn check_role(
+    bytes: &[u8],
+    product: &str,
+    delegations: &Delegations,
+    expected_version: u64,
+    now: Timestamp,
+) -> Result<CheckedRole, ServiceError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| invalid("invalid_role", format!("the {product} role is not JSON: {e}")))?;
+    let signed: Signed<Targets> = serde_json::from_value(value.clone())
+        .map_err(|e| invalid("invalid_role", format!("the {product} role is not a signed TUF targets role: {e}")))?;
+    delegations.verify_role(&signed, product).map_err(|e| {
+        invalid("bad_role_signature", format!("the {product} role is not signed by the product's delegated key: {e}"))
+    })?;
+    let role = &signed.signed;
+    let version = role.version.get();
+    if version != expected_version {
+        return Err(ServiceError::conflict(
+            "role_version_conflict",
+            format!(
+                "the {product} role is version {version}, the next version is {expected_version} (another publish or \
+                 yank landed first: build on the current role and sign again)"
+            ),
+        ));
+    }
+    if !role.spec_version.starts_with("1.") {
+        return Err(invalid("invalid_role", format!("spec_version {:?} is not TUF 1.x", role.spec_version)));
+    }
+    let lifetime = role.expires.as_second() - now.as_second();
+    if lifetime < 24 * 3600 {
+        return Err(invalid(
+            "role_expires_too_soon",
+            format!("the {product} role expires at {}, less than a day from now", role.expires),
+        ));
+    }
+    if lifetime > MAX_ROLE_LIFETIME_DAYS * 24 * 3600 {
+        return Err(invalid(
+            "role_expires_too_late",
+            format!("the {product} role expires at {}, more than {MAX_ROLE_LIFETIME_DAYS} days from now", role.expires),
+        ));
+    }
+    if role.delegations.as_ref().is_some_and(|d| !d.roles.is_empty() || !d.keys.is_empty()) {
+        return Err(invalid("role_delegates", format!("the {product} role delegates; product roles must not")));
+    }
+    let mut targets = Vec::with_capacity(role.targets.len());
+    for (name, target) in &role.targets {
+        targets.push(listed_target(product, name.raw(), target)?);
+    }
+    let canonical = patchgate_protocol::canonical_json(&value)
+        .map_err(|e| invalid("invalid_role", format!("the {product} role cannot be canonical JSON: {e}")))?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&canonical));
+    Ok(CheckedRole {
+        metadata: SignedMetadata { role: product.to_owned(), version, expires: role.expires, bytes: canonical, sha256 },
+        targets,
+    })
+}
+
+fn listed_target(product: &str, name: &str, target: &tough::schema::Target) -> Result<ListedTarget, ServiceError> {
+    let bad = |why: String| invalid("invalid_role_target", format!("{name}: {why}"));
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() != 3 || parts[0] != product || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return Err(bad(format!("target names in the {product} role are {product}/VERSION/FILE")));
+    }
+    let custom: serde_json::Map<String, serde_json::Value> = target.custom.clone().into_iter().collect();
+    let typed: TargetCustom = serde_json::from_value(serde_json::Value::Object(custom.clone()))
+        .map_err(|e| bad(format!("custom is not {{version, hardware_ids, rollback_floor, released_at}}: {e}")))?;
+    let version = FirmwareVersion::parse(&typed.version).map_err(|e| bad(e.to_string()))?;
+    let floor = FirmwareVersion::parse(&typed.rollback_floor).map_err(|e| bad(e.to_string()))?;
+    if version.to_string() != parts[1] {
+        return Err(bad(format!("custom.version {} differs from the name's version {}", typed.version, parts[1])));
+    }
+    if floor > version {
+        return Err(bad(format!("rollback_floor {floor} is above the version {version}")));
+    }
+    let sha512 = target
+        .hashes
+        ._extra
+        .get("sha512")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| bad("hashes lack sha512".into()))?
+        .to_owned();
+    Ok(ListedTarget {
+        name: name.to_owned(),
+        length: target.length,
+        sha256: hex::encode(&target.hashes.sha256),
+        sha512,
+        custom,
+        version,
+        floor,
+    })
+}
+
+/// A file uploaded with the role that lists it.
+#[derive(Debug, Clone)]
+pub struct Upload<'a> {
+    /// Its target name.
+    pub name: &'a str,
+    /// Bytes.
+    pub length: u64,
+    /// Hex.
+    pub sha256: &'a str,
+    /// Hex.
+    pub sha512: &'a str,
+}
+
+/// What a role changes in the database.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// The uploaded target, as the role lists it (publish only).
+    pub new_target: Option<ListedTarget>,
+    /// Releases the role no longer lists (yanked now).
+    pub yank: Vec<release::Model>,
+    /// Yanked releases the role lists again.
+    pub restore: Vec<release::Model>,
+    /// Versions it lists.
+    pub listed: Vec<String>,
+    /// The highest `rollback_floor` it lists.
+    pub floor: Option<FirmwareVersion>,
+}
+
+/// Matches the role's targets against the product's stored releases (and `upload`).
+pub async fn reconcile(
+    db: &impl ConnectionTrait,
+    product: &product::Model,
+    role: &CheckedRole,
+    upload: Option<&Upload<'_>>,
+) -> Result<Reconciled, ServiceError> {
+    let releases = release_list_by_product(db, product.id).await?;
+    let by_name: HashMap<&str, &release::Model> = releases.iter().map(|r| (r.target_name.as_str(), r)).collect();
+    let mut out = Reconciled::default();
+    let mut seen = HashSet::new();
+    for t in &role.targets {
+        seen.insert(t.name.clone());
+        out.listed.push(t.version.to_string());
+        out.floor = out.floor.take().max(Some(t.floor.clone()));
+        if let Some(stored) = by_name.get(t.name.as_str()) {
+            let custom: serde_json::Value = serde_json::from_str(&stored.custom).unwrap_or_default();
+            let same = u64::try_from(stored.length).ok() == Some(t.length)
+                && stored.sha256 == t.sha256
+                && stored.sha512 == t.sha512
+                && custom == serde_json::Value::Object(t.custom.clone());
+            if !same {
+                return Err(ServiceError::conflict(
+                    "role_target_mismatch",
+                    format!("{}: the role's length, hashes or custom differ from the published release", t.name),
+                ));
+            }
+            if stored.yanked_at.is_some() {
+                out.restore.push((*stored).clone());
+            }
+            continue;
+        }
+        match upload {
+            Some(u) if u.name == t.name => {
+                if u.length != t.length || u.sha256 != t.sha256 || u.sha512 != t.sha512 {
+                    return Err(invalid(
+                        "role_target_mismatch",
+                        format!(
+                            "{}: the role lists {} bytes with sha256 {}, the uploaded file is {} bytes with sha256 {}",
+                            t.name, t.length, t.sha256, u.length, u.sha256
+                        ),
+                    ));
+                }
+                out.new_target = Some(t.clone());
+            }
+            _ => {
+                return Err(ServiceError::conflict(
+                    "unknown_target",
+                    format!("the role lists {}, which was never uploaded to this server", t.name),
+                ));
+            }
+        }
+    }
+    if let Some(u) = upload
+        && out.new_target.is_none()
+    {
+        return Err(invalid("role_lacks_target", format!("the role does not list the uploaded {}", u.name)));
+    }
+    out.yank = releases.into_iter().filter(|r| r.yanked_at.is_none() && !seen.contains(&r.target_name)).collect();
+    Ok(out)
+}
+
+/// Records yanks and restores, and the product's new security floor.
+pub async fn apply_reconciled(
+    txn: &DatabaseTransaction,
+    product: &product::Model,
+    change: &Reconciled,
+    actor: &str,
+    now: Timestamp,
+) -> Result<(), ServiceError> {
+    for r in &change.yank {
+        let mut active: release::ActiveModel = r.clone().into();
+        active.yanked_at = Set(Some(now.as_second()));
+        active.yanked_by = Set(Some(actor.to_owned()));
+        release_update(txn, active).await?;
+    }
+    for r in &change.restore {
+        let mut active: release::ActiveModel = r.clone().into();
+        active.yanked_at = Set(None);
+        active.yanked_by = Set(None);
+        release_update(txn, active).await?;
+    }
+    let floor = change.floor.clone().unwrap_or_else(FirmwareVersion::zero).to_string();
+    if floor != product.security_floor {
+        crate::db::products::product_set_floor(txn, product.id, &floor).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuf::keys::Signer;
+    use crate::tuf::metadata::{TargetEntry, product_targets};
+
+    fn product_for(key: &Signer) -> product::Model {
+        product::Model {
+            id: 1,
+            name: "pump-x1".into(),
+            hardware_ids: "[\"hw\"]".into(),
+            signing_mode: "manufacturer".into(),
+            public_key: hex::encode(key.public_bytes()),
+            keyid: key.keyid().into(),
+            created_at: 0,
+            status: "active".into(),
+            pending_role: None,
+            requires_approval: false,
+            security_floor: "0.0.0".into(),
+        }
+    }
+
+    fn entry(version: &str, floor: &str) -> TargetEntry {
+        TargetEntry {
+            name: format!("pump-x1/{version}/fw.bin"),
+            length: 3,
+            sha256: "aa".repeat(32),
+            sha512: "bb".repeat(64),
+            custom: TargetCustom {
+                version: version.into(),
+                hardware_ids: vec!["hw".into()],
+                rollback_floor: floor.into(),
+                released_at: "2026-11-24T10:00:00Z".into(),
+            },
+        }
+    }
+
+    async fn signed(key: &Signer, version: u64, entries: &[TargetEntry], now: Timestamp) -> Vec<u8> {
+        let expires = crate::domain::expiry::expires_at(crate::domain::expiry::RoleKind::Product, now);
+        let body = product_targets(version, expires, entries).unwrap();
+        crate::tuf::sign::sign_role("pump-x1", version, expires, body, &[key]).await.unwrap().bytes
+    }
+
+    #[tokio::test]
+    async fn a_role_verifies_only_under_its_key_at_the_next_version() {
+        let now = Timestamp::now();
+        let key = Signer::generate();
+        let delegations = product_delegation(&product_for(&key)).unwrap();
+        let bytes = signed(&key, 2, &[entry("1.0.0", "0.0.0")], now).await;
+        let ok = check_role(&bytes, "pump-x1", &delegations, 2, now).unwrap();
+        assert_eq!(ok.targets.len(), 1);
+        assert_eq!(ok.metadata.version, 2);
+        let err = check_role(&bytes, "pump-x1", &delegations, 3, now).unwrap_err();
+        assert!(matches!(err, ServiceError::Conflict { code: "role_version_conflict", .. }), "{err:?}");
+        let other = Signer::generate();
+        let forged = signed(&other, 2, &[entry("1.0.0", "0.0.0")], now).await;
+        let err = check_role(&forged, "pump-x1", &delegations, 2, now).unwrap_err();
+        assert!(matches!(err, ServiceError::Invalid { code: "bad_role_signature", .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn malformed_targets_are_refused() {
+        let now = Timestamp::now();
+        let key = Signer::generate();
+        let delegations = product_delegation(&product_for(&key)).unwrap();
+        let mut wrong_product = entry("1.0.0", "0.0.0");
+        wrong_product.name = "other/1.0.0/fw.bin".into();
+        let mut wrong_version = entry("1.0.0", "0.0.0");
+        wrong_version.name = "pump-x1/2.0.0/fw.bin".into();
+        for e in [wrong_product, wrong_version, entry("1.0.0", "1.1.0")] {
+            let bytes = signed(&key, 2, &[e], now).await;
+            let err = check_role(&bytes, "pump-x1", &delegations, 2, now).unwrap_err();
+            assert!(matches!(err, ServiceError::Invalid { code: "invalid_role_target", .. }), "{err:?}");
+        }
+    }
+}
