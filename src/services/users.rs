@@ -27,6 +27,9 @@ pub const SESSION_MAX_SECONDS: i64 = 12 * 3600;
 const FAILURE_WINDOW_SECONDS: i64 = 15 * 60;
 /// …beyond this many, each further attempt must wait, doubling each time.
 const FREE_FAILURES: u64 = 5;
+/// The first wait once the free failures are used up (then it doubles). Long enough that a
+/// script gains nothing, and that a slow machine cannot slip past it.
+const FIRST_DELAY_SECONDS: i64 = 30;
 /// The longest wait imposed between attempts.
 const MAX_DELAY_SECONDS: i64 = 15 * 60;
 /// The prefix of session secrets (in the cookie only).
@@ -200,7 +203,7 @@ async fn throttle_wait(svc: &Services, name: &str, now: i64) -> Result<i64, Serv
     let (failures, newest) = login_failure_recent(&svc.db, name, now - FAILURE_WINDOW_SECONDS).await?;
     let Some(newest) = newest.filter(|_| failures >= FREE_FAILURES) else { return Ok(0) };
     let extra = u32::try_from(failures - FREE_FAILURES).unwrap_or(u32::MAX).min(20);
-    let delay = 2i64.saturating_pow(extra).min(MAX_DELAY_SECONDS);
+    let delay = FIRST_DELAY_SECONDS.saturating_mul(2i64.saturating_pow(extra)).min(MAX_DELAY_SECONDS);
     Ok((newest + delay - now).max(0))
 }
 
