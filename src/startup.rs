@@ -62,13 +62,16 @@ pub async fn build_services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Re
     let dev_keys = uses_dev_keys(&keys) || check_keys_against_roots(&db, &keys, &config).await?;
     let store = BlobStore::open(config.store_url.as_deref(), &config.data_dir.join("objects"))?;
     Ok(Services {
-        db,
+        db: db.clone(),
         store,
         keys: Arc::new(keys),
         clock,
         config: Arc::new(config),
         dev_keys,
         late_keys: Arc::default(),
+        caches: Arc::default(),
+        plans: Arc::default(),
+        writes: crate::services::group_commit::GroupCommit::start(db.clone()),
     })
 }
 
@@ -212,8 +215,11 @@ impl Application {
         if gate_job.is_none() {
             tracing::warn!("the rollout gate job is off on this instance (rollout_interval_seconds = 0)");
         }
+        // Other instances' changes reach this one's caches within a second.
+        let watch =
+            Some(tokio::spawn(crate::services::caches::watch(self.services.db.clone(), self.services.caches.clone())));
         let result = self.server.await;
-        for job in [job, gate_job].into_iter().flatten() {
+        for job in [job, gate_job, watch].into_iter().flatten() {
             job.abort();
         }
         result

@@ -291,6 +291,16 @@ pub async fn device_set_director_version(
     Ok(())
 }
 
+/// Remembers the `plan` epoch the device's stored assignment was decided at.
+pub async fn device_set_plan_epoch(db: &impl ConnectionTrait, id: i64, epoch: i64) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(device::Column::PlanEpoch, Expr::value(epoch))
+        .filter(device::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Makes every device's director roles due for a check at its next report (after a director
 /// root ceremony).
 pub async fn device_refresh_all_director(db: &impl ConnectionTrait) -> Result<(), DbErr> {

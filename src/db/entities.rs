@@ -233,6 +233,8 @@ pub mod device {
         /// When one of the device's director roles next enters its refresh margin (Unix
         /// seconds): polls before then need not look at its metadata at all.
         pub director_refresh_at: i64,
+        /// The `plan` cache epoch the stored assignment was decided at (0: decide again).
+        pub plan_epoch: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,6 +8,7 @@ pub mod device_metadata;
 pub mod devices;
 pub mod enrollment;
 pub mod entities;
+pub mod epochs;
 pub mod leases;
 pub mod metadata;
 pub mod overview;

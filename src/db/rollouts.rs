@@ -2,7 +2,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::assignment;
@@ -153,6 +154,21 @@ pub async fn assignment_stalled_counts(
         .filter(assignment::Column::RolloutId.eq(rollout_id))
         .filter(assignment::Column::State.is_in(OPEN_STATES))
         .filter(assignment::Column::UpdatedAt.lt(before))
+        // Unchanged polls touch only the device row (group commit), not the assignment: the
+        // device is silent when neither moved since `before`.
+        .filter(
+            assignment::Column::DeviceRowId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(super::entities::device::Column::Id)
+                    .from(super::entities::device::Entity)
+                    .cond_where(
+                        Condition::any()
+                            .add(super::entities::device::Column::LastSeenAt.is_null())
+                            .add(super::entities::device::Column::LastSeenAt.lt(before)),
+                    )
+                    .to_owned(),
+            ),
+        )
         .group_by(assignment::Column::Stage)
         .into_tuple()
         .all(db)

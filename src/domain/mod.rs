@@ -7,4 +7,5 @@
 pub mod expiry;
 pub mod ids;
 pub mod names;
+pub mod plan;
 pub mod rollout;

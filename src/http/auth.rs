@@ -96,7 +96,7 @@ auth_extractor!(AdminAuth, Permission::Admin, "An admin token.");
 
 /// A device, by its device token (`pgd_…`); decommissioned devices are refused (403).
 #[derive(Debug, Clone)]
-pub struct DeviceAuth(pub crate::db::entities::device::Model);
+pub struct DeviceAuth(pub std::sync::Arc<crate::services::caches::DeviceIdentity>);
 
 impl FromRequest for DeviceAuth {
     type Error = ApiError;

@@ -8,7 +8,10 @@ use super::auth::DeviceAuth;
 use super::error::{ApiError, ErrorBody, json_error};
 use super::repo::signed_json_response;
 use crate::services::Services;
-use crate::services::director::find_device_metadata;
+use crate::services::director::{find_device_metadata, known_device_timestamp};
+
+/// Per-device and behind a token: never in a shared cache.
+const PRIVATE: &str = "private, no-cache";
 
 /// One of the device's director files.
 #[utoipa::path(get, path = "/director/{device_id}/metadata/{file}", tag = "director",
@@ -30,9 +33,14 @@ pub async fn device_metadata(
             format!("this token belongs to device {}, not {device_id}", auth.0.device_id),
         ));
     }
-    let Some((body, sha256)) = find_device_metadata(&svc, &auth.0, &file).await? else {
+    if file == "timestamp.json"
+        && let Some(sha256) = known_device_timestamp(&svc, auth.0.id)
+        && let Some(not_modified) = super::repo::not_modified(&req, &sha256, PRIVATE)
+    {
+        return Ok(not_modified);
+    }
+    let Some((body, sha256)) = find_device_metadata(&svc, auth.0.id, &file).await? else {
         return Ok(json_error(StatusCode::NOT_FOUND, "not_found", &format!("no director metadata {file}")));
     };
-    // Per-device and behind a token: never in a shared cache.
-    Ok(signed_json_response(&req, body, &sha256, "private, no-cache"))
+    Ok(signed_json_response(&req, body, &sha256, PRIVATE))
 }

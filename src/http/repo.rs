@@ -43,7 +43,7 @@ pub async fn director_root(
     Ok(metadata_response(&req, &file, found))
 }
 
-fn metadata_response(req: &HttpRequest, file: &str, found: Option<(Vec<u8>, String)>) -> HttpResponse {
+fn metadata_response(req: &HttpRequest, file: &str, found: Option<(bytes::Bytes, String)>) -> HttpResponse {
     let Some((body, sha256)) = found else {
         return super::error::json_error(StatusCode::NOT_FOUND, "not_found", &format!("no metadata {file}"));
     };
@@ -55,22 +55,30 @@ fn metadata_response(req: &HttpRequest, file: &str, found: Option<(Vec<u8>, Stri
 /// `If-None-Match`, with `cache` as `Cache-Control`.
 pub(super) fn signed_json_response(
     req: &HttpRequest,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     sha256: &str,
     cache: &'static str,
 ) -> HttpResponse {
-    let etag = format!("\"{sha256}\"");
-    if if_none_match(req, &etag) {
-        return HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::CACHE_CONTROL, cache))
-            .finish();
+    if let Some(not_modified) = not_modified(req, sha256, cache) {
+        return not_modified;
     }
+    let etag = format!("\"{sha256}\"");
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/json"))
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, cache))
         .body(body)
+}
+
+/// 304 when the request's `If-None-Match` names the file whose SHA-256 is `sha256`.
+pub(super) fn not_modified(req: &HttpRequest, sha256: &str, cache: &'static str) -> Option<HttpResponse> {
+    let etag = format!("\"{sha256}\"");
+    if_none_match(req, &etag).then(|| {
+        HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, cache))
+            .finish()
+    })
 }
 
 fn if_none_match(req: &HttpRequest, etag: &str) -> bool {

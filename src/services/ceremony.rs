@@ -228,7 +228,7 @@ pub async fn submit(
         after: Some(after.to_string()),
     };
     audit_insert(&txn, audit).await?;
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     tracing::info!(repo, roles = ?stored.iter().map(|s| format!("{} v{}", s.role, s.version)).collect::<Vec<_>>(), "key ceremony landed");
     Ok(stored)
 }

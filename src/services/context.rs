@@ -26,6 +26,12 @@ pub struct Services {
     pub dev_keys: bool,
     /// Online keys found in `online/` after start (a rotation's next key).
     pub late_keys: Arc<std::sync::RwLock<Vec<crate::tuf::keys::Signer>>>,
+    /// Device tokens, repository metadata and director ETags kept in memory.
+    pub caches: Arc<super::caches::Caches>,
+    /// Each product's fleet plan, as of the newest `plan` epoch seen.
+    pub plans: Arc<super::assign_device::Plans>,
+    /// Group commit for device reports and enrollments.
+    pub writes: super::group_commit::GroupCommit,
 }
 
 impl Services {

@@ -1,15 +1,25 @@
 //! A device's signed version report: verify it, record it (counter rules), update its
 //! assignment's progress, decide what the device should install, and re-sign its director
 //! metadata only if that changed (or a role is inside its refresh margin).
+//!
+//! A report that repeats what is stored, for a device whose decision was made at the current
+//! plan epoch, changes nothing but counter and last-seen time: it is recorded by the
+//! group-commit writer (`group_commit`, `unchanged_reports`) and answered without deciding or signing. History
+//! (`device_reports`) keeps the reports that changed something.
 
 use patchgate_protocol::report::{AttemptState, DeviceReport, ReportAnswer};
-use sea_orm::Set;
+use std::sync::Arc;
+
+use sea_orm::{DatabaseTransaction, Set};
 
 use super::assign_device::desired_assignment;
+use super::caches::DeviceIdentity;
 use super::director::{DirectorAssignment, refresh_device_metadata, sign_device_metadata};
+use super::unchanged_reports::{FastOutcome, UnchangedReport};
 use super::{ServiceError, Services};
-use crate::db::devices::{ReportRecord, device_get, device_record_report};
+use crate::db::devices::{ReportRecord, device_get, device_record_report, device_set_plan_epoch};
 use crate::db::entities::device;
+use crate::db::epochs::plan_epoch_current;
 use crate::db::releases::{release_find_by_target, release_get};
 use crate::db::rollouts::{assignment_find, assignment_touch, assignment_update};
 
@@ -28,9 +38,12 @@ fn refusal(e: patchgate_protocol::ProtocolError) -> ServiceError {
 
 /// Records `body`, a signed report from `device` (authenticated by its token) posted to the
 /// path of `path_id`.
+///
+/// An unchanged report (the usual poll) goes through the group-commit writer and is answered
+/// from what is stored; anything the writer does not apply takes [`record_changed_report`].
 pub async fn record_report(
     svc: &Services,
-    device: &device::Model,
+    device: &Arc<DeviceIdentity>,
     path_id: &str,
     body: &[u8],
 ) -> Result<ReportOutcome, ServiceError> {
@@ -39,9 +52,7 @@ pub async fn record_report(
             message: format!("this token belongs to device {}, not {path_id}", device.device_id),
         });
     }
-    let key = patchgate_protocol::parse_public_key_hex(&device.public_key)
-        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("stored device key: {e}")))?;
-    let report: DeviceReport = patchgate_protocol::open(body, &key).map_err(refusal)?;
+    let report: DeviceReport = patchgate_protocol::open(body, &device.key).map_err(refusal)?;
     report.validate().map_err(refusal)?;
     if report.device_id != device.device_id {
         return Err(ServiceError::Forbidden {
@@ -51,13 +62,66 @@ pub async fn record_report(
     let counter = i64::try_from(report.counter)
         .map_err(|_| ServiceError::invalid("invalid_report", "the counter is larger than 2^63 - 1"))?;
     let now = svc.clock.now();
-    let now_secs = now.as_second();
+    let unchanged = UnchangedReport {
+        device_row: device.id,
+        counter,
+        seen_at: now.as_second(),
+        installed: report.installed.as_ref().map(|i| (i.name.clone(), i.sha256.clone())),
+        attempt: report.attempt.as_ref().map(|a| (a.name.clone(), a.state.as_str().to_owned(), a.detail.clone())),
+    };
+    let fast = svc.writes.record_unchanged(unchanged).await?;
+    if let FastOutcome::Recorded { director_targets_version } = fast {
+        let version = u64::try_from(director_targets_version).unwrap_or(0);
+        return Ok(ReportOutcome {
+            answer: ReportAnswer {
+                director_targets_version: version,
+                changed: version != report.director_targets_version,
+                poll_seconds: svc.config.device_poll_seconds,
+            },
+            failure_in: None,
+        });
+    }
+    record_changed_report(svc, device.clone(), report, counter, now).await
+}
 
-    let txn = crate::db::begin_write(&svc.db).await?;
+/// The full path, through group commit: record the report (counter rules), move its
+/// assignment along, decide what the device should install, and sign only if that changed.
+async fn record_changed_report(
+    svc: &Services,
+    device: Arc<DeviceIdentity>,
+    report: DeviceReport,
+    counter: i64,
+    now: jiff::Timestamp,
+) -> Result<ReportOutcome, ServiceError> {
+    let device_row = device.id;
+    let worker = svc.clone();
+    let (outcome, signed_anew) = svc
+        .writes
+        .run(move |txn| Box::pin(async move { record_changed_in(txn, &worker, &device, &report, counter, now).await }))
+        .await?;
+    if signed_anew {
+        svc.caches.invalidate_director(device_row);
+    }
+    Ok(outcome)
+}
+
+/// [`record_changed_report`] inside its transaction; also says whether it signed.
+async fn record_changed_in(
+    txn: &DatabaseTransaction,
+    svc: &Services,
+    device: &DeviceIdentity,
+    report: &DeviceReport,
+    counter: i64,
+    now: jiff::Timestamp,
+) -> Result<(ReportOutcome, bool), ServiceError> {
+    let now_secs = now.as_second();
+    // Read before anything the decision depends on: a change committed after this read raises
+    // the epoch past what is stored below, so the next report decides again.
+    let plan_epoch = plan_epoch_current(txn).await?;
     // What the device runs is known only when name and sha256 match a release; then the
     // version comes from the repository, not from the device's word.
     let installed_release = match &report.installed {
-        Some(i) => release_find_by_target(&txn, &i.name).await?.filter(|r| r.sha256 == i.sha256),
+        Some(i) => release_find_by_target(txn, &i.name).await?.filter(|r| r.sha256 == i.sha256),
         None => None,
     };
     let installed_release_id = installed_release.as_ref().map(|r| r.id);
@@ -73,10 +137,8 @@ pub async fn record_report(
         attempt: report.attempt.as_ref().map(|a| (a.name.clone(), a.state.as_str().to_owned(), a.detail.clone())),
         director_targets_version: i64::try_from(report.director_targets_version).unwrap_or(i64::MAX),
     };
-    if !device_record_report(&txn, device.id, &record).await? {
-        let current = device_get(&txn, device.id).await?;
-        txn.rollback().await?;
-        return match current {
+    if !device_record_report(txn, device.id, &record).await? {
+        return match device_get(txn, device.id).await? {
             Some(d) if d.status == "active" => Err(ServiceError::StaleCounter {
                 counter: report.counter,
                 last_counter: u64::try_from(d.last_counter.unwrap_or(0)).unwrap_or(0),
@@ -84,49 +146,55 @@ pub async fn record_report(
             _ => Err(ServiceError::Forbidden { message: format!("device {} is decommissioned", device.device_id) }),
         };
     }
-    let device = device_get(&txn, device.id)
+    let device = device_get(txn, device.id)
         .await?
         .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("device row vanished")))?;
-    let failure_in = track_attempt(&txn, &device, &report, now_secs).await?;
+    let failure_in = track_attempt(txn, &device, report, now_secs).await?;
 
-    let desired = desired_assignment(&txn, &device, now_secs).await?;
+    let desired = desired_assignment(txn, &svc.plans, &device, plan_epoch, now_secs).await?;
     let key_of = |a: &DirectorAssignment| (a.release.id, a.rollout_id.clone(), a.action.as_str().to_owned());
     let current = device.assigned_release_id.map(|id| {
         (id, device.assigned_rollout_id.clone().unwrap_or_default(), device.assigned_action.clone().unwrap_or_default())
     });
     let mut version = u64::try_from(device.director_targets_version).unwrap_or(0);
+    let mut signed_anew = false;
     if desired.as_ref().map(key_of) != current || version == 0 {
-        let signed = sign_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
+        let signed = sign_device_metadata(txn, svc, &device, desired.as_ref(), now).await?;
         version = signed.targets_version;
+        signed_anew = true;
         let mut active: device::ActiveModel = device.clone().into();
         active.assigned_release_id = Set(desired.as_ref().map(|a| a.release.id));
         active.assigned_rollout_id = Set(desired.as_ref().map(|a| a.rollout_id.clone()));
         active.assigned_action = Set(desired.as_ref().map(|a| a.action.as_str().to_owned()));
         active.director_targets_version = Set(i64::try_from(version).unwrap_or(i64::MAX));
         active.director_refresh_at = Set(signed.refresh_at);
-        crate::db::devices::device_update(&txn, active).await?;
-    } else if now_secs >= device.director_refresh_at {
-        // A role is inside its margin: re-sign lazily, now that the device is here. A
-        // re-signed targets role has the same content and a new version to fetch.
-        let signed = refresh_device_metadata(&txn, svc, &device, desired.as_ref(), now).await?;
-        version = signed.targets_version;
-        crate::db::devices::device_set_director_version(&txn, device.id, version, signed.refresh_at).await?;
+        active.plan_epoch = Set(plan_epoch);
+        crate::db::devices::device_update(txn, active).await?;
+    } else {
+        if now_secs >= device.director_refresh_at {
+            // A role is inside its margin: re-sign lazily, now that the device is here. A
+            // re-signed targets role has the same content and a new version to fetch.
+            let signed = refresh_device_metadata(txn, svc, &device, desired.as_ref(), now).await?;
+            version = signed.targets_version;
+            signed_anew = true;
+            crate::db::devices::device_set_director_version(txn, device.id, version, signed.refresh_at).await?;
+        }
+        if device.plan_epoch != plan_epoch {
+            device_set_plan_epoch(txn, device.id, plan_epoch).await?;
+        }
     }
-    txn.commit().await?;
-    Ok(ReportOutcome {
-        answer: ReportAnswer {
-            director_targets_version: version,
-            changed: version != report.director_targets_version,
-            poll_seconds: svc.config.device_poll_seconds,
-        },
-        failure_in,
-    })
+    let answer = ReportAnswer {
+        director_targets_version: version,
+        changed: version != report.director_targets_version,
+        poll_seconds: svc.config.device_poll_seconds,
+    };
+    Ok((ReportOutcome { answer, failure_in }, signed_anew))
 }
 
 /// Moves the device's current assignment along with the attempt it reports; returns the
 /// rollout id when the attempt just failed or was rejected.
 async fn track_attempt(
-    txn: &sea_orm::DatabaseTransaction,
+    txn: &DatabaseTransaction,
     device: &device::Model,
     report: &DeviceReport,
     now: i64,

@@ -16,7 +16,6 @@ use crate::db::device_metadata::{
     device_metadata_latest_versions,
 };
 use crate::db::entities::{device, release};
-use crate::db::metadata::metadata_get;
 use crate::domain::expiry::{RoleKind, expires_at, needs_refresh};
 use crate::tuf::keys::Signer;
 use crate::tuf::metadata::{self, DirectorTarget};
@@ -216,12 +215,16 @@ fn from_stored_device(m: crate::db::entities::device_metadata::Model) -> SignedM
 /// `N.snapshot.json`, `N.targets.json`), with their SHA-256; `None` if it does not exist.
 pub async fn find_device_metadata(
     svc: &Services,
-    device: &device::Model,
+    device_row: i64,
     file: &str,
-) -> Result<Option<(Vec<u8>, String)>, ServiceError> {
+) -> Result<Option<(bytes::Bytes, String)>, ServiceError> {
     if file == "timestamp.json" {
-        let latest = device_metadata_latest(&svc.db, device.id, "timestamp").await?;
-        return Ok(latest.map(|m| (m.body, m.sha256)));
+        let ticket = svc.caches.director_ticket();
+        let latest = device_metadata_latest(&svc.db, device_row, "timestamp").await?;
+        if let Some(m) = &latest {
+            svc.caches.fill_director_etag(ticket, device_row, m.sha256.clone());
+        }
+        return Ok(latest.map(|m| (m.body.into(), m.sha256)));
     }
     let Some((version, role)) = file.strip_suffix(".json").and_then(|f| f.split_once('.')) else {
         return Ok(None);
@@ -230,10 +233,16 @@ pub async fn find_device_metadata(
         return Ok(None);
     };
     match role {
-        "root" => Ok(metadata_get(&svc.db, DIRECTOR, "root", version).await?.map(|m| (m.body, m.sha256))),
+        "root" => Ok(super::serve::find_metadata(svc, DIRECTOR, &format!("{version}.root.json")).await?),
         "snapshot" | "targets" => {
-            Ok(device_metadata_get(&svc.db, device.id, role, version).await?.map(|m| (m.body, m.sha256)))
+            Ok(device_metadata_get(&svc.db, device_row, role, version).await?.map(|m| (m.body.into(), m.sha256)))
         }
         _ => Ok(None),
     }
+}
+
+/// The SHA-256 of the device's current director `timestamp.json` when this instance knows it
+/// without asking the database (a poll that already has it is answered 304 from memory).
+pub fn known_device_timestamp(svc: &Services, device_row: i64) -> Option<String> {
+    svc.caches.director_etag(device_row)
 }

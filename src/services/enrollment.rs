@@ -165,10 +165,38 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
         enroll_time: request.time.clone(),
     };
 
-    let txn = crate::db::begin_write(&svc.db).await?;
-    let existing = device_find(&txn, device_id.as_str()).await?;
+    let worker = svc.clone();
+    let unit = Enrollment { device_id: device_id.clone(), new, token, product, request, keyid };
+    let (device_row, action, product) =
+        svc.writes.run(move |txn| Box::pin(async move { enroll_in(txn, &worker, unit, now).await })).await?;
+    // A re-enrolled device's old token and key stop working here at once.
+    svc.caches.invalidate_device(device_row);
+    tracing::info!(device = %device_id, product = %product.name, action, "device enrolled");
+    Ok(EnrollAnswer { device_id: device_id.as_str().to_owned(), device_token: secret })
+}
+
+/// An enrollment that passed every check that needs no transaction.
+struct Enrollment {
+    device_id: DeviceId,
+    new: NewDevice,
+    token: enrollment_token::Model,
+    product: crate::db::entities::product::Model,
+    request: patchgate_protocol::report::EnrollRequest,
+    keyid: String,
+}
+
+/// Stores the enrollment inside a group-commit transaction; the device row, the audit action
+/// and the product.
+async fn enroll_in(
+    txn: &sea_orm::DatabaseTransaction,
+    svc: &Services,
+    unit: Enrollment,
+    now: i64,
+) -> Result<(i64, &'static str, crate::db::entities::product::Model), ServiceError> {
+    let Enrollment { device_id, new, token, product, request, keyid } = unit;
+    let existing = device_find(txn, device_id.as_str()).await?;
     let (device, action) = match existing {
-        None => (device_insert(&txn, new).await?, "device.enroll"),
+        None => (device_insert(txn, new).await?, "device.enroll"),
         Some(row) => {
             if row.status != "active" {
                 return Err(ServiceError::conflict(
@@ -198,16 +226,16 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
                     format!("device {device_id} is enrolled with another key; an admin must allow a new key first"),
                 ));
             }
-            (device_reenroll(&txn, row, new).await?, "device.reenroll")
+            (device_reenroll(txn, row, new).await?, "device.reenroll")
         }
     };
-    if !enrollment_token_take_use(&txn, token.id, now).await? {
+    if !enrollment_token_take_use(txn, token.id, now).await? {
         return Err(ServiceError::Unauthenticated { message: "the enrollment token has no uses left".into() });
     }
     if device.director_targets_version == 0 {
         // The device can refresh its director repository at once: empty targets, version 1.
-        let signed = sign_device_metadata(&txn, svc, &device, None, svc.clock.now()).await?;
-        crate::db::devices::device_set_director_version(&txn, device.id, signed.targets_version, signed.refresh_at)
+        let signed = sign_device_metadata(txn, svc, &device, None, svc.clock.now()).await?;
+        crate::db::devices::device_set_director_version(txn, device.id, signed.targets_version, signed.refresh_at)
             .await?;
     }
     let enroller = Caller {
@@ -216,23 +244,28 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
         product: Some(product.name.clone()),
     };
     let after = json!({"product": product.name, "hardware_id": request.hardware_id, "keyid": keyid, "tags": serde_json::from_str::<serde_json::Value>(&token.tags).unwrap_or_default()});
-    record(&txn, now, &enroller, action, &format!("device:{device_id}"), None, Some(after)).await?;
-    txn.commit().await?;
-    tracing::info!(device = %device_id, product = %product.name, action, "device enrolled");
-    Ok(EnrollAnswer { device_id: device_id.as_str().to_owned(), device_token: secret })
+    record(txn, now, &enroller, action, &format!("device:{device_id}"), None, Some(after)).await?;
+    Ok((device.id, action, product))
 }
 
 /// The device a device token belongs to; decommissioned devices get no service.
 pub async fn authenticate_device(
     svc: &Services,
     token: &str,
-) -> Result<crate::db::entities::device::Model, ServiceError> {
+) -> Result<std::sync::Arc<super::caches::DeviceIdentity>, ServiceError> {
+    use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
     let unauthenticated = || ServiceError::Unauthenticated { message: "the device token is invalid".into() };
     if !token.starts_with(DEVICE_TOKEN_PREFIX) {
         return Err(unauthenticated());
     }
-    let hash = token_hash(token);
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    // The map is keyed by the token's SHA-256, so a hit is an exact match of the whole token.
+    if let Some(known) = svc.caches.device_token(&digest) {
+        return Ok(known);
+    }
+    let ticket = svc.caches.device_token_ticket();
+    let hash = hex::encode(digest);
     let device = crate::db::devices::device_find_by_token_hash(&svc.db, &hash).await?.ok_or_else(unauthenticated)?;
     let same: bool = device.token_hash.as_bytes().ct_eq(hash.as_bytes()).into();
     if !same {
@@ -241,5 +274,14 @@ pub async fn authenticate_device(
     if device.status != "active" {
         return Err(ServiceError::Forbidden { message: format!("device {} is decommissioned", device.device_id) });
     }
-    Ok(device)
+    let key = patchgate_protocol::parse_public_key_hex(&device.public_key)
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("stored device key: {e}")))?;
+    let identity = std::sync::Arc::new(super::caches::DeviceIdentity {
+        id: device.id,
+        device_id: device.device_id,
+        product_id: device.product_id,
+        key,
+    });
+    svc.caches.fill_device_token(ticket, digest, identity.clone());
+    Ok(identity)
 }

@@ -265,3 +265,11 @@ pub async fn sign_director_root(keys: &KeySet, version: u64, now: Timestamp) -> 
     )?;
     Ok(sign_role("root", version, expires, body, &[root_signer]).await?)
 }
+
+/// Commits a transaction from [`crate::db::begin_signing`] and then drops what it made stale
+/// from this instance's caches (`timestamp.json`): clients see the new metadata at once.
+pub async fn commit_signed(svc: &Services, txn: sea_orm::DatabaseTransaction) -> Result<(), ServiceError> {
+    txn.commit().await?;
+    svc.caches.invalidate_repo();
+    Ok(())
+}

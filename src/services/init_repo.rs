@@ -43,7 +43,7 @@ pub async fn init_repositories(svc: &Services, actor: &Caller) -> Result<InitOut
         let after = serde_json::json!({"version": 1, "root_keyids": root_keyids});
         audit_insert(&txn, init_audit(actor, now, "director:root", &after)).await?;
     }
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     Ok(outcome)
 }
 

@@ -89,6 +89,8 @@ pub async fn decommission_device(svc: &Services, caller: &Caller, device_id: &st
     .await?;
     let out = view(&txn, saved).await?;
     txn.commit().await?;
+    // Its token is refused from the next request on; other instances follow within a second.
+    svc.caches.invalidate_device(row_id);
     tracing::info!(device = device_id, actor = %caller.name, withdrawn, "device decommissioned");
     Ok(out)
 }

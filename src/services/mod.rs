@@ -4,6 +4,7 @@
 pub mod assign_device;
 pub mod audit;
 pub mod auth;
+pub mod caches;
 pub mod catalog;
 pub mod ceremony;
 pub mod cohorts;
@@ -13,6 +14,7 @@ pub mod devices;
 pub mod director;
 pub mod enrollment;
 pub mod error;
+pub mod group_commit;
 pub mod image_repo;
 pub mod init_repo;
 pub mod manage_device;
@@ -28,6 +30,7 @@ pub mod rollout_timeline;
 pub mod rollout_view;
 pub mod root_rotation;
 pub mod serve;
+pub mod unchanged_reports;
 pub mod users;
 
 pub use context::Services;

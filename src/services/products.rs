@@ -113,7 +113,7 @@ pub async fn create_product(
         },
     )
     .await?;
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     if mode == SERVER_SIGNED {
         tracing::warn!(
             product = name,

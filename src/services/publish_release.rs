@@ -206,7 +206,7 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
         },
     )
     .await?;
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     metrics::histogram!("patchgate_publish_commit_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(target = %row.target_name, sha256 = %row.sha256, length = row.length, actor = %caller.name, "release published");
     Ok(PublishOutcome::Created(row))

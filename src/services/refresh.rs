@@ -70,7 +70,7 @@ pub async fn refresh_expiring(svc: &Services) -> Result<Vec<String>, ServiceErro
         commit_timestamp(&txn, svc, now, &from_stored(snapshot)).await?;
         refreshed.push("timestamp".to_owned());
     }
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     if !refreshed.is_empty() {
         tracing::info!(roles = ?refreshed, "re-signed expiring metadata");
     }

@@ -68,7 +68,7 @@ pub async fn approve_release(
     let object = format!("release:{}", row.target_name);
     let after = serde_json::json!({"published_by": row.published_by, "approved_by": caller.name});
     audit_insert(&txn, audit(caller, now, "release.approve", &object, after)).await?;
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     Ok(row)
 }
 
@@ -110,7 +110,7 @@ pub async fn yank_release(
     let object = format!("release:{}", row.target_name);
     audit_insert(&txn, audit(caller, now, "release.yank", &object, serde_json::json!({"signing_mode": "server"})))
         .await?;
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     find(&svc.db, product.id, &product.name, version).await
 }
 
@@ -161,6 +161,6 @@ pub async fn submit_product_role(
     let object = format!("product:{}", product.name);
     let after = serde_json::json!({"role_version": version, "listed": change.listed, "yanked": yanked});
     audit_insert(&txn, audit(caller, now, "product.role", &object, after)).await?;
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     Ok(RoleOutcome { product: product.name, version, listed: change.listed, yanked })
 }

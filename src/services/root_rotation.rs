@@ -61,7 +61,7 @@ pub async fn rotate_image_root(
         after: Some(after.to_string()),
     };
     audit_insert(&txn, audit).await?;
-    txn.commit().await?;
+    super::image_repo::commit_signed(svc, txn).await?;
     Ok(root)
 }
 

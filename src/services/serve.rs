@@ -9,7 +9,16 @@ pub use super::image_repo::{DIRECTOR, IMAGE};
 /// The bytes and SHA-256 of metadata file `file` of `repo`, if it exists.
 ///
 /// `timestamp.json` is the newest timestamp; `{N}.{role}.json` is version N exactly.
-pub async fn find_metadata(svc: &Services, repo: &str, file: &str) -> Result<Option<(Vec<u8>, String)>, ServiceError> {
+pub async fn find_metadata(
+    svc: &Services,
+    repo: &str,
+    file: &str,
+) -> Result<Option<(bytes::Bytes, String)>, ServiceError> {
+    let repo: &'static str = if repo == IMAGE { IMAGE } else { DIRECTOR };
+    if let Some(hit) = svc.caches.repo_file(repo, file) {
+        return Ok(Some((hit.0.clone(), hit.1.clone())));
+    }
+    let ticket = svc.caches.repo_ticket();
     let row = if file == "timestamp.json" {
         metadata_latest(&svc.db, repo, "timestamp").await?
     } else {
@@ -27,7 +36,10 @@ pub async fn find_metadata(svc: &Services, repo: &str, file: &str) -> Result<Opt
         }
         metadata_get(&svc.db, repo, role, version).await?
     };
-    Ok(row.map(|r| (r.body, r.sha256)))
+    let Some(row) = row else { return Ok(None) };
+    let body = bytes::Bytes::from(row.body);
+    svc.caches.fill_repo_file(ticket, repo, file, std::sync::Arc::new((body.clone(), row.sha256.clone())));
+    Ok(Some((body, row.sha256)))
 }
 
 /// A published target, resolved from a request path.

@@ -13,6 +13,7 @@ mod cli;
 mod common;
 mod crash;
 mod db;
+mod device_path;
 mod device_reads;
 mod devices;
 mod fleet;

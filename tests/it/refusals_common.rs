@@ -148,9 +148,11 @@ impl Fixture {
         refusal
     }
 
-    /// The counter of the newest report the server recorded from `DEVICE` (0: none yet).
+    /// The counter of the newest report the server accepted from `DEVICE` (0: none yet). Not
+    /// the history's newest: a report repeating the stored attempt (the same refusal twice)
+    /// moves only the device's counter.
     async fn newest_report_counter(&self) -> i64 {
-        device_detail(&self.app, DEVICE).await["reports"][0]["counter"].as_i64().unwrap_or(0)
+        device_detail(&self.app, DEVICE).await["last_counter"].as_i64().unwrap_or(0)
     }
 
     /// `install` succeeds and the slot holds exactly the image of `version`.

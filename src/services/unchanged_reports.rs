@@ -1,0 +1,189 @@
+//! Unchanged reports: the usual poll, recorded with one conditional statement per group.
+//!
+//! Most polls change nothing but the device's counter and last-seen time. The group-commit
+//! writer (`group_commit`) records all such reports of a group with one `UPDATE … FROM
+//! (VALUES …)` per round, inside the group's transaction, and answers each request only after
+//! the commit.
+//!
+//! The conditional update is the whole check, so it holds across groups and across instances
+//! sharing one database: a row is written only if the device is active, the counter is above
+//! the stored one, the report repeats exactly what is stored (installed image, attempt), the
+//! stored decision was made at the current `plan` epoch, and no director role is inside its
+//! refresh margin. Anything else is [`FastOutcome::NotApplied`] and takes the full path (which
+//! answers a stale counter with 409, or decides and signs afresh). Two reports of one device in
+//! one group go into successive rounds, so the second sees the first's counter.
+
+use std::collections::HashMap;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, Value};
+
+/// The most unchanged reports one group carries (8 bound values each: well under SQLite's
+/// 32 766).
+pub const MAX_UNCHANGED: usize = 1024;
+
+/// An unchanged report, as the conditional update needs it.
+#[derive(Debug, Clone)]
+pub struct UnchangedReport {
+    /// Device row.
+    pub device_row: i64,
+    /// The report's counter.
+    pub counter: i64,
+    /// Server time, Unix seconds.
+    pub seen_at: i64,
+    /// Installed image name and sha256, as reported.
+    pub installed: Option<(String, String)>,
+    /// Attempt name, state and detail, as reported.
+    pub attempt: Option<(String, String, Option<String>)>,
+}
+
+/// What the writer did with one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastOutcome {
+    /// Recorded; the device's director targets version is this.
+    Recorded {
+        /// The stored director targets version.
+        director_targets_version: i64,
+    },
+    /// Not written: the full path must look at it.
+    NotApplied,
+}
+
+/// Splits a batch into rounds in which each device appears at most once, keeping order.
+fn rounds(reports: &[&UnchangedReport]) -> Vec<Vec<usize>> {
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        let round = seen.entry(r.device_row).and_modify(|n| *n += 1).or_insert(0);
+        if out.len() <= *round {
+            out.push(Vec::new());
+        }
+        out[*round].push(i);
+    }
+    out
+}
+
+/// Records what it can of `reports` inside `txn`; one outcome per report, in order.
+pub async fn write_rounds(
+    txn: &sea_orm::DatabaseTransaction,
+    reports: &[&UnchangedReport],
+) -> Result<Vec<FastOutcome>, DbErr> {
+    let mut outcomes = vec![FastOutcome::NotApplied; reports.len()];
+    for round in rounds(reports) {
+        let members: Vec<&UnchangedReport> = round.iter().map(|&i| reports[i]).collect();
+        let written = update_round(txn, &members).await?;
+        for i in round {
+            let r = reports[i];
+            if let Some(&(counter, version)) = written.get(&r.device_row)
+                && counter == r.counter
+            {
+                outcomes[i] = FastOutcome::Recorded { director_targets_version: version };
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// [`write_rounds`] in a transaction of its own (tests put reports in one group this way).
+pub async fn write_batch(db: &DatabaseConnection, reports: &[&UnchangedReport]) -> Result<Vec<FastOutcome>, DbErr> {
+    let txn = crate::db::begin_write(db).await?;
+    let outcomes = write_rounds(&txn, reports).await?;
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Written {
+    id: i64,
+    last_counter: Option<i64>,
+    director_targets_version: i64,
+}
+
+/// The conditions under which an unchanged report needs nothing but its counter and time.
+/// `{v}` is the values alias; `IS NOT DISTINCT FROM` compares NULLs as equal (SQLite: `IS`).
+fn conditions(backend: DbBackend) -> String {
+    let same = if backend == DbBackend::Postgres { "IS NOT DISTINCT FROM" } else { "IS" };
+    format!(
+        "devices.id = v.id AND devices.status = 'active' \
+         AND (devices.last_counter IS NULL OR devices.last_counter < v.counter) \
+         AND devices.plan_epoch = (SELECT epoch FROM cache_epochs WHERE name = 'plan') \
+         AND devices.director_targets_version > 0 AND devices.director_refresh_at > v.seen \
+         AND devices.installed_name {same} v.iname AND devices.installed_sha256 {same} v.isha \
+         AND devices.attempt_name {same} v.aname AND devices.attempt_state {same} v.astate \
+         AND devices.attempt_detail {same} v.adetail"
+    )
+}
+
+/// One conditional update for reports of distinct devices; returns the rows written.
+async fn update_round(
+    txn: &sea_orm::DatabaseTransaction,
+    members: &[&UnchangedReport],
+) -> Result<HashMap<i64, (i64, i64)>, DbErr> {
+    let backend = txn.get_database_backend();
+    let mut values: Vec<Value> = Vec::with_capacity(members.len() * 8);
+    let mut rows = Vec::with_capacity(members.len());
+    for r in members {
+        let n = values.len();
+        rows.push(match backend {
+            DbBackend::Postgres => format!(
+                "(${}::bigint, ${}::bigint, ${}::bigint, ${}::text, ${}::text, ${}::text, ${}::text, ${}::text)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8
+            ),
+            _ => "(?, ?, ?, ?, ?, ?, ?, ?)".to_owned(),
+        });
+        let (iname, isha) = r.installed.clone().unzip();
+        let (aname, astate, adetail) = match &r.attempt {
+            Some((n, s, d)) => (Some(n.clone()), Some(s.clone()), d.clone()),
+            None => (None, None, None),
+        };
+        values.extend([
+            r.device_row.into(),
+            r.counter.into(),
+            r.seen_at.into(),
+            iname.into(),
+            isha.into(),
+            aname.into(),
+            astate.into(),
+            adetail.into(),
+        ]);
+    }
+    let columns = "v(id, counter, seen, iname, isha, aname, astate, adetail)";
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen FROM (VALUES {}) AS {columns} \
+             WHERE {} RETURNING devices.id, devices.last_counter, devices.director_targets_version",
+            rows.join(", "),
+            conditions(backend)
+        ),
+        _ => format!(
+            "WITH {columns} AS (VALUES {}) UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen \
+             FROM v WHERE {} RETURNING id, last_counter, director_targets_version",
+            rows.join(", "),
+            conditions(backend)
+        ),
+    };
+    let written = Written::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(txn).await?;
+    Ok(written.into_iter().map(|w| (w.id, (w.last_counter.unwrap_or(0), w.director_targets_version))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(device_row: i64, counter: i64) -> UnchangedReport {
+        UnchangedReport { device_row, counter, seen_at: 0, installed: None, attempt: None }
+    }
+
+    #[test]
+    fn a_device_twice_in_one_batch_goes_into_two_rounds_in_order() {
+        let reports = [report(1, 5), report(2, 9), report(1, 5), report(1, 6), report(3, 1)];
+        let refs: Vec<&UnchangedReport> = reports.iter().collect();
+        assert_eq!(rounds(&refs), vec![vec![0, 1, 4], vec![2], vec![3]]);
+    }
+}

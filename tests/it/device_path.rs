@@ -1,0 +1,249 @@
+//! The device path at scale (DESIGN.md §5): unchanged reports are group-committed and answered
+//! from what is stored, yet nothing is weaker than deciding every report afresh — a replayed
+//! counter is refused inside one batch and across two instances on one database, and every
+//! admin change (pause, abort, yank, security floor) is obeyed by the first report answered
+//! after the admin's request returned.
+
+use std::time::{Duration, Instant};
+
+use patchgate::db::devices::{device_find, device_reports_recent};
+use patchgate::services::unchanged_reports::{FastOutcome, UnchangedReport, write_batch};
+use patchgate_protocol::report::AttemptState;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, firmware, spawn_app, spawn_app_from};
+use crate::fleet::{Device, Image, enrollment_token};
+
+const PRODUCT: &str = "pump-x1";
+const HW: &str = "pump-x1-revA";
+
+/// A product with 1.0.0 published, one enrolled device, and a cohort `lab` holding it.
+async fn setup(app: &TestApp) -> (Image, Device) {
+    app.create_product(PRODUCT, &[HW]).await;
+    let image = Image::from_publish(&app.publish(PRODUCT, "1.0.0", "fw.bin", firmware(5, 4096)).await);
+    let token = enrollment_token(app, PRODUCT, &["site:lab"], 10).await;
+    let device = Device::enroll(app, "pump-a", PRODUCT, HW, &token).await;
+    app.post_json("/api/v1/cohorts", &json!({"name": "lab", "product": PRODUCT, "devices": ["pump-a"]})).await;
+    (image, device)
+}
+
+async fn start_rollout(app: &TestApp, id: &str, version: &str) {
+    let gate = json!({"max_failure_rate": 0.5, "min_reports": 1, "stall_minutes": 60});
+    app.post_json(
+        "/api/v1/rollouts",
+        &json!({"id": id, "product": PRODUCT, "version": version, "stages": [{"cohort": "lab", "percent": 100}], "gate": gate}),
+    )
+    .await;
+    app.post_json(&format!("/api/v1/rollouts/{id}/start"), &json!({})).await;
+}
+
+/// How many reports the server keeps in the device's history (only changed ones go there).
+async fn history(app: &TestApp, device: &str) -> usize {
+    let row = device_find(&app.services.db, device).await.unwrap().unwrap();
+    device_reports_recent(&app.services.db, row.id, 10_000).await.unwrap().len()
+}
+
+async fn stored(app: &TestApp, device: &str) -> patchgate::db::entities::device::Model {
+    device_find(&app.services.db, device).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn unchanged_polls_are_group_committed_and_a_replay_in_the_same_batch_is_refused() {
+    let app = spawn_app().await;
+    let (_, mut device) = setup(&app).await;
+    device.report(&app, None).await;
+    let history_before = history(&app, "pump-a").await;
+
+    // Unchanged polls: recorded (counter and last-seen move) without a history row.
+    for _ in 0..3 {
+        let answer = device.report(&app, None).await;
+        assert_eq!(answer["changed"], false, "{answer}");
+    }
+    assert_eq!(history(&app, "pump-a").await, history_before, "unchanged polls went through the fast path");
+    let row = stored(&app, "pump-a").await;
+    assert_eq!(row.last_counter, Some(i64::try_from(device.counter).unwrap() - 1));
+
+    // The writer itself: a replay beside its original, and an older counter after a newer one,
+    // in one batch: only the first of each is written.
+    let next = i64::try_from(device.counter).unwrap();
+    let unchanged = |counter: i64| UnchangedReport {
+        device_row: row.id,
+        counter,
+        seen_at: app.services.now_secs(),
+        installed: None,
+        attempt: None,
+    };
+    let batch = [unchanged(next), unchanged(next), unchanged(next + 2), unchanged(next + 1)];
+    let refs: Vec<&UnchangedReport> = batch.iter().collect();
+    let outcomes = write_batch(&app.services.db, &refs).await.unwrap();
+    let version = row.director_targets_version;
+    let recorded = FastOutcome::Recorded { director_targets_version: version };
+    assert_eq!(outcomes, vec![recorded, FastOutcome::NotApplied, recorded, FastOutcome::NotApplied]);
+    assert_eq!(stored(&app, "pump-a").await.last_counter, Some(next + 2));
+    device.counter = u64::try_from(next + 3).unwrap();
+
+    // Over HTTP: the same signed report sent 16 times at once is accepted exactly once.
+    let body = device.report_body("pump-a", device.counter, None);
+    let sends = (0..16).map(|_| Device::post_report(&app, "pump-a", &device.token, &body));
+    let answers = futures_util::future::join_all(sends).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let stale: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 409).map(|(_, b)| b).collect();
+    assert_eq!((ok, stale.len()), (1, 15), "{answers:?}");
+    assert!(stale.iter().all(|b| b["error"] == "stale_counter" && b["last_counter"] == device.counter));
+    assert_eq!(history(&app, "pump-a").await, history_before, "refused replays left no trace");
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_share_the_counter_and_the_plan() {
+    let a = spawn_app().await;
+    let (image, mut device) = setup(&a).await;
+    // A second instance on the same database, blob store and keys.
+    let mut config = (*a.services.config).clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let b = spawn_app_from(tempfile::tempdir().unwrap(), config, jiff::SignedDuration::ZERO).await;
+    device.report(&a, None).await;
+    device.report(&a, None).await;
+
+    // A counter used on one instance is stale on the other, one after the other and at once.
+    let body = device.report_body("pump-a", device.counter, None);
+    assert_eq!(Device::post_report(&a, "pump-a", &device.token, &body).await.0, 200);
+    let (status, answer) = Device::post_report(&b, "pump-a", &device.token, &body).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("stale_counter")), "{answer}");
+    device.counter += 1;
+    for _ in 0..10 {
+        let body = device.report_body("pump-a", device.counter, None);
+        let (on_a, on_b) = tokio::join!(
+            Device::post_report(&a, "pump-a", &device.token, &body),
+            Device::post_report(&b, "pump-a", &device.token, &body)
+        );
+        let mut statuses = [on_a.0, on_b.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "{on_a:?} {on_b:?}");
+        device.counter += 1;
+    }
+
+    // A rollout started on B assigns at the next report on A; a pause on A withdraws at the
+    // next report on B (the device has not started installing).
+    start_rollout(&b, "r-two", "1.0.0").await;
+    let answer = device.report(&a, None).await;
+    assert_eq!(answer["changed"], true, "{answer}");
+    assert_eq!(device.assignment(&a).await.map(|(name, _)| name), Some(image.name.clone()));
+    device.report(&b, Some((&image, AttemptState::Downloading))).await;
+    device.report(&b, Some((&image, AttemptState::Downloading))).await;
+    a.post_json("/api/v1/rollouts/r-two/pause", &json!({})).await;
+    let answer = device.report(&b, Some((&image, AttemptState::Downloading))).await;
+    assert_eq!(answer["changed"], true, "paused on A, withdrawn on B: {answer}");
+    assert_eq!(device.assignment(&b).await, None);
+
+    // Decommissioned on A: refused on B at once for reports, and within a second for reads.
+    let res = a.client.post(a.url("/api/v1/devices/pump-a/decommission")).bearer_auth(&a.admin).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, _) =
+        Device::post_report(&b, "pump-a", &device.token, &device.report_body("pump-a", device.counter, None)).await;
+    assert_eq!(status, 403);
+    let url = b.url("/director/pump-a/metadata/timestamp.json");
+    let started = Instant::now();
+    loop {
+        let status = b.client.get(&url).bearer_auth(&device.token).send().await.unwrap().status();
+        if status == 403 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "B still serves a decommissioned device: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Brings the device to an unchanged, assigned state: assigned, then `downloading` twice (the
+/// second one takes the fast path).
+async fn assigned_and_polling(app: &TestApp, device: &mut Device, image: &Image) {
+    let answer = device.report(app, None).await;
+    assert_eq!(answer["changed"], true, "{answer}");
+    device.report(app, Some((image, AttemptState::Downloading))).await;
+    let before = history(app, &device.id).await;
+    let answer = device.report(app, Some((image, AttemptState::Downloading))).await;
+    assert_eq!(answer["changed"], false, "{answer}");
+    assert_eq!(history(app, &device.id).await, before, "the poll took the fast path");
+}
+
+#[tokio::test]
+async fn pause_abort_yank_and_floor_are_obeyed_by_the_next_report() {
+    let app = spawn_app().await;
+    let (image, mut device) = setup(&app).await;
+    start_rollout(&app, "r-1", "1.0.0").await;
+    let downloading = Some((&image, AttemptState::Downloading));
+
+    // Pause: withdrawn at once; resume: assigned again.
+    assigned_and_polling(&app, &mut device, &image).await;
+    app.post_json("/api/v1/rollouts/r-1/pause", &json!({})).await;
+    assert_eq!(device.report(&app, downloading).await["changed"], true);
+    assert_eq!(device.assignment(&app).await, None);
+    app.post_json("/api/v1/rollouts/r-1/resume", &json!({})).await;
+    assert_eq!(device.report(&app, None).await["changed"], true);
+    assert_eq!(device.assignment(&app).await.map(|(n, _)| n), Some(image.name.clone()));
+
+    // Abort: withdrawn at once.
+    device.report(&app, downloading).await;
+    device.report(&app, downloading).await;
+    app.post_json("/api/v1/rollouts/r-1/abort", &json!({})).await;
+    assert_eq!(device.report(&app, downloading).await["changed"], true);
+    assert_eq!(device.assignment(&app).await, None);
+
+    // Yank: a running rollout's release that is yanked is withdrawn at the next report.
+    let second = Image::from_publish(&app.publish(PRODUCT, "1.1.0", "fw.bin", firmware(6, 4096)).await);
+    start_rollout(&app, "r-2", "1.1.0").await;
+    assigned_and_polling(&app, &mut device, &second).await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/products/pump-x1/releases/1.1.0/yank"))
+        .bearer_auth(&app.admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_eq!(device.report(&app, Some((&second, AttemptState::Downloading))).await["changed"], true);
+    assert_eq!(device.assignment(&app).await, None);
+    app.post_json("/api/v1/rollouts/r-2/abort", &json!({})).await;
+
+    // Security floor: 1.2.0 rolls out; 1.3.0 is published with rollback_floor 1.3.0, so the
+    // product's floor passes 1.2.0 and its assignment is withdrawn at the next report.
+    let third = Image::from_publish(&app.publish(PRODUCT, "1.2.0", "fw.bin", firmware(7, 4096)).await);
+    start_rollout(&app, "r-3", "1.2.0").await;
+    assigned_and_polling(&app, &mut device, &third).await;
+    let part = reqwest::multipart::Part::bytes(firmware(8, 4096)).file_name("fw.bin");
+    let form =
+        reqwest::multipart::Form::new().text("version", "1.3.0").text("rollback_floor", "1.3.0").part("file", part);
+    let res = app
+        .client
+        .post(app.url("/api/v1/products/pump-x1/releases"))
+        .bearer_auth(&app.admin)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    assert_eq!(device.report(&app, Some((&third, AttemptState::Downloading))).await["changed"], true);
+    assert_eq!(device.assignment(&app).await, None);
+}
+
+#[tokio::test]
+async fn a_revoked_or_replaced_device_token_is_refused_at_once() {
+    let app = spawn_app().await;
+    let (_, mut device) = setup(&app).await;
+    device.report(&app, None).await;
+    device.report(&app, None).await;
+    let timestamp = app.url("/director/pump-a/metadata/timestamp.json");
+    assert_eq!(app.client.get(&timestamp).bearer_auth(&device.token).send().await.unwrap().status(), 200);
+
+    // A new key after an admin allowed it: the old token stops working with the answer.
+    let res =
+        app.client.post(app.url("/api/v1/devices/pump-a/allow-rekey")).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let token = enrollment_token(&app, PRODUCT, &[], 1).await;
+    let renewed = Device::enroll(&app, "pump-a", PRODUCT, HW, &token).await;
+    assert_eq!(app.client.get(&timestamp).bearer_auth(&device.token).send().await.unwrap().status(), 401);
+    let (status, _) =
+        Device::post_report(&app, "pump-a", &device.token, &device.report_body("pump-a", device.counter, None)).await;
+    assert_eq!(status, 401);
+    assert_eq!(app.client.get(&timestamp).bearer_auth(&renewed.token).send().await.unwrap().status(), 200);
+}
