@@ -4,12 +4,12 @@
 //!
 //! A report that repeats what is stored, for a device whose decision was made at the current
 //! plan epoch, changes nothing but counter and last-seen time: it is recorded by the
-//! group-commit writer (`group_commit`, `unchanged_reports`) and answered without deciding or signing. History
-//! (`device_reports`) keeps the reports that changed something.
+//! group-commit writer (`group_commit`, `unchanged_reports`) and answered without deciding or
+//! signing. History (`device_reports`) keeps the reports that changed something.
 
-use patchgate_protocol::report::{AttemptState, DeviceReport, ReportAnswer};
 use std::sync::Arc;
 
+use patchgate_protocol::report::{AttemptState, DeviceReport, ReportAnswer};
 use sea_orm::{DatabaseTransaction, Set};
 
 use super::assign_device::desired_assignment;
@@ -72,14 +72,7 @@ pub async fn record_report(
     let fast = svc.writes.record_unchanged(unchanged).await?;
     if let FastOutcome::Recorded { director_targets_version } = fast {
         let version = u64::try_from(director_targets_version).unwrap_or(0);
-        return Ok(ReportOutcome {
-            answer: ReportAnswer {
-                director_targets_version: version,
-                changed: version != report.director_targets_version,
-                poll_seconds: svc.config.device_poll_seconds,
-            },
-            failure_in: None,
-        });
+        return Ok(ReportOutcome { answer: answer(svc, version, &report), failure_in: None });
     }
     record_changed_report(svc, device.clone(), report, counter, now).await
 }
@@ -183,12 +176,16 @@ async fn record_changed_in(
             device_set_plan_epoch(txn, device.id, plan_epoch).await?;
         }
     }
-    let answer = ReportAnswer {
+    Ok((ReportOutcome { answer: answer(svc, version, report), failure_in }, signed_anew))
+}
+
+/// What the device is told: its director targets version now, and whether it has it already.
+fn answer(svc: &Services, version: u64, report: &DeviceReport) -> ReportAnswer {
+    ReportAnswer {
         director_targets_version: version,
         changed: version != report.director_targets_version,
         poll_seconds: svc.config.device_poll_seconds,
-    };
-    Ok((ReportOutcome { answer, failure_in }, signed_anew))
+    }
 }
 
 /// Moves the device's current assignment along with the attempt it reports; returns the

@@ -222,7 +222,7 @@ pub async fn find_device_metadata(
         let ticket = svc.caches.director_ticket();
         let latest = device_metadata_latest(&svc.db, device_row, "timestamp").await?;
         if let Some(m) = &latest {
-            svc.caches.fill_director_etag(ticket, device_row, m.sha256.clone());
+            svc.caches.fill_director_etag(ticket, device_row, &m.sha256);
         }
         return Ok(latest.map(|m| (m.body.into(), m.sha256)));
     }

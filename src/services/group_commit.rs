@@ -166,7 +166,7 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
             }
         };
         let reports: Vec<&UnchangedReport> = unchanged.iter().map(|(r, _)| r).collect();
-        let fast = unchanged_in_savepoint(&txn, &reports).await;
+        let fast = record_unchanged_group(&txn, &reports, !units.is_empty()).await;
         let mut deliveries = Vec::with_capacity(units.len());
         for unit in units {
             deliveries.push(unit(&txn).await);
@@ -186,29 +186,35 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
     }
 }
 
-/// The group's unchanged reports, in a savepoint so that a failure there spares the units.
-async fn unchanged_in_savepoint(
+/// The group's unchanged reports; in a savepoint when the group also has units, so that a
+/// failure here spares them (alone, a failure fails the group anyway and the savepoint's two
+/// statements are saved).
+async fn record_unchanged_group(
     txn: &DatabaseTransaction,
     reports: &[&UnchangedReport],
+    with_units: bool,
 ) -> Result<Vec<FastOutcome>, String> {
     if reports.is_empty() {
         return Ok(Vec::new());
     }
-    let result = async {
-        let savepoint = txn.begin().await?;
-        let outcomes = write_rounds(&savepoint, reports).await;
-        match outcomes {
-            Ok(o) => {
-                savepoint.commit().await?;
-                Ok(o)
-            }
-            Err(e) => {
-                savepoint.rollback().await?;
-                Err(e)
+    let result = if with_units {
+        async {
+            let savepoint = txn.begin().await?;
+            match write_rounds(&savepoint, reports).await {
+                Ok(o) => {
+                    savepoint.commit().await?;
+                    Ok(o)
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    Err(e)
+                }
             }
         }
-    }
-    .await;
+        .await
+    } else {
+        write_rounds(txn, reports).await
+    };
     result.map_err(|e: sea_orm::DbErr| {
         tracing::error!(error = %e, reports = reports.len(), "recording a group of unchanged reports failed");
         e.to_string()

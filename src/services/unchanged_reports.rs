@@ -1,9 +1,9 @@
 //! Unchanged reports: the usual poll, recorded with one conditional statement per group.
 //!
 //! Most polls change nothing but the device's counter and last-seen time. The group-commit
-//! writer (`group_commit`) records all such reports of a group with one `UPDATE … FROM
-//! (VALUES …)` per round, inside the group's transaction, and answers each request only after
-//! the commit.
+//! writer (`group_commit`) records all such reports of a group with one `UPDATE … FROM` per
+//! round (the rows travel as one JSON parameter), inside the group's transaction, and answers
+//! each request only after the commit.
 //!
 //! The conditional update is the whole check, so it holds across groups and across instances
 //! sharing one database: a row is written only if the device is active, the counter is above
@@ -17,8 +17,7 @@ use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, Value};
 
-/// The most unchanged reports one group carries (8 bound values each: well under SQLite's
-/// 32 766).
+/// The most unchanged reports one group carries.
 pub const MAX_UNCHANGED: usize = 1024;
 
 /// An unchanged report, as the conditional update needs it.
@@ -99,7 +98,7 @@ struct Written {
 }
 
 /// The conditions under which an unchanged report needs nothing but its counter and time.
-/// `{v}` is the values alias; `IS NOT DISTINCT FROM` compares NULLs as equal (SQLite: `IS`).
+/// `v` is the round's rows; `IS NOT DISTINCT FROM` compares NULLs as equal (SQLite: `IS`).
 fn conditions(backend: DbBackend) -> String {
     let same = if backend == DbBackend::Postgres { "IS NOT DISTINCT FROM" } else { "IS" };
     format!(
@@ -113,62 +112,75 @@ fn conditions(backend: DbBackend) -> String {
     )
 }
 
+/// One row of a round, as the statement reads it from its one JSON parameter.
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    id: i64,
+    counter: i64,
+    seen: i64,
+    iname: Option<&'a str>,
+    isha: Option<&'a str>,
+    aname: Option<&'a str>,
+    astate: Option<&'a str>,
+    adetail: Option<&'a str>,
+}
+
+/// The statement for one round. Its text never changes (the rows arrive as one JSON array
+/// parameter), so it is prepared once per connection however many rows a round has.
+fn round_sql(backend: DbBackend) -> String {
+    match backend {
+        DbBackend::Postgres => format!(
+            "UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen \
+             FROM jsonb_to_recordset($1::jsonb) AS v(id bigint, counter bigint, seen bigint, iname text, isha text, \
+             aname text, astate text, adetail text) \
+             WHERE {} RETURNING devices.id, devices.last_counter, devices.director_targets_version",
+            conditions(backend)
+        ),
+        _ => {
+            let field = |f: &str| format!("json_extract(value, '$.{f}') AS {f}");
+            let fields: Vec<String> = ["id", "counter", "seen", "iname", "isha", "aname", "astate", "adetail"]
+                .iter()
+                .map(|f| field(f))
+                .collect();
+            format!(
+                "WITH v AS (SELECT {} FROM json_each(?)) \
+                 UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen \
+                 FROM v WHERE {} RETURNING id, last_counter, director_targets_version",
+                fields.join(", "),
+                conditions(backend)
+            )
+        }
+    }
+}
+
 /// One conditional update for reports of distinct devices; returns the rows written.
 async fn update_round(
     txn: &sea_orm::DatabaseTransaction,
     members: &[&UnchangedReport],
 ) -> Result<HashMap<i64, (i64, i64)>, DbErr> {
     let backend = txn.get_database_backend();
-    let mut values: Vec<Value> = Vec::with_capacity(members.len() * 8);
-    let mut rows = Vec::with_capacity(members.len());
-    for r in members {
-        let n = values.len();
-        rows.push(match backend {
-            DbBackend::Postgres => format!(
-                "(${}::bigint, ${}::bigint, ${}::bigint, ${}::text, ${}::text, ${}::text, ${}::text, ${}::text)",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 8
-            ),
-            _ => "(?, ?, ?, ?, ?, ?, ?, ?)".to_owned(),
-        });
-        let (iname, isha) = r.installed.clone().unzip();
-        let (aname, astate, adetail) = match &r.attempt {
-            Some((n, s, d)) => (Some(n.clone()), Some(s.clone()), d.clone()),
-            None => (None, None, None),
-        };
-        values.extend([
-            r.device_row.into(),
-            r.counter.into(),
-            r.seen_at.into(),
-            iname.into(),
-            isha.into(),
-            aname.into(),
-            astate.into(),
-            adetail.into(),
-        ]);
-    }
-    let columns = "v(id, counter, seen, iname, isha, aname, astate, adetail)";
-    let sql = match backend {
-        DbBackend::Postgres => format!(
-            "UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen FROM (VALUES {}) AS {columns} \
-             WHERE {} RETURNING devices.id, devices.last_counter, devices.director_targets_version",
-            rows.join(", "),
-            conditions(backend)
-        ),
-        _ => format!(
-            "WITH {columns} AS (VALUES {}) UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen \
-             FROM v WHERE {} RETURNING id, last_counter, director_targets_version",
-            rows.join(", "),
-            conditions(backend)
-        ),
-    };
-    let written = Written::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(txn).await?;
+    let rows: Vec<Row<'_>> = members
+        .iter()
+        .map(|r| {
+            let (aname, astate, adetail) = match &r.attempt {
+                Some((n, s, d)) => (Some(n.as_str()), Some(s.as_str()), d.as_deref()),
+                None => (None, None, None),
+            };
+            Row {
+                id: r.device_row,
+                counter: r.counter,
+                seen: r.seen_at,
+                iname: r.installed.as_ref().map(|(n, _)| n.as_str()),
+                isha: r.installed.as_ref().map(|(_, s)| s.as_str()),
+                aname,
+                astate,
+                adetail,
+            }
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|e| DbErr::Custom(format!("encoding a round: {e}")))?;
+    let stmt = Statement::from_sql_and_values(backend, round_sql(backend), [Value::from(json)]);
+    let written = Written::find_by_statement(stmt).all(txn).await?;
     Ok(written.into_iter().map(|w| (w.id, (w.last_counter.unwrap_or(0), w.director_targets_version))).collect())
 }
 
