@@ -31,6 +31,10 @@ use sea_orm::{
 /// (milliseconds), so 30 s means something is badly wrong rather than merely busy.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Pooled connections idle at least this long are pinged before use (a restarted PostgreSQL
+/// shows up there rather than as a failed request); busier ones are not.
+const POOL_PING_IDLE: Duration = Duration::from_secs(30);
+
 /// An arbitrary, fixed advisory lock key for "signing the image repository" on PostgreSQL.
 const PG_SIGNING_LOCK_KEY: i64 = 0x7061_7463_6867; // "patchg"
 
@@ -44,7 +48,9 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
-    options.sqlx_logging(false).max_connections(16).min_connections(1);
+    // A ping on every acquire is a round trip per transaction (on SQLite two thread hand-offs);
+    // only connections idle for a while are checked before use.
+    options.sqlx_logging(false).max_connections(16).min_connections(1).test_before_acquire_if_idle_for(POOL_PING_IDLE);
     options.map_sqlx_sqlite_opts(|o| {
         use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
         // WAL lets readers (clients fetching metadata) proceed while a publish writes;

@@ -152,6 +152,7 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<Item>>) -> Option<(Vec<(UnchangedR
 async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
     while let Some((unchanged, units)) = next_group(&rx).await {
         metrics::histogram!("patchgate_group_commit_size").record((unchanged.len() + units.len()) as f64);
+        let started = std::time::Instant::now();
         let txn = match crate::db::begin_write(&db).await {
             Ok(txn) => txn,
             Err(e) => {
@@ -176,6 +177,7 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
             tracing::error!(error = %e, reports = unchanged.len(), units = deliveries.len(),
                 "group commit: the commit failed; nothing of the group was written");
         }
+        metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
         let fast = committed.clone().and(fast);
         for (i, (_, answer)) in unchanged.into_iter().enumerate() {
             let _ = answer.send(fast.as_ref().map(|o| o[i]).map_err(Clone::clone));
