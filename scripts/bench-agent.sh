@@ -29,8 +29,9 @@ target_dir=${CARGO_TARGET_DIR:-$repo/target}
 server_bin=$target_dir/release/patchgate
 agent_bin=$target_dir/agent/patchgate-agent
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'bench-agent: %s\n' "$*" >&2; exit 1; }
+BENCH_NAME=bench-agent
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 verdict() { awk -v v="$1" -v g="$2" 'BEGIN { print (v < g) ? "PASS" : "MISS" }'; }
 for tool in cargo curl sha256sum awk head /usr/bin/time; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -51,13 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port=""
-for _ in {1..100}; do
-    candidate=$(( 20000 + RANDOM % 40000 ))
-    if ! port_in_use "$candidate"; then port=$candidate; break; fi
-done
-[[ -n $port ]] || die "found no free port"
+port=$(free_port)
 base=http://127.0.0.1:$port
 
 while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^PATCHGATE_' || true)

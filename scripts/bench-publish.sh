@@ -27,13 +27,13 @@ RSS_GOAL_MIB=100
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=$repo/target/release/patchgate
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'bench-publish: %s\n' "$*" >&2; exit 1; }
+BENCH_NAME=bench-publish
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 now() { date +%s.%N; }
 # mbps BYTES SECONDS -> MB/s (10^6 bytes per second)
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 # verdict VALUE OP GOAL -> PASS | MISS
 verdict() { awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? (v >= g) : (v < g); print ok ? "PASS" : "MISS" }'; }
 
@@ -51,17 +51,6 @@ log "building the release binary (cargo build --release --bin patchgate)"
 tmp=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/bench-publish.XXXXXX")
 server_pid=""
 sampler_pid=""
-
-stop() { # stop PID: TERM, then KILL after 5 s
-    local pid=$1
-    kill "$pid" 2>/dev/null || return 0
-    for _ in {1..50}; do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -81,18 +70,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free port: nothing answers a TCP connect on it.
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [[ -n ${PORT:-} ]]; then
     port_in_use "$PORT" && die "port $PORT is in use"
     port=$PORT
 else
-    port=""
-    for _ in {1..100}; do
-        candidate=$(( 20000 + RANDOM % 40000 ))
-        if ! port_in_use "$candidate"; then port=$candidate; break; fi
-    done
-    [[ -n $port ]] || die "found no free port"
+    port=$(free_port)
 fi
 base=http://127.0.0.1:$port
 

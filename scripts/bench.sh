@@ -68,13 +68,13 @@ bench_dir=$repo/scripts/bench
 bin=$repo/target/release/patchgate
 fleet=$repo/target/release/examples/bench_fleet
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+BENCH_NAME=bench
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
 # verdict VALUE OP GOAL -> PASS | MISS (OP is >= or <=)
 verdict() { awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? (v + 0 >= g + 0) : (v + 0 <= g + 0); print ok ? "PASS" : "MISS" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "0" }'; }
-kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 # kv FILE KEY: the value of the last KEY=value line of FILE.
 kv() { awk -F= -v k="$2" '$1 == k { v = substr($0, length(k) + 2) } END { print v }' "$1"; }
 # to_ms "1.23ms" | "456.00us" | "1.50s" | "2.00m" -> milliseconds
@@ -142,17 +142,6 @@ pg_admin=""
 pg_name=""
 server_log=""
 
-stop() { # stop PID: TERM, then KILL after 5 s
-    local pid=$1
-    kill "$pid" 2>/dev/null || return 0
-    for _ in {1..50}; do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 drop_database() {
     [[ -n $pg_name ]] || return 0
     psql "$pg_admin" -v ON_ERROR_STOP=1 -qc "DROP DATABASE IF EXISTS $pg_name WITH (FORCE)" >/dev/null ||
@@ -178,17 +167,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# A free port: nothing answers a TCP connect on it.
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local candidate
-    for _ in {1..100}; do
-        candidate=$(( 20000 + RANDOM % 40000 ))
-        if ! port_in_use "$candidate"; then echo "$candidate"; return 0; fi
-    done
-    die "found no free port"
-}
 
 server_alive() { [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }

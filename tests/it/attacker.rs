@@ -74,6 +74,24 @@ async fn insert_release(p: &Production, version: &str, image: &[u8]) {
     patchgate::db::releases::release_insert(&p.app.services.db, row).await.unwrap();
 }
 
+/// Waits until the server serves the newest image `timestamp.json` in the database.
+async fn served_soon(p: &Production) {
+    let newest = patchgate::db::metadata::metadata_latest(&p.app.services.db, "image", "timestamp")
+        .await
+        .unwrap()
+        .unwrap()
+        .sha256;
+    let started = std::time::Instant::now();
+    loop {
+        let served = p.app.metadata("timestamp.json").await.bytes().await.unwrap();
+        if crate::common::sha256_hex(&served) == newest {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "the new timestamp was not served within 3 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn rollout_refused(p: &Production, version: &str, code: &str) {
     let body = json!({"id": format!("honest-{version}"), "product": PRODUCT, "version": version,
         "stages": [{"cohort": "fleet", "percent": 100, "soak_minutes": 0}],
@@ -167,6 +185,9 @@ async fn with_every_key_and_credential_the_server_has_an_attacker_cannot_make_a_
     let txn = patchgate::db::begin_signing(&svc.db).await.unwrap();
     commit_with_snapshot(&txn, &svc, svc.clock.now(), &[role]).await.unwrap();
     txn.commit().await.unwrap();
+    // Written behind the server's back, like another instance's publish: it serves the new
+    // timestamp within a second.
+    served_soon(&p).await;
     p.roll_out("6.6.7").await;
     p.refused("bad_signature").await;
     p.ngclient(&[], &[&format!("{PRODUCT}/6.6.7/fw.bin")], 1).await;

@@ -1,0 +1,32 @@
+# shellcheck shell=bash
+# Helpers the benchmark scripts share; sourced, never run. The sourcing script sets BENCH_NAME
+# (the prefix of its error messages) first.
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf '%s: %s\n' "${BENCH_NAME:-bench}" "$*" >&2; exit 1; }
+kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# stop PID: TERM, then KILL after 5 s.
+stop() {
+    local pid=$1
+    kill "$pid" 2>/dev/null || return 0
+    for _ in {1..50}; do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Whether something answers a TCP connect on loopback port $1.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A free loopback port (one nothing answers on).
+free_port() {
+    local candidate
+    for _ in {1..100}; do
+        candidate=$(( 20000 + RANDOM % 40000 ))
+        if ! port_in_use "$candidate"; then echo "$candidate"; return 0; fi
+    done
+    die "found no free port"
+}
