@@ -1,8 +1,9 @@
 //! Group commit for the device path: one writer, many waiters (DESIGN.md §5).
 //!
 //! Request handlers queue their write and wait. The writer takes what is queued, opens one
-//! transaction, records all unchanged reports of the group with one conditional statement per
-//! round (`unchanged_reports`), runs every other unit of work (a changed report, an enrollment)
+//! transaction (none when the group holds only unchanged reports of distinct devices: their one
+//! statement commits by itself), records all unchanged reports of the group with one
+//! conditional statement per round (`unchanged_reports`), runs every other unit of work (a changed report, an enrollment)
 //! in a savepoint of its own, commits once, and only then answers each waiter with its own
 //! result. Nothing answered is ever lost, and the database pays one commit (one fsync) per
 //! group instead of per request. A unit that fails rolls back its own savepoint and nothing
@@ -21,7 +22,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTra
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::ServiceError;
-use super::unchanged_reports::{FastOutcome, MAX_UNCHANGED, UnchangedReport, write_rounds};
+use super::unchanged_reports::{FastOutcome, MAX_UNCHANGED, UnchangedReport, write_batch, write_rounds};
 
 /// The most units of full work one transaction carries: enough to amortise the commit, few
 /// enough that the last caller in a group does not wait long behind the first.
@@ -153,6 +154,19 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
     while let Some((unchanged, units)) = next_group(&rx).await {
         metrics::histogram!("patchgate_group_commit_size").record((unchanged.len() + units.len()) as f64);
         let started = std::time::Instant::now();
+        if units.is_empty() {
+            // The usual group under load: polls only, usually one statement committing itself.
+            let reports: Vec<&UnchangedReport> = unchanged.iter().map(|(r, _)| r).collect();
+            let fast = write_batch(&db, &reports).await.map_err(|e| {
+                tracing::error!(error = %e, reports = reports.len(), "recording a group of unchanged reports failed");
+                e.to_string()
+            });
+            metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
+            for (i, (_, answer)) in unchanged.into_iter().enumerate() {
+                let _ = answer.send(fast.as_ref().map(|o| o[i]).map_err(Clone::clone));
+            }
+            continue;
+        }
         let txn = match crate::db::begin_write(&db).await {
             Ok(txn) => txn,
             Err(e) => {
@@ -167,7 +181,7 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
             }
         };
         let reports: Vec<&UnchangedReport> = unchanged.iter().map(|(r, _)| r).collect();
-        let fast = record_unchanged_group(&txn, &reports, !units.is_empty()).await;
+        let fast = record_unchanged_group(&txn, &reports).await;
         let mut deliveries = Vec::with_capacity(units.len());
         for unit in units {
             deliveries.push(unit(&txn).await);
@@ -188,35 +202,28 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
     }
 }
 
-/// The group's unchanged reports; in a savepoint when the group also has units, so that a
-/// failure here spares them (alone, a failure fails the group anyway and the savepoint's two
-/// statements are saved).
+/// The group's unchanged reports, in a savepoint so that a failure there spares the units.
 async fn record_unchanged_group(
     txn: &DatabaseTransaction,
     reports: &[&UnchangedReport],
-    with_units: bool,
 ) -> Result<Vec<FastOutcome>, String> {
     if reports.is_empty() {
         return Ok(Vec::new());
     }
-    let result = if with_units {
-        async {
-            let savepoint = txn.begin().await?;
-            match write_rounds(&savepoint, reports).await {
-                Ok(o) => {
-                    savepoint.commit().await?;
-                    Ok(o)
-                }
-                Err(e) => {
-                    savepoint.rollback().await?;
-                    Err(e)
-                }
+    let result = async {
+        let savepoint = txn.begin().await?;
+        match write_rounds(&savepoint, reports).await {
+            Ok(o) => {
+                savepoint.commit().await?;
+                Ok(o)
+            }
+            Err(e) => {
+                savepoint.rollback().await?;
+                Err(e)
             }
         }
-        .await
-    } else {
-        write_rounds(txn, reports).await
-    };
+    }
+    .await;
     result.map_err(|e: sea_orm::DbErr| {
         tracing::error!(error = %e, reports = reports.len(), "recording a group of unchanged reports failed");
         e.to_string()
