@@ -162,18 +162,14 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
                 e.to_string()
             });
             metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
-            for (i, (_, answer)) in unchanged.into_iter().enumerate() {
-                let _ = answer.send(fast.as_ref().map(|o| o[i]).map_err(Clone::clone));
-            }
+            answer_unchanged(unchanged, &fast);
             continue;
         }
         let txn = match crate::db::begin_write(&db).await {
             Ok(txn) => txn,
             Err(e) => {
                 tracing::error!(error = %e, "group commit: cannot begin a transaction");
-                for (_, answer) in unchanged {
-                    let _ = answer.send(Err(e.to_string()));
-                }
+                answer_unchanged(unchanged, &Err(e.to_string()));
                 for unit in units {
                     run_alone(unit, &db, &e.to_string()).await;
                 }
@@ -192,13 +188,17 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
                 "group commit: the commit failed; nothing of the group was written");
         }
         metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
-        let fast = committed.clone().and(fast);
-        for (i, (_, answer)) in unchanged.into_iter().enumerate() {
-            let _ = answer.send(fast.as_ref().map(|o| o[i]).map_err(Clone::clone));
-        }
+        answer_unchanged(unchanged, &committed.clone().and(fast));
         for deliver in deliveries {
             deliver(committed.clone());
         }
+    }
+}
+
+/// Tells each unchanged report's waiter its outcome (one per report, in order) or the error.
+fn answer_unchanged(unchanged: Vec<(UnchangedReport, FastAnswer)>, outcomes: &Result<Vec<FastOutcome>, String>) {
+    for (i, (_, answer)) in unchanged.into_iter().enumerate() {
+        let _ = answer.send(outcomes.as_ref().map(|o| o[i]).map_err(Clone::clone));
     }
 }
 
