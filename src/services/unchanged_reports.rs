@@ -61,16 +61,21 @@ fn rounds(reports: &[&UnchangedReport]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Records what it can of `reports` inside `txn`; one outcome per report, in order.
-pub async fn write_rounds(
-    txn: &sea_orm::DatabaseTransaction,
-    reports: &[&UnchangedReport],
-) -> Result<Vec<FastOutcome>, DbErr> {
+/// Records what it can of `reports` on `db` (the group's transaction, or the connection when
+/// there is one round); one outcome per report, in order.
+pub async fn write_rounds(db: &impl ConnectionTrait, reports: &[&UnchangedReport]) -> Result<Vec<FastOutcome>, DbErr> {
     let mut outcomes = vec![FastOutcome::NotApplied; reports.len()];
     for round in rounds(reports) {
         let members: Vec<&UnchangedReport> = round.iter().map(|&i| reports[i]).collect();
-        let written = update_round(txn, &members).await?;
-        outcomes = outcomes_of(reports, &round, &written, Some(outcomes));
+        let written = update_round(db, &members).await?;
+        for i in round {
+            let r = reports[i];
+            if let Some(&(counter, version)) = written.get(&r.device_row)
+                && counter == r.counter
+            {
+                outcomes[i] = FastOutcome::Recorded { director_targets_version: version };
+            }
+        }
     }
     Ok(outcomes)
 }
@@ -79,32 +84,12 @@ pub async fn write_rounds(
 /// (one round trip instead of three); more rounds share a transaction.
 pub async fn write_batch(db: &DatabaseConnection, reports: &[&UnchangedReport]) -> Result<Vec<FastOutcome>, DbErr> {
     if rounds(reports).len() == 1 {
-        let written = update_round(db, reports).await?;
-        return Ok(outcomes_of(reports, &(0..reports.len()).collect::<Vec<_>>(), &written, None));
+        return write_rounds(db, reports).await;
     }
     let txn = crate::db::begin_write(db).await?;
     let outcomes = write_rounds(&txn, reports).await?;
     txn.commit().await?;
     Ok(outcomes)
-}
-
-/// Sets the outcome of each report of a round from the rows the round wrote.
-fn outcomes_of(
-    reports: &[&UnchangedReport],
-    round: &[usize],
-    written: &HashMap<i64, (i64, i64)>,
-    into: Option<Vec<FastOutcome>>,
-) -> Vec<FastOutcome> {
-    let mut outcomes = into.unwrap_or_else(|| vec![FastOutcome::NotApplied; reports.len()]);
-    for &i in round {
-        let r = reports[i];
-        if let Some(&(counter, version)) = written.get(&r.device_row)
-            && counter == r.counter
-        {
-            outcomes[i] = FastOutcome::Recorded { director_targets_version: version };
-        }
-    }
-    outcomes
 }
 
 #[derive(Debug, FromQueryResult)]
