@@ -24,6 +24,10 @@ pub struct NewAudit<'a> {
 
 /// Appends an audit entry.
 pub async fn audit_insert(db: &impl ConnectionTrait, new: NewAudit<'_>) -> Result<Model, DbErr> {
+    new_row(new).insert(db).await
+}
+
+fn new_row(new: NewAudit<'_>) -> ActiveModel {
     ActiveModel {
         at: Set(new.at),
         actor: Set(new.actor.to_owned()),
@@ -33,8 +37,15 @@ pub async fn audit_insert(db: &impl ConnectionTrait, new: NewAudit<'_>) -> Resul
         after: Set(new.after),
         ..Default::default()
     }
-    .insert(db)
-    .await
+}
+
+/// Appends many audit entries in one statement, in order.
+pub async fn audit_insert_many(db: &impl ConnectionTrait, new: Vec<NewAudit<'_>>) -> Result<(), DbErr> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    Entity::insert_many(new.into_iter().map(new_row)).exec_without_returning(db).await?;
+    Ok(())
 }
 
 /// Which entries to list; all optional, combined with AND.

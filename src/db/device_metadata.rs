@@ -22,8 +22,23 @@ pub struct NewDeviceMetadata {
     pub created_at: i64,
 }
 
-/// Stores signed director roles in one statement.
-pub async fn device_metadata_insert_many(db: &impl ConnectionTrait, rows: Vec<NewDeviceMetadata>) -> Result<(), DbErr> {
+/// Rows per insert statement: far below SQLite's 32 766 bound parameters at 7 per row.
+const INSERT_CHUNK: usize = 2_000;
+
+/// Stores signed director roles, in one statement per [`INSERT_CHUNK`] rows.
+pub async fn device_metadata_insert_many(
+    db: &impl ConnectionTrait,
+    mut rows: Vec<NewDeviceMetadata>,
+) -> Result<(), DbErr> {
+    while rows.len() > INSERT_CHUNK {
+        let rest = rows.split_off(INSERT_CHUNK);
+        insert_chunk(db, rows).await?;
+        rows = rest;
+    }
+    insert_chunk(db, rows).await
+}
+
+async fn insert_chunk(db: &impl ConnectionTrait, rows: Vec<NewDeviceMetadata>) -> Result<(), DbErr> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -53,6 +68,29 @@ pub async fn device_metadata_latest_versions(
         .column(device_metadata::Column::Role)
         .expr(Func::max(Expr::col(device_metadata::Column::Version)))
         .filter(device_metadata::Column::DeviceRowId.eq(device_row_id))
+        .group_by(device_metadata::Column::Role)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// The newest version of each role of each of `device_rows`: `(device row, role, version)`.
+pub async fn device_metadata_latest_versions_of(
+    db: &impl ConnectionTrait,
+    device_rows: Vec<i64>,
+) -> Result<Vec<(i64, String, i64)>, DbErr> {
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::{Expr, Func};
+    if device_rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    Entity::find()
+        .select_only()
+        .column(device_metadata::Column::DeviceRowId)
+        .column(device_metadata::Column::Role)
+        .expr(Func::max(Expr::col(device_metadata::Column::Version)))
+        .filter(device_metadata::Column::DeviceRowId.is_in(device_rows))
+        .group_by(device_metadata::Column::DeviceRowId)
         .group_by(device_metadata::Column::Role)
         .into_tuple()
         .all(db)

@@ -10,6 +10,7 @@ use super::entities::device::{self, ActiveModel, Entity, Model};
 use super::entities::device_report;
 
 /// A newly enrolled device.
+#[derive(Debug, Clone)]
 pub struct NewDevice {
     /// The manufacturer's id.
     pub device_id: String,
@@ -35,8 +36,9 @@ pub struct NewDevice {
     pub enroll_time: String,
 }
 
-/// Stores a newly enrolled device (director version 0: nothing signed yet).
-pub async fn device_insert(db: &impl ConnectionTrait, new: NewDevice) -> Result<Model, DbErr> {
+/// The row of a newly enrolled device whose director serves targets version `targets_version`
+/// (0: nothing signed yet), with a refresh due at `refresh_at`.
+fn new_row(new: NewDevice, targets_version: i64, refresh_at: i64) -> ActiveModel {
     ActiveModel {
         device_id: Set(new.device_id),
         product_id: Set(new.product_id),
@@ -51,12 +53,38 @@ pub async fn device_insert(db: &impl ConnectionTrait, new: NewDevice) -> Result<
         enrollment_token_id: Set(Some(new.enrollment_token_id)),
         enrolled_at: Set(new.enrolled_at),
         enroll_time: Set(new.enroll_time),
-        director_targets_version: Set(0),
-        director_refresh_at: Set(0),
+        director_targets_version: Set(targets_version),
+        director_refresh_at: Set(refresh_at),
         ..Default::default()
     }
-    .insert(db)
-    .await
+}
+
+/// Stores a newly enrolled device (director version 0: nothing signed yet).
+pub async fn device_insert(db: &impl ConnectionTrait, new: NewDevice) -> Result<Model, DbErr> {
+    new_row(new, 0, 0).insert(db).await
+}
+
+/// Stores newly enrolled devices in one statement, each with its first director roles already
+/// signed (`targets_version`, refresh due at `refresh_at`); returns the rows.
+pub async fn devices_insert_signed(
+    db: &impl ConnectionTrait,
+    new: Vec<NewDevice>,
+    targets_version: i64,
+    refresh_at: i64,
+) -> Result<Vec<Model>, DbErr> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = new.into_iter().map(|new| new_row(new, targets_version, refresh_at));
+    Entity::insert_many(rows).exec_with_returning(db).await
+}
+
+/// The devices among `device_ids` (manufacturer ids) that exist, in one query.
+pub async fn devices_find_many(db: &impl ConnectionTrait, device_ids: Vec<String>) -> Result<Vec<Model>, DbErr> {
+    if device_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Entity::find().filter(device::Column::DeviceId.is_in(device_ids)).all(db).await
 }
 
 /// Re-enrolls an existing device row: new key, token, hardware id and tags; everything else
@@ -298,6 +326,71 @@ pub async fn device_set_plan_epoch(db: &impl ConnectionTrait, id: i64, epoch: i6
         .filter(device::Column::Id.eq(id))
         .exec(db)
         .await?;
+    Ok(())
+}
+
+/// A device's decision, as [`devices_set_decisions`] stores it.
+#[derive(Debug, serde::Serialize)]
+pub struct DecisionRow {
+    /// Device row.
+    pub id: i64,
+    /// The release the director names, if any.
+    pub assigned_release: Option<i64>,
+    /// The rollout that decided it.
+    pub assigned_rollout: Option<String>,
+    /// `install` or `rollback`.
+    pub assigned_action: Option<String>,
+    /// Director targets version now served.
+    pub targets_version: i64,
+    /// When a director role next enters its refresh margin (Unix seconds).
+    pub refresh_at: i64,
+    /// The `plan` epoch it was decided at.
+    pub plan_epoch: i64,
+    /// The release the device runs, when known.
+    pub installed_release: Option<i64>,
+    /// The version the device runs.
+    pub installed_version: Option<String>,
+}
+
+/// Stores many devices' decisions with one statement (the rows travel as one JSON parameter).
+pub async fn devices_set_decisions(db: &impl ConnectionTrait, rows: &[DecisionRow]) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    let set = "assigned_release_id = v.assigned_release, assigned_rollout_id = v.assigned_rollout, \
+               assigned_action = v.assigned_action, director_targets_version = v.targets_version, \
+               director_refresh_at = v.refresh_at, plan_epoch = v.plan_epoch, \
+               installed_release_id = v.installed_release, installed_version = v.installed_version";
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => format!(
+            "UPDATE devices SET {set} FROM jsonb_to_recordset($1::jsonb) AS v(id bigint, assigned_release bigint, \
+             assigned_rollout text, assigned_action text, targets_version bigint, refresh_at bigint, plan_epoch bigint, \
+             installed_release bigint, installed_version text) WHERE devices.id = v.id"
+        ),
+        _ => {
+            let fields: Vec<String> = [
+                "id",
+                "assigned_release",
+                "assigned_rollout",
+                "assigned_action",
+                "targets_version",
+                "refresh_at",
+                "plan_epoch",
+                "installed_release",
+                "installed_version",
+            ]
+            .iter()
+            .map(|f| format!("json_extract(value, '$.{f}') AS {f}"))
+            .collect();
+            format!(
+                "WITH v AS (SELECT {} FROM json_each(?)) UPDATE devices SET {set} FROM v WHERE devices.id = v.id",
+                fields.join(", ")
+            )
+        }
+    };
+    let json = serde_json::to_string(rows).map_err(|e| DbErr::Custom(format!("encoding decisions: {e}")))?;
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(backend, sql, [sea_orm::Value::from(json)])).await?;
     Ok(())
 }
 

@@ -78,6 +78,25 @@ pub async fn enrollment_token_take_use(db: &impl ConnectionTrait, id: i64, now: 
     Ok(result.rows_affected == 1)
 }
 
+/// Takes `count` uses of token `id` at once, only if all of them are left (and the token is
+/// neither revoked nor expired); false if not.
+pub async fn enrollment_token_take_uses(
+    db: &impl ConnectionTrait,
+    id: i64,
+    count: i64,
+    now: i64,
+) -> Result<bool, DbErr> {
+    let result = Entity::update_many()
+        .col_expr(enrollment_token::Column::Uses, Expr::col(enrollment_token::Column::Uses).add(count))
+        .filter(enrollment_token::Column::Id.eq(id))
+        .filter(enrollment_token::Column::RevokedAt.is_null())
+        .filter(enrollment_token::Column::ExpiresAt.gt(now))
+        .filter(Expr::col(enrollment_token::Column::Uses).add(count).lte(Expr::col(enrollment_token::Column::MaxUses)))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
 /// Revokes token `id`; false if it does not exist or was already revoked.
 pub async fn enrollment_token_revoke(db: &impl ConnectionTrait, id: i64, now: i64) -> Result<bool, DbErr> {
     let result = Entity::update_many()

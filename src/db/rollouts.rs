@@ -95,22 +95,35 @@ pub async fn assignment_list_for_device(
     device_row_id: i64,
     rollout_ids: Vec<String>,
 ) -> Result<Vec<assignment::Model>, DbErr> {
-    if rollout_ids.is_empty() {
+    assignment_list_for_devices(db, vec![device_row_id], rollout_ids).await
+}
+
+/// The assignments of any of `device_rows` to any of `rollout_ids`, in one query.
+pub async fn assignment_list_for_devices(
+    db: &impl ConnectionTrait,
+    device_rows: Vec<i64>,
+    rollout_ids: Vec<String>,
+) -> Result<Vec<assignment::Model>, DbErr> {
+    if device_rows.is_empty() || rollout_ids.is_empty() {
         return Ok(Vec::new());
     }
     assignment::Entity::find()
-        .filter(assignment::Column::DeviceRowId.eq(device_row_id))
         .filter(assignment::Column::RolloutId.is_in(rollout_ids))
+        .filter(assignment::Column::DeviceRowId.is_in(device_rows))
         .all(db)
         .await
 }
 
-/// Stores a new assignment.
-pub async fn assignment_insert(
+/// Stores new assignments in one statement.
+pub async fn assignment_insert_many(
     db: &impl ConnectionTrait,
-    row: assignment::ActiveModel,
-) -> Result<assignment::Model, DbErr> {
-    row.insert(db).await
+    rows: Vec<assignment::ActiveModel>,
+) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    assignment::Entity::insert_many(rows).exec_without_returning(db).await?;
+    Ok(())
 }
 
 /// Saves an assignment's changed columns.

@@ -21,7 +21,9 @@ use super::rollout_view::{parse_stages, state_of};
 use crate::db::cohorts::{cohort_list, cohort_members};
 use crate::db::entities::{assignment, device, release};
 use crate::db::releases::release_list_by_product;
-use crate::db::rollouts::{assignment_insert, assignment_list_for_device, assignment_update, rollout_list_started};
+use crate::db::rollouts::{
+    assignment_insert_many, assignment_list_for_device, assignment_update, rollout_list_started,
+};
 use crate::domain::names::FirmwareVersion;
 use crate::domain::plan::{
     AssignmentFacts, AssignmentState, Change, CohortFacts, Decision, DeviceFacts, ProductPlan, ReleaseFacts,
@@ -152,6 +154,83 @@ fn device_facts(device: &device::Model, rows: &[assignment::Model]) -> Result<De
     })
 }
 
+/// What deciding for one device gave: the assignment rows to change, and what the director
+/// should say.
+#[derive(Debug)]
+pub struct Planned {
+    /// Assignments to withdraw, renew or create.
+    pub changes: Vec<Change>,
+    /// What the device should install; `None`: nothing.
+    pub assignment: Option<DirectorAssignment>,
+}
+
+/// Decides for `device` under `snapshot`, from its assignment rows for the snapshot's
+/// rollouts. Reads and writes nothing.
+pub fn plan_device(
+    snapshot: &PlanSnapshot,
+    device: &device::Model,
+    rows: &[assignment::Model],
+) -> Result<Planned, ServiceError> {
+    if snapshot.plan.rollouts.is_empty() {
+        return Ok(Planned { changes: Vec::new(), assignment: None });
+    }
+    let facts = device_facts(device, rows)?;
+    let outcome = decide(&snapshot.plan, &facts, |rollout| bucket(rollout, &device.device_id))
+        .map_err(|e| ServiceError::Internal(anyhow::Error::new(e)))?;
+    for reason in &outcome.held_back {
+        tracing::warn!(device = %device.device_id, "{reason}");
+    }
+    let release = |id: i64| {
+        snapshot
+            .releases
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("release {id} vanished")))
+    };
+    let assignment = match outcome.decision {
+        Decision::Nothing => None,
+        Decision::Install { release_id, rollout_id } => {
+            Some(DirectorAssignment { release: release(release_id)?, rollout_id, action: DirectorAction::Install })
+        }
+        Decision::Rollback { release_id, rollout_id } => {
+            Some(DirectorAssignment { release: release(release_id)?, rollout_id, action: DirectorAction::Rollback })
+        }
+    };
+    Ok(Planned { changes: outcome.changes, assignment })
+}
+
+/// Writes `changes` for device row `device_row`, whose assignment rows are `rows`: withdrawals
+/// and renewals at once, new assignments into `inserts`, for the caller to store in one
+/// statement ([`assignment_insert_many`]).
+pub async fn apply_changes(
+    db: &impl ConnectionTrait,
+    snapshot: &PlanSnapshot,
+    device_row: i64,
+    rows: Vec<assignment::Model>,
+    changes: Vec<Change>,
+    now: i64,
+    inserts: &mut Vec<assignment::ActiveModel>,
+) -> Result<(), ServiceError> {
+    let mut rows: HashMap<String, assignment::Model> = rows.into_iter().map(|a| (a.rollout_id.clone(), a)).collect();
+    for change in changes {
+        match change {
+            Change::Withdraw { rollout_id } => {
+                if let Some(row) = rows.remove(&rollout_id) {
+                    withdraw(db, row, now).await?;
+                }
+            }
+            Change::Assign { rollout_id, stage, from_release_id } => {
+                let release_id = snapshot.plan.rollouts.iter().find(|r| r.id == rollout_id).map(|r| r.release_id);
+                let release_id = release_id
+                    .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("rollout {rollout_id} left the plan")))?;
+                let new = NewAssignment { device_row, rollout_id: &rollout_id, release_id, from_release_id };
+                assign(db, new, rows.remove(&rollout_id), stage, now, inserts).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What `device` should be told now, under the plan at `epoch`; records new, renewed and
 /// withdrawn assignments.
 pub async fn desired_assignment(
@@ -167,45 +246,11 @@ pub async fn desired_assignment(
     }
     let ids = snapshot.plan.rollouts.iter().map(|r| r.id.clone()).collect();
     let rows = assignment_list_for_device(db, device.id, ids).await?;
-    let facts = device_facts(device, &rows)?;
-    let outcome = decide(&snapshot.plan, &facts, |rollout| bucket(rollout, &device.device_id))
-        .map_err(|e| ServiceError::Internal(anyhow::Error::new(e)))?;
-    for reason in &outcome.held_back {
-        tracing::warn!(device = %device.device_id, "{reason}");
-    }
-    let mut rows: HashMap<String, assignment::Model> = rows.into_iter().map(|a| (a.rollout_id.clone(), a)).collect();
-    for change in outcome.changes {
-        match change {
-            Change::Withdraw { rollout_id } => {
-                if let Some(row) = rows.remove(&rollout_id) {
-                    withdraw(db, row, now).await?;
-                }
-            }
-            Change::Assign { rollout_id, stage, from_release_id } => {
-                let release_id = snapshot.plan.rollouts.iter().find(|r| r.id == rollout_id).map(|r| r.release_id);
-                let release_id = release_id
-                    .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("rollout {rollout_id} left the plan")))?;
-                let new = NewAssignment { device_row: device.id, rollout_id: &rollout_id, release_id, from_release_id };
-                assign(db, new, rows.remove(&rollout_id), stage, now).await?;
-            }
-        }
-    }
-    let release = |id: i64| {
-        snapshot
-            .releases
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("release {id} vanished")))
-    };
-    Ok(match outcome.decision {
-        Decision::Nothing => None,
-        Decision::Install { release_id, rollout_id } => {
-            Some(DirectorAssignment { release: release(release_id)?, rollout_id, action: DirectorAction::Install })
-        }
-        Decision::Rollback { release_id, rollout_id } => {
-            Some(DirectorAssignment { release: release(release_id)?, rollout_id, action: DirectorAction::Rollback })
-        }
-    })
+    let planned = plan_device(&snapshot, device, &rows)?;
+    let mut inserts = Vec::new();
+    apply_changes(db, &snapshot, device.id, rows, planned.changes, now, &mut inserts).await?;
+    assignment_insert_many(db, inserts).await?;
+    Ok(planned.assignment)
 }
 
 async fn withdraw(db: &impl ConnectionTrait, row: assignment::Model, now: i64) -> Result<(), ServiceError> {
@@ -229,6 +274,7 @@ async fn assign(
     existing: Option<assignment::Model>,
     stage: usize,
     now: i64,
+    inserts: &mut Vec<assignment::ActiveModel>,
 ) -> Result<(), ServiceError> {
     let stage = i32::try_from(stage).unwrap_or(i32::MAX);
     let assigned = AssignmentState::Assigned.as_str().to_owned();
@@ -246,23 +292,19 @@ async fn assign(
             assignment_update(db, active).await?;
         }
         None => {
-            assignment_insert(
-                db,
-                assignment::ActiveModel {
-                    rollout_id: Set(new.rollout_id.to_owned()),
-                    device_row_id: Set(new.device_row),
-                    stage: Set(stage),
-                    release_id: Set(new.release_id),
-                    from_release_id: Set(new.from_release_id),
-                    state: Set(assigned),
-                    detail: Set(None),
-                    assigned_at: Set(now),
-                    updated_at: Set(now),
-                    final_at: Set(None),
-                    ..Default::default()
-                },
-            )
-            .await?;
+            inserts.push(assignment::ActiveModel {
+                rollout_id: Set(new.rollout_id.to_owned()),
+                device_row_id: Set(new.device_row),
+                stage: Set(stage),
+                release_id: Set(new.release_id),
+                from_release_id: Set(new.from_release_id),
+                state: Set(assigned),
+                detail: Set(None),
+                assigned_at: Set(now),
+                updated_at: Set(now),
+                final_at: Set(None),
+                ..Default::default()
+            });
         }
     }
     Ok(())

@@ -5,7 +5,9 @@
 //! A report that repeats what is stored, for a device whose decision was made at the current
 //! plan epoch, changes nothing but counter and last-seen time: it is recorded by the
 //! group-commit writer (`group_commit`, `unchanged_reports`) and answered without deciding or
-//! signing. History (`device_reports`) keeps the reports that changed something.
+//! signing. One whose decision predates the plan is decided again by the writer, together with
+//! the others of its group (`redecide`). History (`device_reports`) keeps the reports that
+//! changed something.
 
 use std::sync::Arc;
 
@@ -69,12 +71,18 @@ pub async fn record_report(
         installed: report.installed.as_ref().map(|i| (i.name.clone(), i.sha256.clone())),
         attempt: report.attempt.as_ref().map(|a| (a.name.clone(), a.state.as_str().to_owned(), a.detail.clone())),
     };
-    let fast = svc.writes.record_unchanged(unchanged).await?;
-    if let FastOutcome::Recorded { director_targets_version } = fast {
-        let version = u64::try_from(director_targets_version).unwrap_or(0);
-        return Ok(ReportOutcome { answer: answer(svc, version, &report), failure_in: None });
-    }
-    record_changed_report(svc, device.clone(), report, counter, now).await
+    let version = match svc.writes.record_unchanged(svc, unchanged).await? {
+        FastOutcome::Recorded { director_targets_version } => director_targets_version,
+        FastOutcome::Decided { director_targets_version, signed } => {
+            if signed {
+                svc.caches.invalidate_director(device.id);
+            }
+            director_targets_version
+        }
+        FastOutcome::NotApplied => return record_changed_report(svc, device.clone(), report, counter, now).await,
+    };
+    let version = u64::try_from(version).unwrap_or(0);
+    Ok(ReportOutcome { answer: answer(svc, version, &report), failure_in: None })
 }
 
 /// The full path, through group commit: record the report (counter rules), move its

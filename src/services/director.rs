@@ -4,6 +4,8 @@
 //! assignment changes, or lazily when the device reports within a role's refresh margin; an
 //! unchanged poll signs nothing.
 
+use std::collections::HashMap;
+
 use anyhow::Context as _;
 use jiff::Timestamp;
 use patchgate_protocol::director::{DirectorAction, DirectorFields, director_custom};
@@ -13,7 +15,7 @@ use super::image_repo::{DIRECTOR, director_online_signer};
 use super::{ServiceError, Services};
 use crate::db::device_metadata::{
     NewDeviceMetadata, device_metadata_get, device_metadata_insert_many, device_metadata_latest,
-    device_metadata_latest_versions,
+    device_metadata_latest_versions, device_metadata_latest_versions_of,
 };
 use crate::db::entities::{device, release};
 use crate::domain::expiry::{RoleKind, expires_at, needs_refresh};
@@ -46,19 +48,55 @@ fn target_for(device_id: &str, a: &DirectorAssignment) -> Result<DirectorTarget,
     })
 }
 
+/// Where a role's version goes in a `[targets, snapshot, timestamp]` triple.
+fn role_slot(role: &str) -> Option<usize> {
+    match role {
+        "targets" => Some(0),
+        "snapshot" => Some(1),
+        "timestamp" => Some(2),
+        _ => None,
+    }
+}
+
 /// The newest version of each of the device's roles (0 when none), in one query.
 async fn latest_versions(db: &impl ConnectionTrait, device_row: i64) -> Result<[u64; 3], ServiceError> {
     let mut out = [0u64; 3];
     for (role, version) in device_metadata_latest_versions(db, device_row).await? {
-        let slot = match role.as_str() {
-            "targets" => 0,
-            "snapshot" => 1,
-            "timestamp" => 2,
-            _ => continue,
-        };
-        out[slot] = u64::try_from(version).unwrap_or(0);
+        if let Some(slot) = role_slot(&role) {
+            out[slot] = u64::try_from(version).unwrap_or(0);
+        }
     }
     Ok(out)
+}
+
+/// [`latest_versions`] of many devices in one query; a device with no roles is absent.
+pub async fn latest_versions_of(
+    db: &impl ConnectionTrait,
+    device_rows: Vec<i64>,
+) -> Result<HashMap<i64, [u64; 3]>, ServiceError> {
+    let mut out: HashMap<i64, [u64; 3]> = HashMap::new();
+    for (device_row, role, version) in device_metadata_latest_versions_of(db, device_rows).await? {
+        if let Some(slot) = role_slot(&role) {
+            out.entry(device_row).or_default()[slot] = u64::try_from(version).unwrap_or(0);
+        }
+    }
+    Ok(out)
+}
+
+/// The rows that store `roles`, signed for device row `device_row` at `now`.
+pub fn metadata_rows(device_row: i64, roles: &[&SignedMetadata], now: Timestamp) -> Vec<NewDeviceMetadata> {
+    roles
+        .iter()
+        .map(|m| NewDeviceMetadata {
+            device_row_id: device_row,
+            role: m.role.clone(),
+            version: m.version,
+            expires_at: m.expires.as_second(),
+            body: m.bytes.clone(),
+            sha256: m.sha256.clone(),
+            created_at: now.as_second(),
+        })
+        .collect()
 }
 
 async fn store_all(
@@ -67,16 +105,7 @@ async fn store_all(
     roles: &[&SignedMetadata],
     now: Timestamp,
 ) -> Result<(), ServiceError> {
-    let rows = roles.iter().map(|m| NewDeviceMetadata {
-        device_row_id: device_row,
-        role: m.role.clone(),
-        version: m.version,
-        expires_at: m.expires.as_second(),
-        body: m.bytes.clone(),
-        sha256: m.sha256.clone(),
-        created_at: now.as_second(),
-    });
-    device_metadata_insert_many(db, rows.collect()).await?;
+    device_metadata_insert_many(db, metadata_rows(device_row, roles, now)).await?;
     Ok(())
 }
 
@@ -95,6 +124,27 @@ pub struct Signed {
     pub refresh_at: i64,
 }
 
+/// New director targets, snapshot and timestamp for the device `device_id`, one version
+/// above `versions` (`[targets, snapshot, timestamp]`), signed with `key`; nothing stored.
+pub async fn sign_new_roles(
+    key: &Signer,
+    device_id: &str,
+    versions: [u64; 3],
+    assignment: Option<&DirectorAssignment>,
+    now: Timestamp,
+) -> Result<([SignedMetadata; 3], Signed), ServiceError> {
+    let entry = assignment.map(|a| target_for(device_id, a)).transpose()?;
+    let [targets_v, snapshot_v, timestamp_v] = versions;
+    let targets = sign_targets(key, targets_v + 1, entry.as_ref(), now).await?;
+    let snapshot = sign_snapshot(key, snapshot_v + 1, targets.version, now).await?;
+    let timestamp = sign_timestamp(key, timestamp_v + 1, &snapshot, now).await?;
+    let refresh_at = refresh_due(RoleKind::DirectorTargets, targets.expires)
+        .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
+        .min(refresh_due(RoleKind::Timestamp, timestamp.expires));
+    let signed = Signed { targets_version: targets.version, refresh_at };
+    Ok(([targets, snapshot, timestamp], signed))
+}
+
 /// Signs and stores new director targets, snapshot and timestamp for `device`.
 pub async fn sign_device_metadata(
     db: &impl ConnectionTrait,
@@ -103,17 +153,12 @@ pub async fn sign_device_metadata(
     assignment: Option<&DirectorAssignment>,
     now: Timestamp,
 ) -> Result<Signed, ServiceError> {
-    let entry = assignment.map(|a| target_for(&device.device_id, a)).transpose()?;
-    let [targets_v, snapshot_v, timestamp_v] = latest_versions(db, device.id).await?;
+    let versions = latest_versions(db, device.id).await?;
     let key = director_online_signer(db, svc).await?;
-    let targets = sign_targets(&key, targets_v + 1, entry.as_ref(), now).await?;
-    let snapshot = sign_snapshot(&key, snapshot_v + 1, targets.version, now).await?;
-    let timestamp = sign_timestamp(&key, timestamp_v + 1, &snapshot, now).await?;
-    store_all(db, device.id, &[&targets, &snapshot, &timestamp], now).await?;
-    let refresh_at = refresh_due(RoleKind::DirectorTargets, targets.expires)
-        .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
-        .min(refresh_due(RoleKind::Timestamp, timestamp.expires));
-    Ok(Signed { targets_version: targets.version, refresh_at })
+    let (roles, signed) = sign_new_roles(&key, &device.device_id, versions, assignment, now).await?;
+    let [targets, snapshot, timestamp] = &roles;
+    store_all(db, device.id, &[targets, snapshot, timestamp], now).await?;
+    Ok(signed)
 }
 
 async fn sign_targets(

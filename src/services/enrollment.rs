@@ -8,12 +8,17 @@ use serde_json::json;
 
 use super::audit::record;
 use super::auth::{Caller, new_secret, token_hash};
-use super::director::sign_device_metadata;
+use super::director::{metadata_rows, sign_device_metadata, sign_new_roles};
+use super::image_repo::director_online_signer;
 use super::{ServiceError, Services};
-use crate::db::devices::{NewDevice, device_find, device_insert, device_reenroll};
+use crate::db::audit::{NewAudit, audit_insert_many};
+use crate::db::device_metadata::device_metadata_insert_many;
+use crate::db::devices::{
+    NewDevice, device_find, device_insert, device_reenroll, devices_find_many, devices_insert_signed,
+};
 use crate::db::enrollment::{
     NewEnrollmentToken, enrollment_token_find_by_hash, enrollment_token_get, enrollment_token_insert,
-    enrollment_token_list, enrollment_token_revoke, enrollment_token_take_use,
+    enrollment_token_list, enrollment_token_revoke, enrollment_token_take_use, enrollment_token_take_uses,
 };
 use crate::db::entities::enrollment_token;
 use crate::db::products::{product_get, product_get_by_name};
@@ -151,6 +156,7 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
     }
     let (secret, shown, hash) = new_secret(DEVICE_TOKEN_PREFIX);
     let keyid = ed25519_keyid(&key.to_bytes());
+    let product_name = product.name.clone();
     let new = NewDevice {
         device_id: device_id.as_str().to_owned(),
         product_id: product.id,
@@ -165,38 +171,138 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
         enroll_time: request.time.clone(),
     };
 
-    let worker = svc.clone();
-    let unit = Enrollment { device_id: device_id.clone(), new, token, product, request, keyid };
-    let (device_row, action, product) =
-        svc.writes.run(move |txn| Box::pin(async move { enroll_in(txn, &worker, unit, now).await })).await?;
+    let enrollment = Enrollment { device_id: device_id.clone(), new, token, product, request, keyid, now };
+    let (device_row, action) = svc.writes.enroll(svc, enrollment).await?;
     // A re-enrolled device's old token and key stop working here at once.
     svc.caches.invalidate_device(device_row);
-    tracing::info!(device = %device_id, product = %product.name, action, "device enrolled");
+    tracing::info!(device = %device_id, product = %product_name, action, "device enrolled");
     Ok(EnrollAnswer { device_id: device_id.as_str().to_owned(), device_token: secret })
 }
 
 /// An enrollment that passed every check that needs no transaction.
-struct Enrollment {
+#[derive(Debug)]
+pub struct Enrollment {
     device_id: DeviceId,
     new: NewDevice,
     token: enrollment_token::Model,
     product: crate::db::entities::product::Model,
     request: patchgate_protocol::report::EnrollRequest,
     keyid: String,
+    now: i64,
 }
 
-/// Stores the enrollment inside a group-commit transaction; the device row, the audit action
-/// and the product.
-async fn enroll_in(
+/// The audit action of a first enrollment.
+pub const ENROLL: &str = "device.enroll";
+/// The audit action of a re-enrollment.
+const REENROLL: &str = "device.reenroll";
+
+/// The audit entry's actor for enrollments with `token`.
+fn enroller(token: &enrollment_token::Model, product: &str) -> Caller {
+    Caller {
+        name: format!("enrollment_token:{}", token.name),
+        role: super::auth::Role::Viewer,
+        product: Some(product.to_owned()),
+    }
+}
+
+/// What the audit log says a device enrolled with.
+fn enrolled_with(unit: &Enrollment) -> serde_json::Value {
+    json!({"product": unit.product.name, "hardware_id": unit.request.hardware_id, "keyid": unit.keyid,
+        "tags": serde_json::from_str::<serde_json::Value>(&unit.token.tags).unwrap_or_default()})
+}
+
+/// Stores first enrollments of new devices together, with a fixed number of statements
+/// whatever their number: one query for existing devices, one update per enrollment token for
+/// its uses, one insert each for the devices, their director roles and the audit entries. The
+/// first director roles (empty targets, version 1) name no device, so one signing serves all.
+/// Returns each enrollment's device row, or `None` where it must take [`enroll_in`] alone (the
+/// device exists, or appears twice, or its token has too few uses left).
+pub async fn enroll_batch(
+    txn: &impl sea_orm::ConnectionTrait,
+    svc: &Services,
+    units: &[&Enrollment],
+) -> Result<Vec<Option<i64>>, ServiceError> {
+    use std::collections::{HashMap, HashSet};
+    let mut rows = vec![None; units.len()];
+    let mut seen = HashSet::new();
+    let mut candidates: Vec<usize> = (0..units.len()).filter(|&i| seen.insert(units[i].device_id.as_str())).collect();
+    let existing: HashSet<String> =
+        devices_find_many(txn, candidates.iter().map(|&i| units[i].device_id.as_str().to_owned()).collect())
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+    candidates.retain(|&i| !existing.contains(units[i].device_id.as_str()));
+    let mut per_token: HashMap<i64, Vec<usize>> = HashMap::new();
+    for &i in &candidates {
+        per_token.entry(units[i].token.id).or_default().push(i);
+    }
+    let mut taken = Vec::new();
+    for (token, members) in per_token {
+        let now = members.iter().map(|&i| units[i].now).max().unwrap_or_default();
+        let count = i64::try_from(members.len()).unwrap_or(i64::MAX);
+        if enrollment_token_take_uses(txn, token, count, now).await? {
+            taken.extend(members);
+        }
+    }
+    if taken.is_empty() {
+        return Ok(rows);
+    }
+    taken.sort_unstable();
+    let key = director_online_signer(txn, svc).await?;
+    let signed_at = svc.clock.now();
+    let first = units[taken[0]].device_id.as_str();
+    let (roles, signed) = sign_new_roles(&key, first, [0; 3], None, signed_at).await?;
+    let version = i64::try_from(signed.targets_version).unwrap_or(i64::MAX);
+    let inserted =
+        devices_insert_signed(txn, taken.iter().map(|&i| units[i].new.clone()).collect(), version, signed.refresh_at)
+            .await?;
+    let row_of: HashMap<String, i64> = inserted.into_iter().map(|d| (d.device_id, d.id)).collect();
+    let [targets, snapshot, timestamp] = &roles;
+    let mut metadata = Vec::with_capacity(3 * taken.len());
+    let mut actors = Vec::with_capacity(taken.len());
+    for &i in &taken {
+        let unit = units[i];
+        let row = *row_of
+            .get(unit.device_id.as_str())
+            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("device {} was not stored", unit.device_id)))?;
+        metadata.extend(metadata_rows(row, &[targets, snapshot, timestamp], signed_at));
+        actors.push((
+            enroller(&unit.token, &unit.product.name).name,
+            format!("device:{}", unit.device_id),
+            enrolled_with(unit).to_string(),
+        ));
+        rows[i] = Some(row);
+    }
+    device_metadata_insert_many(txn, metadata).await?;
+    let entries = taken
+        .iter()
+        .zip(&actors)
+        .map(|(&i, (actor, object, after))| NewAudit {
+            at: units[i].now,
+            actor,
+            action: ENROLL,
+            object,
+            before: None,
+            after: Some(after.clone()),
+        })
+        .collect();
+    audit_insert_many(txn, entries).await?;
+    Ok(rows)
+}
+
+/// Stores one enrollment (a first one, or a re-enrollment) inside a group-commit transaction;
+/// the device row and the audit action.
+pub async fn enroll_in(
     txn: &sea_orm::DatabaseTransaction,
     svc: &Services,
-    unit: Enrollment,
-    now: i64,
-) -> Result<(i64, &'static str, crate::db::entities::product::Model), ServiceError> {
-    let Enrollment { device_id, new, token, product, request, keyid } = unit;
+    unit: &Enrollment,
+) -> Result<(i64, &'static str), ServiceError> {
+    let Enrollment { device_id, new, token, product, request, keyid, now } = unit;
+    let now = *now;
     let existing = device_find(txn, device_id.as_str()).await?;
     let (device, action) = match existing {
-        None => (device_insert(txn, new).await?, "device.enroll"),
+        None => (device_insert(txn, new.clone()).await?, ENROLL),
         Some(row) => {
             if row.status != "active" {
                 return Err(ServiceError::conflict(
@@ -220,13 +326,13 @@ async fn enroll_in(
                     ),
                 ));
             }
-            if row.keyid != keyid && !row.rekey_allowed {
+            if &row.keyid != keyid && !row.rekey_allowed {
                 return Err(ServiceError::conflict(
                     "device_key_conflict",
                     format!("device {device_id} is enrolled with another key; an admin must allow a new key first"),
                 ));
             }
-            (device_reenroll(txn, row, new).await?, "device.reenroll")
+            (device_reenroll(txn, row, new.clone()).await?, REENROLL)
         }
     };
     if !enrollment_token_take_use(txn, token.id, now).await? {
@@ -238,14 +344,10 @@ async fn enroll_in(
         crate::db::devices::device_set_director_version(txn, device.id, signed.targets_version, signed.refresh_at)
             .await?;
     }
-    let enroller = Caller {
-        name: format!("enrollment_token:{}", token.name),
-        role: super::auth::Role::Viewer,
-        product: Some(product.name.clone()),
-    };
-    let after = json!({"product": product.name, "hardware_id": request.hardware_id, "keyid": keyid, "tags": serde_json::from_str::<serde_json::Value>(&token.tags).unwrap_or_default()});
-    record(txn, now, &enroller, action, &format!("device:{device_id}"), None, Some(after)).await?;
-    Ok((device.id, action, product))
+    let after = enrolled_with(unit);
+    record(txn, now, &enroller(token, &product.name), action, &format!("device:{device_id}"), None, Some(after))
+        .await?;
+    Ok((device.id, action))
 }
 
 /// The device a device token belongs to; decommissioned devices get no service.

@@ -3,9 +3,10 @@
 //! Request handlers queue their write and wait. The writer takes what is queued, opens one
 //! transaction (none when the group holds only unchanged reports of distinct devices: their one
 //! statement commits by itself), records all unchanged reports of the group with one
-//! conditional statement per round (`unchanged_reports`), runs every other unit of work (a changed report, an enrollment)
-//! in a savepoint of its own, commits once, and only then answers each waiter with its own
-//! result. Nothing answered is ever lost, and the database pays one commit (one fsync) per
+//! conditional statement per round (`unchanged_reports`), decides again, with a few statements
+//! for all of them, for the unchanged reports whose stored decision predates the current plan
+//! (`redecide`), runs every other unit of work (a changed report, an enrollment) in a savepoint
+//! of its own, commits once, and only then answers each waiter with its own result. Nothing answered is ever lost, and the database pays one commit (one fsync) per
 //! group instead of per request. A unit that fails rolls back its own savepoint and nothing
 //! else; a commit that fails answers everyone with the error (nothing of the group was written).
 //!
@@ -21,8 +22,10 @@ use futures_util::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::ServiceError;
+use super::enrollment::{ENROLL, Enrollment, enroll_batch, enroll_in};
+use super::redecide::redecide_reports;
 use super::unchanged_reports::{FastOutcome, MAX_UNCHANGED, UnchangedReport, write_batch, write_rounds};
+use super::{ServiceError, Services};
 
 /// The most units of full work one transaction carries: enough to amortise the commit, few
 /// enough that the last caller in a group does not wait long behind the first.
@@ -37,10 +40,39 @@ type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Where an unchanged report's outcome goes.
 type FastAnswer = oneshot::Sender<Result<FastOutcome, String>>;
 
+/// An unchanged report, with what deciding again needs (the handles of the services).
+struct Unchanged {
+    report: UnchangedReport,
+    svc: Services,
+    answer: FastAnswer,
+}
+
+/// An enrollment, with the handles of the services.
+struct Enroll {
+    enrollment: Enrollment,
+    svc: Services,
+    answer: oneshot::Sender<Result<(i64, &'static str), ServiceError>>,
+}
+
 /// What a request queues.
 enum Item {
-    Unchanged(UnchangedReport, FastAnswer),
+    Unchanged(Box<Unchanged>),
+    Enroll(Box<Enroll>),
     Unit(Unit),
+}
+
+/// What the writer takes in one go.
+#[derive(Default)]
+struct Group {
+    unchanged: Vec<Unchanged>,
+    enrolls: Vec<Enroll>,
+    units: Vec<Unit>,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.unchanged.len() + self.enrolls.len() + self.units.len()
+    }
 }
 
 /// The handle services use; cheap to clone.
@@ -71,14 +103,26 @@ impl GroupCommit {
         Self { tx }
     }
 
-    /// Records an unchanged report in the next group; returns once that group committed.
-    pub async fn record_unchanged(&self, report: UnchangedReport) -> Result<FastOutcome, ServiceError> {
+    /// Records an unchanged report in the next group, deciding again if its stored decision
+    /// predates the current plan; returns once that group committed.
+    pub async fn record_unchanged(&self, svc: &Services, report: UnchangedReport) -> Result<FastOutcome, ServiceError> {
         let (done, answer) = oneshot::channel();
-        self.tx.send(Item::Unchanged(report, done)).await.map_err(|_| stopped())?;
+        let item = Unchanged { report, svc: svc.clone(), answer: done };
+        self.tx.send(Item::Unchanged(Box::new(item))).await.map_err(|_| stopped())?;
         answer
             .await
             .map_err(|_| stopped())?
             .map_err(|e| ServiceError::Internal(anyhow::anyhow!("recording a group of reports: {e}")))
+    }
+
+    /// Stores `enrollment` in the next group (with the group's other first enrollments, see
+    /// `enrollment::enroll_batch`); returns the device row and the audit action once the group
+    /// committed.
+    pub async fn enroll(&self, svc: &Services, enrollment: Enrollment) -> Result<(i64, &'static str), ServiceError> {
+        let (done, answer) = oneshot::channel();
+        let item = Enroll { enrollment, svc: svc.clone(), answer: done };
+        self.tx.send(Item::Enroll(Box::new(item))).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Runs `work` inside the next group's transaction; returns its result once the group
@@ -117,7 +161,16 @@ where
     F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, ServiceError>>,
 {
     let savepoint = txn.begin().await?;
-    match work(&savepoint).await {
+    let result = work(&savepoint).await;
+    close_savepoint(savepoint, result).await
+}
+
+/// Keeps what `savepoint` wrote if `result` is a success, rolls it back otherwise.
+async fn close_savepoint<T, E: From<sea_orm::DbErr>>(
+    savepoint: DatabaseTransaction,
+    result: Result<T, E>,
+) -> Result<T, E> {
+    match result {
         Ok(value) => {
             savepoint.commit().await?;
             Ok(value)
@@ -129,40 +182,44 @@ where
     }
 }
 
-/// Takes what is queued: at most [`MAX_UNCHANGED`] unchanged reports and [`MAX_UNITS`] units.
-async fn next_group(rx: &Mutex<mpsc::Receiver<Item>>) -> Option<(Vec<(UnchangedReport, FastAnswer)>, Vec<Unit>)> {
+/// Takes what is queued: at most [`MAX_UNCHANGED`] unchanged reports and [`MAX_UNITS`] other
+/// units of work.
+async fn next_group(rx: &Mutex<mpsc::Receiver<Item>>) -> Option<Group> {
     let mut rx = rx.lock().await;
-    let mut unchanged = Vec::new();
-    let mut units = Vec::new();
+    let mut group = Group::default();
     let mut next = rx.recv().await;
     while let Some(item) = next.take() {
         match item {
-            Item::Unchanged(report, answer) => unchanged.push((report, answer)),
-            Item::Unit(unit) => units.push(unit),
+            Item::Unchanged(u) => group.unchanged.push(*u),
+            Item::Enroll(e) => group.enrolls.push(*e),
+            Item::Unit(unit) => group.units.push(unit),
         }
-        if unchanged.len() < MAX_UNCHANGED && units.len() < MAX_UNITS {
+        if group.unchanged.len() < MAX_UNCHANGED && group.enrolls.len() + group.units.len() < MAX_UNITS {
             next = rx.try_recv().ok();
         }
     }
-    if unchanged.is_empty() && units.is_empty() {
-        return None;
-    }
-    Some((unchanged, units))
+    (group.len() > 0).then_some(group)
 }
 
 async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
-    while let Some((unchanged, units)) = next_group(&rx).await {
-        metrics::histogram!("patchgate_group_commit_size").record((unchanged.len() + units.len()) as f64);
+    while let Some(group) = next_group(&rx).await {
+        metrics::histogram!("patchgate_group_commit_size").record(group.len() as f64);
         let started = std::time::Instant::now();
-        if units.is_empty() {
+        let Group { unchanged, enrolls, units } = group;
+        if units.is_empty() && enrolls.is_empty() {
             // The usual group under load: polls only, usually one statement committing itself.
-            let reports: Vec<&UnchangedReport> = unchanged.iter().map(|(r, _)| r).collect();
+            let reports: Vec<&UnchangedReport> = unchanged.iter().map(|u| &u.report).collect();
             let fast = write_batch(&db, &reports).await.map_err(|e| {
                 tracing::error!(error = %e, reports = reports.len(), "recording a group of unchanged reports failed");
                 e.to_string()
             });
+            let (unchanged, fast) = answer_recorded(unchanged, fast);
+            if !unchanged.is_empty() {
+                // Polls under a plan changed since their decision: one transaction decides them all.
+                let outcomes = redecide_alone(&db, &unchanged).await;
+                answer_unchanged(unchanged, &merge(fast, outcomes));
+            }
             metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
-            answer_unchanged(unchanged, &fast);
             continue;
         }
         let txn = match crate::db::begin_write(&db).await {
@@ -170,36 +227,176 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
             Err(e) => {
                 tracing::error!(error = %e, "group commit: cannot begin a transaction");
                 answer_unchanged(unchanged, &Err(e.to_string()));
+                for enroll in enrolls {
+                    let _ = enroll.answer.send(Err(ServiceError::Internal(anyhow::anyhow!("group commit: {e}"))));
+                }
                 for unit in units {
                     run_alone(unit, &db, &e.to_string()).await;
                 }
                 continue;
             }
         };
-        let reports: Vec<&UnchangedReport> = unchanged.iter().map(|(r, _)| r).collect();
+        let reports: Vec<&UnchangedReport> = unchanged.iter().map(|u| &u.report).collect();
         let fast = record_unchanged_group(&txn, &reports).await;
+        let fast = match fast {
+            Ok(fast) => Ok(redecide_in(&txn, &unchanged, fast).await),
+            Err(e) => Err(e),
+        };
+        let enrolled = enroll_in_group(&txn, &enrolls).await;
         let mut deliveries = Vec::with_capacity(units.len());
         for unit in units {
             deliveries.push(unit(&txn).await);
         }
         let committed = txn.commit().await.map_err(|e| e.to_string());
         if let Err(e) = &committed {
-            tracing::error!(error = %e, reports = unchanged.len(), units = deliveries.len(),
+            tracing::error!(error = %e, reports = unchanged.len(), enrollments = enrolls.len(), units = deliveries.len(),
                 "group commit: the commit failed; nothing of the group was written");
         }
         metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
         answer_unchanged(unchanged, &committed.clone().and(fast));
+        for (enroll, result) in enrolls.into_iter().zip(enrolled) {
+            let answer = match (result, &committed) {
+                (Err(e), _) => Err(e),
+                (Ok(done), Ok(())) => Ok(done),
+                (Ok(_), Err(e)) => Err(ServiceError::Internal(anyhow::anyhow!("committing the group: {e}"))),
+            };
+            let _ = enroll.answer.send(answer);
+        }
         for deliver in deliveries {
             deliver(committed.clone());
         }
     }
 }
 
-/// Tells each unchanged report's waiter its outcome (one per report, in order) or the error.
-fn answer_unchanged(unchanged: Vec<(UnchangedReport, FastAnswer)>, outcomes: &Result<Vec<FastOutcome>, String>) {
-    for (i, (_, answer)) in unchanged.into_iter().enumerate() {
-        let _ = answer.send(outcomes.as_ref().map(|o| o[i]).map_err(Clone::clone));
+/// One enrollment in a savepoint of its own.
+async fn enroll_alone(txn: &DatabaseTransaction, enroll: &Enroll) -> Result<(i64, &'static str), ServiceError> {
+    let savepoint = txn.begin().await?;
+    let result = enroll_in(&savepoint, &enroll.svc, &enroll.enrollment).await;
+    close_savepoint(savepoint, result).await
+}
+
+/// The group's enrollments: together where they can (`enroll_batch`, in a savepoint), the
+/// others each in a savepoint of its own. One result per enrollment, in order.
+async fn enroll_in_group(
+    txn: &DatabaseTransaction,
+    enrolls: &[Enroll],
+) -> Vec<Result<(i64, &'static str), ServiceError>> {
+    let Some(first) = enrolls.first() else {
+        return Vec::new();
+    };
+    let units: Vec<&Enrollment> = enrolls.iter().map(|e| &e.enrollment).collect();
+    let batch = async {
+        let savepoint = txn.begin().await?;
+        let result = enroll_batch(&savepoint, &first.svc, &units).await;
+        close_savepoint(savepoint, result).await
     }
+    .await;
+    let rows = batch.unwrap_or_else(|e: ServiceError| {
+        tracing::warn!(error = %e, enrollments = units.len(), "enrolling a group together failed; each enrolls alone");
+        vec![None; units.len()]
+    });
+    let mut results = Vec::with_capacity(units.len());
+    for (enroll, row) in enrolls.iter().zip(rows) {
+        results.push(match row {
+            Some(row) => Ok((row, ENROLL)),
+            None => enroll_alone(txn, enroll).await,
+        });
+    }
+    results
+}
+
+/// Tells each unchanged report's waiter its outcome (one per report, in order) or the error.
+fn answer_unchanged(unchanged: Vec<Unchanged>, outcomes: &Result<Vec<FastOutcome>, String>) {
+    for (i, u) in unchanged.into_iter().enumerate() {
+        let _ = u.answer.send(outcomes.as_ref().map(|o| o[i]).map_err(Clone::clone));
+    }
+}
+
+/// Answers the reports `fast` recorded (or all, with the error); returns the others, for
+/// deciding again, with their outcomes so far.
+fn answer_recorded(
+    unchanged: Vec<Unchanged>,
+    fast: Result<Vec<FastOutcome>, String>,
+) -> (Vec<Unchanged>, Vec<FastOutcome>) {
+    let outcomes = match fast {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            answer_unchanged(unchanged, &Err(e));
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let mut rest = Vec::new();
+    let mut rest_outcomes = Vec::new();
+    for (u, outcome) in unchanged.into_iter().zip(outcomes) {
+        if outcome == FastOutcome::NotApplied {
+            rest.push(u);
+            rest_outcomes.push(outcome);
+        } else {
+            let _ = u.answer.send(Ok(outcome));
+        }
+    }
+    (rest, rest_outcomes)
+}
+
+/// `outcomes` where `decided` has a decision.
+fn merge(mut outcomes: Vec<FastOutcome>, decided: Vec<FastOutcome>) -> Result<Vec<FastOutcome>, String> {
+    for (o, d) in outcomes.iter_mut().zip(decided) {
+        if d != FastOutcome::NotApplied {
+            *o = d;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The reports of `unchanged` that `fast` did not record, decided again in a savepoint of
+/// `txn`; on failure nothing of it stays and they go the full path.
+async fn redecide_in(txn: &DatabaseTransaction, unchanged: &[Unchanged], fast: Vec<FastOutcome>) -> Vec<FastOutcome> {
+    let pending: Vec<usize> = (0..fast.len()).filter(|&i| fast[i] == FastOutcome::NotApplied).collect();
+    let Some(first) = pending.first() else {
+        return fast;
+    };
+    let svc = &unchanged[*first].svc;
+    let reports: Vec<&UnchangedReport> = pending.iter().map(|&i| &unchanged[i].report).collect();
+    let decided = async {
+        let savepoint = txn.begin().await?;
+        let result = redecide_reports(&savepoint, svc, &reports).await;
+        close_savepoint(savepoint, result).await
+    }
+    .await;
+    let mut fast = fast;
+    match decided {
+        Ok(outcomes) => {
+            for (&i, o) in pending.iter().zip(outcomes) {
+                fast[i] = o;
+            }
+        }
+        Err(e) => redecide_failed(&e, reports.len()),
+    }
+    fast
+}
+
+/// [`redecide_in`] for a group with no transaction of its own: one just for the decisions.
+async fn redecide_alone(db: &DatabaseConnection, unchanged: &[Unchanged]) -> Vec<FastOutcome> {
+    let not_applied = vec![FastOutcome::NotApplied; unchanged.len()];
+    let Some(first) = unchanged.first() else {
+        return not_applied;
+    };
+    let reports: Vec<&UnchangedReport> = unchanged.iter().map(|u| &u.report).collect();
+    let decided = async {
+        let txn = crate::db::begin_write(db).await?;
+        let outcomes = redecide_reports(&txn, &first.svc, &reports).await?;
+        txn.commit().await?;
+        Ok::<_, ServiceError>(outcomes)
+    }
+    .await;
+    decided.unwrap_or_else(|e| {
+        redecide_failed(&e, reports.len());
+        not_applied
+    })
+}
+
+fn redecide_failed(e: &ServiceError, reports: usize) {
+    tracing::warn!(error = %e, reports, "deciding a group of reports again failed; each takes the full path");
 }
 
 /// The group's unchanged reports, in a savepoint so that a failure there spares the units.
@@ -212,16 +409,8 @@ async fn record_unchanged_group(
     }
     let result = async {
         let savepoint = txn.begin().await?;
-        match write_rounds(&savepoint, reports).await {
-            Ok(o) => {
-                savepoint.commit().await?;
-                Ok(o)
-            }
-            Err(e) => {
-                savepoint.rollback().await?;
-                Err(e)
-            }
-        }
+        let result = write_rounds(&savepoint, reports).await;
+        close_savepoint(savepoint, result).await
     }
     .await;
     result.map_err(|e: sea_orm::DbErr| {

@@ -23,6 +23,7 @@ pub mod overview;
 pub mod product_role;
 pub mod products;
 pub mod publish_release;
+pub mod redecide;
 pub mod refresh;
 pub mod release_review;
 pub mod rollout_status;

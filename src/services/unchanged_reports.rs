@@ -15,7 +15,12 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable,
+    Statement, Value,
+};
+
+use crate::db::entities::device;
 
 /// The most unchanged reports one group carries.
 pub const MAX_UNCHANGED: usize = 1024;
@@ -42,6 +47,14 @@ pub enum FastOutcome {
     Recorded {
         /// The stored director targets version.
         director_targets_version: i64,
+    },
+    /// Recorded, and decided again because the stored decision predated the current plan
+    /// (`redecide`); the director targets version is now this.
+    Decided {
+        /// The director targets version after the decision.
+        director_targets_version: i64,
+        /// Whether the director signed new roles for the device.
+        signed: bool,
     },
     /// Not written: the full path must look at it.
     NotApplied,
@@ -99,19 +112,32 @@ struct Written {
     director_targets_version: i64,
 }
 
-/// The conditions under which an unchanged report needs nothing but its counter and time.
-/// `v` is the round's rows; `IS NOT DISTINCT FROM` compares NULLs as equal (SQLite: `IS`).
-fn conditions(backend: DbBackend) -> String {
+/// The conditions under which an unchanged report needs nothing but its counter and time
+/// (`Plan::Current`), or that and a decision under the current plan (`Plan::Any`). `v` is the
+/// round's rows; `IS NOT DISTINCT FROM` compares NULLs as equal (SQLite: `IS`).
+fn conditions(backend: DbBackend, plan: Plan) -> String {
     let same = if backend == DbBackend::Postgres { "IS NOT DISTINCT FROM" } else { "IS" };
+    let epoch = match plan {
+        Plan::Current => "AND devices.plan_epoch = (SELECT epoch FROM cache_epochs WHERE name = 'plan') ",
+        Plan::Any => "",
+    };
     format!(
         "devices.id = v.id AND devices.status = 'active' \
-         AND (devices.last_counter IS NULL OR devices.last_counter < v.counter) \
-         AND devices.plan_epoch = (SELECT epoch FROM cache_epochs WHERE name = 'plan') \
+         AND (devices.last_counter IS NULL OR devices.last_counter < v.counter) {epoch}\
          AND devices.director_targets_version > 0 AND devices.director_refresh_at > v.seen \
          AND devices.installed_name {same} v.iname AND devices.installed_sha256 {same} v.isha \
          AND devices.attempt_name {same} v.aname AND devices.attempt_state {same} v.astate \
          AND devices.attempt_detail {same} v.adetail"
     )
+}
+
+/// Which stored decisions a conditional update accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Only one made at the current `plan` epoch.
+    Current,
+    /// Any: the caller decides again.
+    Any,
 }
 
 /// One row of a round, as the statement reads it from its one JSON parameter.
@@ -127,17 +153,22 @@ struct Row<'a> {
     adetail: Option<&'a str>,
 }
 
-/// The statement for one round. Its text never changes (the rows arrive as one JSON array
-/// parameter), so it is prepared once per connection however many rows a round has.
-fn round_sql(backend: DbBackend) -> String {
+/// The statement for one round, returning `returning` (columns of `devices`). Its text never
+/// changes (the rows arrive as one JSON array parameter), so it is prepared once per
+/// connection however many rows a round has.
+fn round_sql(backend: DbBackend, plan: Plan, returning: &[&str]) -> String {
     match backend {
-        DbBackend::Postgres => format!(
-            "UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen \
-             FROM jsonb_to_recordset($1::jsonb) AS v(id bigint, counter bigint, seen bigint, iname text, isha text, \
-             aname text, astate text, adetail text) \
-             WHERE {} RETURNING devices.id, devices.last_counter, devices.director_targets_version",
-            conditions(backend)
-        ),
+        DbBackend::Postgres => {
+            let returning: Vec<String> = returning.iter().map(|c| format!("devices.{c}")).collect();
+            format!(
+                "UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen \
+                 FROM jsonb_to_recordset($1::jsonb) AS v(id bigint, counter bigint, seen bigint, iname text, isha text, \
+                 aname text, astate text, adetail text) \
+                 WHERE {} RETURNING {}",
+                conditions(backend, plan),
+                returning.join(", ")
+            )
+        }
         _ => {
             let field = |f: &str| format!("json_extract(value, '$.{f}') AS {f}");
             let fields: Vec<String> = ["id", "counter", "seen", "iname", "isha", "aname", "astate", "adetail"]
@@ -147,20 +178,22 @@ fn round_sql(backend: DbBackend) -> String {
             format!(
                 "WITH v AS (SELECT {} FROM json_each(?)) \
                  UPDATE devices SET last_counter = v.counter, last_seen_at = v.seen \
-                 FROM v WHERE {} RETURNING id, last_counter, director_targets_version",
+                 FROM v WHERE {} RETURNING {}",
                 fields.join(", "),
-                conditions(backend)
+                conditions(backend, plan),
+                returning.join(", ")
             )
         }
     }
 }
 
-/// One conditional update for reports of distinct devices; returns the rows written.
-async fn update_round(
-    db: &impl ConnectionTrait,
+/// The statement of [`update_round`] or [`record_for_decision`], with its one parameter.
+fn round_statement(
+    backend: DbBackend,
+    plan: Plan,
+    returning: &[&str],
     members: &[&UnchangedReport],
-) -> Result<HashMap<i64, (i64, i64)>, DbErr> {
-    let backend = db.get_database_backend();
+) -> Result<Statement, DbErr> {
     let rows: Vec<Row<'_>> = members
         .iter()
         .map(|r| {
@@ -181,9 +214,30 @@ async fn update_round(
         })
         .collect();
     let json = serde_json::to_string(&rows).map_err(|e| DbErr::Custom(format!("encoding a round: {e}")))?;
-    let stmt = Statement::from_sql_and_values(backend, round_sql(backend), [Value::from(json)]);
+    Ok(Statement::from_sql_and_values(backend, round_sql(backend, plan, returning), [Value::from(json)]))
+}
+
+/// One conditional update for reports of distinct devices; returns the rows written.
+async fn update_round(
+    db: &impl ConnectionTrait,
+    members: &[&UnchangedReport],
+) -> Result<HashMap<i64, (i64, i64)>, DbErr> {
+    let returning = ["id", "last_counter", "director_targets_version"];
+    let stmt = round_statement(db.get_database_backend(), Plan::Current, &returning, members)?;
     let written = Written::find_by_statement(stmt).all(db).await?;
     Ok(written.into_iter().map(|w| (w.id, (w.last_counter.unwrap_or(0), w.director_targets_version))).collect())
+}
+
+/// Records the counter and time of reports (of distinct devices) that repeat what is stored,
+/// whatever plan epoch their stored decision was made at, for the caller to decide again in
+/// the same transaction. Returns the device rows written, as they are now.
+pub async fn record_for_decision(
+    db: &impl ConnectionTrait,
+    members: &[&UnchangedReport],
+) -> Result<Vec<device::Model>, DbErr> {
+    let columns: Vec<&str> = device::Column::iter().map(|c| c.as_str()).collect();
+    let stmt = round_statement(db.get_database_backend(), Plan::Any, &columns, members)?;
+    device::Entity::find().from_raw_sql(stmt).all(db).await
 }
 
 #[cfg(test)]

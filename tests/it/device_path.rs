@@ -12,7 +12,7 @@ use patchgate_protocol::report::AttemptState;
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, firmware, spawn_app, spawn_app_from};
-use crate::fleet::{Device, Image, enrollment_token};
+use crate::fleet::{Device, Image, enrollment_token, tough_director, try_enroll};
 
 const PRODUCT: &str = "pump-x1";
 const HW: &str = "pump-x1-revA";
@@ -246,4 +246,104 @@ async fn a_revoked_or_replaced_device_token_is_refused_at_once() {
         Device::post_report(&app, "pump-a", &device.token, &device.report_body("pump-a", device.counter, None)).await;
     assert_eq!(status, 401);
     assert_eq!(app.client.get(&timestamp).bearer_auth(&renewed.token).send().await.unwrap().status(), 200);
+}
+
+/// How many director roles the server has signed and stored for all devices (the metrics
+/// counter is shared by every test in the process; the table is this server's own).
+async fn director_roles(app: &TestApp) -> u64 {
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    patchgate::db::entities::device_metadata::Entity::find().count(&app.services.db).await.unwrap()
+}
+
+#[tokio::test]
+async fn enrollments_and_decisions_at_once_are_stored_together_and_exactly() {
+    let app = spawn_app().await;
+    app.create_product(PRODUCT, &[HW]).await;
+    let image = Image::from_publish(&app.publish(PRODUCT, "1.0.0", "fw.bin", firmware(6, 4096)).await);
+
+    // 24 devices enroll at once with a token of 20 uses: exactly 20 get in, each with its own
+    // director repository, one audit entry each; the others are told why.
+    let token = enrollment_token(&app, PRODUCT, &["site:ward"], 20).await;
+    let keys: Vec<ed25519_dalek::SigningKey> =
+        (0..24).map(|_| ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng)).collect();
+    let tries = keys.iter().enumerate().map(|(i, key)| {
+        let id = format!("ward-{i:02}");
+        let (app, token) = (&app, &token);
+        async move { (id.clone(), key.clone(), try_enroll(app, key, &id, PRODUCT, HW, token).await) }
+    });
+    let results = futures_util::future::join_all(tries).await;
+    let enrolled: Vec<_> = results.iter().filter(|(_, _, (status, _))| *status == 201).collect();
+    let refused: Vec<_> = results.iter().filter(|(_, _, (status, _))| *status != 201).collect();
+    assert_eq!((enrolled.len(), refused.len()), (20, 4), "{results:?}");
+    for (_, _, (status, body)) in &refused {
+        assert_eq!(*status, 401, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("no uses left"), "{body}");
+    }
+    let audit: Value = app.get_json("/api/v1/audit?action=device.enroll&limit=100").await;
+    assert_eq!(audit.as_array().map(Vec::len), Some(20), "{audit}");
+    let tokens: Value = app.get_json("/api/v1/enrollment-tokens").await;
+    assert_eq!(tokens[0]["uses"], 20, "{tokens}");
+
+    let mut devices = Vec::new();
+    for (id, key, (_, body)) in enrolled {
+        let token = body["device_token"].as_str().unwrap().to_owned();
+        devices.push(Device {
+            id: id.clone(),
+            key: key.clone(),
+            token,
+            counter: 1,
+            director_version: 0,
+            installed: None,
+        });
+    }
+    // Every new device's director repository verifies (empty targets, version 1).
+    let datastore = tempfile::tempdir().unwrap();
+    let repo = tough_director(&app, &devices[0], datastore.path()).await.unwrap();
+    assert_eq!(repo.targets().signed.version.get(), 1);
+    assert!(repo.targets().signed.targets.is_empty());
+    for d in devices.iter_mut() {
+        d.report(&app, None).await;
+    }
+
+    // A 100 % stage opens; every device reports at once: each is assigned and signed for exactly
+    // once (targets, snapshot and timestamp), and its director names the image.
+    app.post_json("/api/v1/cohorts", &json!({"name": "ward", "product": PRODUCT, "selector": {"tags": ["site:ward"]}}))
+        .await;
+    let gate = json!({"max_failure_rate": 0.5, "min_reports": 1, "stall_minutes": 60});
+    app.post_json(
+        "/api/v1/rollouts",
+        &json!({"id": "r-ward", "product": PRODUCT, "version": "1.0.0", "stages": [{"cohort": "ward", "percent": 100}], "gate": gate}),
+    )
+    .await;
+    app.post_json("/api/v1/rollouts/r-ward/start", &json!({})).await;
+    let before = director_roles(&app).await;
+    assert_eq!(before, 3 * 20, "enrollment signed targets, snapshot and timestamp v1 for each device");
+    let answers = futures_util::future::join_all(devices.iter_mut().map(|d| {
+        let app = &app;
+        async move { d.report(app, None).await }
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a["changed"] == true && a["director_targets_version"] == 2), "{answers:?}");
+    assert_eq!(director_roles(&app).await - before, 3 * 20, "one signing of three roles per device");
+    // Decided together by the writer, not one by one on the full path (which keeps history):
+    // these reports repeated what was stored, so none is history.
+    for d in &devices {
+        assert_eq!(history(&app, &d.id).await, 0, "{}", d.id);
+    }
+    for d in &devices {
+        assert_eq!(d.assignment(&app).await.map(|(name, _)| name), Some(image.name.clone()), "{}", d.id);
+    }
+    let datastore = tempfile::tempdir().unwrap();
+    let repo = tough_director(&app, &devices[7], datastore.path()).await.unwrap();
+    assert!(repo.targets().signed.targets.keys().any(|name| name.raw() == image.name));
+
+    // Polled again at once: nothing changes, nothing is signed.
+    let before = director_roles(&app).await;
+    let answers = futures_util::future::join_all(devices.iter_mut().map(|d| {
+        let app = &app;
+        async move { d.report(app, None).await }
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a["changed"] == false), "{answers:?}");
+    assert_eq!(director_roles(&app).await, before);
 }
