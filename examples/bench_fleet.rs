@@ -439,7 +439,8 @@ async fn first_report() {
                         _ => Err(format!("{status}: {text}")),
                     }
                 }
-                Err(e) => Err(e.to_string()),
+                // The whole chain: "error sending request" alone does not say what broke.
+                Err(e) => Err(format!("{e:?}")),
             };
             (outcome, started.elapsed())
         }
