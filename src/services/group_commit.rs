@@ -1,14 +1,17 @@
 //! Group commit for the device path: one writer, many waiters (DESIGN.md §5).
 //!
-//! Request handlers queue their write and wait. The writer takes what is queued, opens one
+//! Request handlers queue their write and wait. The writer takes what is queued and opens one
 //! transaction (none when the group holds only unchanged reports of distinct devices: their one
-//! statement commits by itself), records all unchanged reports of the group with one
-//! conditional statement per round (`unchanged_reports`), decides again, with a few statements
-//! for all of them, for the unchanged reports whose stored decision predates the current plan
-//! (`redecide`), runs every other unit of work (a changed report, an enrollment) in a savepoint
-//! of its own, commits once, and only then answers each waiter with its own result. Nothing answered is ever lost, and the database pays one commit (one fsync) per
-//! group instead of per request. A unit that fails rolls back its own savepoint and nothing
-//! else; a commit that fails answers everyone with the error (nothing of the group was written).
+//! statement commits by itself). In it, it records all unchanged reports of the group with one
+//! conditional statement per round (`unchanged_reports`); decides again, with a few statements
+//! for all of them, for those whose stored decision predates the current plan (`redecide`);
+//! stores the group's first enrollments together (`enrollment::enroll_batch`); runs every other
+//! unit of work (a changed report, an enrollment that could not go with the others) in a
+//! savepoint of its own; commits once, and only then answers each waiter with its own result.
+//! Nothing answered is ever lost, and the database pays one commit (one fsync) per group
+//! instead of per request. A unit that fails rolls back its own savepoint and nothing else (a
+//! set-wise step that fails sends its requests one by one); a commit that fails answers
+//! everyone with the error (nothing of the group was written).
 //!
 //! SQLite has one writer at a time anyway, and two writers would only meet in its busy handler
 //! (which sleeps whole milliseconds), so it gets one writer task; PostgreSQL gets several
