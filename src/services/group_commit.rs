@@ -15,7 +15,7 @@
 //!
 //! SQLite has one writer at a time anyway, and two writers would only meet in its busy handler
 //! (which sleeps whole milliseconds), so it gets one writer task; PostgreSQL gets several
-//! ([`writers_for`]), overlapping their round trips.
+//! ([`writers_for`]), overlapping their round trips, and one more for enrollments alone.
 //!
 //! A full queue is back-pressure: callers wait, nothing is dropped.
 
@@ -82,6 +82,9 @@ impl Group {
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Item>,
+    /// Where enrollments go: the same queue on SQLite; on PostgreSQL a queue of their own with
+    /// one writer.
+    enroll_tx: mpsc::Sender<Item>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -100,10 +103,22 @@ impl GroupCommit {
     pub fn start(db: DatabaseConnection) -> Self {
         let (tx, rx) = mpsc::channel::<Item>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..writers_for(db.get_database_backend()) {
+        let backend = db.get_database_backend();
+        for _ in 0..writers_for(backend) {
             tokio::spawn(run(db.clone(), rx.clone()));
         }
-        Self { tx }
+        // Enrollments with one token all update that token's row, which each writer holds
+        // locked until its commit: spread over several writers they would wait on each other in
+        // small groups. One writer of their own gathers all that arrive during a commit into the
+        // next group instead. (SQLite has one writer anyway.)
+        let enroll_tx = if backend == DbBackend::Postgres {
+            let (enroll_tx, enroll_rx) = mpsc::channel::<Item>(QUEUE);
+            tokio::spawn(run(db, Arc::new(Mutex::new(enroll_rx))));
+            enroll_tx
+        } else {
+            tx.clone()
+        };
+        Self { tx, enroll_tx }
     }
 
     /// Records an unchanged report in the next group, deciding again if its stored decision
@@ -124,7 +139,7 @@ impl GroupCommit {
     pub async fn enroll(&self, svc: &Services, enrollment: Enrollment) -> Result<(i64, &'static str), ServiceError> {
         let (done, answer) = oneshot::channel();
         let item = Enroll { enrollment, svc: svc.clone(), answer: done };
-        self.tx.send(Item::Enroll(Box::new(item))).await.map_err(|_| stopped())?;
+        self.enroll_tx.send(Item::Enroll(Box::new(item))).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
