@@ -153,13 +153,9 @@ async fn record_changed_in(
     let failure_in = track_attempt(txn, &device, report, now_secs).await?;
 
     let desired = desired_assignment(txn, &svc.plans, &device, plan_epoch, now_secs).await?;
-    let key_of = |a: &DirectorAssignment| (a.release.id, a.rollout_id.clone(), a.action.as_str().to_owned());
-    let current = device.assigned_release_id.map(|id| {
-        (id, device.assigned_rollout_id.clone().unwrap_or_default(), device.assigned_action.clone().unwrap_or_default())
-    });
     let mut version = u64::try_from(device.director_targets_version).unwrap_or(0);
     let mut signed_anew = false;
-    if desired.as_ref().map(key_of) != current || version == 0 {
+    if !DirectorAssignment::is_stored_on(desired.as_ref(), &device) || version == 0 {
         let signed = sign_device_metadata(txn, svc, &device, desired.as_ref(), now).await?;
         version = signed.targets_version;
         signed_anew = true;

@@ -34,6 +34,23 @@ pub struct DirectorAssignment {
     pub action: DirectorAction,
 }
 
+/// What the director names for a device: release, rollout and action.
+type DecisionKey = (i64, String, String);
+
+impl DirectorAssignment {
+    /// Whether this is what `device`'s row says the director names now.
+    pub fn is_stored_on(assignment: Option<&Self>, device: &device::Model) -> bool {
+        let stored: Option<DecisionKey> = device.assigned_release_id.map(|id| {
+            (
+                id,
+                device.assigned_rollout_id.clone().unwrap_or_default(),
+                device.assigned_action.clone().unwrap_or_default(),
+            )
+        });
+        assignment.map(|a| (a.release.id, a.rollout_id.clone(), a.action.as_str().to_owned())) == stored
+    }
+}
+
 fn target_for(device_id: &str, a: &DirectorAssignment) -> Result<DirectorTarget, ServiceError> {
     let image_custom: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&a.release.custom).context("stored release custom")?;

@@ -32,20 +32,6 @@ use crate::db::entities::{assignment, device};
 use crate::db::epochs::plan_epoch_current;
 use crate::db::rollouts::{assignment_insert_many, assignment_list_for_devices};
 
-/// What the director names for a device: release, rollout and action.
-type DecisionKey = (i64, String, String);
-
-fn key_of(a: &DirectorAssignment) -> DecisionKey {
-    (a.release.id, a.rollout_id.clone(), a.action.as_str().to_owned())
-}
-
-/// The decision stored on the device row.
-fn stored_key(d: &device::Model) -> Option<DecisionKey> {
-    d.assigned_release_id.map(|id| {
-        (id, d.assigned_rollout_id.clone().unwrap_or_default(), d.assigned_action.clone().unwrap_or_default())
-    })
-}
-
 /// The device as the decision must see it: the release it runs recognised from the plan's
 /// releases when its image (name and SHA-256) is one of them; otherwise as stored.
 fn with_installed_release(snapshot: &PlanSnapshot, mut d: device::Model) -> device::Model {
@@ -117,7 +103,7 @@ pub async fn redecide_reports(
         let rows = rows_of.remove(&d.id).unwrap_or_default();
         let planned = plan_device(snapshot, &d, &rows)?;
         apply_changes(txn, snapshot, d.id, rows, planned.changes, now_secs, &mut inserts).await?;
-        if planned.assignment.as_ref().map(key_of) == stored_key(&d) {
+        if DirectorAssignment::is_stored_on(planned.assignment.as_ref(), &d) {
             decisions.push(DecisionRow {
                 id: d.id,
                 assigned_release: d.assigned_release_id,
