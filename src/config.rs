@@ -45,6 +45,21 @@ pub struct Config {
     pub rollout_interval_seconds: u64,
     /// The poll interval suggested to devices in every report answer, in seconds.
     pub device_poll_seconds: u64,
+    /// Longest a client may take to send a request's head, in seconds.
+    pub header_timeout_seconds: u64,
+    /// Longest a client may take to send a whole request body, in seconds, on every route but
+    /// uploads (those must keep [`Config::upload_min_bytes_per_second`] instead).
+    pub body_timeout_seconds: u64,
+    /// Uploads (multipart bodies) that send less than this on average over any
+    /// [`Config::upload_rate_window_seconds`] are cut with 408 and their staged file removed.
+    pub upload_min_bytes_per_second: u64,
+    /// The window over which an upload's rate is measured, in seconds.
+    pub upload_rate_window_seconds: u64,
+    /// How long an idle keep-alive connection stays open, in seconds; 0 turns keep-alive off.
+    pub keep_alive_seconds: u64,
+    /// Most connections open at once; beyond it new ones wait in the listen backlog. Default:
+    /// what the open-file limit leaves after the database, files and logs (see the README).
+    pub max_connections: Option<usize>,
 }
 
 /// How log lines are written.
@@ -77,6 +92,16 @@ impl Default for Config {
             rollout_interval_seconds: 30,
             // Ten minutes keeps 100 000 devices at under 200 reports a second.
             device_poll_seconds: 600,
+            header_timeout_seconds: 5,
+            // A device's report or an admin's form is a few KiB: even a poor mobile link sends
+            // it in seconds. Thirty leaves room and still frees a stalled connection soon.
+            body_timeout_seconds: 30,
+            // 4 KiB/s is a very poor link; a client trickling slower holds a connection and a
+            // staged file for nothing.
+            upload_min_bytes_per_second: 4 * 1024,
+            upload_rate_window_seconds: 30,
+            keep_alive_seconds: 5,
+            max_connections: None,
         }
     }
 }
@@ -133,6 +158,23 @@ impl Config {
                 field: "device_poll_seconds",
                 message: "must be between 10 and 86400".into(),
             });
+        }
+        for (field, value, range) in [
+            ("header_timeout_seconds", self.header_timeout_seconds, 1..=3600),
+            ("body_timeout_seconds", self.body_timeout_seconds, 1..=3600),
+            ("upload_rate_window_seconds", self.upload_rate_window_seconds, 1..=3600),
+            ("upload_min_bytes_per_second", self.upload_min_bytes_per_second, 1..=1 << 30),
+            ("keep_alive_seconds", self.keep_alive_seconds, 0..=3600),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("must be between {} and {}", range.start(), range.end()),
+                });
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::Invalid { field: "max_connections", message: "must be greater than zero".into() });
         }
         if self.max_upload_bytes == 0 {
             return Err(ConfigError::Invalid {

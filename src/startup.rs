@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
@@ -169,17 +170,33 @@ impl Application {
         let prometheus = crate::telemetry::prometheus()?;
         let data = web::Data::new(svc.clone());
         let prom = web::Data::new(prometheus);
+        let config = &svc.config;
+        let limits = crate::http::limits::BodyLimits::from_config(config);
+        let (cap, open_files) = crate::http::limits::connection_cap(config.max_connections);
+        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let connections = crate::http::limits::ConnectionCount::new(cap);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
                 .app_data(prom.clone())
+                .app_data(limits)
                 .wrap(crate::http::error::default_error_handlers())
+                .wrap(from_fn(crate::http::limits::pace_bodies))
                 .wrap(from_fn(crate::http::request_metrics))
                 .configure(crate::http::routes)
         })
+        .workers(workers)
+        // actix counts per worker; the accept loop pauses only when every worker is full.
+        .max_connections(cap.div_ceil(workers))
+        .client_request_timeout(Duration::from_secs(config.header_timeout_seconds))
+        .keep_alive(match config.keep_alive_seconds {
+            0 => actix_web::http::KeepAlive::Disabled,
+            n => actix_web::http::KeepAlive::Timeout(Duration::from_secs(n)),
+        })
+        .on_connect(move |_, data| connections.opened(data))
         .listen(listener)?
         .run();
-        tracing::info!(address = %listen, port, "patchgate listening");
+        tracing::info!(address = %listen, port, max_connections = cap, open_file_limit = open_files, "patchgate listening");
         Ok(Self { server, port, services: svc })
     }
 

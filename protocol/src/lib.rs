@@ -9,7 +9,8 @@
 //! - [`director`]: the director's target `custom` (image `custom` + `device_id`, `rollout_id`,
 //!   `action`);
 //! - [`bucket`](mod@bucket): rollout bucketing, with published test vectors;
-//! - [`error`]: [`ProtocolError`], the one error type callers match on.
+//! - [`error`]: [`ProtocolError`], the one error type callers match on;
+//! - `fuzzing` (feature `fuzzing`): mutation fuzzing for the workspace's fuzz targets.
 //!
 //! It must not depend on the server crate, actix, sea-orm or tough: the agent links it on small
 //! devices.
@@ -20,6 +21,8 @@ pub mod bucket;
 pub mod director;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod keys;
 pub mod report;
 

@@ -135,8 +135,8 @@ pub async fn session_revoke_for_user(db: &impl ConnectionTrait, user_id: i64, no
     Ok(result.rows_affected)
 }
 
-/// Records a failed sign-in.
-pub async fn login_failure_insert(db: &impl ConnectionTrait, name: &str, remote: &str, now: i64) -> Result<(), DbErr> {
+/// Records a sign-in attempt as failed (until it succeeds); returns its id.
+pub async fn login_failure_insert(db: &impl ConnectionTrait, name: &str, remote: &str, now: i64) -> Result<i64, DbErr> {
     login_failure::ActiveModel {
         name: Set(name.to_owned()),
         remote: Set(remote.to_owned()),
@@ -145,21 +145,29 @@ pub async fn login_failure_insert(db: &impl ConnectionTrait, name: &str, remote:
     }
     .insert(db)
     .await
-    .map(drop)
+    .map(|row| row.id)
 }
 
-/// Failed sign-ins for `name` since `since`, and the newest one's time.
-pub async fn login_failure_recent(
+/// Failed sign-ins for `name` since `since` stored before attempt `before`, and the newest
+/// one's time.
+pub async fn login_failures_before(
     db: &impl ConnectionTrait,
     name: &str,
     since: i64,
+    before: i64,
 ) -> Result<(u64, Option<i64>), DbErr> {
     let query = login_failure::Entity::find()
         .filter(login_failure::Column::Name.eq(name))
-        .filter(login_failure::Column::At.gte(since));
+        .filter(login_failure::Column::At.gte(since))
+        .filter(login_failure::Column::Id.lt(before));
     let count = query.clone().count(db).await?;
     let newest = query.order_by_desc(login_failure::Column::At).one(db).await?.map(|f| f.at);
     Ok((count, newest))
+}
+
+/// Forgets one attempt (one that was refused before its password was checked).
+pub async fn login_failure_delete(db: &impl ConnectionTrait, id: i64) -> Result<(), DbErr> {
+    login_failure::Entity::delete_by_id(id).exec(db).await.map(drop)
 }
 
 /// Forgets the failed sign-ins of `name` (after a successful one).

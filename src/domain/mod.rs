@@ -6,6 +6,7 @@
 
 pub mod expiry;
 pub mod ids;
+pub mod metadata_file;
 pub mod names;
 pub mod plan;
 pub mod rollout;

@@ -131,8 +131,8 @@ impl From<crate::domain::names::NameError> for ApiError {
     }
 }
 
-/// Rewrites actix's plain 404, 405 and 413 answers (no route, wrong method, body over a
-/// payload cap) into JSON errors.
+/// Rewrites every error answer that is not JSON yet (actix's own 404, 405 and 413, an
+/// extractor's or a payload's plain-text error) into a JSON error.
 pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_web::body::BoxBody> {
     use actix_web::dev::ServiceResponse;
     use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -147,34 +147,54 @@ pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_we
             return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
         }
         let status = res.status();
-        let (code, message) = if status == StatusCode::METHOD_NOT_ALLOWED {
-            ("method_not_allowed", format!("{} is not allowed on {}", res.request().method(), res.request().path()))
-        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ("body_too_large", format!("the request body is too large for {}", res.request().path()))
-        } else {
-            ("not_found", format!("nothing is at {}", res.request().path()))
+        let path = res.request().path().to_owned();
+        let cause = res.response().error().map(ToString::to_string).filter(|c| !c.is_empty());
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => ("not_found", format!("nothing is at {path}")),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", format!("{} is not allowed on {path}", res.request().method()))
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", format!("the request body is too large for {path}")),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                cause.unwrap_or_else(|| "the body's content type is not accepted here".into()),
+            ),
+            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request did not arrive in time".to_owned()),
+            s if s.is_server_error() => {
+                tracing::error!(status = s.as_u16(), %path, cause = cause.as_deref().unwrap_or(""), "error answer");
+                ("internal", "an internal error occurred; it has been logged".to_owned())
+            }
+            _ => ("bad_request", cause.unwrap_or_else(|| format!("the request to {path} is not valid"))),
         };
         let (req, _) = res.into_parts();
         let response = json_error(status, code, &message);
         Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body()))
     }
 
-    ErrorHandlers::new()
-        .handler(StatusCode::NOT_FOUND, rewrite)
-        .handler(StatusCode::METHOD_NOT_ALLOWED, rewrite)
-        .handler(StatusCode::PAYLOAD_TOO_LARGE, rewrite)
+    ErrorHandlers::new().default_handler(rewrite)
+}
+
+/// A JSON body extractor's configuration: at most `limit` bytes, errors as JSON.
+pub fn json_config(limit: usize) -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default().limit(limit).error_handler(|e, _| {
+        use actix_web::error::JsonPayloadError;
+        match e {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.to_string()).into()
+            }
+            e => ApiError::bad_request("invalid_json", e.to_string()).into(),
+        }
+    })
 }
 
 /// JSON errors for the body, path and query extractors.
 pub fn extractor_configs(cfg: &mut actix_web::web::ServiceConfig) {
-    use actix_web::web::{JsonConfig, PathConfig, QueryConfig};
-    cfg.app_data(
-        JsonConfig::default()
-            .limit(64 * 1024)
-            .error_handler(|e, _| ApiError::bad_request("invalid_json", e.to_string()).into()),
-    )
-    .app_data(PathConfig::default().error_handler(|e, _| ApiError::bad_request("invalid_path", e.to_string()).into()))
-    .app_data(
-        QueryConfig::default().error_handler(|e, _| ApiError::bad_request("invalid_query", e.to_string()).into()),
-    );
+    use actix_web::web::{PathConfig, QueryConfig};
+    cfg.app_data(json_config(64 * 1024))
+        .app_data(
+            PathConfig::default().error_handler(|e, _| ApiError::bad_request("invalid_path", e.to_string()).into()),
+        )
+        .app_data(
+            QueryConfig::default().error_handler(|e, _| ApiError::bad_request("invalid_query", e.to_string()).into()),
+        );
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod director;
 pub mod error;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod repo;
@@ -52,7 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/repo/prepare").route(web::post().to(api::ceremony::prepare)))
             .service(
                 web::resource("/repo/metadata")
-                    .app_data(web::JsonConfig::default().limit(4 * 1024 * 1024))
+                    .app_data(error::json_config(4 * 1024 * 1024))
                     .route(web::post().to(api::ceremony::metadata)),
             )
             .service(web::resource("/products/{product}/installed").route(web::get().to(api::installed::list)))

@@ -19,6 +19,7 @@ use crate::db::device_metadata::{
 };
 use crate::db::entities::{device, release};
 use crate::domain::expiry::{RoleKind, expires_at, needs_refresh};
+use crate::domain::metadata_file::MetadataFile;
 use crate::tuf::keys::Signer;
 use crate::tuf::metadata::{self, DirectorTarget};
 use crate::tuf::sign::{SignedMetadata, sign_director_role};
@@ -280,26 +281,21 @@ pub async fn find_device_metadata(
     device_row: i64,
     file: &str,
 ) -> Result<Option<(bytes::Bytes, String)>, ServiceError> {
-    if file == "timestamp.json" {
-        let ticket = svc.caches.director_ticket();
-        let latest = device_metadata_latest(&svc.db, device_row, "timestamp").await?;
-        if let Some(m) = &latest {
-            svc.caches.fill_director_etag(ticket, device_row, &m.sha256);
+    match MetadataFile::parse(file) {
+        Some(MetadataFile::Timestamp) => {
+            let ticket = svc.caches.director_ticket();
+            let latest = device_metadata_latest(&svc.db, device_row, "timestamp").await?;
+            if let Some(m) = &latest {
+                svc.caches.fill_director_etag(ticket, device_row, &m.sha256);
+            }
+            Ok(latest.map(|m| (m.body.into(), m.sha256)))
         }
-        return Ok(latest.map(|m| (m.body.into(), m.sha256)));
-    }
-    let Some((version, role)) = file.strip_suffix(".json").and_then(|f| f.split_once('.')) else {
-        return Ok(None);
-    };
-    let Ok(version) = version.parse::<i64>() else {
-        return Ok(None);
-    };
-    match role {
-        "root" => Ok(super::serve::find_metadata(svc, DIRECTOR, &format!("{version}.root.json")).await?),
-        "snapshot" | "targets" => {
+        // Roots are the director repository's own, the same for every device.
+        Some(MetadataFile::Versioned { role: "root", .. }) => super::serve::find_metadata(svc, DIRECTOR, file).await,
+        Some(MetadataFile::Versioned { version, role: role @ ("snapshot" | "targets") }) => {
             Ok(device_metadata_get(&svc.db, device_row, role, version).await?.map(|m| (m.body.into(), m.sha256)))
         }
-        _ => Ok(None),
+        Some(MetadataFile::Versioned { .. }) | None => Ok(None),
     }
 }
 

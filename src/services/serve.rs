@@ -3,6 +3,7 @@
 use super::{ServiceError, Services};
 use crate::db::metadata::{metadata_get, metadata_latest};
 use crate::db::releases::release_find_by_target;
+use crate::domain::metadata_file::MetadataFile;
 
 pub use super::image_repo::{DIRECTOR, IMAGE};
 
@@ -19,22 +20,10 @@ pub async fn find_metadata(
         return Ok(Some((hit.0.clone(), hit.1.clone())));
     }
     let ticket = svc.caches.repo_ticket();
-    let row = if file == "timestamp.json" {
-        metadata_latest(&svc.db, repo, "timestamp").await?
-    } else {
-        let Some(stem) = file.strip_suffix(".json") else { return Ok(None) };
-        let Some((raw_version, role)) = stem.split_once('.') else { return Ok(None) };
-        let Ok(version) = raw_version.parse::<i64>() else { return Ok(None) };
-        // Only the canonical spelling: `01.root.json` or `+1.root.json` must not be a second,
-        // immutably cached name for the same file.
-        if version.to_string() != raw_version {
-            return Ok(None);
-        }
-        // The timestamp is only ever served unversioned (TUF 5.4).
-        if version < 1 || role.is_empty() || role == "timestamp" {
-            return Ok(None);
-        }
-        metadata_get(&svc.db, repo, role, version).await?
+    let row = match MetadataFile::parse(file) {
+        Some(MetadataFile::Timestamp) => metadata_latest(&svc.db, repo, "timestamp").await?,
+        Some(MetadataFile::Versioned { version, role }) => metadata_get(&svc.db, repo, role, version).await?,
+        None => return Ok(None),
     };
     let Some(row) = row else { return Ok(None) };
     let body = bytes::Bytes::from(row.body);

@@ -6,6 +6,9 @@
 //! [`SESSION_MAX_SECONDS`] in all, and when the user's role changes. Repeated failed sign-ins for
 //! one name slow down exponentially and every failure is audited. Must not import `http`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use subtle::ConstantTimeEq;
@@ -14,9 +17,9 @@ use super::auth::{Caller, Role, new_secret, token_hash};
 use super::{ServiceError, Services, audit};
 use crate::db::entities::{session, user};
 use crate::db::users::{
-    NewSession, login_failure_clear, login_failure_insert, login_failure_recent, session_find_active, session_insert,
-    session_revoke, session_revoke_for_user, session_touch, user_get, user_get_by_name, user_insert, user_list,
-    user_set_password, user_set_role,
+    NewSession, login_failure_clear, login_failure_delete, login_failure_insert, login_failures_before,
+    session_find_active, session_insert, session_revoke, session_revoke_for_user, session_touch, user_get,
+    user_get_by_name, user_insert, user_list, user_set_password, user_set_role,
 };
 
 /// A session unused this long is over: an unattended browser on a ward PC should not stay signed in.
@@ -198,31 +201,76 @@ pub async fn list_users(svc: &Services) -> Result<Vec<user::Model>, ServiceError
     Ok(user_list(&svc.db).await?)
 }
 
-/// How long `name` must wait before the next attempt (0: may try now).
-async fn throttle_wait(svc: &Services, name: &str, now: i64) -> Result<i64, ServiceError> {
-    let (failures, newest) = login_failure_recent(&svc.db, name, now - FAILURE_WINDOW_SECONDS).await?;
-    let Some(newest) = newest.filter(|_| failures >= FREE_FAILURES) else { return Ok(0) };
-    let extra = u32::try_from(failures - FREE_FAILURES).unwrap_or(u32::MAX).min(20);
+/// How long an attempt must wait after `earlier` counted attempts in the window, the newest at
+/// `newest` (0: it may be checked now).
+fn throttle_wait(earlier: u64, newest: Option<i64>, now: i64) -> i64 {
+    let Some(newest) = newest.filter(|_| earlier >= FREE_FAILURES) else { return 0 };
+    let extra = u32::try_from(earlier - FREE_FAILURES).unwrap_or(u32::MAX).min(20);
     let delay = FIRST_DELAY_SECONDS.saturating_mul(2i64.saturating_pow(extra)).min(MAX_DELAY_SECONDS);
-    Ok((newest + delay - now).max(0))
+    (newest + delay - now).max(0)
+}
+
+/// Sign-ins in progress on this instance, one lock per account name.
+static ACCOUNT_TURNS: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// This instance's turn to sign in as `name`: attempts for one account run one at a time, so
+/// each sees every earlier attempt counted. The lock leaves the map with its last holder.
+struct AccountTurn {
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl AccountTurn {
+    async fn take(name: &str) -> Self {
+        let lock = {
+            let mut turns = ACCOUNT_TURNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            turns.entry(name.to_owned()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        Self { name: name.to_owned(), lock, _guard: guard }
+    }
+}
+
+impl Drop for AccountTurn {
+    fn drop(&mut self) {
+        let mut turns = ACCOUNT_TURNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's reference and ours: nobody else waits for this account.
+        if Arc::strong_count(&self.lock) == 2 {
+            turns.remove(&self.name);
+        }
+    }
 }
 
 /// Signs `name` in with `password` from `remote` (an address, for the audit log).
 ///
 /// Wrong names and wrong passwords get the same answer; after [`FREE_FAILURES`] failures within
 /// the window each attempt must wait (a 429 with the seconds to wait), and every failure is audited.
+///
+/// An attempt is counted (stored as a failure) before its password is checked and forgotten
+/// only when the password was right, and attempts for one account are checked one at a time on
+/// each instance: a burst of any width gets at most [`FREE_FAILURES`] checks per window, and
+/// then one per doubling delay, never longer than [`MAX_DELAY_SECONDS`].
 pub async fn sign_in(svc: &Services, name: &str, password: &str, remote: &str) -> Result<SignedIn, ServiceError> {
     // A name that cannot exist costs no hash and leaves no row: the form cannot be used to
     // fill the database or the CPU with made-up names.
     if check_user_name(name).is_err() {
         return Err(ServiceError::Unauthenticated { message: "wrong user name or password".into() });
     }
+    let _turn = AccountTurn::take(name).await;
     let now = svc.now_secs();
-    let wait = throttle_wait(svc, name, now).await?;
+    let attempt = login_failure_insert(&svc.db, name, remote, now).await?;
+    // Other instances' attempts count too: those stored before this one.
+    let (earlier, newest) = login_failures_before(&svc.db, name, now - FAILURE_WINDOW_SECONDS, attempt).await?;
+    let wait = throttle_wait(earlier, newest, now);
     if wait > 0 {
+        // A refused attempt checked nothing: it does not lengthen the real user's wait.
+        login_failure_delete(&svc.db, attempt).await?;
         return Err(ServiceError::Throttled { retry_after: wait });
     }
     let user = user_get_by_name(&svc.db, name).await?;
+    metrics::counter!("patchgate_password_checks_total").increment(1);
     let ok = match &user {
         Some(u) => verify_password(password, &u.password_hash).await,
         // The same work for an unknown name, so timing does not tell which names exist.
@@ -233,7 +281,7 @@ pub async fn sign_in(svc: &Services, name: &str, password: &str, remote: &str) -
     };
     let known = user.is_some();
     let (Some(user), true) = (user, ok) else {
-        login_failure_insert(&svc.db, name, remote, now).await?;
+        // The attempt's row stays: it is this failure.
         let anonymous = Caller { name: format!("anonymous@{remote}"), role: Role::Viewer, product: None };
         // People type passwords into the name field: only an existing account's name is recorded.
         let object = if known { format!("user:{name}") } else { "user:(unknown)".to_owned() };

@@ -2,7 +2,8 @@
 //! timestamp, director) and a publisher token — but not the manufacturer's product key, the
 //! top-level targets key or the root keys. They try to (a) publish into a manufacturer-signed
 //! product, (b) get a device to install an image the product key never signed, (c) assign a
-//! yanked release, (d) roll a device below its security floor. The agent refuses each, installs
+//! yanked release, (d) roll a device below its security floor, (e) serve a device the pre-yank
+//! role again after it has seen the yank. The agent refuses each, installs
 //! nothing and reports `rejected`; python-tuf's ngclient never lists a forged target.
 
 use jiff::Timestamp;
@@ -163,6 +164,26 @@ async fn with_every_key_and_credential_the_server_has_an_attacker_cannot_make_a_
     p.refused("not_in_image_repository").await;
     p.ngclient(&[("1.0.0", &v100)], &[&format!("{PRODUCT}/1.1.0/fw.bin")], 1).await;
     assert_ne!(sha256_hex(&v110), sha256_hex(&v100));
+
+    // (e) the yank against the online keys: the device has refreshed since the yank, so the
+    // pre-yank role (manufacturer-signed, listing 1.1.0) is no longer good for it, even served
+    // by someone holding the snapshot and timestamp keys. The attacker removes the yank's role
+    // version from the database and signs a snapshot that names the pre-yank one again.
+    let svc = p.app.services.clone();
+    let yank_role = patchgate::db::metadata::metadata_latest(&svc.db, "image", PRODUCT).await.unwrap().unwrap();
+    sql(&p, &format!("DELETE FROM metadata WHERE id = {}", yank_role.id)).await;
+    let txn = patchgate::db::begin_signing(&svc.db).await.unwrap();
+    commit_with_snapshot(&txn, &svc, svc.clock.now(), &[]).await.unwrap();
+    txn.commit().await.unwrap();
+    served_soon(&p).await;
+    p.refused("rollback_attack").await;
+    // Put the yank back (as the honest server had it) for the next attack.
+    sea_orm::ActiveModelTrait::insert(sea_orm::IntoActiveModel::into_active_model(yank_role), &svc.db).await.unwrap();
+    let txn = patchgate::db::begin_signing(&svc.db).await.unwrap();
+    commit_with_snapshot(&txn, &svc, svc.clock.now(), &[]).await.unwrap();
+    txn.commit().await.unwrap();
+    served_soon(&p).await;
+    p.refused("not_in_image_repository").await;
 
     // (d) below the security floor: the manufacturer publishes 1.2.0 with rollback_floor 1.1.0,
     // so 1.0.5 (signed, never installed here) is below it. The honest director refuses it; the

@@ -109,6 +109,29 @@ async fn metadata_is_served_by_version_with_cache_rules() {
 }
 
 #[tokio::test]
+async fn the_director_serves_only_the_canonical_spellings() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    let token = crate::fleet::enrollment_token(&app, "pump-x1", &[], 1).await;
+    let device = crate::fleet::Device::enroll(&app, "pump-s1", "pump-x1", "hw", &token).await;
+    let get = |path: String| {
+        let req = app.client.get(app.url(&path)).bearer_auth(&device.token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for file in ["1.root.json", "1.targets.json", "1.snapshot.json", "timestamp.json"] {
+        assert_eq!(get(format!("/director/pump-s1/metadata/{file}")).await, 200, "{file}");
+    }
+    for file in
+        ["01.targets.json", "+1.targets.json", "001.root.json", "01.snapshot.json", "1.timestamp.json", "0.root.json"]
+    {
+        assert_eq!(get(format!("/director/pump-s1/metadata/{file}")).await, 404, "{file}");
+    }
+    for file in ["01.root.json", "+1.root.json"] {
+        assert_eq!(get(format!("/director/metadata/{file}")).await, 404, "{file}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app().await;
     let res = app.client.get(app.url("/nothing/here")).send().await.unwrap();

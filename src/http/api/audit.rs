@@ -39,10 +39,10 @@ pub struct AuditDto {
     /// To what, e.g. `release:pump-x1/1.0.0/fw.bin`.
     pub object: String,
     /// State before, if any.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
     /// State after, if any.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
 }
 
