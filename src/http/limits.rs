@@ -38,9 +38,9 @@ use crate::config::Config;
 /// Room in an upload for the form's other fields (a product role of up to 4 MiB, notes) and
 /// the multipart framing, on top of the largest file.
 const UPLOAD_FORM_ROOM: u64 = 8 * 1024 * 1024;
-/// The largest body any route but uploads accepts (a product role or a ceremony's metadata,
-/// 4 MiB) and room for its encoding. Routes have smaller caps of their own.
-const MAX_OTHER_BODY: u64 = 5 * 1024 * 1024;
+/// The largest body any route but uploads accepts ([`super::MAX_ROLE_BODY`]) and a MiB of
+/// room. Other routes have smaller caps of their own.
+const MAX_OTHER_BODY: u64 = super::MAX_ROLE_BODY as u64 + 1024 * 1024;
 
 /// What request bodies must keep to; app data, read by [`pace_bodies`].
 #[derive(Debug, Clone, Copy)]

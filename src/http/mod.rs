@@ -20,6 +20,9 @@ use actix_web::web;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+/// The largest JSON body a route accepts: a product role or a ceremony's metadata.
+pub const MAX_ROLE_BODY: usize = 4 * 1024 * 1024;
+
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     error::extractor_configs(cfg);
@@ -46,14 +49,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/products/{product}/role")
-                    .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
+                    .app_data(web::PayloadConfig::new(MAX_ROLE_BODY))
                     .route(web::get().to(api::products::role))
                     .route(web::post().to(api::products::submit_role)),
             )
             .service(web::resource("/repo/prepare").route(web::post().to(api::ceremony::prepare)))
             .service(
                 web::resource("/repo/metadata")
-                    .app_data(error::json_config(4 * 1024 * 1024))
+                    .app_data(error::json_config(MAX_ROLE_BODY))
                     .route(web::post().to(api::ceremony::metadata)),
             )
             .service(web::resource("/products/{product}/installed").route(web::get().to(api::installed::list)))
