@@ -13,7 +13,7 @@
 //!
 //! Header deadlines and idle keep-alive connections are actix's own settings (`startup.rs`).
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -104,20 +104,74 @@ impl Pace {
     }
 }
 
+/// What a body leaves to [`pace_bodies`] once the handler is done with it.
+#[derive(Default)]
+struct BodyOutcome {
+    /// Why it was cut, if it was.
+    cut: Option<Cut>,
+    /// The unread rest of a body the handler cut or dropped before its end: see [`HoldingBody`].
+    rest: Option<UnreadBody>,
+}
+
+/// The unread rest of a request body.
+struct UnreadBody {
+    _rest: Payload,
+}
+
+/// A response body that holds the unread rest of its request's body until it has been sent.
+///
+/// actix closes a connection whose request body is still wanted and unread once the answer is
+/// out, but drains one that was dropped; a chunked body has no end to drain to while its client
+/// trickles or stalls. actix decides when the answer's last byte is written, so the rest lives
+/// as long as the answer's body, not its head.
+pub struct HoldingBody {
+    inner: BoxBody,
+    _rest: Option<UnreadBody>,
+}
+
+impl MessageBody for HoldingBody {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 /// A request body that is cut when it falls behind its [`Pace`].
 struct PacedBody {
     inner: Payload,
     pace: Pace,
     timer: Option<Pin<Box<Sleep>>>,
-    cut: Rc<Cell<Option<Cut>>>,
+    /// Whether the body has ended (or failed): nothing is left to keep.
+    ended: bool,
+    outcome: Rc<RefCell<BodyOutcome>>,
 }
 
 impl PacedBody {
-    fn cut_now(&mut self, cut: Cut) -> Poll<Option<Result<Bytes, PayloadError>>> {
-        self.cut.set(Some(cut));
+    fn cut_now(&mut self, why: Cut) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        self.outcome.borrow_mut().cut = Some(why);
+        self.keep_rest();
         self.timer = None;
         let error = io::Error::new(io::ErrorKind::TimedOut, "the request body did not arrive in time");
         Poll::Ready(Some(Err(PayloadError::Io(error))))
+    }
+
+    fn keep_rest(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            let rest = std::mem::replace(&mut self.inner, Payload::None);
+            self.outcome.borrow_mut().rest = Some(UnreadBody { _rest: rest });
+        }
+    }
+}
+
+impl Drop for PacedBody {
+    fn drop(&mut self) {
+        self.keep_rest();
     }
 }
 
@@ -126,9 +180,6 @@ impl Stream for PacedBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.cut.get().is_some() {
-            return Poll::Ready(None);
-        }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let now = Instant::now();
@@ -142,7 +193,10 @@ impl Stream for PacedBody {
                 }
                 return Poll::Ready(Some(Ok(chunk)));
             }
-            Poll::Ready(other) => return Poll::Ready(other),
+            Poll::Ready(other) => {
+                this.ended = true;
+                return Poll::Ready(other);
+            }
             Poll::Pending => {}
         }
         // Nothing arrived: wake up when the body is due, whether or not a byte comes.
@@ -177,11 +231,19 @@ fn closing_error(status: StatusCode, code: &str, message: &str) -> actix_web::Ht
     response
 }
 
+/// `response` with `rest` held by its body.
+fn holding<B, C: MessageBody + 'static>(
+    response: ServiceResponse<C>,
+    rest: Option<UnreadBody>,
+) -> ServiceResponse<EitherBody<B, HoldingBody>> {
+    response.map_body(|_, body| EitherBody::right(HoldingBody { inner: BoxBody::new(body), _rest: rest }))
+}
+
 /// Middleware: paces every request body and refuses declared lengths no route accepts.
-pub async fn pace_bodies(
+pub async fn pace_bodies<B: MessageBody + 'static>(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B, HoldingBody>>, actix_web::Error> {
     let Some(limits) = req.app_data::<BodyLimits>().copied() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
@@ -192,7 +254,7 @@ pub async fn pace_bodies(
         let what = if upload { "an upload" } else { "a request body on this route" };
         let message = format!("the body declares {} bytes; {what} may be at most {cap} bytes", declared.unwrap_or(0));
         let response = closing_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
-        return Ok(req.into_response(response).map_into_right_body());
+        return Ok(holding(req.into_response(response), None));
     }
     let (http_req, payload) = req.into_parts();
     if matches!(payload, Payload::None) {
@@ -207,11 +269,14 @@ pub async fn pace_bodies(
     } else {
         Pace::Deadline(now + limits.body_timeout)
     };
-    let cut = Rc::new(Cell::new(None));
-    let body = PacedBody { inner: payload, pace, timer: None, cut: cut.clone() };
+    let outcome = Rc::new(RefCell::new(BodyOutcome::default()));
+    let body = PacedBody { inner: payload, pace, timer: None, ended: false, outcome: outcome.clone() };
     let req = ServiceRequest::from_parts(http_req, Payload::Stream { payload: Box::pin(body) });
     let res = next.call(req).await?;
-    let Some(why) = cut.get() else { return Ok(res.map_into_left_body()) };
+    let BodyOutcome { cut, rest } = std::mem::take(&mut *outcome.borrow_mut());
+    let Some(why) = cut else {
+        return Ok(if rest.is_some() { holding(res, rest) } else { res.map_into_left_body() });
+    };
     let (code, message) = match why {
         Cut::Deadline => {
             ("body_timeout", format!("the request body did not arrive within {} s", limits.body_timeout.as_secs()))
@@ -227,7 +292,7 @@ pub async fn pace_bodies(
     };
     let (http_req, _) = res.into_parts();
     let response = closing_error(StatusCode::REQUEST_TIMEOUT, code, &message);
-    Ok(ServiceResponse::new(http_req, response).map_into_right_body())
+    Ok(holding(ServiceResponse::new(http_req, response), rest))
 }
 
 /// The connection cap in effect: `max_connections` if configured, else what the open-file limit

@@ -43,11 +43,23 @@ async fn a_stalled_body_is_cut_within_the_deadline_and_the_connection_closed() {
         (
             "POST /api/v1/devices/enroll HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 16000\r\n\r\n",
             "{",
+            408,
+        ),
+        // A chunked body that never ends: actix would drain it for as long as the client trickles.
+        (
+            "POST /api/v1/devices/enroll HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "1\r\n{\r\n",
+            408,
         ),
         // A route that refuses before reading the body (no credential) answers and closes.
-        ("POST /api/v1/rollouts/r-1/pause HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n", "{"),
+        ("POST /api/v1/rollouts/r-1/pause HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n", "{", 401),
+        (
+            "POST /api/v1/rollouts/r-1/pause HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "1\r\n{\r\n",
+            401,
+        ),
     ];
-    for ((head, body), expected) in stalled.into_iter().zip([408, 401]) {
+    for (head, body, expected) in stalled {
         let base = base.clone();
         let (answer, took) =
             tokio::task::spawn_blocking(move || read_until_closed(send_raw(&base, head, body.as_bytes())))
