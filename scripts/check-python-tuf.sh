@@ -87,7 +87,7 @@ else
 fi
 [[ -x "$BIN" ]] || die "binary $BIN exists after the build"
 
-bash "$ROOT_DIR/scripts/ensure-pytuf.sh" || die "scripts/ensure-pytuf.sh (python-tuf 7.x in $VENV)"
+bash "$ROOT_DIR/scripts/ensure-venv.sh" pytuf || die "scripts/ensure-venv.sh pytuf (python-tuf 7.x in $VENV)"
 TUF_VERSION="$("$VENV/bin/python" -c 'import tuf; print(tuf.__version__)')"
 pass "python-tuf $TUF_VERSION in ${VENV#"$ROOT_DIR"/}"
 

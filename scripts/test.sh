@@ -17,7 +17,7 @@ drop_test_databases() {
 # The admin UI's browser tests drive Debian's headless Chromium through ChromeDriver.
 bash scripts/ensure-chromium.sh
 # The split-trust tests check what python-tuf's ngclient sees.
-bash scripts/ensure-pytuf.sh
+bash scripts/ensure-venv.sh pytuf
 
 echo "== unit and integration tests (SQLite)"
 cargo test --workspace

@@ -284,15 +284,19 @@ impl Production {
     }
 }
 
-/// The python interpreter of the venv `scripts/ensure-pytuf.sh` makes (created on first use).
+/// The python interpreter of the venv `scripts/ensure-venv.sh pytuf` makes (created on first use).
 pub fn python_tuf() -> PathBuf {
     static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     READY
         .get_or_init(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
             let python = root.join("target/pytuf-venv/bin/python");
-            let out = std::process::Command::new("bash").arg(root.join("scripts/ensure-pytuf.sh")).output().unwrap();
-            assert!(out.status.success(), "scripts/ensure-pytuf.sh:\n{}", String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new("bash")
+                .arg(root.join("scripts/ensure-venv.sh"))
+                .arg("pytuf")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "scripts/ensure-venv.sh pytuf:\n{}", String::from_utf8_lossy(&out.stderr));
             python
         })
         .clone()

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes target/NAME-venv, a Python venv with one pinned tool from PyPI, for the checks that run
+# clients and tools we did not write. Does nothing when it is already there; a half-made or stale
+# venv is rebuilt. Several callers at once wait for one another.
+#   pytuf         python-tuf 7.x (ngclient): scripts/check-python-tuf.sh, tests/it/split_trust.rs
+#   schemathesis  schemathesis, pinned so that a fixed seed generates the same requests from one
+#                 run to the next: tests/it/contract.rs
+# Usage: scripts/ensure-venv.sh NAME. Env: PYTHON (default python3).
+set -euo pipefail
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NAME="${1:-}"
+case "$NAME" in
+    pytuf)
+        SPEC='tuf>=7,<8'
+        CHECK='import sys, tuf, tuf.ngclient; sys.exit(tuf.__version__.split(".")[0] != "7")'
+        ;;
+    schemathesis)
+        SPEC='schemathesis==4.32.5'
+        CHECK='import sys, importlib.metadata as m; sys.exit(m.version("schemathesis") != "4.32.5")'
+        ;;
+    *)
+        echo "usage: scripts/ensure-venv.sh pytuf|schemathesis" >&2
+        exit 2
+        ;;
+esac
+VENV="$ROOT_DIR/target/$NAME-venv"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$ROOT_DIR/target"
+
+installed() {
+    [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c "$CHECK" >/dev/null 2>&1
+}
+
+exec 9>"$ROOT_DIR/target/.$NAME-venv.lock"
+flock 9
+if ! installed; then
+    command -v "$PYTHON" >/dev/null 2>&1 || { echo "ensure-venv: $PYTHON is required" >&2; exit 1; }
+    rm -rf -- "$VENV"
+    "$PYTHON" -m venv "$VENV" || { echo "ensure-venv: cannot create $VENV with $PYTHON" >&2; exit 1; }
+    PIP_NO_INPUT=1 timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SPEC" ||
+        { echo "ensure-venv: pip install '$SPEC' into $VENV failed" >&2; exit 1; }
+fi
+installed || { echo "ensure-venv: '$SPEC' is not usable from $VENV" >&2; exit 1; }
