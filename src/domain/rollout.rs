@@ -31,6 +31,8 @@ const MAX_STAGES: usize = 32;
 const MAX_SOAK_SECONDS: i64 = 30 * DAY;
 /// Below a minute, devices still downloading the image would be counted as stalled (failed).
 const MIN_STALL_SECONDS: i64 = 60;
+/// A device silent for longer than a month is gone, not installing.
+const MAX_STALL_SECONDS: i64 = 30 * DAY;
 /// More than any fleet we serve: a larger value is a typo that makes a stage unable to advance.
 const MAX_MIN_REPORTS: u32 = 1_000_000;
 
@@ -145,7 +147,8 @@ pub enum RolloutState {
 }
 
 impl RolloutState {
-    const ALL: [Self; 7] =
+    /// Every state.
+    pub const ALL: [Self; 7] =
         [Self::Draft, Self::Running, Self::Paused, Self::Halted, Self::Aborted, Self::Completed, Self::RolledBack];
 
     pub fn as_str(self) -> &'static str {
@@ -434,8 +437,8 @@ pub fn validate_plan(stages: &[StagePlan], gate: &Gate) -> Result<(), RolloutErr
     if stages.is_empty() || stages.len() > MAX_STAGES {
         return invalid(format!("{} stages; a plan has 1 to {MAX_STAGES}", stages.len()));
     }
-    if gate.stall_seconds < MIN_STALL_SECONDS {
-        return invalid(format!("stall time {}s is under the minimum of {MIN_STALL_SECONDS}s", gate.stall_seconds));
+    if !(MIN_STALL_SECONDS..=MAX_STALL_SECONDS).contains(&gate.stall_seconds) {
+        return invalid(format!("stall time {}s is not between 1 minute and 30 days", gate.stall_seconds));
     }
     if gate.min_reports > MAX_MIN_REPORTS {
         return invalid(format!("min_reports {} is over the maximum of {MAX_MIN_REPORTS}", gate.min_reports));

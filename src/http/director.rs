@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::auth::DeviceAuth;
 use super::error::{ApiError, ErrorBody, json_error};
 use super::repo::signed_json_response;
+use crate::domain::ids::DeviceId;
 use crate::services::Services;
 use crate::services::director::{find_device_metadata, known_device_timestamp};
 
@@ -15,7 +16,8 @@ const PRIVATE: &str = "private, no-cache";
 
 /// One of the device's director files.
 #[utoipa::path(get, path = "/director/{device_id}/metadata/{file}", tag = "director",
-    params(("device_id" = String, Path), ("file" = String, Path, description = "`N.root.json`, `timestamp.json`, `N.snapshot.json` or `N.targets.json`")),
+    params(("device_id" = DeviceId, Path), ("file" = String, Path, description = "`N.root.json`, `timestamp.json`, `N.snapshot.json` or `N.targets.json`",
+        pattern = "^(timestamp|[1-9][0-9]{0,17}[.](root|snapshot|targets))[.]json$")),
     responses((status = 200, description = "signed metadata", content_type = "application/json"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]

@@ -15,8 +15,10 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{ALLOW, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpRequest, Resource, Route, web};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -25,105 +27,111 @@ pub const MAX_ROLE_BODY: usize = 4 * 1024 * 1024;
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    const GET: Method = Method::GET;
+    const HEAD: Method = Method::HEAD;
+    const POST: Method = Method::POST;
+    const PUT: Method = Method::PUT;
     error::extractor_configs(cfg);
     cfg.service(
-        // One resource per path (not one route per method), so a wrong method is 405, not 404.
         web::scope("/api/v1")
+            .service(resource(
+                "/products",
+                [(POST, web::to(api::products::create)), (GET, web::to(api::products::list))],
+            ))
+            .service(resource(
+                "/products/{product}/releases",
+                [(POST, web::to(api::releases::publish)), (GET, web::to(api::releases::list))],
+            ))
+            .service(resource("/products/{product}/releases/{version}", [(GET, web::to(api::releases::get))]))
+            .service(resource(
+                "/products/{product}/releases/{version}/approve",
+                [(POST, web::to(api::releases::approve))],
+            ))
+            .service(resource("/products/{product}/releases/{version}/yank", [(POST, web::to(api::releases::yank))]))
             .service(
-                web::resource("/products")
-                    .route(web::post().to(api::products::create))
-                    .route(web::get().to(api::products::list)),
+                resource(
+                    "/products/{product}/role",
+                    [(GET, web::to(api::products::role)), (POST, web::to(api::products::submit_role))],
+                )
+                .app_data(web::PayloadConfig::new(MAX_ROLE_BODY)),
+            )
+            .service(resource("/repo/prepare", [(POST, web::to(api::ceremony::prepare))]))
+            .service(
+                resource("/repo/metadata", [(POST, web::to(api::ceremony::metadata))])
+                    .app_data(error::json_config(MAX_ROLE_BODY)),
+            )
+            .service(resource("/products/{product}/installed", [(GET, web::to(api::installed::list))]))
+            .service(resource("/audit", [(GET, web::to(api::audit::list))]))
+            .service(resource(
+                "/enrollment-tokens",
+                [(POST, web::to(api::enrollment::create)), (GET, web::to(api::enrollment::list))],
+            ))
+            .service(resource("/enrollment-tokens/{id}/revoke", [(POST, web::to(api::enrollment::revoke))]))
+            .service(
+                resource("/devices/enroll", [(POST, web::to(api::devices::enroll))])
+                    .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY)),
             )
             .service(
-                web::resource("/products/{product}/releases")
-                    .route(web::post().to(api::releases::publish))
-                    .route(web::get().to(api::releases::list)),
+                resource("/devices/{device_id}/report", [(POST, web::to(api::devices::report))])
+                    .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY)),
             )
-            .service(web::resource("/products/{product}/releases/{version}").route(web::get().to(api::releases::get)))
-            .service(
-                web::resource("/products/{product}/releases/{version}/approve")
-                    .route(web::post().to(api::releases::approve)),
-            )
-            .service(
-                web::resource("/products/{product}/releases/{version}/yank").route(web::post().to(api::releases::yank)),
-            )
-            .service(
-                web::resource("/products/{product}/role")
-                    .app_data(web::PayloadConfig::new(MAX_ROLE_BODY))
-                    .route(web::get().to(api::products::role))
-                    .route(web::post().to(api::products::submit_role)),
-            )
-            .service(web::resource("/repo/prepare").route(web::post().to(api::ceremony::prepare)))
-            .service(
-                web::resource("/repo/metadata")
-                    .app_data(error::json_config(MAX_ROLE_BODY))
-                    .route(web::post().to(api::ceremony::metadata)),
-            )
-            .service(web::resource("/products/{product}/installed").route(web::get().to(api::installed::list)))
-            .service(web::resource("/audit").route(web::get().to(api::audit::list)))
-            .service(
-                web::resource("/enrollment-tokens")
-                    .route(web::post().to(api::enrollment::create))
-                    .route(web::get().to(api::enrollment::list)),
-            )
-            .service(web::resource("/enrollment-tokens/{id}/revoke").route(web::post().to(api::enrollment::revoke)))
-            .service(
-                web::resource("/devices/enroll")
-                    .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY))
-                    .route(web::post().to(api::devices::enroll)),
-            )
-            .service(
-                web::resource("/devices/{device_id}/report")
-                    .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY))
-                    .route(web::post().to(api::devices::report)),
-            )
-            .service(web::resource("/devices").route(web::get().to(api::fleet::list)))
-            .service(web::resource("/devices/{device_id}").route(web::get().to(api::fleet::get)))
-            .service(web::resource("/devices/{device_id}/tags").route(web::put().to(api::fleet::set_tags)))
-            .service(web::resource("/devices/{device_id}/decommission").route(web::post().to(api::fleet::decommission)))
-            .service(web::resource("/devices/{device_id}/allow-rekey").route(web::post().to(api::fleet::allow_rekey)))
-            .service(
-                web::resource("/cohorts")
-                    .route(web::post().to(api::cohorts::create))
-                    .route(web::get().to(api::cohorts::list)),
-            )
-            .service(
-                web::resource("/cohorts/{product}/{name}")
-                    .route(web::get().to(api::cohorts::get))
-                    .route(web::put().to(api::cohorts::update)),
-            )
-            .service(
-                web::resource("/rollouts")
-                    .route(web::post().to(api::rollouts::create))
-                    .route(web::get().to(api::rollouts::list)),
-            )
-            .service(web::resource("/rollouts/{id}").route(web::get().to(api::rollouts::get)))
-            .service(web::resource("/rollouts/{id}/{action}").route(web::post().to(api::rollouts::act))),
+            .service(resource("/devices", [(GET, web::to(api::fleet::list))]))
+            .service(resource("/devices/{device_id}", [(GET, web::to(api::fleet::get))]))
+            .service(resource("/devices/{device_id}/tags", [(PUT, web::to(api::fleet::set_tags))]))
+            .service(resource("/devices/{device_id}/decommission", [(POST, web::to(api::fleet::decommission))]))
+            .service(resource("/devices/{device_id}/allow-rekey", [(POST, web::to(api::fleet::allow_rekey))]))
+            .service(resource("/cohorts", [(POST, web::to(api::cohorts::create)), (GET, web::to(api::cohorts::list))]))
+            .service(resource(
+                "/cohorts/{product}/{name}",
+                [(GET, web::to(api::cohorts::get)), (PUT, web::to(api::cohorts::update))],
+            ))
+            .service(resource(
+                "/rollouts",
+                [(POST, web::to(api::rollouts::create)), (GET, web::to(api::rollouts::list))],
+            ))
+            .service(resource("/rollouts/{id}", [(GET, web::to(api::rollouts::get))]))
+            .service(resource("/rollouts/{id}/{action}", [(POST, web::to(api::rollouts::act))])),
     )
-    .service(
-        web::resource("/repo/metadata/{file}")
-            .route(web::get().to(repo::image_metadata))
-            .route(web::head().to(repo::image_metadata)),
-    )
-    .service(
-        web::resource("/repo/targets/{path:.+}").route(web::get().to(repo::target)).route(web::head().to(repo::target)),
-    )
-    .service(
-        web::resource("/director/metadata/{file}")
-            .route(web::get().to(repo::director_root))
-            .route(web::head().to(repo::director_root)),
-    )
-    .service(
-        web::resource("/director/{device_id}/metadata/{file}")
-            .route(web::get().to(director::device_metadata))
-            .route(web::head().to(director::device_metadata)),
-    )
+    .service(resource(
+        "/repo/metadata/{file}",
+        [(GET, web::to(repo::image_metadata)), (HEAD, web::to(repo::image_metadata))],
+    ))
+    .service(resource("/repo/targets/{path:.+}", [(GET, web::to(repo::target)), (HEAD, web::to(repo::target))]))
+    .service(resource(
+        "/director/metadata/{file}",
+        [(GET, web::to(repo::director_root)), (HEAD, web::to(repo::director_root))],
+    ))
+    .service(resource(
+        "/director/{device_id}/metadata/{file}",
+        [(GET, web::to(director::device_metadata)), (HEAD, web::to(director::device_metadata))],
+    ))
     .configure(ui::routes)
-    .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
-    .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
-    .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+    .service(resource("/healthz", [(GET, web::to(ops::healthz))]))
+    .service(resource("/readyz", [(GET, web::to(ops::readyz))]))
+    .service(resource("/metrics", [(GET, web::to(ops::metrics))]))
     .service(web::redirect("/api/docs", "/api/docs/"))
     .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", openapi::ApiDoc::openapi()));
+}
+
+/// One resource per path (not one route per method, which would make a wrong method fall through
+/// to 404): it answers exactly `routes`, and any other method with a JSON 405 whose `Allow` header
+/// lists them, as RFC 9110 asks.
+fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+    let allow = routes.iter().map(|(method, _)| method.as_str()).collect::<Vec<_>>().join(", ");
+    let resource =
+        routes.into_iter().fold(web::resource(path), |resource, (method, route)| resource.route(route.method(method)));
+    resource.default_service(web::to(move |req: HttpRequest| {
+        let mut response = error::json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{} is not allowed on {}; allowed: {}", req.method(), req.path(), allow),
+        );
+        // Method names are header tokens, so this always holds.
+        if let Ok(allow) = HeaderValue::from_str(&allow) {
+            response.headers_mut().insert(ALLOW, allow);
+        }
+        async move { response }
+    }))
 }
 
 /// Counts requests by route pattern (not raw path, to bound cardinality) and status.

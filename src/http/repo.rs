@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::TryStreamExt;
 
 use super::error::ApiError;
+use crate::domain::metadata_file::MetadataFile;
 use crate::services::Services;
 use crate::services::serve::{self, ResolvedTarget};
 
@@ -31,15 +32,19 @@ pub async fn image_metadata(
 
 /// `GET|HEAD /director/metadata/{N}.root.json`.
 #[utoipa::path(get, path = "/director/metadata/{file}", tag = "repository",
-    params(("file" = String, Path, description = "{N}.root.json")),
+    params(("file" = String, Path, description = "{N}.root.json", pattern = "^[1-9][0-9]{0,17}[.]root[.]json$")),
     responses((status = 200, description = "Director root"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn director_root(
     svc: web::Data<Services>,
     req: HttpRequest,
     file: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let found =
-        if file.ends_with(".root.json") { serve::find_metadata(&svc, serve::DIRECTOR, &file).await? } else { None };
+    let found = match MetadataFile::parse(&file) {
+        Some(MetadataFile::Versioned { role: "root", .. }) => {
+            serve::find_metadata(&svc, serve::DIRECTOR, &file).await?
+        }
+        _ => None,
+    };
     Ok(metadata_response(&req, &file, found))
 }
 

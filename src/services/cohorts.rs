@@ -11,7 +11,8 @@ use crate::db::cohorts::{
 };
 use crate::db::entities::{cohort, product};
 use crate::db::products::{product_get_by_name, product_list};
-use crate::domain::ids::{CohortName, DeviceId, parse_tags};
+use crate::domain::ids::{CohortName, DeviceId, Tag, parse_tags};
+use crate::domain::names::ProductName;
 
 /// Explicit member lists are capped so one request stays bounded; larger groups use tags.
 pub const MAX_EXPLICIT_MEMBERS: usize = 100_000;
@@ -21,11 +22,14 @@ pub const MAX_EXPLICIT_MEMBERS: usize = 100_000;
 #[serde(deny_unknown_fields)]
 pub struct CohortInput {
     /// Name, unique within the product.
+    #[schema(value_type = CohortName)]
     pub name: String,
     /// Product name.
+    #[schema(value_type = ProductName)]
     pub product: String,
     /// Explicit device ids (they need not have enrolled yet).
     #[serde(default)]
+    #[schema(value_type = Vec<DeviceId>, max_items = 100_000)]
     pub devices: Vec<String>,
     /// Devices carrying all of these tags belong too.
     #[serde(default)]
@@ -36,7 +40,8 @@ pub struct CohortInput {
 #[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
-    /// Tags a device must all carry.
+    /// Tags a device must all carry (at least one).
+    #[schema(value_type = Vec<Tag>, min_items = 1)]
     pub tags: Vec<String>,
 }
 

@@ -170,12 +170,18 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
             let total = device_count(&svc.db, &filter).await?;
             (device_list(&svc.db, &filter, q.after.as_deref(), limit + 1).await?, total)
         }
-        (Some(_), None) => {
-            return Err(ServiceError::invalid("cohort_needs_product", "filtering by cohort needs product too"));
-        }
-        (Some(cohort), Some(product)) => {
+        (Some(cohort), product) => {
+            // Without a product: that cohort in every product that has one by that name.
+            let products = match product {
+                Some(product) => vec![product.clone()],
+                None => products_with_cohort(&svc.db, cohort).await?,
+            };
+            let mut members = Vec::new();
+            for product in &products {
+                let filter = DeviceFilter { product_id: Some(product.id), ..filter.clone() };
+                members.extend(cohort_matches(&svc.db, product, cohort, &filter).await?);
+            }
             // Paged in Rust's byte order, which PostgreSQL's collation need not share.
-            let mut members = cohort_matches(&svc.db, product, cohort, &filter).await?;
             members.sort_unstable();
             let total = members.len() as u64;
             let after = q.after.as_deref().unwrap_or_default();
@@ -193,6 +199,20 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_after = if more { rows.last().map(|d| d.device_id.clone()) } else { None };
     Ok(DevicePage { devices: views(&svc.db, rows).await?, next_after, total })
+}
+
+/// The products that have a cohort called `name`; none is a 404.
+async fn products_with_cohort(db: &impl ConnectionTrait, name: &str) -> Result<Vec<product::Model>, ServiceError> {
+    let mut found = Vec::new();
+    for product in product_list(db).await? {
+        if cohort_find(db, product.id, name).await?.is_some() {
+            found.push(product);
+        }
+    }
+    if found.is_empty() {
+        return Err(ServiceError::not_found("unknown_cohort", format!("no product has a cohort {name}")));
+    }
+    Ok(found)
 }
 
 /// The ids of the devices matching `filter` that belong to cohort `name`: explicit

@@ -68,7 +68,7 @@ pub async fn create_enrollment_token(
         return Err(ServiceError::invalid("invalid_max_uses", "max_uses must be between 1 and 10 000 000"));
     }
     let name = input.name.unwrap_or_else(|| format!("{}-enrollment", product.name));
-    if name.trim().is_empty() || name.len() > 128 {
+    if name.trim().is_empty() || name.chars().count() > 128 {
         return Err(ServiceError::invalid("invalid_token_name", "a token name must be 1 to 128 characters"));
     }
     let (secret, shown, hash) = new_secret(ENROLLMENT_TOKEN_PREFIX);

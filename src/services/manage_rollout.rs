@@ -8,7 +8,7 @@ use serde_json::json;
 use super::audit::record;
 use super::auth::Caller;
 use super::rollout_view::{StoredStage, stage_counts, view_of};
-use super::{ServiceError, Services};
+use super::{ServiceError, Services, whole_number};
 use crate::db::cohorts::cohort_find;
 use crate::db::entities::rollout;
 use crate::db::products::product_get_by_name;
@@ -17,6 +17,7 @@ use crate::db::rollouts::{
     product_lock, rollout_get, rollout_get_for_update, rollout_insert, rollout_list, rollout_update,
 };
 use crate::domain::ids::{CohortName, RolloutId};
+use crate::domain::names::{FirmwareVersion, ProductName};
 use crate::domain::rollout::{
     FailureRate, Gate, Percent, RolloutAction, RolloutError, RolloutState, StagePlan, Transition, apply_action,
     evaluate, validate_plan,
@@ -27,11 +28,15 @@ use crate::domain::rollout::{
 #[serde(deny_unknown_fields)]
 pub struct StageInput {
     /// Cohort name within the product.
+    #[schema(value_type = CohortName)]
     pub cohort: String,
-    /// Share of the cohort, 0.01 to 100, at most two decimals.
+    /// Share of the cohort, 0.01 to 100, at most two decimals. A later stage of the same cohort
+    /// may not lower it.
+    #[schema(exclusive_minimum = 0, maximum = 100, multiple_of = 0.01)]
     pub percent: f64,
-    /// Minutes to watch the stage before the next one.
-    #[serde(default)]
+    /// Minutes to watch the stage before the next one, 0 to 30 days.
+    #[serde(default, deserialize_with = "whole_number::exact")]
+    #[schema(minimum = 0, maximum = 43_200)]
     pub soak_minutes: i64,
 }
 
@@ -39,11 +44,18 @@ pub struct StageInput {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GateInput {
-    /// Highest tolerated share of failed devices among final reports, 0 to 1 (0.05 = 5%).
+    /// Highest tolerated share of failed devices among final reports, 0 to 1 (0.05 = 5%), at
+    /// most four decimals.
+    #[schema(minimum = 0, maximum = 1, multiple_of = 0.0001)]
     pub max_failure_rate: f64,
-    /// Final reports a stage needs before it may advance.
+    /// Final reports a stage needs before it may advance, at most 1 000 000.
+    #[serde(deserialize_with = "whole_number::exact")]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub min_reports: u32,
-    /// Minutes after which an assigned device that went silent counts as failed.
+    /// Minutes after which an assigned device that went silent counts as failed, 1 minute to
+    /// 30 days.
+    #[serde(deserialize_with = "whole_number::exact")]
+    #[schema(minimum = 1, maximum = 43_200)]
     pub stall_minutes: i64,
 }
 
@@ -53,12 +65,16 @@ pub struct GateInput {
 pub struct CreateRollout {
     /// Optional id (`[a-z0-9._:-]{1,64}`); generated if absent. It seeds every device's bucket.
     #[serde(default)]
+    #[schema(value_type = Option<RolloutId>)]
     pub id: Option<String>,
     /// Product name.
+    #[schema(value_type = ProductName)]
     pub product: String,
     /// Release version to roll out.
+    #[schema(value_type = FirmwareVersion)]
     pub version: String,
-    /// Ordered stages.
+    /// Ordered stages, 1 to 32; each cohort at most once.
+    #[schema(min_items = 1, max_items = 32)]
     pub stages: Vec<StageInput>,
     /// Health gate.
     pub gate: GateInput,

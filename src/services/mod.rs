@@ -33,6 +33,7 @@ pub mod root_rotation;
 pub mod serve;
 pub mod unchanged_reports;
 pub mod users;
+pub mod whole_number;
 
 pub use context::Services;
 pub use error::ServiceError;

@@ -1,5 +1,5 @@
 //! The OpenAPI document is a contract: schemathesis (PyPI, pinned by
-//! `scripts/ensure-schemathesis.sh`) generates requests for every operation from
+//! `scripts/ensure-venv.sh schemathesis`) generates requests for every operation from
 //! `/api/openapi.json`, valid and invalid, with a fixed seed and a bounded budget, and checks each
 //! answer against the document: no 5xx, only documented statuses, content types and headers, and
 //! bodies that match their schemas. It runs as an admin, a viewer and, on the report and director
@@ -17,18 +17,29 @@ use crate::common::{firmware, spawn_app};
 use crate::fleet::{Device, enrollment_token};
 
 /// Generated cases per operation and phase unless `PATCHGATE_CONTRACT_EXAMPLES` says otherwise.
-const DEFAULT_EXAMPLES: u32 = 20;
+const DEFAULT_EXAMPLES: u32 = 50;
 
 fn schemathesis() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new("bash").arg(root.join("scripts/ensure-schemathesis.sh")).output().unwrap();
-    assert!(out.status.success(), "scripts/ensure-schemathesis.sh:\n{}", String::from_utf8_lossy(&out.stderr));
+    let script = root.join("scripts/ensure-venv.sh");
+    let out = std::process::Command::new("bash").arg(script).arg("schemathesis").output().unwrap();
+    assert!(out.status.success(), "scripts/ensure-venv.sh schemathesis:\n{}", String::from_utf8_lossy(&out.stderr));
     root.join("target/schemathesis-venv/bin/st")
 }
 
 /// A `schemathesis.toml`: `token` for every operation but the device's own, which use the
 /// device's token and id.
+///
+/// Some operations take bodies with what no schema can describe: ed25519 signatures over their
+/// own content (enrollment, reports, product roles, ceremony metadata, a manufacturer's first
+/// role), or rules across fields and what is stored (a root key to remove must be in the root;
+/// a later stage may not lower a cohort's percent; a cohort may not be left without members or
+/// selector). A schema-valid request to them may still be
+/// refused with 400, so 400 is expected for generated valid data there, and only there; every
+/// other check still applies to them (no 5xx, documented statuses, content types and bodies).
 fn config(base: &str, token: &str, device: &Device, examples: u32) -> String {
+    let semantic = r#"[operations.checks.positive_data_acceptance]
+expected-statuses = ["2xx", "400", "401", "403", "404", "409"]"#;
     format!(
         r#"base-url = "{base}"
 seed = 20261202
@@ -37,10 +48,27 @@ headers = {{ Authorization = "Bearer {token}" }}
 [generation]
 max-examples = {examples}
 deterministic = true
+
 [[operations]]
-include-path-regex = "^/(api/v1/devices/\\{{device_id\\}}/report|director/\\{{device_id\\}}/metadata/)"
+include-path = "/api/v1/devices/{{device_id}}/report"
 headers = {{ Authorization = "Bearer {device_token}" }}
 parameters = {{ device_id = "{device_id}" }}
+{semantic}
+
+[[operations]]
+include-path = "/director/{{device_id}}/metadata/{{file}}"
+headers = {{ Authorization = "Bearer {device_token}" }}
+parameters = {{ device_id = "{device_id}" }}
+
+[[operations]]
+include-path-regex = "^/api/v1/(devices/enroll|products|products/\\{{product\\}}/(role|releases)|repo/(metadata|prepare)|rollouts|cohorts)$"
+include-method = "POST"
+{semantic}
+
+[[operations]]
+include-path = "/api/v1/cohorts/{{product}}/{{name}}"
+include-method = "PUT"
+{semantic}
 "#,
         device_token = device.token,
         device_id = device.id,
@@ -48,7 +76,6 @@ parameters = {{ device_id = "{device_id}" }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "43 contract violations open (ST204 TRACE not 405, ST202 valid requests refused, ST103 undocumented statuses); run with --ignored"]
 async fn schemathesis_finds_no_contract_violation() {
     if std::env::var("PATCHGATE_TEST_POSTGRES").is_ok_and(|v| !v.is_empty()) {
         eprintln!("the contract check runs on the SQLite pass only");

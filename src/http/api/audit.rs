@@ -14,6 +14,7 @@ use crate::services::audit::{AuditQuery as Query, list_audit};
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// How many entries, newest first (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// Only entries older than this id: pass the last `id` of a page to get the next one.
     pub before: Option<i64>,

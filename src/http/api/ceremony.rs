@@ -6,10 +6,12 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::domain::names::ProductName;
+use crate::http::api::patterns::PublicKeyHex;
 use crate::http::auth::AdminAuth;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::services::Services;
 use crate::services::ceremony::{RootChange, prepare_delegations, prepare_root, submit};
+use crate::services::{Services, whole_number};
 
 /// What the next root or top-level targets role should change. Keys are 64 hex characters
 /// (raw ed25519 public keys); key ids are TUF key ids.
@@ -17,27 +19,37 @@ use crate::services::ceremony::{RootChange, prepare_delegations, prepare_root, s
 #[serde(deny_unknown_fields)]
 pub struct PrepareRequest {
     /// `image` or `director`.
+    #[schema(pattern = "^(image|director)$")]
     pub repo: String,
     /// `root` or `delegations` (image only).
+    #[schema(pattern = "^(root|delegations)$")]
     pub kind: String,
     /// Root keys to add.
     #[serde(default)]
+    #[schema(value_type = Vec<PublicKeyHex>)]
     pub add_root_keys: Vec<String>,
     /// Root key ids to remove.
     #[serde(default)]
     pub remove_root_keys: Vec<String>,
     /// The new root threshold.
+    #[serde(default, deserialize_with = "whole_number::optional")]
+    #[schema(minimum = 1)]
     pub root_threshold: Option<u64>,
     /// Image: new top-level targets key.
+    #[schema(value_type = Option<PublicKeyHex>)]
     pub targets_key: Option<String>,
     /// Image: new snapshot key.
+    #[schema(value_type = Option<PublicKeyHex>)]
     pub snapshot_key: Option<String>,
     /// Image: new timestamp key.
+    #[schema(value_type = Option<PublicKeyHex>)]
     pub timestamp_key: Option<String>,
     /// Director: new online key.
+    #[schema(value_type = Option<PublicKeyHex>)]
     pub online_key: Option<String>,
-    /// Delegations: products whose key changes (rotation).
+    /// Delegations: products whose key changes (rotation), product name → new key.
     #[serde(default)]
+    #[schema(value_type = HashMap<ProductName, PublicKeyHex>)]
     pub product_keys: HashMap<String, String>,
 }
 
@@ -65,8 +77,15 @@ pub async fn prepare(
     body: web::Json<PrepareRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    // A field the kind does not use is a mistake in the request, not something to ignore.
+    let not_for = |field: &str, kind: &str| {
+        Err(ApiError::bad_request("invalid_change", format!("{field} is not used by kind {kind}")))
+    };
     let unsigned = match body.kind.as_str() {
         "root" => {
+            if !body.product_keys.is_empty() {
+                return not_for("product_keys", "root");
+            }
             let change = RootChange {
                 add_root_keys: body
                     .add_root_keys
@@ -85,6 +104,18 @@ pub async fn prepare(
         "delegations" => {
             if body.repo != "image" {
                 return Err(ApiError::bad_request("invalid_repo", "delegations exist only in the image repository"));
+            }
+            let root_fields = [
+                ("add_root_keys", !body.add_root_keys.is_empty()),
+                ("remove_root_keys", !body.remove_root_keys.is_empty()),
+                ("root_threshold", body.root_threshold.is_some()),
+                ("targets_key", body.targets_key.is_some()),
+                ("snapshot_key", body.snapshot_key.is_some()),
+                ("timestamp_key", body.timestamp_key.is_some()),
+                ("online_key", body.online_key.is_some()),
+            ];
+            if let Some((field, _)) = root_fields.iter().find(|(_, given)| *given) {
+                return not_for(field, "delegations");
             }
             let keys = body
                 .product_keys
@@ -108,8 +139,9 @@ pub async fn prepare(
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// `image` or `director`.
+    #[schema(pattern = "^(image|director)$")]
     pub repo: String,
-    /// Role name → signed metadata: `root`, `targets`, or a product's role.
+    /// Role name → signed metadata: `root`, `targets`, or a product's role (at least one).
     #[schema(value_type = Object)]
     pub roles: BTreeMap<String, serde_json::Value>,
 }

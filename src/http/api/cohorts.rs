@@ -4,6 +4,8 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::ids::{CohortName, DeviceId};
+use crate::domain::names::ProductName;
 use crate::http::auth::{ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
@@ -44,6 +46,7 @@ impl From<CohortDetail> for CohortDto {
 pub struct UpdateCohortRequest {
     /// Replaces the explicit members.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<DeviceId>>, max_items = 100_000)]
     pub devices: Option<Vec<String>>,
     /// Replaces (or with null removes) the selector.
     #[serde(default, deserialize_with = "present")]
@@ -78,7 +81,7 @@ pub async fn create(
 }
 
 /// Lists cohorts.
-#[utoipa::path(get, path = "/api/v1/cohorts", tag = "rollouts", params(("product" = Option<String>, Query)),
+#[utoipa::path(get, path = "/api/v1/cohorts", tag = "rollouts", params(("product" = Option<ProductName>, Query)),
     responses((status = 200, body = Vec<CohortDto>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -92,7 +95,7 @@ pub async fn list(
 
 /// One cohort.
 #[utoipa::path(get, path = "/api/v1/cohorts/{product}/{name}", tag = "rollouts",
-    params(("product" = String, Path), ("name" = String, Path)),
+    params(("product" = ProductName, Path), ("name" = CohortName, Path)),
     responses((status = 200, body = CohortDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
@@ -106,7 +109,7 @@ pub async fn get(
 
 /// Replaces a cohort's members and/or selector.
 #[utoipa::path(put, path = "/api/v1/cohorts/{product}/{name}", tag = "rollouts",
-    params(("product" = String, Path), ("name" = String, Path)), request_body = UpdateCohortRequest,
+    params(("product" = ProductName, Path), ("name" = CohortName, Path)), request_body = UpdateCohortRequest,
     responses((status = 200, body = CohortDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]

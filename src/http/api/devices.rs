@@ -5,6 +5,7 @@
 use actix_web::{HttpResponse, web};
 use patchgate_protocol::report::{EnrollAnswer, ReportAnswer};
 
+use crate::domain::ids::DeviceId;
 use crate::http::auth::DeviceAuth;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
@@ -14,9 +15,31 @@ use crate::services::enrollment::enroll_device;
 /// Reports and enrollments are small; a cap keeps a misbehaving device from wasting memory.
 pub const MAX_DEVICE_BODY: usize = 16 * 1024;
 
+/// A message signed by the device key, as TUF writes signed metadata.
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "describes the body for the OpenAPI document; the body is read raw")]
+pub struct Envelope {
+    /// The message; its canonical JSON (OLPC) is what the signatures sign.
+    #[schema(value_type = Object)]
+    signed: serde_json::Value,
+    /// One ed25519 signature by the device key.
+    #[schema(min_items = 1)]
+    signatures: Vec<EnvelopeSignature>,
+}
+
+/// A signature of an [`Envelope`].
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "describes the body for the OpenAPI document")]
+pub struct EnvelopeSignature {
+    /// The key's TUF key id: hex SHA-256 of its canonical key object.
+    keyid: String,
+    /// Hex of the 64-byte ed25519 signature.
+    sig: String,
+}
+
 /// Enrolls a device: a signed `device-enroll` envelope with an enrollment token.
 #[utoipa::path(post, path = "/api/v1/devices/enroll", tag = "devices",
-    request_body(content = serde_json::Value, description = "TUF envelope: signed = {_type: device-enroll, device_id, product, hardware_id, public_key, enrollment_token, time}"),
+    request_body(content = Envelope, description = "signed = {_type: device-enroll, device_id, product, hardware_id, public_key, enrollment_token, time}"),
     responses((status = 201, description = "the device token, shown once", body = serde_json::Value),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn enroll(svc: web::Data<Services>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -25,8 +48,8 @@ pub async fn enroll(svc: web::Data<Services>, body: web::Bytes) -> Result<HttpRe
 }
 
 /// A device's signed version report; answers what its director metadata is now.
-#[utoipa::path(post, path = "/api/v1/devices/{device_id}/report", tag = "devices", params(("device_id" = String, Path)),
-    request_body(content = serde_json::Value, description = "TUF envelope: signed = device-report (DESIGN.md §3)"),
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/report", tag = "devices", params(("device_id" = DeviceId, Path)),
+    request_body(content = Envelope, description = "signed = {_type: device-report, device_id, counter, time, installed, attempt, director_targets_version}"),
     responses((status = 200, body = serde_json::Value, description = "{director_targets_version, changed, poll_seconds}"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "stale counter; the body carries last_counter")),

@@ -5,32 +5,37 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::db::entities::enrollment_token;
+use crate::domain::ids::Tag;
+use crate::domain::names::ProductName;
 use crate::http::auth::{ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::services::Services;
 use crate::services::enrollment::{
     CreateEnrollmentToken, create_enrollment_token, list_enrollment_tokens, revoke_enrollment_token,
 };
+use crate::services::{Services, whole_number};
 
 /// An enrollment token to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentTokenRequest {
     /// Product its devices belong to.
-    #[schema(example = "pump-x1")]
+    #[schema(value_type = ProductName, example = "pump-x1")]
     pub product: String,
-    /// Label for listings and the audit log.
+    /// Label for listings and the audit log: 1 to 128 characters, not only spaces.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub name: Option<String>,
     /// Tags every device enrolling with it receives.
     #[serde(default)]
-    #[schema(example = json!(["region:eu"]))]
+    #[schema(value_type = Vec<Tag>, example = json!(["region:eu"]))]
     pub tags: Vec<String>,
-    /// Lifetime in seconds (default 86 400).
-    #[serde(default)]
+    /// Lifetime in seconds, 60 to 366 days (default 86 400).
+    #[serde(default, deserialize_with = "whole_number::optional")]
+    #[schema(minimum = 60, maximum = 31_622_400)]
     pub expires_in_seconds: Option<i64>,
-    /// How many devices may use it (default 1 000).
-    #[serde(default)]
+    /// How many devices may use it, 1 to 10 000 000 (default 1 000).
+    #[serde(default, deserialize_with = "whole_number::optional")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub max_uses: Option<i64>,
 }
 

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::db::entities::device_report;
+use crate::domain::ids::{CohortName, DeviceId, Tag};
+use crate::domain::names::ProductName;
 use crate::http::auth::{AdminAuth, ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
@@ -232,16 +234,22 @@ impl From<DeviceDetail> for DeviceDetailDto {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this product.
+    #[param(value_type = Option<ProductName>)]
     pub product: Option<String>,
-    /// Only this cohort of `product` (its explicit members and the devices its selector takes).
+    /// Only this cohort (its explicit members and the devices its selector takes); without
+    /// `product`, the cohort of that name in every product that has one.
+    #[param(value_type = Option<CohortName>)]
     pub cohort: Option<String>,
     /// Only devices with this tag.
+    #[param(value_type = Option<Tag>)]
     pub tag: Option<String>,
     /// `active` or `decommissioned`.
+    #[param(pattern = "^(active|decommissioned)$")]
     pub status: Option<String>,
     /// Only devices running this version.
     pub installed_version: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
     /// The previous page's `next_after`.
     pub after: Option<String>,
@@ -252,7 +260,7 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 pub struct TagsRequest {
     /// The device's whole tag list (it replaces the old one).
-    #[schema(example = json!(["region:eu", "ward:icu"]))]
+    #[schema(value_type = Vec<Tag>, example = json!(["region:eu", "ward:icu"]))]
     pub tags: Vec<String>,
 }
 
@@ -282,7 +290,7 @@ pub async fn list(
 }
 
 /// One device with its newest reports and its assignments.
-#[utoipa::path(get, path = "/api/v1/devices/{device_id}", tag = "devices", params(("device_id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/devices/{device_id}", tag = "devices", params(("device_id" = DeviceId, Path)),
     responses((status = 200, body = DeviceDetailDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(svc: web::Data<Services>, _auth: ViewerAuth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -290,7 +298,7 @@ pub async fn get(svc: web::Data<Services>, _auth: ViewerAuth, id: web::Path<Stri
 }
 
 /// Replaces a device's tags (release managers and admins); its cohorts follow at its next report.
-#[utoipa::path(put, path = "/api/v1/devices/{device_id}/tags", tag = "devices", params(("device_id" = String, Path)),
+#[utoipa::path(put, path = "/api/v1/devices/{device_id}/tags", tag = "devices", params(("device_id" = DeviceId, Path)),
     request_body = TagsRequest,
     responses((status = 200, body = DeviceDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -307,7 +315,7 @@ pub async fn set_tags(
 
 /// Decommissions a device (admins): its token stops working and it cannot enroll again.
 #[utoipa::path(post, path = "/api/v1/devices/{device_id}/decommission", tag = "devices",
-    params(("device_id" = String, Path)),
+    params(("device_id" = DeviceId, Path)),
     responses((status = 200, body = DeviceDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -321,7 +329,7 @@ pub async fn decommission(
 
 /// Lets the device's next enrollment bring a new key (admins).
 #[utoipa::path(post, path = "/api/v1/devices/{device_id}/allow-rekey", tag = "devices",
-    params(("device_id" = String, Path)),
+    params(("device_id" = DeviceId, Path)),
     responses((status = 200, body = DeviceDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]

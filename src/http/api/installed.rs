@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::db::entities::device;
+use crate::domain::names::ProductName;
 use crate::http::auth::ViewerAuth;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::devices::installed_devices;
@@ -23,6 +24,7 @@ use crate::services::{ServiceError, Services};
 #[serde(deny_unknown_fields)]
 pub struct InstalledQuery {
     /// `json` (default) or `csv`; without it, `Accept: text/csv` asks for CSV.
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
 }
 
@@ -163,8 +165,9 @@ fn csv_body(
 
 /// Every device of a product with what it runs (JSON array, or CSV with a header row).
 #[utoipa::path(get, path = "/api/v1/products/{product}/installed", tag = "devices",
-    params(("product" = String, Path), InstalledQuery),
-    responses((status = 200, body = Vec<InstalledRowDto>, description = "JSON, or text/csv with a header row"),
+    params(("product" = ProductName, Path), InstalledQuery),
+    responses((status = 200, description = "JSON, or CSV with a header row",
+            content((Vec<InstalledRowDto> = "application/json"), (String = "text/csv"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(

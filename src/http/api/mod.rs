@@ -7,6 +7,7 @@ pub mod devices;
 pub mod enrollment;
 pub mod fleet;
 pub mod installed;
+pub mod patterns;
 pub mod products;
 pub mod releases;
 pub mod rollouts;

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::db::entities::product;
 use crate::domain::names::{HardwareId, ProductName};
+use crate::http::api::patterns::PublicKeyHex;
 use crate::http::auth::{AdminAuth, PublisherAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
@@ -19,14 +20,15 @@ use crate::services::release_review::submit_product_role;
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
     /// `[a-z0-9-]{1,64}`; also the name of its TUF role.
-    #[schema(example = "pump-x1")]
+    #[schema(value_type = ProductName, example = "pump-x1")]
     pub name: String,
-    /// Hardware ids its images run on.
-    #[schema(example = json!(["pump-x1-revA"]))]
+    /// Hardware ids its images run on (at least one).
+    #[schema(value_type = Vec<HardwareId>, min_items = 1, example = json!(["pump-x1-revA"]))]
     pub hardware_ids: Vec<String>,
     /// The manufacturer's product key (64 hex characters: the raw ed25519 public key). Without
     /// it the product is server-signed: weaker, the server holds its key.
     #[serde(default)]
+    #[schema(value_type = Option<PublicKeyHex>)]
     pub public_key: Option<String>,
     /// With `public_key`: the product role's version 1, listing no targets, signed by that key
     /// (`patchgate product create --key` makes it).
@@ -143,7 +145,7 @@ pub async fn list(svc: web::Data<Services>, _auth: ViewerAuth) -> Result<HttpRes
 }
 
 /// The product's current signed role, exactly as TUF clients get it (404 while it has none).
-#[utoipa::path(get, path = "/api/v1/products/{product}/role", tag = "products", params(("product" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/products/{product}/role", tag = "products", params(("product" = ProductName, Path)),
     responses((status = 200, description = "The signed product role (TUF targets metadata)"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn role(
@@ -167,7 +169,7 @@ pub async fn role(
 
 /// Makes a manufacturer-signed role current: the next version, signed by the product key. A
 /// release it no longer lists is yanked; it also renews the role before it expires.
-#[utoipa::path(post, path = "/api/v1/products/{product}/role", tag = "products", params(("product" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/products/{product}/role", tag = "products", params(("product" = ProductName, Path)),
     request_body(content = Object, description = "The signed product role (TUF targets metadata)"),
     responses((status = 200, description = "Stored: {product, version, listed, yanked}"), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),

@@ -22,6 +22,7 @@ use crate::services::release_review::{approve_release, yank_release};
 #[expect(dead_code, reason = "describes the multipart form for the OpenAPI document")]
 pub struct PublishForm {
     /// Semantic version.
+    #[schema(value_type = FirmwareVersion)]
     version: String,
     /// The firmware file; its file name becomes the last part of the target name.
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
@@ -29,6 +30,7 @@ pub struct PublishForm {
     /// Optional release notes.
     notes: Option<String>,
     /// Optional lowest version a device may go back to after this release (default 0.0.0).
+    #[schema(value_type = Option<FirmwareVersion>)]
     rollback_floor: Option<String>,
     /// Manufacturer-signed products: the product role's next version listing every current
     /// target and this one, signed with the product key (`patchgate release publish --key`).
@@ -102,7 +104,7 @@ fn release_dto(product: &str, r: release::Model) -> ReleaseDto {
 
 /// Publishes a firmware file: streamed, hashed, signed into the product's role.
 #[utoipa::path(post, path = "/api/v1/products/{product}/releases", tag = "releases",
-    params(("product" = String, Path)), request_body(content = PublishForm, content_type = "multipart/form-data"),
+    params(("product" = ProductName, Path)), request_body(content = PublishForm, content_type = "multipart/form-data"),
     responses((status = 201, body = ReleaseDto, description = "Published"), (status = 200, body = ReleaseDto, description = "Already published with the same content"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)),
@@ -201,7 +203,7 @@ async fn read_text(mut field: Field, name: &str, limit: usize) -> Result<String,
 }
 
 /// Lists a product's releases.
-#[utoipa::path(get, path = "/api/v1/products/{product}/releases", tag = "releases", params(("product" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/products/{product}/releases", tag = "releases", params(("product" = ProductName, Path)),
     responses((status = 200, body = Vec<ReleaseDto>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     svc: web::Data<Services>,
@@ -216,7 +218,7 @@ pub async fn list(
 
 /// One release.
 #[utoipa::path(get, path = "/api/v1/products/{product}/releases/{version}", tag = "releases",
-    params(("product" = String, Path), ("version" = String, Path)),
+    params(("product" = ProductName, Path), ("version" = FirmwareVersion, Path)),
     responses((status = 200, body = ReleaseDto), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     svc: web::Data<Services>,
@@ -232,7 +234,7 @@ pub async fn get(
 /// Approves a release for rollouts (products with two-person approval): a release manager
 /// other than its publisher.
 #[utoipa::path(post, path = "/api/v1/products/{product}/releases/{version}/approve", tag = "releases",
-    params(("product" = String, Path), ("version" = String, Path)),
+    params(("product" = ProductName, Path), ("version" = FirmwareVersion, Path)),
     responses((status = 200, body = ReleaseDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "same_person: the publisher cannot approve; release_yanked")),
     security(("bearer" = [])))]
@@ -249,7 +251,7 @@ pub async fn approve(
 /// Yanks a release of a server-signed product (the server re-signs the role without it). For
 /// a manufacturer-signed product, post a role signed by its key to `/products/{product}/role`.
 #[utoipa::path(post, path = "/api/v1/products/{product}/releases/{version}/yank", tag = "releases",
-    params(("product" = String, Path), ("version" = String, Path)),
+    params(("product" = ProductName, Path), ("version" = FirmwareVersion, Path)),
     responses((status = 200, body = ReleaseDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "manufacturer_signed")),
     security(("bearer" = [])))]

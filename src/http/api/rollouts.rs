@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::db::entities::rollout;
-use crate::domain::rollout::RolloutAction;
+use crate::domain::ids::RolloutId;
+use crate::domain::names::ProductName;
+use crate::domain::rollout::{RolloutAction, RolloutState};
 use crate::http::auth::{ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
@@ -211,8 +213,9 @@ pub async fn create(
 
 /// Lists rollouts, newest first.
 #[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts",
-    params(("product" = Option<String>, Query), ("state" = Option<String>, Query)),
-    responses((status = 200, body = Vec<RolloutDto>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    params(("product" = Option<ProductName>, Query), ("state" = Option<RolloutState>, Query)),
+    responses((status = 200, body = Vec<RolloutDto>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "unknown_product")),
     security(("bearer" = [])))]
 pub async fn list(
     svc: web::Data<Services>,
@@ -224,7 +227,7 @@ pub async fn list(
 }
 
 /// One rollout with its per-stage device counts and gate verdicts.
-#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts", params(("id" = RolloutId, Path)),
     responses((status = 200, body = RolloutStatusDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(svc: web::Data<Services>, _auth: ViewerAuth, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -233,7 +236,7 @@ pub async fn get(svc: web::Data<Services>, _auth: ViewerAuth, id: web::Path<Stri
 
 /// Applies an action: `start`, `pause`, `resume`, `advance` (`?force=true` to skip checks), `abort`, `rollback`.
 #[utoipa::path(post, path = "/api/v1/rollouts/{id}/{action}", tag = "rollouts",
-    params(("id" = String, Path), ("action" = String, Path), ("force" = Option<bool>, Query)),
+    params(("id" = RolloutId, Path), ("action" = String, Path, pattern = "^(start|pause|resume|advance|abort|rollback)$"), ("force" = Option<bool>, Query)),
     responses((status = 200, body = RolloutDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]

@@ -126,7 +126,7 @@ pub fn field_of(code: &str) -> Option<&'static str> {
         "unknown_product" | "invalid_product_name" => Some("product"),
         "invalid_status" => Some("status"),
         "invalid_tag" => Some("tag"),
-        "unknown_cohort" | "cohort_needs_product" | "invalid_cohort_name" => Some("cohort"),
+        "unknown_cohort" | "invalid_cohort_name" => Some("cohort"),
         _ => None,
     }
 }
