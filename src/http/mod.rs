@@ -116,7 +116,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// One resource per path (not one route per method, which would make a wrong method fall through
 /// to 404): it answers exactly `routes`, and any other method with a JSON 405 whose `Allow` header
 /// lists them, as RFC 9110 asks.
-fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+pub(crate) fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
     let allow = routes.iter().map(|(method, _)| method.as_str()).collect::<Vec<_>>().join(", ");
     let resource =
         routes.into_iter().fold(web::resource(path), |resource, (method, route)| resource.route(route.method(method)));

@@ -138,14 +138,19 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
-    for (method, path) in [
-        (reqwest::Method::DELETE, "/repo/metadata/1.root.json"),
-        (reqwest::Method::DELETE, "/api/v1/products"),
-        (reqwest::Method::PUT, "/api/v1/products/pump-x1/releases"),
-        (reqwest::Method::POST, "/healthz"),
+    // The answer names the methods the path takes (RFC 9110), the admin console's pages too.
+    let trace = reqwest::Method::from_bytes(b"TRACE").unwrap();
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/repo/metadata/1.root.json", "GET, HEAD"),
+        (reqwest::Method::DELETE, "/api/v1/products", "POST, GET"),
+        (reqwest::Method::PUT, "/api/v1/products/pump-x1/releases", "POST, GET"),
+        (trace.clone(), "/api/v1/rollouts/r-1/pause", "POST"),
+        (reqwest::Method::POST, "/healthz", "GET"),
+        (trace, "/ui/login", "GET, POST"),
     ] {
         let res = app.client.request(method.clone(), app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["error"], "method_not_allowed");
     }

@@ -2,6 +2,7 @@
 //! `GET /ui/audit.csv` (every matching entry up to [`EXPORT_CAP`], streamed page by page).
 //! Reads go through `services::audit`, the same query the API uses.
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION};
 use actix_web::{HttpResponse, web};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use super::pages::{FieldErrors, Layout, when};
 use super::session::{UiError, UiUser, html};
 use crate::db::entities::audit;
+use crate::http::resource;
 use crate::services::audit::{AuditPeriod, AuditQuery, MAX_PAGE, list_audit_in};
 use crate::services::{ServiceError, Services};
 
@@ -264,8 +266,8 @@ fn csv_chunk(records: impl IntoIterator<Item = [String; 6]>) -> Result<Bytes, Se
 
 /// Registers this module's routes under `/ui`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/audit").route(web::get().to(list)))
-        .service(web::resource("/audit.csv").route(web::get().to(export)));
+    cfg.service(resource("/audit", [(Method::GET, web::to(list))]))
+        .service(resource("/audit.csv", [(Method::GET, web::to(export))]));
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! form, one cohort's detail and its edit form. Changes go through the same services as
 //! `POST /api/v1/cohorts` and `PUT /api/v1/cohorts/{product}/{name}`.
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use super::pages::{FieldErrors, Layout, NoticeQuery};
 use super::session::{UiError, UiUser, html, urlencode};
 use crate::domain::ids::{CohortName, DeviceId, Tag};
+use crate::http::resource;
 use crate::services::auth::Permission;
 use crate::services::catalog::{cohort_match_count, cohort_match_counts};
 use crate::services::cohorts::{
@@ -288,6 +290,7 @@ pub async fn update(
 
 /// Registers this module's routes under `/ui`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/cohorts").route(web::get().to(list)).route(web::post().to(create)))
-        .service(web::resource("/cohorts/{product}/{name}").route(web::get().to(detail)).route(web::post().to(update)));
+    cfg.service(resource("/cohorts", [(Method::GET, web::to(list)), (Method::POST, web::to(create))])).service(
+        resource("/cohorts/{product}/{name}", [(Method::GET, web::to(detail)), (Method::POST, web::to(update))]),
+    );
 }

@@ -3,6 +3,7 @@
 //! rejection is a security event and looks like one); and how long each signed root and role
 //! has left. Figures come from `services::overview`; the page only puts them into words.
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -11,6 +12,7 @@ use super::devices::view::Badge;
 use super::pages::{Layout, countdown, when};
 use super::progress::{Segment, bp_percent, segments};
 use super::session::{UiError, UiUser, html};
+use crate::http::resource;
 use crate::services::Services;
 use crate::services::overview::{ExpiryLevel, Overview, Problem, ProductFleet, RoleExpiry, fleet_overview};
 use crate::services::rollout_status::{RolloutStatus, StageStatus};
@@ -220,5 +222,5 @@ impl ExpiryRow {
 
 /// Registers this module's routes under `/ui`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").route(web::get().to(show)));
+    cfg.service(resource("/", [(Method::GET, web::to(show))]));
 }

@@ -5,6 +5,7 @@
 
 pub(super) mod view;
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use super::pages::{FieldErrors, Layout, NoticeQuery};
 use super::session::{UiError, UiUser, html, urlencode};
 use crate::http::error::ApiError;
+use crate::http::resource;
 use crate::services::auth::Permission;
 use crate::services::devices::{get_device, search_devices};
 use crate::services::manage_device::decommission_device;
@@ -159,11 +161,10 @@ pub async fn decommission(
 
 /// Registers this module's routes under `/ui`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/devices").route(web::get().to(list)))
-        .service(web::resource("/devices/{id}").route(web::get().to(show)))
-        .service(
-            web::resource("/devices/{id}/decommission")
-                .route(web::get().to(confirm))
-                .route(web::post().to(decommission)),
-        );
+    cfg.service(resource("/devices", [(Method::GET, web::to(list))]))
+        .service(resource("/devices/{id}", [(Method::GET, web::to(show))]))
+        .service(resource(
+            "/devices/{id}/decommission",
+            [(Method::GET, web::to(confirm)), (Method::POST, web::to(decommission))],
+        ));
 }

@@ -3,6 +3,7 @@
 //! with a confirmation page. Changes go through the same services as
 //! `/api/v1/enrollment-tokens`.
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::{HttpResponse, web};
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use super::cohorts::parse_tag_field;
 use super::pages::{FieldErrors, Layout, NoticeQuery, countdown, when};
 use super::session::{UiError, UiUser, html};
+use crate::http::resource;
 use crate::services::auth::Permission;
 use crate::services::catalog::{TokenSummary, enrollment_token_summaries, enrollment_token_summary};
 use crate::services::enrollment::{
@@ -278,7 +280,9 @@ pub async fn revoke(
 
 /// Registers this module's routes under `/ui`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/enrollment-tokens").route(web::get().to(list)).route(web::post().to(create))).service(
-        web::resource("/enrollment-tokens/{id}/revoke").route(web::get().to(confirm)).route(web::post().to(revoke)),
-    );
+    cfg.service(resource("/enrollment-tokens", [(Method::GET, web::to(list)), (Method::POST, web::to(create))]))
+        .service(resource(
+            "/enrollment-tokens/{id}/revoke",
+            [(Method::GET, web::to(confirm)), (Method::POST, web::to(revoke))],
+        ));
 }

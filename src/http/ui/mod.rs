@@ -16,9 +16,12 @@ mod login;
 mod releases;
 mod rollouts;
 
+use actix_web::http::Method;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpResponse, web};
+
+use crate::http::resource;
 
 /// Content Security Policy: everything from patchgate itself, nothing inline, no framing.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -54,14 +57,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .into()
             }))
-            .service(
-                web::resource("/static/style.css").route(web::get().to(|| asset(STYLE, "text/css; charset=utf-8"))),
-            )
-            .service(
-                web::resource("/static/ui.js").route(web::get().to(|| asset(SCRIPT, "text/javascript; charset=utf-8"))),
-            )
-            .service(web::resource("/login").route(web::get().to(login::form)).route(web::post().to(login::submit)))
-            .service(web::resource("/logout").route(web::post().to(login::logout)))
+            .service(resource(
+                "/static/style.css",
+                [(Method::GET, web::to(|| asset(STYLE, "text/css; charset=utf-8")))],
+            ))
+            .service(resource(
+                "/static/ui.js",
+                [(Method::GET, web::to(|| asset(SCRIPT, "text/javascript; charset=utf-8")))],
+            ))
+            .service(resource("/login", [(Method::GET, web::to(login::form)), (Method::POST, web::to(login::submit))]))
+            .service(resource("/logout", [(Method::POST, web::to(login::logout))]))
             .configure(dashboard::routes)
             .configure(releases::routes)
             .configure(cohorts::routes)

@@ -8,6 +8,7 @@
 //! Reads through services only, never the database.
 
 use actix_multipart::Multipart;
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
@@ -20,6 +21,7 @@ use super::pages::{FieldErrors, Layout, NoticeQuery, when};
 use super::session::{UiError, UiUser, html, urlencode};
 use crate::db::entities::{product, release};
 use crate::domain::names::ProductName;
+use crate::http::resource;
 use crate::services::auth::Permission;
 use crate::services::catalog::{product_summaries, release_rollouts};
 use crate::services::products::{SERVER_SIGNED, get_product};
@@ -284,12 +286,11 @@ pub async fn release(
 
 /// Registers this module's routes under `/ui`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/products").route(web::get().to(products)))
-        .service(web::resource("/products/{product}").route(web::get().to(product)))
-        .service(
-            web::resource("/products/{product}/releases")
-                .route(web::post().to(publish))
-                .route(web::get().to(to_product)),
-        )
-        .service(web::resource("/products/{product}/releases/{version}").route(web::get().to(release)));
+    cfg.service(resource("/products", [(Method::GET, web::to(products))]))
+        .service(resource("/products/{product}", [(Method::GET, web::to(product))]))
+        .service(resource(
+            "/products/{product}/releases",
+            [(Method::POST, web::to(publish)), (Method::GET, web::to(to_product))],
+        ))
+        .service(resource("/products/{product}/releases/{version}", [(Method::GET, web::to(release))]));
 }

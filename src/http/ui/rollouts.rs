@@ -10,6 +10,7 @@ mod chart;
 mod detail;
 mod form;
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
@@ -23,6 +24,7 @@ use self::form::{Input, RolloutForm, StageInputs};
 use super::pages::{FieldErrors, Layout, NoticeQuery, when};
 use super::session::{UiError, UiUser, html};
 use crate::domain::rollout::RolloutState;
+use crate::http::resource;
 use crate::services::auth::Permission;
 use crate::services::cohorts::list_cohorts;
 use crate::services::manage_rollout::create_rollout;
@@ -294,12 +296,11 @@ pub async fn create(
 
 /// Registers this module's routes under `/ui`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/rollouts").route(web::get().to(list)).route(web::post().to(create)))
-        .service(web::resource("/rollouts/new").route(web::get().to(new)))
-        .service(web::resource("/rollouts/{id}").route(web::get().to(show)))
-        .service(
-            web::resource("/rollouts/{id}/{action}")
-                .route(web::get().to(actions::confirm))
-                .route(web::post().to(actions::act)),
-        );
+    cfg.service(resource("/rollouts", [(Method::GET, web::to(list)), (Method::POST, web::to(create))]))
+        .service(resource("/rollouts/new", [(Method::GET, web::to(new))]))
+        .service(resource("/rollouts/{id}", [(Method::GET, web::to(show))]))
+        .service(resource(
+            "/rollouts/{id}/{action}",
+            [(Method::GET, web::to(actions::confirm)), (Method::POST, web::to(actions::act))],
+        ));
 }
