@@ -44,6 +44,10 @@
 #                   postgres://postgres@127.0.0.1:5432/test; "" skips PostgreSQL)
 #   BENCH_TMPDIR    where to create the temporary directory (default $TMPDIR or /tmp)
 #   KEEP_TMP=1      keep the temporary directory (server and nginx logs, wrk output, data files)
+#   BENCH_BIN       the server binary to measure (default target/release/patchgate, built
+#                   first): an A/B runs a copy of the other build beside it in the same hour
+#   BENCH_PERF=1    record the server with `perf record -g` during each wrk run into
+#                   $dir/perf-NAME.data (implies KEEP_TMP=1; read with `perf report -i FILE`)
 set -euo pipefail
 
 DEVICES=${DEVICES:-10000}
@@ -52,7 +56,8 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
 BENCH_POSTGRES=${BENCH_POSTGRES-postgres://postgres@127.0.0.1:5432/test}
-KEEP_TMP=${KEEP_TMP:-0}
+BENCH_PERF=${BENCH_PERF:-0}
+KEEP_TMP=${KEEP_TMP:-$BENCH_PERF}
 # Counter of the first report after the stage opens: far above any counter wrk used.
 FIRST_REPORT_COUNTER=1000000
 
@@ -65,7 +70,7 @@ ENROLL_GOAL=3000
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bench_dir=$repo/scripts/bench
-bin=$repo/target/release/patchgate
+bin=${BENCH_BIN:-$repo/target/release/patchgate}
 fleet=$repo/target/release/examples/bench_fleet
 
 BENCH_NAME=bench
@@ -182,7 +187,17 @@ run_wrk() {
     local cmd=("$wrk" -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency --timeout 10s "${args[@]}" "$url")
     if (( ${#script_args[@]} > 0 )); then cmd+=(-- "${script_args[@]}"); fi
     log "wrk: $name ($THREADS threads, $CONNECTIONS connections, $DURATION)"
+    local perf_pid=""
+    if [[ $BENCH_PERF == 1 ]] && server_alive; then
+        perf record -q -F 499 -g -p "$server_pid" -o "$dir/perf-$name.data" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     "${cmd[@]}" >"$dir/wrk-$name.txt" 2>&1 || die "wrk $name failed: $(tail -n 5 "$dir/wrk-$name.txt")"
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        log "perf: $dir/perf-$name.data"
+    fi
     sed 's/^/    /' "$dir/wrk-$name.txt" >&2
 }
 
