@@ -73,6 +73,8 @@ pub async fn build_services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Re
         caches: Arc::default(),
         plans: Arc::default(),
         writes: crate::services::group_commit::GroupCommit::start(db.clone()),
+        signatures: crate::services::signature_batch::SignatureBatcher::start()
+            .context("starting the signature-checking thread")?,
     })
 }
 

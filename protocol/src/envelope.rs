@@ -51,19 +51,58 @@ pub fn sign<T: Serialize>(signed: T, key: &SigningKey) -> Result<Envelope<T>, Pr
 /// otherwise) and at least one of those must verify strictly over the canonical JSON of `signed`
 /// ([`ProtocolError::BadSignature`] otherwise). Signatures by other keys are ignored.
 pub fn verify(body: &[u8], public: &VerifyingKey) -> Result<Value, ProtocolError> {
+    let unchecked = unchecked(body, public)?;
+    let verified = unchecked.signatures().iter().any(|s| public.verify_strict(unchecked.message(), s).is_ok());
+    unchecked.into_signed(verified)
+}
+
+/// An envelope taken apart for a signature check made elsewhere: [`verify`] in two steps, so
+/// that a server can check many envelopes' signatures at once (ed25519 batch verification).
+#[derive(Debug)]
+pub struct Unchecked {
+    signed: Value,
+    message: Vec<u8>,
+    signatures: Vec<ed25519_dalek::Signature>,
+}
+
+impl Unchecked {
+    /// The canonical JSON of `signed`: what the signatures must cover.
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    /// The signatures that carry the key's keyid and are 64 bytes of hex (possibly none).
+    pub fn signatures(&self) -> &[ed25519_dalek::Signature] {
+        &self.signatures
+    }
+
+    /// `signed`, if `verified` says that one of [`Self::signatures`] verified over
+    /// [`Self::message`]; [`ProtocolError::BadSignature`] otherwise.
+    pub fn into_signed(self, verified: bool) -> Result<Value, ProtocolError> {
+        if verified { Ok(self.signed) } else { Err(ProtocolError::BadSignature) }
+    }
+
+    /// [`Self::into_signed`], deserialised into `T` (as [`open`] does).
+    pub fn open<T: DeserializeOwned>(self, verified: bool) -> Result<T, ProtocolError> {
+        serde_json::from_value(self.into_signed(verified)?).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    }
+}
+
+/// Parses `body` and canonicalises its `signed` value for a check of `public`'s signature.
+///
+/// Fails as [`verify`] does before any signature is checked: [`ProtocolError::Malformed`], or
+/// [`ProtocolError::NoSignatureForKey`] when no signature carries `public`'s keyid.
+pub fn unchecked(body: &[u8], public: &VerifyingKey) -> Result<Unchecked, ProtocolError> {
     let envelope: Envelope<Value> =
         serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
     let keyid = ed25519_keyid(public.as_bytes());
-    let mut ours = envelope.signatures.iter().filter(|s| s.keyid == keyid).peekable();
-    if ours.peek().is_none() {
+    let ours: Vec<&Signature> = envelope.signatures.iter().filter(|s| s.keyid == keyid).collect();
+    if ours.is_empty() {
         return Err(ProtocolError::NoSignatureForKey);
     }
     let message = canonical_json(&envelope.signed)?;
-    if ours.any(|s| signature_verifies(&s.sig, &message, public)) {
-        Ok(envelope.signed)
-    } else {
-        Err(ProtocolError::BadSignature)
-    }
+    let signatures = ours.into_iter().filter_map(|s| parse_signature(&s.sig)).collect();
+    Ok(Unchecked { signed: envelope.signed, message, signatures })
 }
 
 /// [`verify`], then deserialises the verified `signed` value into `T`.
@@ -83,12 +122,10 @@ pub(crate) fn peek_unverified<T: DeserializeOwned>(body: &[u8]) -> Result<T, Pro
     Ok(envelope.signed)
 }
 
-fn signature_verifies(sig_hex: &str, message: &[u8], public: &VerifyingKey) -> bool {
+fn parse_signature(sig_hex: &str) -> Option<ed25519_dalek::Signature> {
     let mut bytes = [0u8; 64];
-    if hex::decode_to_slice(sig_hex, &mut bytes).is_err() {
-        return false;
-    }
-    public.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes)).is_ok()
+    hex::decode_to_slice(sig_hex, &mut bytes).ok()?;
+    Some(ed25519_dalek::Signature::from_bytes(&bytes))
 }
 
 #[cfg(test)]

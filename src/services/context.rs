@@ -32,6 +32,8 @@ pub struct Services {
     pub plans: Arc<super::assign_device::Plans>,
     /// Group commit for device reports and enrollments.
     pub writes: super::group_commit::GroupCommit,
+    /// Checks reports' signatures, many at once under load.
+    pub signatures: super::signature_batch::SignatureBatcher,
 }
 
 impl Services {

@@ -31,6 +31,7 @@ pub mod rollout_timeline;
 pub mod rollout_view;
 pub mod root_rotation;
 pub mod serve;
+pub mod signature_batch;
 pub mod unchanged_reports;
 pub mod users;
 pub mod whole_number;

@@ -347,3 +347,38 @@ async fn enrollments_and_decisions_at_once_are_stored_together_and_exactly() {
     assert!(answers.iter().all(|a| a["changed"] == false), "{answers:?}");
     assert_eq!(director_roles(&app).await, before);
 }
+
+/// Reports arriving together have their signatures checked together (`signature_batch`): a
+/// tampered report among them is refused, and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_reports_among_many_at_once_are_refused_and_only_they() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["revA"]).await;
+    let token = enrollment_token(&app, "pump-x1", &[], 100).await;
+    let mut devices = Vec::new();
+    for n in 0..48 {
+        devices.push(Device::enroll(&app, &format!("pump-b{n:02}"), "pump-x1", "revA", &token).await);
+    }
+    let sends = devices.iter().enumerate().map(|(n, device)| {
+        let mut body = device.report_body(&device.id, device.counter, None);
+        let tampered = n % 6 == 5;
+        if tampered {
+            body["signed"]["counter"] = json!(device.counter + 1000);
+        }
+        let app = &app;
+        async move { (n, tampered, Device::post_report(app, &device.id, &device.token, &body).await) }
+    });
+    for (n, tampered, (status, body)) in futures_util::future::join_all(sends).await {
+        if tampered {
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_signature")), "device {n}: {body}");
+        } else {
+            assert_eq!(status, 200, "device {n}: {body}");
+        }
+    }
+    // A refused report recorded nothing: its device's counter is still unused.
+    let refused = &devices[5];
+    assert_eq!(stored(&app, &refused.id).await.last_counter, None);
+    // Some of them were checked as a batch that held (the metrics are this test binary's).
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("patchgate_signature_batches_total{outcome=\"held\"}"), "{metrics}");
+}
