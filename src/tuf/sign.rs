@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tough::schema::{Signature, Signed};
+use tough::schema::Signature;
 use tough::sign::Sign;
 
 use super::keys::Signer;
@@ -109,10 +109,23 @@ async fn sign_labelled<T: Serialize>(
         signatures.push(Signature { keyid: keyid.into(), sig: sig.into() });
         metrics::counter!("patchgate_signatures_total", "role" => label.clone()).increment(1);
     }
-    let envelope = Signed { signed, signatures };
-    let bytes = patchgate_protocol::canonical_json(&envelope).map_err(encode_err)?;
+    let bytes = envelope_bytes(&payload, &signatures).map_err(encode_err)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     Ok(SignedMetadata { role: role.to_owned(), version, expires, bytes, sha256 })
+}
+
+/// The canonical JSON of `{"signed": …, "signatures": …}` from the payload's canonical JSON,
+/// which is spliced in rather than encoded a second time (the keys sort as `signatures`,
+/// `signed`, and canonical JSON of a whole is made of its parts' canonical JSON).
+fn envelope_bytes(payload: &[u8], signatures: &[Signature]) -> Result<Vec<u8>, patchgate_protocol::CanonicalError> {
+    let signatures = patchgate_protocol::canonical_json(&signatures)?;
+    let mut bytes = Vec::with_capacity(payload.len() + signatures.len() + 27);
+    bytes.extend_from_slice(br#"{"signatures":"#);
+    bytes.extend_from_slice(&signatures);
+    bytes.extend_from_slice(br#","signed":"#);
+    bytes.extend_from_slice(payload);
+    bytes.push(b'}');
+    Ok(bytes)
 }
 
 /// Product roles share one label so metrics cardinality does not grow with products.
@@ -120,5 +133,27 @@ fn role_label(role: &str) -> String {
     match role {
         "root" | "targets" | "snapshot" | "timestamp" => role.to_owned(),
         _ => "product".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tough::schema::{Signature, Signed};
+
+    use super::envelope_bytes;
+
+    #[test]
+    fn the_spliced_envelope_is_the_envelope_encoded_whole() {
+        let signature = |byte: u8| Signature { keyid: vec![byte; 32].into(), sig: vec![byte; 64].into() };
+        // Keys out of order, nesting, escapes, a string NFC changes (e + combining acute).
+        let signed = json!({"_type": "targets", "version": 3, "targets": {"b/1.0.0/x": {"length": 1}, "a": {}},
+            "custom": {"note": "caf\u{65}\u{301} \"q\" \\ \u{1}", "list": [3, 1, {"z": null, "y": true}]}});
+        for signatures in [vec![], vec![signature(1)], vec![signature(2), signature(1)]] {
+            let payload = patchgate_protocol::canonical_json(&signed).unwrap();
+            let whole =
+                patchgate_protocol::canonical_json(&Signed { signed: signed.clone(), signatures: signatures.clone() });
+            assert_eq!(envelope_bytes(&payload, &signatures).unwrap(), whole.unwrap());
+        }
     }
 }
