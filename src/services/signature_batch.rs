@@ -3,9 +3,10 @@
 //! Report handlers hand (message, signature, key) to one checking thread and wait for its
 //! verdict. The thread takes whatever has queued up, at most [`MAX_BATCH`]; one item is checked
 //! with `verify_strict`, several with ed25519 batch verification, which costs less per signature
-//! (one multiscalar multiplication for the whole batch). A batch that fails is checked again one by one with `verify_strict`, so one
-//! bad signature costs only its sender a refusal. Under light load every batch is one item and
-//! nothing waits; under heavy load the queue makes the batches.
+//! (one multiscalar multiplication for the whole batch). A batch that fails is checked again
+//! one by one with `verify_strict`, so a bad signature is refused to its sender only; it costs
+//! the others of its batch at most one batch check of extra time. Under light load every batch
+//! is one item and nothing waits; under heavy load the queue makes the batches.
 //!
 //! What a batch accepts: batch verification checks the cofactored equation, which a strict
 //! single check does not (a signature whose `R` carries a small-order component passes the
