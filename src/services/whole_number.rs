@@ -13,10 +13,12 @@ fn whole(n: &Number) -> Option<i128> {
     if let Some(u) = n.as_u64() {
         return Some(u.into());
     }
-    // Beyond 2^63 a float is whole anyway but no longer exact: refuse rather than round.
+    // From 2^53 on a float no longer tells neighbouring integers apart: refuse rather than
+    // round. (A literal with more digits than a float keeps, such as 1.0000000000000001, reads
+    // as its nearest float; the fields using this are counts far below that precision.)
     let f = n.as_f64()?;
-    #[expect(clippy::cast_possible_truncation, reason = "checked whole and within ±2^53 first")]
-    (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then_some(f as i128)
+    #[expect(clippy::cast_possible_truncation, reason = "checked whole and below 2^53 first")]
+    (f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0).then_some(f as i128)
 }
 
 fn convert<T: TryFrom<i128>, E: serde::de::Error>(n: &Number) -> Result<T, E> {

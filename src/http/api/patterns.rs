@@ -1,7 +1,9 @@
 //! The OpenAPI schemas of the names and keys the API parses (`domain/names.rs`, `domain/ids.rs`),
-//! so that the document says exactly what the server accepts: a request the schema allows is
-//! not refused for its spelling, and one it forbids is refused. Each pattern is tested against
-//! its parser below.
+//! so that the document says what the server accepts: a request the schema allows is not
+//! refused for its spelling, and one it forbids is refused. Each pattern is tested against its
+//! parser below. Two differences, both stated in the schemas: product names exclude TUF's four
+//! role names (in the description, as a regex without look-ahead cannot say it briefly), and
+//! versions allow at most 19 digits per number.
 //!
 //! The schemas belong to the domain types themselves; fields that stay `String` in Rust name
 //! them with `value_type`.

@@ -25,8 +25,8 @@ const STAGE_FIELDS: [[&str; 3]; STAGE_ROWS] = [
 const MAX_SOAK_MINUTES: i64 = 30 * 24 * 60;
 /// The domain's highest `min_reports`.
 const MAX_MIN_REPORTS: u32 = 1_000_000;
-/// A year: a longer stall time is a typo that would keep a bricked device from ever counting.
-const MAX_STALL_MINUTES: i64 = 365 * 24 * 60;
+/// The domain's longest stall time, 30 days.
+const MAX_STALL_MINUTES: i64 = 30 * 24 * 60;
 
 /// The form as posted.
 #[derive(Debug, Clone, Default, Deserialize)]
