@@ -264,7 +264,7 @@ fn assignment_state() -> impl Strategy<Value = AssignmentState> {
 proptest! {
     /// Raising a stage's percent only adds devices: whoever is assigned at `low` is at `high`.
     #[test]
-    fn raising_the_percent_only_adds_devices(bucket in 0u16..10_000, low in 0u16..=10_000, extra in 0u16..=10_000) {
+    fn raising_the_percent_only_adds_devices(bucket in 0u16..10_000, low in 1u16..=10_000, extra in 0u16..=10_000) {
         let high = low.saturating_add(extra).min(10_000);
         let fresh = device(Some((1, "1.0.0")), vec![]);
         let at = |bp: u16| decide(&plan(vec![rollout("r", RolloutState::Running, 2, &[bp])]), &fresh, |_| bucket).unwrap().decision;
@@ -285,7 +285,7 @@ proptest! {
         yanked in proptest::option::of(1i64..=3),
         floor in proptest::option::of(prop_oneof![Just("1.0.0"), Just("1.1.0"), Just("1.2.0")]),
         bucket in 0u16..10_000,
-        percent in 0u16..=10_000,
+        percent in 1u16..=10_000,
     ) {
         let mut p = plan(vec![rollout("r", rollout_state, target, &[percent])]);
         p.security_floor = floor.and_then(v);
