@@ -46,8 +46,9 @@
 #   KEEP_TMP=1      keep the temporary directory (server and nginx logs, wrk output, data files)
 #   BENCH_BIN       the server binary to measure (default target/release/patchgate, built
 #                   first): an A/B runs a copy of the other build beside it in the same hour
-#   BENCH_PERF=1    record the server with `perf record -g` during each wrk run into
-#                   $dir/perf-NAME.data (implies KEEP_TMP=1; read with `perf report -i FILE`)
+#   BENCH_PERF=1    record the server with `perf record -g` during each wrk run, the set-up
+#                   (enrollments) and the first reports into $dir/perf-NAME.data (implies
+#                   KEEP_TMP=1; read with `perf report -i FILE`)
 set -euo pipefail
 
 DEVICES=${DEVICES:-10000}
@@ -187,18 +188,28 @@ run_wrk() {
     local cmd=("$wrk" -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency --timeout 10s "${args[@]}" "$url")
     if (( ${#script_args[@]} > 0 )); then cmd+=(-- "${script_args[@]}"); fi
     log "wrk: $name ($THREADS threads, $CONNECTIONS connections, $DURATION)"
-    local perf_pid=""
-    if [[ $BENCH_PERF == 1 ]] && server_alive; then
-        perf record -q -F 499 -g -p "$server_pid" -o "$dir/perf-$name.data" >/dev/null 2>&1 &
-        perf_pid=$!
-    fi
+    perf_start "$name"
     "${cmd[@]}" >"$dir/wrk-$name.txt" 2>&1 || die "wrk $name failed: $(tail -n 5 "$dir/wrk-$name.txt")"
-    if [[ -n $perf_pid ]]; then
-        kill -INT "$perf_pid" 2>/dev/null || true
-        wait "$perf_pid" 2>/dev/null || true
-        log "perf: $dir/perf-$name.data"
-    fi
+    perf_stop
     sed 's/^/    /' "$dir/wrk-$name.txt" >&2
+}
+
+# perf_start NAME / perf_stop: with BENCH_PERF=1, record the server in between into
+# $dir/perf-NAME.data.
+perf_pid=""
+perf_file=""
+perf_start() {
+    [[ $BENCH_PERF == 1 ]] && server_alive || return 0
+    perf_file=$dir/perf-$1.data
+    perf record -q -F 499 -g -p "$server_pid" -o "$perf_file" >/dev/null 2>&1 &
+    perf_pid=$!
+}
+perf_stop() {
+    [[ -n $perf_pid ]] || return 0
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    perf_pid=""
+    log "perf: $perf_file"
 }
 
 # wrk_figures NAME: sets rps, p50, p99, requests, wrong (answers with another status than the
@@ -276,8 +287,10 @@ run_backend() {
     fi
 
     # --- set-up, enrollment, data files --------------------------------------------------------
+    perf_start setup
     BENCH_URL=$base BENCH_TOKEN=$token BENCH_OUT=$dir DEVICES=$DEVICES ROUNDS=$ROUNDS CONCURRENCY=$CONCURRENCY \
         "$fleet" setup >"$dir/setup.out" || die "bench_fleet setup failed"
+    perf_stop
     local enroll_rps enroll_p50 enroll_p99
     enroll_rps=$(kv "$dir/setup.out" enroll_per_sec)
     enroll_p50=$(kv "$dir/setup.out" enroll_p50_ms)
@@ -350,8 +363,10 @@ run_backend() {
     sleep 1
 
     # --- first report after a 100 % stage opens --------------------------------------------------
+    perf_start first-report
     BENCH_URL=$base BENCH_TOKEN=$token BENCH_OUT=$dir CONCURRENCY=$CONCURRENCY COUNTER=$FIRST_REPORT_COUNTER \
         "$fleet" first-report >"$dir/first-report.out" || die "bench_fleet first-report failed"
+    perf_stop
     local first_rps first_p50 first_p99 first_count
     first_rps=$(kv "$dir/first-report.out" first_report_per_sec)
     first_p50=$(kv "$dir/first-report.out" first_report_p50_ms)
