@@ -12,7 +12,8 @@
 //! 3. read the assignment rows of all recorded devices in one query, decide for each in memory
 //!    (`assign_device::plan_device`) and store new assignments with one insert;
 //! 4. for devices whose decision changed, read their roles' versions in one query, sign new
-//!    director roles and store them with one insert;
+//!    director roles (on every core: `director::sign_new_roles_many`) and store them with one
+//!    insert;
 //! 5. store every device's decision and the epoch it was made at with one update.
 //!
 //! Only the rare withdrawals and renewals are a statement per row. A failure anywhere fails
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::assign_device::{PlanSnapshot, apply_changes, plan_device};
-use super::director::{DirectorAssignment, latest_versions_of, metadata_rows, sign_new_roles};
+use super::director::{DirectorAssignment, SignJob, latest_versions_of, metadata_rows, sign_new_roles_many};
 use super::image_repo::director_online_signer;
 use super::unchanged_reports::{FastOutcome, UnchangedReport, record_for_decision};
 use super::{ServiceError, Services};
@@ -125,10 +126,17 @@ pub async fn redecide_reports(
     if !to_sign.is_empty() {
         let key = director_online_signer(txn, svc).await?;
         let mut versions = latest_versions_of(txn, to_sign.iter().map(|(d, _)| d.id).collect()).await?;
+        let jobs = to_sign
+            .iter()
+            .map(|(d, assignment)| SignJob {
+                device_id: d.device_id.clone(),
+                versions: versions.remove(&d.id).unwrap_or_default(),
+                assignment: assignment.clone(),
+            })
+            .collect();
+        let signed_roles = sign_new_roles_many(&key, jobs, now).await?;
         let mut metadata = Vec::with_capacity(3 * to_sign.len());
-        for (d, assignment) in to_sign {
-            let current = versions.remove(&d.id).unwrap_or_default();
-            let (roles, signed) = sign_new_roles(&key, &d.device_id, current, assignment.as_ref(), now).await?;
+        for ((d, assignment), (roles, signed)) in to_sign.into_iter().zip(signed_roles) {
             let [targets, snapshot, timestamp] = &roles;
             metadata.extend(metadata_rows(d.id, &[targets, snapshot, timestamp], now));
             let version = i64::try_from(signed.targets_version).unwrap_or(i64::MAX);
