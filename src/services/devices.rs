@@ -152,6 +152,8 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ServiceError::invalid("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
     }
+    // A malformed cohort name is a 400 before anything is looked up, not a 404 after.
+    let cohort = q.cohort.as_deref().map(crate::domain::ids::CohortName::parse).transpose()?;
     let product = match &q.product {
         Some(name) => Some(product_named(&svc.db, name).await?),
         None => None,
@@ -165,7 +167,7 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
         installed_version: q.installed_version,
         id_contains: id_part.map(str::to_owned),
     };
-    let (mut rows, total) = match (&q.cohort, &product) {
+    let (mut rows, total) = match (cohort.as_ref().map(crate::domain::ids::CohortName::as_str), &product) {
         (None, _) => {
             let total = device_count(&svc.db, &filter).await?;
             (device_list(&svc.db, &filter, q.after.as_deref(), limit + 1).await?, total)

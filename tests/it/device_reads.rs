@@ -233,6 +233,8 @@ async fn the_device_list_filters_and_pages_through_every_device_once() {
         ("product=nope", 404, "unknown_product"),
         ("product=pump-x1&cohort=nope", 404, "unknown_cohort"),
         ("cohort=nope", 404, "unknown_cohort"),
+        ("cohort=Not%20A%20Cohort", 400, "invalid_cohort_name"),
+        ("product=nope&cohort=Not%20A%20Cohort", 400, "invalid_cohort_name"),
         ("status=retired", 400, "invalid_status"),
         ("limit=0", 400, "invalid_limit"),
         ("limit=1001", 400, "invalid_limit"),
