@@ -186,7 +186,7 @@ pub async fn sign_new_roles_many(
     jobs: Vec<SignJob>,
     now: Timestamp,
 ) -> Result<Vec<([SignedMetadata; 3], Signed)>, ServiceError> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = tokio::runtime::Handle::current().metrics().num_workers().max(1);
     let per_task = jobs.len().div_ceil(threads).max(MIN_SIGN_JOBS_PER_TASK);
     if jobs.len() <= per_task {
         return sign_jobs(key, jobs, now).await;
@@ -358,4 +358,27 @@ pub async fn find_device_metadata(
 /// without asking the database (a poll that already has it is answered 304 from memory).
 pub fn known_device_timestamp(svc: &Services, device_row: i64) -> Option<String> {
     svc.caches.director_etag(device_row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SignJob, sign_new_roles_many};
+    use crate::tuf::keys::Signer;
+
+    /// Spread over the workers, every job is signed once and the results keep the jobs' order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_devices_are_signed_in_order_across_the_workers() {
+        let key = Signer::generate();
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        for count in [0, 1, 8, 9, 17, 64] {
+            let jobs = (0..count)
+                .map(|i| SignJob { device_id: format!("dev-{i}"), versions: [i, i + 1, i + 2], assignment: None })
+                .collect();
+            let signed = sign_new_roles_many(&key, jobs, now).await.unwrap();
+            let versions: Vec<[u64; 3]> =
+                signed.iter().map(|(roles, _)| [roles[0].version, roles[1].version, roles[2].version]).collect();
+            let expected: Vec<[u64; 3]> = (0..count).map(|i| [i + 1, i + 2, i + 3]).collect();
+            assert_eq!(versions, expected, "{count} jobs");
+        }
+    }
 }
