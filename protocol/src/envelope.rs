@@ -52,7 +52,7 @@ pub fn sign<T: Serialize>(signed: T, key: &SigningKey) -> Result<Envelope<T>, Pr
 /// ([`ProtocolError::BadSignature`] otherwise). Signatures by other keys are ignored.
 pub fn verify(body: &[u8], public: &VerifyingKey) -> Result<Value, ProtocolError> {
     let unchecked = unchecked(body, public)?;
-    let verified = unchecked.signatures().iter().any(|s| public.verify_strict(unchecked.message(), s).is_ok());
+    let verified = unchecked.verifies_strictly(public);
     unchecked.into_signed(verified)
 }
 
@@ -74,6 +74,12 @@ impl Unchecked {
     /// The signatures that carry the key's keyid and are 64 bytes of hex (possibly none).
     pub fn signatures(&self) -> &[ed25519_dalek::Signature] {
         &self.signatures
+    }
+
+    /// Whether one of [`Self::signatures`] verifies strictly (`verify_strict`) over
+    /// [`Self::message`] with `public`.
+    pub fn verifies_strictly(&self, public: &VerifyingKey) -> bool {
+        self.signatures.iter().any(|s| public.verify_strict(&self.message, s).is_ok())
     }
 
     /// `signed`, if `verified` says that one of [`Self::signatures`] verified over
