@@ -20,8 +20,9 @@ use crate::db::device_metadata::{
 use crate::db::entities::{device, release};
 use crate::domain::expiry::{RoleKind, expires_at, needs_refresh};
 use crate::domain::metadata_file::MetadataFile;
+use crate::tuf::director_json;
 use crate::tuf::keys::Signer;
-use crate::tuf::metadata::{self, DirectorTarget};
+use crate::tuf::metadata::DirectorTarget;
 use crate::tuf::sign::{SignedMetadata, sign_director_role};
 
 /// What the director tells one device to install.
@@ -241,7 +242,7 @@ async fn sign_targets(
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::DirectorTargets, now);
-    let body = metadata::director_targets(version, expires, entry)?;
+    let body = director_json::targets(version, expires, entry)?;
     Ok(sign_director_role("targets", version, expires, body, key).await?)
 }
 
@@ -252,7 +253,7 @@ async fn sign_snapshot(
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::Snapshot, now);
-    let body = metadata::snapshot(version, expires, &[("targets".to_owned(), targets_version)])?;
+    let body = director_json::snapshot(version, expires, targets_version)?;
     Ok(sign_director_role("snapshot", version, expires, body, key).await?)
 }
 
@@ -263,7 +264,7 @@ async fn sign_timestamp(
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
     let expires = expires_at(RoleKind::Timestamp, now);
-    let body = metadata::timestamp(version, expires, snapshot)?;
+    let body = director_json::timestamp(version, expires, snapshot)?;
     Ok(sign_director_role("timestamp", version, expires, body, key).await?)
 }
 

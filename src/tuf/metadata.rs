@@ -130,6 +130,7 @@ pub fn product_targets(version: u64, expires: Timestamp, entries: &[TargetEntry]
 
 /// The one target a device's director lists: the image repository's entry, byte for byte,
 /// with the director's `custom` (the image's plus `device_id`, `rollout_id`, `action`).
+#[derive(Debug, Clone)]
 pub struct DirectorTarget {
     /// `{product}/{version}/{file}`.
     pub name: String,
@@ -141,22 +142,6 @@ pub struct DirectorTarget {
     pub sha512: String,
     /// The director's `custom`.
     pub custom: serde_json::Map<String, serde_json::Value>,
-}
-
-/// A device's director targets role: at most one target and no delegations (Uptane).
-pub fn director_targets(
-    version: u64,
-    expires: Timestamp,
-    entry: Option<&DirectorTarget>,
-) -> Result<Targets, BuildError> {
-    let mut targets = Targets::new(SPEC_VERSION.to_owned(), nz(version)?, expires);
-    targets.delegations = None;
-    if let Some(entry) = entry {
-        let custom = entry.custom.clone().into_iter().collect();
-        let (name, target) = target(&entry.name, entry.length, &entry.sha256, &entry.sha512, custom)?;
-        targets.targets.insert(name, target);
-    }
-    Ok(targets)
 }
 
 fn target(

@@ -66,32 +66,34 @@ pub async fn sign_role<T: Serialize>(
     signed: T,
     signers: &[&Signer],
 ) -> Result<SignedMetadata, SignError> {
-    sign_labelled(role, role_label(role), version, expires, signed, signers).await
+    let payload = patchgate_protocol::canonical_json(&signed)
+        .map_err(|e| SignError::Encode { role: role.to_owned(), message: e.to_string() })?;
+    sign_payload(role, role_label(role), version, expires, payload, signers).await
 }
 
-/// Signs one of a device's director roles (`targets`, `snapshot`, `timestamp`); counted in
+/// Signs one of a device's director roles (`targets`, `snapshot`, `timestamp`), given as the
+/// canonical JSON of its `signed` part (`super::director_json`); counted in
 /// `patchgate_signatures_total` as `director_{role}`, apart from the image repository's.
-pub async fn sign_director_role<T: Serialize>(
+pub async fn sign_director_role(
     role: &str,
     version: u64,
     expires: Timestamp,
-    signed: T,
+    payload: Vec<u8>,
     signer: &Signer,
 ) -> Result<SignedMetadata, SignError> {
-    sign_labelled(role, format!("director_{role}"), version, expires, signed, &[signer]).await
+    sign_payload(role, format!("director_{role}"), version, expires, payload, &[signer]).await
 }
 
-async fn sign_labelled<T: Serialize>(
+/// Signs `payload`, the canonical JSON of the role's `signed` part, with every key in
+/// `signers` (each once).
+async fn sign_payload(
     role: &str,
     label: String,
     version: u64,
     expires: Timestamp,
-    signed: T,
+    payload: Vec<u8>,
     signers: &[&Signer],
 ) -> Result<SignedMetadata, SignError> {
-    let encode_err =
-        |e: patchgate_protocol::CanonicalError| SignError::Encode { role: role.to_owned(), message: e.to_string() };
-    let payload = patchgate_protocol::canonical_json(&signed).map_err(encode_err)?;
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let mut signatures = Vec::with_capacity(signers.len());
     let mut seen = std::collections::HashSet::new();
