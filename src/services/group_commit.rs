@@ -15,9 +15,7 @@
 //!
 //! SQLite has one writer at a time anyway, and two writers would only meet in its busy handler
 //! (which sleeps whole milliseconds), so it gets one writer task; PostgreSQL gets several
-//! ([`writers_for`]), overlapping their round trips, one more for enrollments alone, and two
-//! ([`DECIDING_WRITERS`]) that decide again for the polls the others could not record, so
-//! that those gather into groups as large as on SQLite instead of a few per report writer.
+//! ([`writers_for`]), overlapping their round trips, and one more for enrollments alone.
 //!
 //! A full queue is back-pressure: callers wait, nothing is dropped.
 
@@ -62,9 +60,6 @@ struct Enroll {
 /// What a request queues.
 enum Item {
     Unchanged(Box<Unchanged>),
-    /// An unchanged report that a report writer's conditional update did not record, handed
-    /// to the writer that decides again (PostgreSQL).
-    Decide(Box<Unchanged>),
     Enroll(Box<Enroll>),
     Unit(Unit),
 }
@@ -73,14 +68,13 @@ enum Item {
 #[derive(Default)]
 struct Group {
     unchanged: Vec<Unchanged>,
-    decide: Vec<Unchanged>,
     enrolls: Vec<Enroll>,
     units: Vec<Unit>,
 }
 
 impl Group {
     fn len(&self) -> usize {
-        self.unchanged.len() + self.decide.len() + self.enrolls.len() + self.units.len()
+        self.unchanged.len() + self.enrolls.len() + self.units.len()
     }
 }
 
@@ -104,30 +98,14 @@ fn writers_for(backend: DbBackend) -> usize {
     if backend == DbBackend::Postgres { 6 } else { 1 }
 }
 
-/// Writers that decide again on PostgreSQL: two, so that one group's round trips and
-/// signing overlap the next group's.
-const DECIDING_WRITERS: usize = 2;
-
 impl GroupCommit {
     /// Starts the writer tasks on the current runtime.
     pub fn start(db: DatabaseConnection) -> Self {
         let (tx, rx) = mpsc::channel::<Item>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let backend = db.get_database_backend();
-        // Reports under a plan changed since their decision (every device's first poll after a
-        // stage opened…) need a dozen statements for a group of any size. Spread over the
-        // report writers they were decided a few at a time; writers of their own gather them
-        // from all of those. (SQLite's one writer decides them itself.)
-        let decide_tx = (backend == DbBackend::Postgres).then(|| {
-            let (decide_tx, decide_rx) = mpsc::channel::<Item>(QUEUE);
-            let decide_rx = Arc::new(Mutex::new(decide_rx));
-            for _ in 0..DECIDING_WRITERS {
-                tokio::spawn(run(db.clone(), decide_rx.clone(), None));
-            }
-            decide_tx
-        });
         for _ in 0..writers_for(backend) {
-            tokio::spawn(run(db.clone(), rx.clone(), decide_tx.clone()));
+            tokio::spawn(run(db.clone(), rx.clone()));
         }
         // Enrollments with one token all update that token's row, which each writer holds
         // locked until its commit: spread over several writers they would wait on each other in
@@ -135,7 +113,7 @@ impl GroupCommit {
         // next group instead. (SQLite has one writer anyway.)
         let enroll_tx = if backend == DbBackend::Postgres {
             let (enroll_tx, enroll_rx) = mpsc::channel::<Item>(QUEUE);
-            tokio::spawn(run(db, Arc::new(Mutex::new(enroll_rx)), None));
+            tokio::spawn(run(db, Arc::new(Mutex::new(enroll_rx))));
             enroll_tx
         } else {
             tx.clone()
@@ -231,35 +209,33 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<Item>>) -> Option<Group> {
     while let Some(item) = next.take() {
         match item {
             Item::Unchanged(u) => group.unchanged.push(*u),
-            Item::Decide(u) => group.decide.push(*u),
             Item::Enroll(e) => group.enrolls.push(*e),
             Item::Unit(unit) => group.units.push(unit),
         }
-        if group.unchanged.len() < MAX_UNCHANGED
-            && group.decide.len() + group.enrolls.len() + group.units.len() < MAX_UNITS
-        {
+        if group.unchanged.len() < MAX_UNCHANGED && group.enrolls.len() + group.units.len() < MAX_UNITS {
             next = rx.try_recv().ok();
         }
     }
     (group.len() > 0).then_some(group)
 }
 
-/// One writer: takes a group at a time from `rx` and writes it. Reports its conditional
-/// update did not record go to `decide` if there is one (the writers that decide again),
-/// else it decides them itself.
-async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>, decide: Option<mpsc::Sender<Item>>) {
+async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
     while let Some(group) = next_group(&rx).await {
         metrics::histogram!("patchgate_group_commit_size").record(group.len() as f64);
         let started = std::time::Instant::now();
-        let Group { unchanged, decide: handed, enrolls, units } = group;
-        if !handed.is_empty() {
-            let outcomes = redecide_alone(&db, &handed).await;
-            answer_unchanged(handed, &Ok(outcomes));
-        }
+        let Group { unchanged, enrolls, units } = group;
         if units.is_empty() && enrolls.is_empty() {
             // The usual group under load: polls only, usually one statement committing itself.
+            let reports: Vec<&UnchangedReport> = unchanged.iter().map(|u| &u.report).collect();
+            let fast = write_batch(&db, &reports).await.map_err(|e| {
+                tracing::error!(error = %e, reports = reports.len(), "recording a group of unchanged reports failed");
+                e.to_string()
+            });
+            let (unchanged, fast) = answer_recorded(unchanged, fast);
             if !unchanged.is_empty() {
-                record_polls(&db, unchanged, decide.as_ref()).await;
+                // Polls under a plan changed since their decision: one transaction decides them all.
+                let outcomes = redecide_alone(&db, &unchanged).await;
+                answer_unchanged(unchanged, &merge(fast, outcomes));
             }
             metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
             continue;
@@ -310,31 +286,6 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>, decid
     }
 }
 
-/// Records a group of polls with their conditional update; those it did not record (a plan
-/// changed since their decision) are handed to `decide`, or decided here in one transaction.
-async fn record_polls(db: &DatabaseConnection, unchanged: Vec<Unchanged>, decide: Option<&mpsc::Sender<Item>>) {
-    let reports: Vec<&UnchangedReport> = unchanged.iter().map(|u| &u.report).collect();
-    let fast = write_batch(db, &reports).await.map_err(|e| {
-        tracing::error!(error = %e, reports = reports.len(), "recording a group of unchanged reports failed");
-        e.to_string()
-    });
-    let mut rest = answer_recorded(unchanged, fast);
-    if let Some(decide) = decide {
-        let mut kept = Vec::new();
-        for u in rest {
-            // A closed queue gives the report back: it is decided here instead.
-            if let Err(mpsc::error::SendError(Item::Decide(u))) = decide.send(Item::Decide(Box::new(u))).await {
-                kept.push(*u);
-            }
-        }
-        rest = kept;
-    }
-    if !rest.is_empty() {
-        let outcomes = redecide_alone(db, &rest).await;
-        answer_unchanged(rest, &Ok(outcomes));
-    }
-}
-
 /// One enrollment in a savepoint of its own.
 async fn enroll_alone(txn: &DatabaseTransaction, enroll: &Enroll) -> Result<(i64, &'static str), ServiceError> {
     let savepoint = txn.begin().await?;
@@ -380,24 +331,39 @@ fn answer_unchanged(unchanged: Vec<Unchanged>, outcomes: &Result<Vec<FastOutcome
 }
 
 /// Answers the reports `fast` recorded (or all, with the error); returns the others, for
-/// deciding again.
-fn answer_recorded(unchanged: Vec<Unchanged>, fast: Result<Vec<FastOutcome>, String>) -> Vec<Unchanged> {
+/// deciding again, with their outcomes so far.
+fn answer_recorded(
+    unchanged: Vec<Unchanged>,
+    fast: Result<Vec<FastOutcome>, String>,
+) -> (Vec<Unchanged>, Vec<FastOutcome>) {
     let outcomes = match fast {
         Ok(outcomes) => outcomes,
         Err(e) => {
             answer_unchanged(unchanged, &Err(e));
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut rest = Vec::new();
+    let mut rest_outcomes = Vec::new();
     for (u, outcome) in unchanged.into_iter().zip(outcomes) {
         if outcome == FastOutcome::NotApplied {
             rest.push(u);
+            rest_outcomes.push(outcome);
         } else {
             let _ = u.answer.send(Ok(outcome));
         }
     }
-    rest
+    (rest, rest_outcomes)
+}
+
+/// `outcomes` where `decided` has a decision.
+fn merge(mut outcomes: Vec<FastOutcome>, decided: Vec<FastOutcome>) -> Result<Vec<FastOutcome>, String> {
+    for (o, d) in outcomes.iter_mut().zip(decided) {
+        if d != FastOutcome::NotApplied {
+            *o = d;
+        }
+    }
+    Ok(outcomes)
 }
 
 /// The reports of `unchanged` that `fast` did not record, decided again in a savepoint of
