@@ -3,7 +3,8 @@
 # patchgate's image repository signs, including after a root rotation (DESIGN.md §1, §3).
 #
 # What it does, against a real server on a loopback port and a temporary copy of keys-example/:
-#   1. builds target/debug/patchgate and installs tuf 7.x into the venv target/pytuf-venv;
+#   1. builds target/debug/patchgate (unless PATCHGATE_BIN names a server binary already built)
+#      and installs tuf 7.x into the venv target/pytuf-venv;
 #   2. creates two products and publishes three releases with random content;
 #   3. bootstraps ngclient from root v1 and downloads and verifies every target
 #      (tests/python/ngclient_check.py); an unpublished name must not be found;
@@ -13,14 +14,18 @@
 # Prints one line per check and ends with `N passed, M failed`; exits 1 if anything failed.
 #
 # Usage: scripts/check-python-tuf.sh        (from anywhere; needs cargo, python3 >= 3.9, curl)
-# Env:   PYTHON (default python3) to create the venv with; CARGO_TARGET_DIR is honoured.
+# Env:   PYTHON (default python3) to create the venv with; CARGO_TARGET_DIR is honoured;
+#        PATCHGATE_BIN: the server binary to check instead of building one. scripts/test.sh
+#        passes the one `cargo test --workspace` just built: `cargo build --bin patchgate` alone
+#        resolves the dependencies' features without the dev-dependencies and rebuilt several
+#        of them, minutes of every CI run.
 set -euo pipefail
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT_DIR"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT_DIR/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT_DIR/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/debug/patchgate"
+BIN="${PATCHGATE_BIN:-$TARGET_DIR/debug/patchgate}"
 VENV="$ROOT_DIR/target/pytuf-venv"
 HELPER="$ROOT_DIR/tests/python/ngclient_check.py"
 PYTHON="${PYTHON:-python3}"
@@ -80,12 +85,15 @@ note "build and tools"
 command -v curl >/dev/null 2>&1 || die "curl is required"
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON is required"
 
-if cargo build --bin patchgate --quiet; then
+if [[ -n "${PATCHGATE_BIN:-}" ]]; then
+    [[ -x "$BIN" ]] || die "PATCHGATE_BIN=$BIN is not an executable file"
+    pass "server binary $BIN (PATCHGATE_BIN)"
+elif cargo build --bin patchgate --quiet; then
     pass "cargo build --bin patchgate"
+    [[ -x "$BIN" ]] || die "binary $BIN exists after the build"
 else
     die "cargo build --bin patchgate"
 fi
-[[ -x "$BIN" ]] || die "binary $BIN exists after the build"
 
 bash "$ROOT_DIR/scripts/ensure-venv.sh" pytuf || die "scripts/ensure-venv.sh pytuf (python-tuf 7.x in $VENV)"
 TUF_VERSION="$("$VENV/bin/python" -c 'import tuf; print(tuf.__version__)')"

@@ -29,4 +29,7 @@ trap drop_test_databases EXIT
 PATCHGATE_TEST_POSTGRES="$PG_ADMIN_URL" cargo test --test it
 
 echo "== python-tuf ngclient interoperability"
-bash scripts/check-python-tuf.sh
+# The server binary the SQLite run built (integration tests build the package's binaries).
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+PATCHGATE_BIN="$target_dir/debug/patchgate" bash scripts/check-python-tuf.sh
