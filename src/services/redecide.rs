@@ -105,17 +105,8 @@ pub async fn redecide_reports(
         let planned = plan_device(snapshot, &d, &rows)?;
         apply_changes(txn, snapshot, d.id, rows, planned.changes, now_secs, &mut inserts).await?;
         if DirectorAssignment::is_stored_on(planned.assignment.as_ref(), &d) {
-            decisions.push(DecisionRow {
-                id: d.id,
-                assigned_release: d.assigned_release_id,
-                assigned_rollout: d.assigned_rollout_id.clone(),
-                assigned_action: d.assigned_action.clone(),
-                targets_version: d.director_targets_version,
-                refresh_at: d.director_refresh_at,
-                plan_epoch: epoch,
-                installed_release: d.installed_release_id,
-                installed_version: d.installed_version.clone(),
-            });
+            let stored = (d.assigned_release_id, d.assigned_rollout_id.clone(), d.assigned_action.clone());
+            decisions.push(decision_row(&d, stored, d.director_targets_version, d.director_refresh_at, epoch));
             set_outcome(&mut outcomes, &index_of, &d, d.director_targets_version, false);
         } else {
             to_sign.push((d, planned.assignment));
@@ -140,23 +131,43 @@ pub async fn redecide_reports(
             let [targets, snapshot, timestamp] = &roles;
             metadata.extend(metadata_rows(d.id, &[targets, snapshot, timestamp], now));
             let version = i64::try_from(signed.targets_version).unwrap_or(i64::MAX);
-            decisions.push(DecisionRow {
-                id: d.id,
-                assigned_release: assignment.as_ref().map(|a| a.release.id),
-                assigned_rollout: assignment.as_ref().map(|a| a.rollout_id.clone()),
-                assigned_action: assignment.as_ref().map(|a| a.action.as_str().to_owned()),
-                targets_version: version,
-                refresh_at: signed.refresh_at,
-                plan_epoch: epoch,
-                installed_release: d.installed_release_id,
-                installed_version: d.installed_version.clone(),
-            });
+            let assigned = (
+                assignment.as_ref().map(|a| a.release.id),
+                assignment.as_ref().map(|a| a.rollout_id.clone()),
+                assignment.as_ref().map(|a| a.action.as_str().to_owned()),
+            );
+            decisions.push(decision_row(&d, assigned, version, signed.refresh_at, epoch));
             set_outcome(&mut outcomes, &index_of, &d, version, true);
         }
         device_metadata_insert_many(txn, metadata).await?;
     }
     devices_set_decisions(txn, &decisions).await?;
     Ok(outcomes)
+}
+
+/// What a decision names: release, rollout and action.
+type Assigned = (Option<i64>, Option<String>, Option<String>);
+
+/// The row that stores `d`'s decision `assigned`, made at plan epoch `epoch`.
+fn decision_row(
+    d: &device::Model,
+    assigned: Assigned,
+    targets_version: i64,
+    refresh_at: i64,
+    epoch: i64,
+) -> DecisionRow {
+    let (assigned_release, assigned_rollout, assigned_action) = assigned;
+    DecisionRow {
+        id: d.id,
+        assigned_release,
+        assigned_rollout,
+        assigned_action,
+        targets_version,
+        refresh_at,
+        plan_epoch: epoch,
+        installed_release: d.installed_release_id,
+        installed_version: d.installed_version.clone(),
+    }
 }
 
 fn set_outcome(
