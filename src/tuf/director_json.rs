@@ -18,7 +18,7 @@ use patchgate_protocol::SPEC_VERSION;
 use tough::TargetName;
 
 use super::metadata::{BuildError, DirectorTarget};
-use super::sign::SignedMetadata;
+use super::sign::{SignedMetadata, push_hex};
 
 /// A device's director targets role naming `entry` (or nothing), as canonical JSON.
 pub fn targets(version: u64, expires: Timestamp, entry: Option<&DirectorTarget>) -> Result<Vec<u8>, BuildError> {
@@ -144,7 +144,7 @@ fn push_str(out: &mut Vec<u8>, s: &str) -> Result<(), BuildError> {
 fn push_hex_of(out: &mut Vec<u8>, hex_digest: &str) -> Result<(), BuildError> {
     let bytes = hex::decode(hex_digest).map_err(|e| BuildError(e.to_string()))?;
     out.push(b'"');
-    out.extend_from_slice(hex::encode(bytes).as_bytes());
+    push_hex(out, &bytes);
     out.push(b'"');
     Ok(())
 }

@@ -148,7 +148,8 @@ fn envelope_bytes(payload: &[u8], signatures: &[RawSignature]) -> Vec<u8> {
     bytes
 }
 
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends `bytes` as lowercase hex (canonical JSON has nothing to escape in it).
+pub(super) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     let start = out.len();
     out.resize(start + 2 * bytes.len(), 0);
     // The slice is exactly twice the input's length, which is all encode_to_slice asks.
