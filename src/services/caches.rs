@@ -1,5 +1,6 @@
-//! The read path from memory: device tokens, repository metadata and each device's director
-//! timestamp ETag. The database stays the record; these maps only spare it a read.
+//! The read path from memory: device tokens, enrollment tokens, repository metadata and each
+//! device's director timestamp ETag. The database stays the record; these maps only spare it a
+//! read.
 //!
 //! Each cache has one way in (`get`/`fill`) and one way out (`invalidate…`), called by the use
 //! case that changed the data right after its transaction committed, so this instance never
@@ -22,6 +23,8 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use sea_orm::{DatabaseConnection, DbErr, FromQueryResult, Statement};
+
+use crate::db::entities::{enrollment_token, product};
 
 /// How often other instances' changes are looked for: the "within a second" of DESIGN.md §5.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -97,6 +100,12 @@ pub struct DeviceIdentity {
 /// A cached metadata file: bytes and SHA-256 (the ETag).
 pub type CachedFile = Arc<(bytes::Bytes, String)>;
 
+/// An enrollment token as read when a device first used it, with its product. Only the fields
+/// that never change after creation may be trusted from here (product, tags, expiry; the
+/// product's name and hardware ids): revocation and uses are checked again by the conditional
+/// update that takes a use (`enrollment_token_take_uses`), on every instance.
+pub type EnrollmentGrant = Arc<(enrollment_token::Model, product::Model)>;
+
 /// The caches of one server instance.
 #[derive(Debug)]
 pub struct Caches {
@@ -107,11 +116,18 @@ pub struct Caches {
     /// Device row → SHA-256 of its current director `timestamp.json` (raw bytes: 40 bytes an
     /// entry where hex would take 100).
     director: GuardedMap<i64, [u8; 32]>,
+    /// SHA-256 of an enrollment token → the token and its product (valid when read).
+    enrollment: GuardedMap<[u8; 32], EnrollmentGrant>,
 }
 
 impl Default for Caches {
     fn default() -> Self {
-        Self { tokens: GuardedMap::new(), repo: GuardedMap::new(), director: GuardedMap::new() }
+        Self {
+            tokens: GuardedMap::new(),
+            repo: GuardedMap::new(),
+            director: GuardedMap::new(),
+            enrollment: GuardedMap::new(),
+        }
     }
 }
 
@@ -183,6 +199,26 @@ impl Caches {
     /// The device's director metadata was re-signed.
     pub fn invalidate_director(&self, device_row: i64) {
         self.director.remove(&device_row);
+    }
+
+    /// The enrollment token (by its SHA-256) and its product, if cached.
+    pub fn enrollment_token(&self, hash: &[u8; 32]) -> Option<EnrollmentGrant> {
+        self.enrollment.get(hash)
+    }
+
+    /// Read before loading an enrollment token.
+    pub fn enrollment_ticket(&self) -> FillTicket {
+        FillTicket(self.enrollment.generation())
+    }
+
+    /// Remembers a valid enrollment token and its product.
+    pub fn fill_enrollment_token(&self, ticket: FillTicket, hash: [u8; 32], grant: EnrollmentGrant) {
+        self.enrollment.fill(ticket.0, hash, grant);
+    }
+
+    /// An enrollment token was revoked: forget them all (they are few, and revocations rare).
+    pub fn invalidate_enrollment_tokens(&self) {
+        self.enrollment.clear();
     }
 }
 

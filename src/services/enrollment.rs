@@ -7,7 +7,8 @@ use patchgate_protocol::report::EnrollAnswer;
 use serde_json::json;
 
 use super::audit::record;
-use super::auth::{Caller, new_secret, token_hash};
+use super::auth::{Caller, new_secret};
+use super::caches::EnrollmentGrant;
 use super::director::{metadata_rows, sign_device_metadata, sign_new_roles};
 use super::image_repo::director_online_signer;
 use super::{ServiceError, Services};
@@ -114,6 +115,7 @@ pub async fn revoke_enrollment_token(svc: &Services, caller: &Caller, id: i64) -
     }
     record(&txn, now, caller, "enrollment_token.revoke", &format!("enrollment_token:{id}"), None, None).await?;
     txn.commit().await?;
+    svc.caches.invalidate_enrollment_tokens();
     Ok(())
 }
 
@@ -128,15 +130,8 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
     let device_id = DeviceId::parse(&request.device_id)?;
     let now = svc.now_secs();
 
-    let token = enrollment_token_find_by_hash(&svc.db, &token_hash(&request.enrollment_token))
-        .await?
-        .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
-        .ok_or_else(|| ServiceError::Unauthenticated {
-            message: "the enrollment token is invalid, expired or revoked".into(),
-        })?;
-    let product = product_get(&svc.db, token.product_id)
-        .await?
-        .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("enrollment token without product")))?;
+    let grant = enrollment_grant(svc, &request.enrollment_token, now).await?;
+    let (token, product) = (grant.0.clone(), grant.1.clone());
     if product.name != request.product {
         return Err(ServiceError::Forbidden {
             message: format!("this enrollment token is for product {}, not {}", product.name, request.product),
@@ -177,6 +172,51 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
     svc.caches.invalidate_device(device_row);
     tracing::info!(device = %device_id, product = %product_name, action, "device enrolled");
     Ok(EnrollAnswer { device_id: device_id.as_str().to_owned(), device_token: secret })
+}
+
+/// The refusal of an enrollment token that is unknown, revoked or expired.
+fn invalid_enrollment_token() -> ServiceError {
+    ServiceError::Unauthenticated { message: "the enrollment token is invalid, expired or revoked".into() }
+}
+
+/// The enrollment token `secret` and its product, from memory when it was used before. A
+/// revocation on another instance may not be seen here yet: the writer's conditional update
+/// that takes a use refuses it anyway ([`token_refusal`] says why).
+async fn enrollment_grant(svc: &Services, secret: &str, now: i64) -> Result<EnrollmentGrant, ServiceError> {
+    use sha2::{Digest, Sha256};
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let grant = match svc.caches.enrollment_token(&digest) {
+        Some(grant) => grant,
+        None => {
+            let ticket = svc.caches.enrollment_ticket();
+            let token = enrollment_token_find_by_hash(&svc.db, &hex::encode(digest))
+                .await?
+                .ok_or_else(invalid_enrollment_token)?;
+            let product = product_get(&svc.db, token.product_id)
+                .await?
+                .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("enrollment token without product")))?;
+            let grant = std::sync::Arc::new((token, product));
+            if grant.0.revoked_at.is_none() {
+                svc.caches.fill_enrollment_token(ticket, digest, grant.clone());
+            }
+            grant
+        }
+    };
+    if grant.0.revoked_at.is_some() || grant.0.expires_at <= now {
+        return Err(invalid_enrollment_token());
+    }
+    Ok(grant)
+}
+
+/// Why token `id` gave no use at `now`: revoked or expired (as a token never seen), or used up.
+async fn token_refusal(txn: &impl sea_orm::ConnectionTrait, id: i64, now: i64) -> ServiceError {
+    match enrollment_token_get(txn, id).await {
+        Ok(Some(t)) if t.revoked_at.is_none() && t.expires_at > now => {
+            ServiceError::Unauthenticated { message: "the enrollment token has no uses left".into() }
+        }
+        Ok(_) => invalid_enrollment_token(),
+        Err(e) => e.into(),
+    }
 }
 
 /// An enrollment that passed every check that needs no transaction.
@@ -336,7 +376,7 @@ pub async fn enroll_in(
         }
     };
     if !enrollment_token_take_use(txn, token.id, now).await? {
-        return Err(ServiceError::Unauthenticated { message: "the enrollment token has no uses left".into() });
+        return Err(token_refusal(txn, token.id, now).await);
     }
     if device.director_targets_version == 0 {
         // The device can refresh its director repository at once: empty targets, version 1.

@@ -248,6 +248,42 @@ async fn a_revoked_or_replaced_device_token_is_refused_at_once() {
     assert_eq!(app.client.get(&timestamp).bearer_auth(&renewed.token).send().await.unwrap().status(), 200);
 }
 
+/// Enrollment tokens are remembered after their first use; a revocation must still be obeyed
+/// by the next enrollment, on the instance that revoked it and on one that remembers the token.
+#[tokio::test]
+async fn a_revoked_enrollment_token_is_refused_at_once_on_every_instance() {
+    let a = spawn_app().await;
+    a.create_product(PRODUCT, &[HW]).await;
+    let mut config = (*a.services.config).clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let b = spawn_app_from(tempfile::tempdir().unwrap(), config, jiff::SignedDuration::ZERO).await;
+    let token = enrollment_token(&a, PRODUCT, &[], 10).await;
+    // Both instances have used (and remember) the token.
+    Device::enroll(&a, "pump-a", PRODUCT, HW, &token).await;
+    Device::enroll(&b, "pump-b", PRODUCT, HW, &token).await;
+
+    let tokens: Value = b.get_json("/api/v1/enrollment-tokens").await;
+    let id = tokens[0]["id"].as_i64().unwrap();
+    let res = b
+        .client
+        .post(b.url(&format!("/api/v1/enrollment-tokens/{id}/revoke")))
+        .bearer_auth(&b.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+    for (app, device) in [(&a, "pump-c"), (&b, "pump-d")] {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let (status, body) = try_enroll(app, &key, device, PRODUCT, HW, &token).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("revoked"), "{body}");
+    }
+    let tokens: Value = a.get_json("/api/v1/enrollment-tokens").await;
+    assert_eq!(tokens[0]["uses"], 2, "refused enrollments took no use: {tokens}");
+    let devices: Value = a.get_json("/api/v1/devices").await;
+    assert!(!devices.to_string().contains("pump-c") && !devices.to_string().contains("pump-d"), "{devices}");
+}
+
 /// How many director roles the server has signed and stored for all devices (the metrics
 /// counter is shared by every test in the process; the table is this server's own).
 async fn director_roles(app: &TestApp) -> u64 {
