@@ -175,10 +175,11 @@ async fn record_changed_in(
         let signed = sign_device_metadata(txn, svc, &device, desired.as_ref(), now).await?;
         version = signed.targets_version;
         signed_anew = true;
+        let (release, rollout, action) = DirectorAssignment::columns(desired.as_ref());
         let mut active: device::ActiveModel = device.clone().into();
-        active.assigned_release_id = Set(desired.as_ref().map(|a| a.release.id));
-        active.assigned_rollout_id = Set(desired.as_ref().map(|a| a.rollout_id.clone()));
-        active.assigned_action = Set(desired.as_ref().map(|a| a.action.as_str().to_owned()));
+        active.assigned_release_id = Set(release);
+        active.assigned_rollout_id = Set(rollout);
+        active.assigned_action = Set(action);
         active.director_targets_version = Set(i64::try_from(version).unwrap_or(i64::MAX));
         active.director_refresh_at = Set(signed.refresh_at);
         active.plan_epoch = Set(plan_epoch);

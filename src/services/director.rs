@@ -51,6 +51,15 @@ impl DirectorAssignment {
         });
         assignment.map(|a| (a.release.id, a.rollout_id.clone(), a.action.as_str().to_owned())) == stored
     }
+
+    /// The device row's columns that store `assignment`: release, rollout and action (all
+    /// `None` when the director names nothing).
+    pub fn columns(assignment: Option<&Self>) -> (Option<i64>, Option<String>, Option<String>) {
+        match assignment {
+            Some(a) => (Some(a.release.id), Some(a.rollout_id.clone()), Some(a.action.as_str().to_owned())),
+            None => (None, None, None),
+        }
+    }
 }
 
 fn target_for(device_id: &str, a: &DirectorAssignment) -> Result<DirectorTarget, ServiceError> {

@@ -183,7 +183,8 @@ where
     close_savepoint(savepoint, result).await
 }
 
-/// Keeps what `savepoint` wrote if `result` is a success, rolls it back otherwise.
+/// Keeps what `savepoint` (or a transaction) wrote if `result` is a success, rolls it back
+/// otherwise.
 async fn close_savepoint<T, E: From<sea_orm::DbErr>>(
     savepoint: DatabaseTransaction,
     result: Result<T, E>,
@@ -373,43 +374,41 @@ async fn redecide_in(txn: &DatabaseTransaction, unchanged: &[Unchanged], fast: V
     let Some(first) = pending.first() else {
         return fast;
     };
-    let svc = &unchanged[*first].svc;
     let reports: Vec<&UnchangedReport> = pending.iter().map(|&i| &unchanged[i].report).collect();
-    let decided = async {
-        let savepoint = txn.begin().await?;
-        let result = redecide_reports(&savepoint, svc, &reports).await;
-        close_savepoint(savepoint, result).await
-    }
-    .await;
+    let decided = decide_again(txn.begin().await, &unchanged[*first].svc, &reports).await;
     let mut fast = fast;
-    match decided {
-        Ok(outcomes) => {
-            for (&i, o) in pending.iter().zip(outcomes) {
-                fast[i] = o;
-            }
-        }
-        Err(e) => redecide_failed(&e, reports.len()),
+    for (&i, o) in pending.iter().zip(decided) {
+        fast[i] = o;
     }
     fast
 }
 
 /// [`redecide_in`] for a group with no transaction of its own: one just for the decisions.
 async fn redecide_alone(db: &DatabaseConnection, unchanged: &[Unchanged]) -> Vec<FastOutcome> {
-    let not_applied = vec![FastOutcome::NotApplied; unchanged.len()];
     let Some(first) = unchanged.first() else {
-        return not_applied;
+        return Vec::new();
     };
     let reports: Vec<&UnchangedReport> = unchanged.iter().map(|u| &u.report).collect();
+    decide_again(crate::db::begin_write(db).await, &first.svc, &reports).await
+}
+
+/// Decides `reports` again in `txn` (a savepoint of the group's transaction, or a transaction
+/// of their own) and commits it; on any failure nothing of it stays and every report gets
+/// [`FastOutcome::NotApplied`], for the full path.
+async fn decide_again(
+    txn: Result<DatabaseTransaction, sea_orm::DbErr>,
+    svc: &Services,
+    reports: &[&UnchangedReport],
+) -> Vec<FastOutcome> {
     let decided = async {
-        let txn = crate::db::begin_write(db).await?;
-        let outcomes = redecide_reports(&txn, &first.svc, &reports).await?;
-        txn.commit().await?;
-        Ok::<_, ServiceError>(outcomes)
+        let txn = txn?;
+        let result = redecide_reports(&txn, svc, reports).await;
+        close_savepoint(txn, result).await
     }
     .await;
-    decided.unwrap_or_else(|e| {
+    decided.unwrap_or_else(|e: ServiceError| {
         redecide_failed(&e, reports.len());
-        not_applied
+        vec![FastOutcome::NotApplied; reports.len()]
     })
 }
 

@@ -131,11 +131,7 @@ pub async fn redecide_reports(
             let [targets, snapshot, timestamp] = &roles;
             metadata.extend(metadata_rows(d.id, &[targets, snapshot, timestamp], now));
             let version = i64::try_from(signed.targets_version).unwrap_or(i64::MAX);
-            let assigned = (
-                assignment.as_ref().map(|a| a.release.id),
-                assignment.as_ref().map(|a| a.rollout_id.clone()),
-                assignment.as_ref().map(|a| a.action.as_str().to_owned()),
-            );
+            let assigned = DirectorAssignment::columns(assignment.as_ref());
             decisions.push(decision_row(&d, assigned, version, signed.refresh_at, epoch));
             set_outcome(&mut outcomes, &index_of, &d, version, true);
         }
