@@ -5,7 +5,8 @@
 # file of random data through the HTTP API with curl and downloads it back, then prints:
 #   - publish throughput against `sha256sum` over the same file   (goal: ratio >= 0.5)
 #   - the server's peak resident memory (VmHWM)                   (goal: < 100 MiB)
-#   - download throughput
+#   - download throughput against nginx serving the same blob file (sendfile on), with one
+#     curl and with 4 at once                                      (goal: ratio >= 0.8 each)
 # A missed goal is reported as MISS but does not fail the script; a wrong hash does.
 #
 # Usage:  scripts/bench-publish.sh
@@ -23,6 +24,7 @@ SIZE_MIB=${SIZE_MIB:-1024}
 KEEP_TMP=${KEEP_TMP:-0}
 RATIO_GOAL=0.5
 RSS_GOAL_MIB=100
+DOWNLOAD_GOAL=0.8
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=$repo/target/release/patchgate
@@ -38,9 +40,18 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 verdict() { awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? (v >= g) : (v < g); print ok ? "PASS" : "MISS" }'; }
 
 [[ $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive whole number of MiB, not ${SIZE_MIB:?}"
-for tool in cargo curl sha256sum awk head date; do
+for tool in cargo curl sha256sum awk head date sed; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
+nginx=$(command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
+if [[ -z $nginx ]]; then
+    log "installing nginx-light"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y nginx-light >&2 || { apt-get update >&2 && apt-get install -y nginx-light >&2; } ||
+        die "could not install nginx-light"
+    nginx=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+fi
+[[ -f $repo/scripts/bench/nginx.conf.template ]] || die "scripts/bench/nginx.conf.template is missing"
 [[ -d $repo/keys-example ]] || die "$repo/keys-example is missing"
 size_bytes=$(( SIZE_MIB * 1024 * 1024 ))
 
@@ -51,10 +62,12 @@ log "building the release binary (cargo build --release --bin patchgate)"
 tmp=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/bench-publish.XXXXXX")
 server_pid=""
 sampler_pid=""
+nginx_pid=""
 
 cleanup() {
     local rc=$?
     [[ -n $sampler_pid ]] && stop "$sampler_pid"
+    [[ -n $nginx_pid ]] && stop "$nginx_pid"
     [[ -n $server_pid ]] && stop "$server_pid"
     if (( rc != 0 )) && [[ -s $tmp/server.log ]]; then
         printf -- '--- last lines of the server log (%s)\n' "$tmp/server.log" >&2
@@ -168,6 +181,46 @@ dl_secs=$(secs "$t0" "$t1")
 dl_mbps=$(mbps "$size_bytes" "$dl_secs")
 dl_sha=$(sha256sum "$tmp/download.bin" | cut -d' ' -f1)
 [[ $dl_sha == "$local_sha" ]] || die "WRONG HASH: the download has sha256 $dl_sha, the file $local_sha"
+
+# --- downloads beside nginx ----------------------------------------------------------------------
+# nginx serves the very blob file the server stores (a hard link: one inode, one page cache).
+blob=$tmp/data/objects/blobs/sha256/$pub_sha
+[[ -f $blob ]] || die "the published blob is not at $blob"
+ngx=$tmp/nginx
+mkdir -p "$ngx/www"
+ln "$blob" "$ngx/www/firmware.bin"
+ngx_port=$(free_port)
+user_line=""
+# As root the workers would run as nobody and could not read the private temporary directory.
+if (( EUID == 0 )); then user_line="user root;"; fi
+sed -e "s|@DIR@|$ngx|g" -e "s|@PORT@|$ngx_port|g" -e "s|@USER@|$user_line|g" \
+    "$repo/scripts/bench/nginx.conf.template" >"$ngx/nginx.conf"
+"$nginx" -e "$ngx/error.log" -c "$ngx/nginx.conf" -p "$ngx" 2>"$ngx/stderr.log" &
+nginx_pid=$!
+for _ in {1..100}; do
+    curl -sf -o /dev/null "http://127.0.0.1:$ngx_port/firmware.bin" -r 0-0 && break
+    sleep 0.1
+done
+ngx_url=http://127.0.0.1:$ngx_port/firmware.bin
+# get_mbps URL N: N curls of the whole of URL at once, to /dev/null; aggregate MB/s.
+get_mbps() {
+    local url=$1 n=$2 pids=() t0 t1 i
+    t0=$(now)
+    for (( i = 0; i < n; i++ )); do
+        curl -sSf -o /dev/null "$url" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || die "a download of $url failed"; done
+    t1=$(now)
+    mbps $(( n * size_bytes )) "$(secs "$t0" "$t1")"
+}
+log "downloading beside nginx: one curl, then 4 at once, alternating"
+pg1=$(get_mbps "$url" 1); ngx1=$(get_mbps "$ngx_url" 1)
+pg4=$(get_mbps "$url" 4); ngx4=$(get_mbps "$ngx_url" 4)
+stop "$nginx_pid"
+nginx_pid=""
+dl_ratio1=$(awk -v a="$pg1" -v b="$ngx1" 'BEGIN { printf "%.2f", a / b }')
+dl_ratio4=$(awk -v a="$pg4" -v b="$ngx4" 'BEGIN { printf "%.2f", a / b }')
 final_hwm_kib=$(hwm_kib)
 
 # --- report --------------------------------------------------------------------------------------
@@ -182,7 +235,11 @@ printf '%-40s %18s\n' "sha256sum (page cache, ${sha_secs} s)" "$sha_mbps MB/s"
 printf '%-40s %18s\n' "publish (curl wall clock, ${pub_secs} s)" "$pub_mbps MB/s"
 printf '%-40s %18s   %-12s %s\n' "publish / sha256sum" "$ratio" ">= $RATIO_GOAL" "$(verdict "$ratio" '>=' "$RATIO_GOAL")"
 printf '%-40s %18s   %-12s %s\n' "server peak RSS (VmHWM, whole run)" "$peak_mib MiB" "< $RSS_GOAL_MIB MiB" "$(verdict "$peak_mib" '<' "$RSS_GOAL_MIB")"
-printf '%-40s %18s\n' "download (curl wall clock, ${dl_secs} s)" "$dl_mbps MB/s"
+printf '%-40s %18s\n' "download, sha256 checked (${dl_secs} s)" "$dl_mbps MB/s"
+printf '%-40s %18s\n' "download, 1 curl: patchgate / nginx" "$pg1 / $ngx1 MB/s"
+printf '%-40s %18s   %-12s %s\n' "  ratio" "$dl_ratio1" ">= $DOWNLOAD_GOAL" "$(verdict "$dl_ratio1" '>=' "$DOWNLOAD_GOAL")"
+printf '%-40s %18s\n' "download, 4 curls: patchgate / nginx" "$pg4 / $ngx4 MB/s"
+printf '%-40s %18s   %-12s %s\n' "  ratio" "$dl_ratio4" ">= $DOWNLOAD_GOAL" "$(verdict "$dl_ratio4" '>=' "$DOWNLOAD_GOAL")"
 echo
 echo "server RSS detail: idle before publish $(kib_to_mib "$idle_rss_kib") MiB;" \
     "VmHWM after publish $(kib_to_mib "$publish_hwm_kib") MiB;" \
