@@ -123,6 +123,25 @@ pub enum ConfigError {
     },
 }
 
+/// `PATCHGATE_*` variables that are not server configuration (lowercase, without the prefix):
+/// `PATCHGATE_CONFIG` names the file itself; the publishing CLI's server and token; the
+/// agent's enrollment token and the variables it hands an install command; the test suite's
+/// and the benchmarks' knobs.
+const NOT_FIELDS: &[&str] = &[
+    "config",
+    "server",
+    "token",
+    "enrollment_token",
+    "target_name",
+    "target_version",
+    "target_sha256",
+    "test_postgres",
+    "test_postgres_url",
+    "contract_examples",
+    "fuzz_cases",
+    "bin",
+];
+
 impl Config {
     /// Loads defaults, then `file` (default `patchgate.toml`, if present), then `PATCHGATE_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -143,10 +162,9 @@ impl Config {
             }
             None => {}
         }
-        // Not configuration fields: PATCHGATE_CONFIG names the file itself; the publishing
-        // CLI's PATCHGATE_SERVER and PATCHGATE_TOKEN, and the test suite's variables, may be
-        // set in the same shell. Every other PATCHGATE_* must be a field (typos are refused).
-        figment = figment.merge(Env::prefixed("PATCHGATE_").ignore(&["config", "server", "token", "test_postgres"]));
+        // Every PATCHGATE_* must be a field (typos are refused), except the documented
+        // variables of other tools that may be set in the same shell (`NOT_FIELDS`).
+        figment = figment.merge(Env::prefixed("PATCHGATE_").ignore(NOT_FIELDS));
         let config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.validate()?;
         Ok(config)
@@ -262,12 +280,24 @@ mod tests {
     }
 
     #[test]
-    fn the_publishing_cli_variables_are_not_fields() {
+    fn the_other_tools_documented_variables_are_not_fields() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("PATCHGATE_TOKEN", "pgt_x");
-            jail.set_env("PATCHGATE_SERVER", "http://x");
+            for var in [
+                "PATCHGATE_TOKEN",
+                "PATCHGATE_SERVER",
+                "PATCHGATE_ENROLLMENT_TOKEN",
+                "PATCHGATE_TEST_POSTGRES_URL",
+                "PATCHGATE_TARGET_SHA256",
+                "PATCHGATE_BIN",
+            ] {
+                jail.set_env(var, "x");
+            }
             jail.set_env("PATCHGATE_LISTEN", "127.0.0.1:9");
             assert_eq!(Config::load(None).unwrap().listen.port(), 9);
+            // A typo is still refused.
+            jail.set_env("PATCHGATE_LISTN", "127.0.0.1:9");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("listn"), "{err}");
             Ok(())
         });
     }

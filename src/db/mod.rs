@@ -47,14 +47,18 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
     }
+    // `sqlite://path` as written in a configuration file creates the file like the default URL
+    // (which says `?mode=rwc`) does; an explicit `mode=` is left as it is.
+    let create = sqlite_path(url).is_some() && !url.split_once('?').is_some_and(|(_, q)| q.contains("mode="));
     let mut options = ConnectOptions::new(url.to_owned());
     // A ping on every acquire is a round trip per transaction (on SQLite two thread hand-offs);
     // only connections idle for a while are checked before use.
     options.sqlx_logging(false).max_connections(16).min_connections(1).test_before_acquire_if_idle_for(POOL_PING_IDLE);
-    options.map_sqlx_sqlite_opts(|o| {
+    options.map_sqlx_sqlite_opts(move |o| {
         use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
         // WAL lets readers (clients fetching metadata) proceed while a publish writes;
         // FULL sync makes a committed release survive power loss, not only a crash.
+        let o = if create { o.create_if_missing(true) } else { o };
         o.journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
@@ -127,4 +131,20 @@ pub fn like_pattern(prefix: &str, text: &str, suffix: &str) -> sea_orm::sea_quer
 /// Whether `err` is a unique-constraint violation.
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sqlite_url_without_a_mode_creates_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/patchgate.db");
+        let db = connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        assert!(path.exists());
+        db.close().await.unwrap();
+        // And an existing file opens the same way.
+        connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    }
 }
