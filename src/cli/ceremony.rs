@@ -165,24 +165,24 @@ pub async fn prepare(args: PrepareArgs) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(&envelope)?;
     text.push('\n');
     write_new(&args.out, text.as_bytes())?;
-    println!("wrote the unsigned {} {} to {}", args.repo.as_str(), kind, args.out.display());
+    say!("wrote the unsigned {} {} to {}", args.repo.as_str(), kind, args.out.display());
     for line in describe(signed) {
-        println!("  {line}");
+        say!("  {line}");
     }
     match previous {
         Ok(old) => {
-            println!("changes from version {}:", old["version"]);
+            say!("changes from version {}:", old["version"]);
             for line in changes(&old, signed) {
-                println!("  {line}");
+                say!("  {line}");
             }
         }
-        Err(e) => println!("(could not fetch the previous version to compare: {e:#})"),
+        Err(e) => say!("(could not fetch the previous version to compare: {e:#})"),
     }
-    println!("next: each key holder runs `patchgate repo sign {} --key KEY`", args.out.display());
+    say!("next: each key holder runs `patchgate repo sign {} --key KEY`", args.out.display());
     if args.kind == PrepareKind::Root {
-        println!("      (a threshold of the current root keys and of the new root keys must sign)");
+        say!("      (a threshold of the current root keys and of the new root keys must sign)");
     }
-    println!("then: `patchgate repo submit --repo {} {}`", args.repo.as_str(), args.out.display());
+    say!("then: `patchgate repo submit --repo {} {}`", args.repo.as_str(), args.out.display());
     Ok(())
 }
 
@@ -205,9 +205,9 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
         .get("signed")
         .filter(|s| s.is_object())
         .with_context(|| format!("{} is not TUF metadata (no `signed` object)", path.display()))?;
-    println!("{}:", path.display());
+    say!("{}:", path.display());
     for line in describe(signed) {
-        println!("  {line}");
+        say!("  {line}");
     }
     if signed["_type"] == "root" {
         let listed = entries(signed).get("root").is_some_and(|e| e.keyids.contains(key.keyid()));
@@ -216,10 +216,10 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
         } else {
             "is not one of its root keys (fine for a key of the current root)"
         };
-        println!("  your key {} {note}", key.keyid());
+        say!("  your key {} {note}", key.keyid());
     }
     let present: Vec<&str> = signatures(&envelope).iter().filter_map(|s| s["keyid"].as_str()).collect();
-    println!("  signed so far by: {}", if present.is_empty() { "nobody".to_owned() } else { present.join(", ") });
+    say!("  signed so far by: {}", if present.is_empty() { "nobody".to_owned() } else { present.join(", ") });
     if !args.yes && !confirm(&format!("sign with key {}? [y/N] ", key.keyid()))? {
         bail!("not signed");
     }
@@ -227,7 +227,7 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
     let mut out = serde_json::to_string_pretty(&envelope)?;
     out.push('\n');
     write_atomic(path, out.as_bytes())?;
-    println!("signed {} with key {}: it now has {count} signature(s)", path.display(), key.keyid());
+    say!("signed {} with key {}: it now has {count} signature(s)", path.display(), key.keyid());
     Ok(())
 }
 
@@ -251,12 +251,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let body = json!({"repo": args.repo.as_str(), "roles": roles});
     let answer = remote.send_json(remote.api(Method::POST, &["repo", "metadata"]).json(&body)).await?;
     for stored in answer["stored"].as_array().into_iter().flatten() {
-        println!(
-            "stored {} {} version {}",
-            args.repo.as_str(),
-            stored["role"].as_str().unwrap_or("-"),
-            stored["version"]
-        );
+        say!("stored {} {} version {}", args.repo.as_str(), stored["role"].as_str().unwrap_or("-"), stored["version"]);
     }
     Ok(())
 }

@@ -43,9 +43,9 @@ pub enum KeysCommand {
 }
 
 fn print_key(path: &std::path::Path, key: &Signer) {
-    println!("key file:   {}", path.display());
-    println!("keyid:      {}", key.keyid());
-    println!("public_key: {}", hex::encode(key.public_bytes()));
+    say!("key file:   {}", path.display());
+    say!("keyid:      {}", key.keyid());
+    say!("public_key: {}", hex::encode(key.public_bytes()));
 }
 
 /// Runs a key command.
@@ -57,7 +57,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let key = Signer::generate();
             key.write(&out)?;
             print_key(&out, &key);
-            println!(
+            say!(
                 "keep it in your CI's secret store; create the product with `patchgate product create --key {}`",
                 out.display()
             );
@@ -66,20 +66,20 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Generate { out, product: None, root_keys, root_threshold } => {
             let out = out.context("--out DIR is required")?;
             let set = keydir::generate(&out, root_keys, root_threshold)?;
-            println!("wrote a key set to {}", out.display());
+            say!("wrote a key set to {}", out.display());
             for (i, k) in set.image_root.iter().enumerate() {
-                println!("  offline/image-root-{}.pem     {}", i + 1, k.keyid());
+                say!("  offline/image-root-{}.pem     {}", i + 1, k.keyid());
             }
             for (file, key) in [("image-targets.pem", &set.image_targets), ("director-root.pem", &set.director_root)] {
                 if let Some(key) = key {
-                    println!("  offline/{file:<21}{}", key.keyid());
+                    say!("  offline/{file:<21}{}", key.keyid());
                 }
             }
-            println!("  online/image-snapshot.pem    {}", set.image_snapshot.keyid());
-            println!("  online/image-timestamp.pem   {}", set.image_timestamp.keyid());
-            println!("  online/director.pem          {}", set.director.keyid());
-            println!("image root threshold: {root_threshold} of {root_keys}");
-            println!(
+            say!("  online/image-snapshot.pem    {}", set.image_snapshot.keyid());
+            say!("  online/image-timestamp.pem   {}", set.image_timestamp.keyid());
+            say!("  online/director.pem          {}", set.director.keyid());
+            say!("image root threshold: {root_threshold} of {root_keys}");
+            say!(
                 "after `patchgate repo init`, move offline/ to the key holders: the server refuses to start while it can read it"
             );
             Ok(())

@@ -2,6 +2,25 @@
 //! configuration as `serve`; commands that talk to a running server (`release`, `rollout`,
 //! `product`, `repo prepare|submit`) reach it through [`Remote`], and `repo sign` needs neither.
 
+/// `println!` for a command's output: a reader that went away (`patchgate … | head`) ends the
+/// command quietly, with the status a shell reports for SIGPIPE, as other Unix tools do, where
+/// `println!` would panic.
+macro_rules! say {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for a command's output (see [`say!`]).
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
 pub mod ceremony;
 pub mod keys;
 pub mod product;
@@ -19,6 +38,20 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
+
+/// Writes `args` to stdout (see [`say!`]): exits 141 if the reader went away, 1 on any other
+/// write error.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// patchgate: OTA updates that only the manufacturer can sign.
 #[derive(Debug, Parser)]

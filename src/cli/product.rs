@@ -110,10 +110,10 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let remote = args.server.remote()?;
     let product = remote.send_json(remote.api(Method::POST, &["products"]).json(&body)).await?;
     let text = |k: &str| product[k].as_str().unwrap_or("-").to_owned();
-    println!("created product {} ({}, key {}): {}", text("name"), text("signing_mode"), text("keyid"), text("status"));
-    println!("{}", text("signing_note"));
+    say!("created product {} ({}, key {}): {}", text("name"), text("signing_mode"), text("keyid"), text("status"));
+    say!("{}", text("signing_note"));
     if product["status"].as_str() == Some("pending_delegation") {
-        println!(
+        say!(
             "an admin must now run the delegation ceremony before releases can be published: \
              `patchgate repo prepare delegations --out FILE`, `patchgate repo sign FILE --key <targets key>` \
              (offline), then `patchgate repo submit FILE`"
@@ -143,13 +143,13 @@ async fn sign_role(args: SignRoleArgs) -> anyhow::Result<()> {
         let (version, count) = (next.version, next.targets.len());
         let bytes = sign(&product, next, &key).await?;
         write_new(out, &bytes)?;
-        println!(
+        say!(
             "wrote {product} role version {version} ({count} targets) signed by key {} to {}",
             key.keyid(),
             out.display()
         );
         if current.is_some() {
-            println!(
+            say!(
                 "it verifies only once the top-level targets role delegates {product} to this key: \
                  `patchgate repo prepare delegations --product-key {product}={}`, sign that, then \
                  `patchgate repo submit TARGETS_FILE {product}={}`",
@@ -301,7 +301,7 @@ pub fn print_role_answer(answer: &Value) {
         let items: Vec<&str> = answer[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         if items.is_empty() { "none".to_owned() } else { items.join(", ") }
     };
-    println!(
+    say!(
         "{} role version {}: lists {}; yanked {}",
         answer["product"].as_str().unwrap_or("-"),
         answer["version"],

@@ -151,7 +151,7 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
                             e
                         }
                     })?;
-                    println!("yanked {product} {version} ({})", answer["target"]["name"].as_str().unwrap_or("-"));
+                    say!("yanked {product} {version} ({})", answer["target"]["name"].as_str().unwrap_or("-"));
                     Ok(())
                 }
             }
@@ -162,7 +162,7 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             let remote = server.remote()?;
             let segments = ["products", product.as_str(), "releases", &version.to_string(), "approve"];
             remote.send_json(remote.api(Method::POST, &segments)).await?;
-            println!("approved {product} {version}");
+            say!("approved {product} {version}");
             Ok(())
         }
     }
@@ -235,8 +235,8 @@ async fn publish_signed(
         Some(published) => print_published(published),
         None => {
             eprintln!("already published (the {product} role lists this file)");
-            println!("target: {name}");
-            println!("sha256: {}", hashes.sha256);
+            say!("target: {name}");
+            say!("sha256: {}", hashes.sha256);
             Ok(())
         }
     }
@@ -359,8 +359,8 @@ fn print_published((status, published): (reqwest::StatusCode, Published)) -> any
     let verb =
         if status == reqwest::StatusCode::CREATED { "published" } else { "already published (identical content)" };
     eprintln!("{verb}: {} bytes", published.target.length);
-    println!("target: {}", published.target.name);
-    println!("sha256: {}", published.target.hashes.sha256);
+    say!("target: {}", published.target.name);
+    say!("sha256: {}", published.target.hashes.sha256);
     Ok(())
 }
 

@@ -71,7 +71,7 @@ async fn run_local(config: Config, cmd: LocalRepoCommand) -> anyhow::Result<()> 
     match cmd {
         LocalRepoCommand::Init => {
             let outcome = init_repositories(&svc, &Caller::operator()).await?;
-            println!(
+            say!(
                 "image repository: {}; director root: {}",
                 if outcome.image_created { "initialised" } else { "already initialised" },
                 if outcome.director_created { "initialised" } else { "already initialised" }
@@ -80,9 +80,9 @@ async fn run_local(config: Config, cmd: LocalRepoCommand) -> anyhow::Result<()> 
         LocalRepoCommand::ExportRoot { repo, out } => {
             let root = export_root(&svc, &repo).await?;
             std::fs::write(&out, &root.bytes).with_context(|| format!("writing {}", out.display()))?;
-            println!("wrote {repo} root version {} to {}", root.version, out.display());
-            println!("sha256: {}", root.sha256);
-            println!("root keyids: {}", root.root_keyids.join(", "));
+            say!("wrote {repo} root version {} to {}", root.version, out.display());
+            say!("sha256: {}", root.sha256);
+            say!("root keyids: {}", root.root_keyids.join(", "));
         }
         LocalRepoCommand::RotateRoot { root_keys, root_threshold } => {
             let old = svc.keys.image_root.clone();
@@ -118,8 +118,8 @@ async fn run_local(config: Config, cmd: LocalRepoCommand) -> anyhow::Result<()> 
                     )
                 })?;
             }
-            println!("signed image root version {} (sha256 {})", root.version, root.sha256);
-            println!(
+            say!("signed image root version {} (sha256 {})", root.version, root.sha256);
+            say!(
                 "root keyids: {}",
                 new_keys.image_root.iter().map(|k| k.keyid().to_owned()).collect::<Vec<_>>().join(", ")
             );

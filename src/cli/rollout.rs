@@ -184,7 +184,7 @@ pub async fn run(cmd: RolloutCommand) -> anyhow::Result<()> {
                 "gate": {"max_failure_rate": max_failure_rate, "min_reports": min_reports, "stall_minutes": stall_minutes},
                 "auto_advance": auto_advance});
             let created = call(&server, Method::POST, &["rollouts"], &[], Some(body)).await?;
-            println!(
+            say!(
                 "created rollout {} (draft); start it with: patchgate rollout start {}",
                 text(&created["id"]),
                 text(&created["id"])
@@ -194,9 +194,9 @@ pub async fn run(cmd: RolloutCommand) -> anyhow::Result<()> {
         RolloutCommand::Show { target, json } => {
             let status = call(&target.server, Method::GET, &["rollouts", &target.id], &[], None).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                say!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", render_status(&status));
+                say_raw!("{}", render_status(&status));
             }
             return Ok(());
         }
@@ -204,7 +204,7 @@ pub async fn run(cmd: RolloutCommand) -> anyhow::Result<()> {
             let query: Vec<(&str, String)> =
                 [("product", product), ("state", state)].into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
             let list = call(&server, Method::GET, &["rollouts"], &query, None).await?;
-            print!("{}", render_list(&list));
+            say_raw!("{}", render_list(&list));
             return Ok(());
         }
         RolloutCommand::Start(t) => (t, "start", false),
@@ -218,9 +218,9 @@ pub async fn run(cmd: RolloutCommand) -> anyhow::Result<()> {
     let r = call(&target.server, Method::POST, &["rollouts", &target.id, action], &query, None).await?;
     let stage = r["current_stage"].as_i64().unwrap_or(0) + 1;
     let stages = r["stages"].as_array().map_or(0, Vec::len);
-    println!("rollout {}: {} (stage {stage} of {stages})", text(&r["id"]), text(&r["state"]));
+    say!("rollout {}: {} (stage {stage} of {stages})", text(&r["id"]), text(&r["state"]));
     if let Some(reason) = r["reason"].as_str() {
-        println!("reason: {reason}");
+        say!("reason: {reason}");
     }
     Ok(())
 }

@@ -40,11 +40,11 @@ pub async fn run(config: Config, cmd: TokenCommand) -> anyhow::Result<()> {
             let product = product.as_deref().map(ProductName::parse).transpose()?;
             let secret = create_token(&svc, &actor, &name, role, product.as_ref()).await?;
             eprintln!("created {role} token {name:?}; it is shown once:");
-            println!("{secret}");
+            say!("{secret}");
         }
         TokenCommand::Revoke { name } => {
             let count = revoke_token(&svc, &actor, &name).await?;
-            println!("revoked {count} token(s) named {name:?}");
+            say!("revoked {count} token(s) named {name:?}");
         }
     }
     Ok(())

@@ -63,8 +63,15 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
         std::io::stdin().lock().read_line(&mut line)?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
-    let first = rpassword::prompt_password("password: ")?;
-    let again = rpassword::prompt_password("again: ")?;
+    let prompt = |question: &str| {
+        rpassword::prompt_password(question).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot ask for the password ({e}): there is no terminal here; pipe it in with --password-stdin"
+            )
+        })
+    };
+    let first = prompt("password: ")?;
+    let again = prompt("again: ")?;
     anyhow::ensure!(first == again, "the two passwords differ");
     Ok(first)
 }
@@ -79,25 +86,25 @@ pub async fn run(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
             crate::services::users::check_user_name(&name)?;
             let password = read_password(password_stdin)?;
             create_user(&svc, &actor, &name, role, &password).await?;
-            println!("created {role} user {name}");
+            say!("created {role} user {name}");
         }
         UserCommand::SetRole { name, role } => {
             let role = parse_role(&role)?;
             let ended = set_user_role(&svc, &actor, &name, role).await?;
-            println!("{name} is now {role}; {ended} session(s) ended");
+            say!("{name} is now {role}; {ended} session(s) ended");
         }
         UserCommand::SetPassword { name, password_stdin } => {
             let password = read_password(password_stdin)?;
             set_user_password(&svc, &actor, &name, &password).await?;
-            println!("password of {name} changed; its sessions ended");
+            say!("password of {name} changed; its sessions ended");
         }
         UserCommand::Unlock { name } => {
             unlock_user(&svc, &actor, &name).await?;
-            println!("{name} may sign in again at once");
+            say!("{name} may sign in again at once");
         }
         UserCommand::List => {
             for user in list_users(&svc).await? {
-                println!("{}\t{}", user.name, user.role);
+                say!("{}\t{}", user.name, user.role);
             }
         }
     }

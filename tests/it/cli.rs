@@ -47,6 +47,47 @@ fn an_invalid_configuration_value_is_refused_naming_the_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_upload_bytes"));
 }
 
+/// `patchgate keys generate … | head`: a reader that went away ends the command as it ends
+/// other Unix tools (status 141, SIGPIPE's), not with a panic and a backtrace.
+#[test]
+fn output_into_a_closed_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = patchgate()
+        .current_dir(dir.path())
+        .args(["keys", "generate", "--out", "keys"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(dir.path().join("keys/online/director.pem").exists(), "the keys were written before the output");
+}
+
+/// Without a terminal to prompt on, `user create` says how to give the password instead.
+#[test]
+fn a_password_prompt_without_a_terminal_points_to_password_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    // setsid: a new session has no controlling terminal, even when the tests run in one.
+    let out = Command::new("setsid")
+        .arg("--wait")
+        .arg(env!("CARGO_BIN_EXE_patchgate"))
+        .args(["user", "create", "--name", "ada", "--role", "admin"])
+        .current_dir(dir.path())
+        .env_remove("PATCHGATE_DATABASE_URL")
+        .env("PATCHGATE_DATA_DIR", dir.path().join("data"))
+        .env("PATCHGATE_KEYS_DIR", dev_keys_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no terminal") && stderr.contains("--password-stdin"), "{stderr}");
+}
+
 #[test]
 fn the_dev_keys_refuse_a_public_listen_address() {
     let dir = tempfile::tempdir().unwrap();

@@ -178,6 +178,8 @@ async fn stalled_connections_at_the_open_file_limit_do_not_stop_healthz() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(cap_logged(), "the cap is logged:\n{}", server.log_tail());
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(!log.contains('\u{1b}'), "a log written to a file has no terminal colour codes:\n{log}");
     let started = Instant::now();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let health = client.get(server.url("/healthz")).send().await.map(|r| r.status().as_u16());

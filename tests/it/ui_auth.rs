@@ -47,6 +47,9 @@ async fn signing_in_and_out_with_server_side_sessions() {
     let home = browser.get("/ui/").await;
     assert_eq!(home.status, 200);
     assert!(home.body.contains("alice") && home.body.contains("(admin)"), "{}", home.body);
+    // The server's root sends a browser to the console.
+    let root = browser.get("/").await;
+    assert_eq!((root.status, root.location.as_deref()), (307, Some("/ui/")));
 
     // Signing out needs the CSRF token; without it nothing changes.
     let refused = browser.post("/ui/logout", &[("csrf", "forged")]).await;

@@ -33,9 +33,9 @@ const MAX_FORM_BYTES: usize = 4 * 1024 * 1024;
 const STYLE: &str = include_str!("static/style.css");
 const SCRIPT: &str = include_str!("static/ui.js");
 
-/// Registers `/ui` and everything under it.
+/// Registers `/ui` and everything under it, and sends a browser at the server's root there.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::redirect("/ui", "/ui/")).service(
+    cfg.service(web::redirect("/", "/ui/")).service(web::redirect("/ui", "/ui/")).service(
         web::scope("/ui")
             .wrap(
                 DefaultHeaders::new()
