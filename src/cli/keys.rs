@@ -67,8 +67,8 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let out = out.context("--out DIR is required")?;
             let set = keydir::generate(&out, root_keys, root_threshold)?;
             say!("wrote a key set to {}", out.display());
-            for (i, k) in set.image_root.iter().enumerate() {
-                say!("  offline/image-root-{}.pem     {}", i + 1, k.keyid());
+            for (file, k) in set.image_root_files.iter().zip(&set.image_root) {
+                say!("  offline/{file:<21}{}", k.keyid());
             }
             for (file, key) in [("image-targets.pem", &set.image_targets), ("director-root.pem", &set.director_root)] {
                 if let Some(key) = key {

@@ -94,6 +94,7 @@ async fn run_local(config: Config, cmd: LocalRepoCommand) -> anyhow::Result<()> 
                     let threshold = root_threshold.unwrap_or_else(|| (count as u64).min(2));
                     let pending = keydir::stage_root_keys(&keys_dir, current + 1, count, threshold)?;
                     new_keys.image_root = pending.keys.clone();
+                    new_keys.image_root_files = (1..=count).map(keydir::root_key_file).collect();
                     new_keys.image_root_threshold = threshold;
                     Some(pending)
                 }

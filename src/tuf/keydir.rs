@@ -69,6 +69,8 @@ pub enum KeyDirError {
 pub struct KeySet {
     /// Image root keys, in file order (empty when they are offline).
     pub image_root: Vec<Signer>,
+    /// Their files' names in `offline/`, in the same order.
+    pub image_root_files: Vec<String>,
     /// Image root threshold.
     pub image_root_threshold: u64,
     /// Image top-level targets key (`None` when it is offline).
@@ -107,11 +109,11 @@ impl KeySet {
 
     /// Files of offline keys this set holds (root, top-level targets, director root), with
     /// their key ids.
-    pub fn offline_keys(&self) -> Vec<(&'static str, &Signer)> {
-        let mut out: Vec<(&'static str, &Signer)> =
-            self.image_root.iter().map(|k| ("offline/image-root-N.pem", k)).collect();
-        out.extend(self.image_targets.iter().map(|k| ("offline/image-targets.pem", k)));
-        out.extend(self.director_root.iter().map(|k| ("offline/director-root.pem", k)));
+    pub fn offline_keys(&self) -> Vec<(String, &Signer)> {
+        let mut out: Vec<(String, &Signer)> =
+            self.image_root_files.iter().map(|f| format!("offline/{f}")).zip(&self.image_root).collect();
+        out.extend(self.image_targets.iter().map(|k| ("offline/image-targets.pem".to_owned(), k)));
+        out.extend(self.director_root.iter().map(|k| ("offline/director-root.pem".to_owned(), k)));
         out
     }
 
@@ -134,8 +136,13 @@ fn online(dir: &Path) -> PathBuf {
     dir.join("online")
 }
 
+/// The file name of the `n`th (1-based) image root key that `generate` and a rotation write.
+pub fn root_key_file(n: usize) -> String {
+    format!("image-root-{n}.pem")
+}
+
 fn root_key_path(dir: &Path, n: usize) -> PathBuf {
-    offline(dir).join(format!("image-root-{n}.pem"))
+    offline(dir).join(root_key_file(n))
 }
 
 /// New root keys need 1 ≤ threshold ≤ count.
@@ -159,6 +166,7 @@ pub fn generate(dir: &Path, root_keys: usize, root_threshold: u64) -> Result<Key
     let director_root = Signer::generate();
     let set = KeySet {
         image_root: (0..root_keys).map(|_| Signer::generate()).collect(),
+        image_root_files: (1..=root_keys).map(root_key_file).collect(),
         image_root_threshold: root_threshold,
         image_targets: Some(targets.clone()),
         image_snapshot: Signer::generate(),
@@ -190,7 +198,7 @@ fn write_info(dir: &Path, info: KeySetInfo) -> Result<(), KeyDirError> {
 /// only describes the root keys) may be absent, the three online keys may not.
 pub fn load(dir: &Path) -> Result<KeySet, KeyDirError> {
     let info_path = dir.join("keyset.json");
-    let image_root = load_root_keys(dir)?;
+    let (image_root_files, image_root): (Vec<String>, Vec<Signer>) = load_root_keys(dir)?.into_iter().unzip();
     let optional = |path: PathBuf| if path.exists() { Signer::load(&path).map(Some) } else { Ok(None) };
     let image_targets = optional(offline(dir).join("image-targets.pem"))?;
     let director_root = optional(offline(dir).join("director-root.pem"))?;
@@ -199,6 +207,7 @@ pub fn load(dir: &Path) -> Result<KeySet, KeyDirError> {
     let online_set = |image_root, image_root_threshold| -> Result<KeySet, KeyDirError> {
         Ok(KeySet {
             image_root,
+            image_root_files: image_root_files.clone(),
             image_root_threshold,
             image_targets: image_targets.clone(),
             image_snapshot: Signer::load(&online(dir).join("image-snapshot.pem"))?,
@@ -235,13 +244,19 @@ pub fn load_online(dir: &Path) -> Result<Vec<Signer>, KeyDirError> {
     load_pems(&online(dir), |_| true)
 }
 
-fn load_root_keys(dir: &Path) -> Result<Vec<Signer>, KeyDirError> {
-    load_pems(&offline(dir), |n| n.starts_with("image-root-"))
+/// The image root keys in `offline/`, with their files' names, in name order.
+fn load_root_keys(dir: &Path) -> Result<Vec<(String, Signer)>, KeyDirError> {
+    load_named_pems(&offline(dir), |n| n.starts_with("image-root-"))
 }
 
 /// The `*.pem` files directly in `dir` whose names `wanted` accepts, sorted by name (none if
 /// `dir` does not exist).
 fn load_pems(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<Signer>, KeyDirError> {
+    Ok(load_named_pems(dir, wanted)?.into_iter().map(|(_, key)| key).collect())
+}
+
+/// [`load_pems`], each key with its file's name.
+fn load_named_pems(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<(String, Signer)>, KeyDirError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -254,7 +269,13 @@ fn load_pems(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<Signer>, K
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".pem") && wanted(n)))
         .collect();
     paths.sort();
-    paths.iter().map(|p| Signer::load(p).map_err(KeyDirError::from)).collect()
+    paths
+        .iter()
+        .map(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            Signer::load(p).map(|key| (name, key)).map_err(KeyDirError::from)
+        })
+        .collect()
 }
 
 /// New image root keys written beside the current ones, not yet in use.
@@ -289,7 +310,7 @@ pub fn stage_root_keys(
     }
     let keys: Vec<Signer> = (0..count).map(|_| Signer::generate()).collect();
     for (i, key) in keys.iter().enumerate() {
-        key.write(&pending.join(format!("image-root-{}.pem", i + 1)))?;
+        key.write(&pending.join(root_key_file(i + 1)))?;
     }
     Ok(PendingRootKeys { dir: pending, keys, threshold })
 }

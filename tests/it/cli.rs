@@ -88,19 +88,39 @@ fn a_password_prompt_without_a_terminal_points_to_password_stdin() {
     assert!(stderr.contains("no terminal") && stderr.contains("--password-stdin"), "{stderr}");
 }
 
-#[test]
-fn the_dev_keys_refuse_a_public_listen_address() {
-    let dir = tempfile::tempdir().unwrap();
+/// `patchgate serve` in `dir` on `listen` with the keys in `keys`, which must refuse to start;
+/// its stderr.
+fn serve_refused(dir: &std::path::Path, listen: &str, keys: &std::path::Path) -> String {
     let out = patchgate()
-        .current_dir(dir.path())
-        .env("PATCHGATE_LISTEN", "0.0.0.0:0")
-        .env("PATCHGATE_KEYS_DIR", dev_keys_dir())
-        .env("PATCHGATE_DATA_DIR", dir.path().join("data"))
+        .current_dir(dir)
+        .env("PATCHGATE_LISTEN", listen)
+        .env("PATCHGATE_KEYS_DIR", keys)
+        .env("PATCHGATE_DATA_DIR", dir.join("data"))
         .arg("serve")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A server that can read offline keys refuses to start, naming each key's file.
+#[test]
+fn a_server_that_can_read_offline_keys_names_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = patchgate().args(["keys", "generate", "--out"]).arg(&keys).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = serve_refused(dir.path(), "127.0.0.1:0", &keys);
+    for file in ["offline/image-root-1.pem", "offline/image-root-2.pem", "offline/image-targets.pem"] {
+        assert!(stderr.contains(file), "{file}: {stderr}");
+    }
+    assert!(!stderr.contains("image-root-N"), "{stderr}");
+}
+
+#[test]
+fn the_dev_keys_refuse_a_public_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = serve_refused(dir.path(), "0.0.0.0:0", &dev_keys_dir());
     assert!(stderr.contains("DEVELOPMENT KEYS") && stderr.contains("loopback"), "{stderr}");
 }
 
