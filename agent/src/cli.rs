@@ -19,9 +19,18 @@ use crate::agent::{
 use crate::error::AgentError;
 use crate::simulate::{Fleet, SimOptions, Until};
 
+/// What each exit status means (the README's table).
+const EXIT_CODES: &str = "Exit codes:
+  0  done, or nothing to do
+  1  local error: the state directory cannot be read or written
+  2  usage: bad arguments, or a state directory that was never enrolled
+  3  refused for security (the reason is printed and reported to the server as rejected)
+  4  network or server error (retry later; never reported as a failure)
+  5  install failed: the hook, writing the slot, or the wrong image running after the reboot";
+
 /// patchgate device agent: installs only what the manufacturer signed and the director assigned.
 #[derive(Debug, Parser)]
-#[command(name = "patchgate-agent", version)]
+#[command(name = "patchgate-agent", version, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -142,8 +142,18 @@ impl From<AgentError> for ReportError {
     }
 }
 
+/// A network error with its whole chain of causes: reqwest's own message ("error sending
+/// request for url …") does not say whether the connection was refused, timed out or failed
+/// its TLS check.
 fn network(url: &Url, err: reqwest::Error) -> AgentError {
-    AgentError::Network(format!("{url}: {err}"))
+    let mut message = format!("{url}: {err}");
+    let mut cause = std::error::Error::source(&err);
+    while let Some(e) = cause {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        cause = e.source();
+    }
+    AgentError::Network(message)
 }
 
 /// Decodes a 2xx JSON answer; anything else becomes an error carrying the server's message.

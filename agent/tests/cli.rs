@@ -24,6 +24,8 @@ fn usage_errors_exit_2_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an enrolled state directory"));
     let out = agent().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Exit codes:") && help.contains("4  network or server error"), "{help}");
 }
 
 #[test]
@@ -54,7 +56,10 @@ fn enroll_refuses_plain_http_to_another_host_and_development_roots() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_url"));
     // Loopback with nothing listening: a network error, after the checks passed.
     let out = enroll("http://127.0.0.1:9", &["--allow-dev-keys"]);
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    // The cause, not only reqwest's "error sending request".
+    assert!(stderr.to_lowercase().contains("connection refused"), "{stderr}");
 }
 
 #[test]
