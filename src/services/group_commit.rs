@@ -232,11 +232,11 @@ async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<Item>>>) {
                 tracing::error!(error = %e, reports = reports.len(), "recording a group of unchanged reports failed");
                 e.to_string()
             });
-            let (unchanged, fast) = answer_recorded(unchanged, fast);
+            let unchanged = answer_recorded(unchanged, fast);
             if !unchanged.is_empty() {
                 // Polls under a plan changed since their decision: one transaction decides them all.
                 let outcomes = redecide_alone(&db, &unchanged).await;
-                answer_unchanged(unchanged, &merge(fast, outcomes));
+                answer_unchanged(unchanged, &Ok(outcomes));
             }
             metrics::histogram!("patchgate_group_commit_seconds").record(started.elapsed().as_secs_f64());
             continue;
@@ -332,39 +332,24 @@ fn answer_unchanged(unchanged: Vec<Unchanged>, outcomes: &Result<Vec<FastOutcome
 }
 
 /// Answers the reports `fast` recorded (or all, with the error); returns the others, for
-/// deciding again, with their outcomes so far.
-fn answer_recorded(
-    unchanged: Vec<Unchanged>,
-    fast: Result<Vec<FastOutcome>, String>,
-) -> (Vec<Unchanged>, Vec<FastOutcome>) {
+/// deciding again.
+fn answer_recorded(unchanged: Vec<Unchanged>, fast: Result<Vec<FastOutcome>, String>) -> Vec<Unchanged> {
     let outcomes = match fast {
         Ok(outcomes) => outcomes,
         Err(e) => {
             answer_unchanged(unchanged, &Err(e));
-            return (Vec::new(), Vec::new());
+            return Vec::new();
         }
     };
     let mut rest = Vec::new();
-    let mut rest_outcomes = Vec::new();
     for (u, outcome) in unchanged.into_iter().zip(outcomes) {
         if outcome == FastOutcome::NotApplied {
             rest.push(u);
-            rest_outcomes.push(outcome);
         } else {
             let _ = u.answer.send(Ok(outcome));
         }
     }
-    (rest, rest_outcomes)
-}
-
-/// `outcomes` where `decided` has a decision.
-fn merge(mut outcomes: Vec<FastOutcome>, decided: Vec<FastOutcome>) -> Result<Vec<FastOutcome>, String> {
-    for (o, d) in outcomes.iter_mut().zip(decided) {
-        if d != FastOutcome::NotApplied {
-            *o = d;
-        }
-    }
-    Ok(outcomes)
+    rest
 }
 
 /// The reports of `unchanged` that `fast` did not record, decided again in a savepoint of
