@@ -46,6 +46,8 @@
 #   KEEP_TMP=1      keep the temporary directory (server and nginx logs, wrk output, data files)
 #   BENCH_BIN       the server binary to measure (default target/release/patchgate, built
 #                   first): an A/B runs a copy of the other build beside it in the same hour
+#   BENCH_FLEET     the bench_fleet binary (default target/release/examples/bench_fleet, built
+#                   first): keep the load generator the same while BENCH_BIN changes
 #   BENCH_PERF=1    record the server with `perf record -g` during each wrk run, the set-up
 #                   (enrollments) and the first reports into $dir/perf-NAME.data (implies
 #                   KEEP_TMP=1; read with `perf report -i FILE`)
@@ -72,7 +74,7 @@ ENROLL_GOAL=3000
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bench_dir=$repo/scripts/bench
 bin=${BENCH_BIN:-$repo/target/release/patchgate}
-fleet=$repo/target/release/examples/bench_fleet
+fleet=${BENCH_FLEET:-$repo/target/release/examples/bench_fleet}
 
 BENCH_NAME=bench
 # shellcheck source=scripts/bench-lib.sh
