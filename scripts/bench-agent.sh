@@ -38,7 +38,7 @@ for tool in cargo curl sha256sum awk head /usr/bin/time; do
 done
 
 log "building the server (release) and the agent (size profile)"
-(cd "$repo" && cargo build --release --bin patchgate && cargo build -p patchgate-agent --profile agent)
+(cd "$repo" && cargo build --release --bin patchgate && cargo build -p patchgate-agent --bin patchgate-agent --profile agent)
 size_bytes=$(stat -c %s "$agent_bin")
 size_mib=$(awk -v b="$size_bytes" 'BEGIN { printf "%.2f", b / 1048576 }')
 

@@ -2,7 +2,9 @@
 # The whole test suite, the one command the README names and .ci/run calls:
 #   1. unit and integration tests on SQLite (every crate);
 #   2. the integration tests again on PostgreSQL (a fresh database per test);
-#   3. python-tuf's ngclient against a real server, before and after a root rotation.
+#   3. python-tuf's ngclient against a real server, before and after a root rotation;
+#   4. the TUF community's client conformance suite against the agent's conformance client
+#      (skipped, saying so, where the suite is not beside the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +35,7 @@ echo "== python-tuf ngclient interoperability"
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 PATCHGATE_BIN="$target_dir/debug/patchgate" bash scripts/check-python-tuf.sh
+
+echo "== TUF conformance suite (the agent's client)"
+# The client binary the SQLite run built (the agent's integration tests build its binaries).
+TUF_CONFORMANCE_CLIENT="$target_dir/debug/tuf-conformance-client" bash scripts/check-tuf-conformance.sh

@@ -16,7 +16,7 @@ use patchgate_protocol::{Attempt, AttemptState, DeviceReport, EnrollRequest, Ins
 use serde::Serialize;
 
 use crate::download::Retry;
-use crate::error::{AgentError, from_tough};
+use crate::error::AgentError;
 use crate::net::{Net, ReportError, http_client};
 use crate::state::{AttemptRecord, DeviceConfig, Repo, StateDir};
 use crate::verify::{Assigned, Decision, Identity, decide};
@@ -399,15 +399,14 @@ impl Agent {
             Repo::Image => ("repo/metadata/".to_owned(), None),
             Repo::Director => (format!("director/{}/metadata/", self.config.device_id), Some(self.token.clone())),
         };
-        self.state.restore_kept(repo)?;
-        let root = self.state.trusted_root(repo)?;
-        let loaded = tough::RepositoryLoader::new(&root, self.net.url(&metadata)?, self.net.url("repo/targets/")?)
-            .transport(self.net.transport(token))
-            .datastore(self.state.datastore(repo))
-            .load()
-            .await
-            .map_err(|e| from_tough(repo.as_str(), e))?;
-        self.state.keep_verified(repo)?;
+        let loaded = crate::refresh::refresh(
+            &self.state.store(repo),
+            repo.as_str(),
+            self.net.url(&metadata)?,
+            self.net.url("repo/targets/")?,
+            self.net.transport(token),
+        )
+        .await?;
         let root = serde_json::to_vec(loaded.root()).map_err(|e| AgentError::Local(e.to_string()))?;
         check_root_keys(repo, &root, self.config.allow_dev_keys)?;
         // A production root could still delegate a product to a development key.

@@ -16,6 +16,37 @@ use url::Url;
 use crate::error::AgentError;
 use crate::verify::Assigned;
 
+/// What the signed metadata says of one target file: all a download checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedFile {
+    /// TUF target name, e.g. `pump-x1/1.1.0/fw.bin`.
+    pub name: String,
+    /// Exact length in bytes.
+    pub length: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// SHA-512, lowercase hex, where the metadata lists it.
+    pub sha512: Option<String>,
+}
+
+impl SignedFile {
+    /// What `target`, listed under `name` in verified metadata, says of its file.
+    pub fn of_target(name: &str, target: &tough::schema::Target) -> Self {
+        Self {
+            name: name.to_owned(),
+            length: target.length,
+            sha256: hex::encode(&target.hashes.sha256),
+            sha512: target.hashes._extra.get("sha512").and_then(serde_json::Value::as_str).map(str::to_owned),
+        }
+    }
+}
+
+impl From<&Assigned> for SignedFile {
+    fn from(a: &Assigned) -> Self {
+        Self { name: a.name.clone(), length: a.length, sha256: a.sha256.clone(), sha512: a.sha512.clone() }
+    }
+}
+
 /// How hard to retry.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -36,7 +67,7 @@ impl Retry {
 
 /// Where the consistent-snapshot copy of `target` lives under the image repository's targets
 /// URL: the TUF spelling, hash prefixed to the file name (`pump-x1/1.1.0/<sha256>.fw.bin`).
-pub fn target_url(targets_base: &Url, target: &Assigned) -> Result<Url, AgentError> {
+pub fn target_url(targets_base: &Url, target: &SignedFile) -> Result<Url, AgentError> {
     let (dir, file) = target.name.rsplit_once('/').unwrap_or(("", &target.name));
     let path =
         if dir.is_empty() { format!("{}.{file}", target.sha256) } else { format!("{dir}/{}.{file}", target.sha256) };
@@ -48,7 +79,7 @@ pub fn target_url(targets_base: &Url, target: &Assigned) -> Result<Url, AgentErr
 pub async fn fetch_verified(
     client: &reqwest::Client,
     url: &Url,
-    target: &Assigned,
+    target: &SignedFile,
     staging: &Path,
     retry: Retry,
 ) -> Result<PathBuf, AgentError> {
@@ -87,7 +118,7 @@ async fn remove(path: &Path) -> Result<(), AgentError> {
 async fn fetch_all(
     client: &reqwest::Client,
     url: &Url,
-    target: &Assigned,
+    target: &SignedFile,
     path: &Path,
     retry: Retry,
 ) -> Result<(), AgentError> {
@@ -105,7 +136,7 @@ async fn fetch_all(
     }
 }
 
-async fn fetch_once(client: &reqwest::Client, url: &Url, target: &Assigned, path: &Path) -> Result<(), AgentError> {
+async fn fetch_once(client: &reqwest::Client, url: &Url, target: &SignedFile, path: &Path) -> Result<(), AgentError> {
     let mut have = file_len(path).await;
     if have > target.length {
         remove(path).await?;
@@ -200,7 +231,7 @@ fn content_range_start(res: &reqwest::Response) -> Option<u64> {
 }
 
 /// Checks the file's length, sha256 and (where published) sha512 against the signed values.
-pub async fn verify_file(path: &Path, target: &Assigned) -> Result<(), AgentError> {
+pub async fn verify_file(path: &Path, target: &SignedFile) -> Result<(), AgentError> {
     let local = |e: std::io::Error| AgentError::local(format!("reading {}", path.display()), e);
     let mut file = tokio::fs::File::open(path).await.map_err(local)?;
     let mut sha256 = Sha256::new();
@@ -243,18 +274,13 @@ pub async fn verify_file(path: &Path, target: &Assigned) -> Result<(), AgentErro
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
-    use patchgate_protocol::DirectorAction;
 
-    fn assigned(bytes: &[u8]) -> Assigned {
-        Assigned {
+    fn assigned(bytes: &[u8]) -> SignedFile {
+        SignedFile {
             name: "pump-x1/1.1.0/fw.bin".into(),
-            version: "1.1.0".into(),
             length: bytes.len() as u64,
             sha256: hex::encode(Sha256::digest(bytes)),
             sha512: Some(hex::encode(Sha512::digest(bytes))),
-            action: DirectorAction::Install,
-            rollout_id: "r".into(),
-            rollback_floor: "0.0.0".into(),
         }
     }
 

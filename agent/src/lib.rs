@@ -8,6 +8,7 @@
 //!   `Transport` that carries the device token;
 //! - [`verify`]: the cross-check of the director's assignment against the image repository
 //!   (DESIGN.md §2.5 and §2.7), a pure function;
+//! - [`refresh`]: one TUF repository refreshed through tough, with our kept copies;
 //! - [`download`]: Range-resumable downloads into a staging file capped at the signed length;
 //! - [`agent`]: [`Agent`], the use cases `enroll`, `check`, `install`, `confirm`, `run`;
 //! - [`simulate`]: a fleet of virtual devices in one process;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod download;
 pub mod error;
 pub mod net;
+pub mod refresh;
 pub mod simulate;
 pub mod state;
 pub mod verify;

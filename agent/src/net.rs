@@ -123,7 +123,7 @@ impl Net {
 
     /// A tough transport for this server, sending `token` if given (the director's paths).
     pub fn transport(&self, token: Option<String>) -> TufTransport {
-        TufTransport { client: self.client.clone(), token }
+        TufTransport::new(self.client.clone(), token)
     }
 }
 
@@ -193,6 +193,13 @@ pub async fn read_limited(res: reqwest::Response, limit: usize) -> Result<Vec<u8
 pub struct TufTransport {
     client: reqwest::Client,
     token: Option<String>,
+}
+
+impl TufTransport {
+    /// A transport over `client`, sending `token` as a bearer token if given.
+    pub fn new(client: reqwest::Client, token: Option<String>) -> Self {
+        Self { client, token }
+    }
 }
 
 #[tough::async_trait]

@@ -285,24 +285,64 @@ impl StateDir {
         write_atomic(&self.datastore(repo).join(PROVISIONED_ROOT), bytes)
     }
 
-    /// The newest root verified for `repo`: the datastore's `root.json` (after
-    /// [`Self::restore_kept`]), else the provisioned one. (tough saves newer roots but never reads
-    /// them back: without this, key revocations would be forgotten between runs.)
+    /// The newest root verified for `repo` (see [`Datastore::trusted_root`]).
     pub fn trusted_root(&self, repo: Repo) -> Result<Vec<u8>, AgentError> {
-        let dir = self.datastore(repo);
-        if let Some(bytes) = read_version(&dir.join("root.json")).map(|(_, b)| b) {
+        self.store(repo).trusted_root()
+    }
+
+    /// After a verified refresh of `repo` (see [`Datastore::keep_verified`]).
+    pub fn keep_verified(&self, repo: Repo) -> Result<(), AgentError> {
+        self.store(repo).keep_verified()
+    }
+
+    /// Before a refresh of `repo` (see [`Datastore::restore_kept`]).
+    pub fn restore_kept(&self, repo: Repo) -> Result<(), AgentError> {
+        self.store(repo).restore_kept()
+    }
+
+    /// `repo`'s datastore.
+    pub fn store(&self, repo: Repo) -> Datastore {
+        Datastore::new(self.datastore(repo))
+    }
+}
+
+/// One TUF repository's trusted metadata on disk: tough's datastore (`root.json`,
+/// `timestamp.json`, … under their plain names), the root it started from
+/// (`provisioned.root.json`) and our atomic copies in `kept/`.
+#[derive(Debug, Clone)]
+pub struct Datastore {
+    dir: PathBuf,
+}
+
+impl Datastore {
+    /// The datastore in `dir` (created by [`Self::keep_verified`] when missing).
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The directory tough reads and writes.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest root verified: `root.json` (after [`Self::restore_kept`]), else the
+    /// provisioned one. (tough saves newer roots but never reads them back: without this, key
+    /// revocations would be forgotten between runs.)
+    pub fn trusted_root(&self) -> Result<Vec<u8>, AgentError> {
+        if let Some(bytes) = read_version(&self.dir.join("root.json")).map(|(_, b)| b) {
             return Ok(bytes);
         }
-        let path = dir.join(PROVISIONED_ROOT);
+        let path = self.dir.join(PROVISIONED_ROOT);
         std::fs::read(&path).map_err(|e| AgentError::local(format!("reading {}", path.display()), e))
     }
 
     /// After a verified refresh: atomic copies of what tough just trusted.
-    pub fn keep_verified(&self, repo: Repo) -> Result<(), AgentError> {
-        let dir = self.datastore(repo);
+    pub fn keep_verified(&self) -> Result<(), AgentError> {
+        let kept = self.dir.join("kept");
+        std::fs::create_dir_all(&kept).map_err(|e| AgentError::local(format!("creating {}", kept.display()), e))?;
         for name in KEPT {
-            if let Some((_, bytes)) = read_version(&dir.join(name)) {
-                write_atomic(&dir.join("kept").join(name), &bytes)?;
+            if let Some((_, bytes)) = read_version(&self.dir.join(name)) {
+                write_atomic(&kept.join(name), &bytes)?;
             }
         }
         Ok(())
@@ -310,13 +350,12 @@ impl StateDir {
 
     /// Before a refresh: puts the kept copies back wherever tough's files are missing, torn or
     /// older (a power cut during tough's unsynced writes).
-    pub fn restore_kept(&self, repo: Repo) -> Result<(), AgentError> {
-        let dir = self.datastore(repo);
+    pub fn restore_kept(&self) -> Result<(), AgentError> {
         for name in KEPT {
-            let Some((kept_version, kept)) = read_version(&dir.join("kept").join(name)) else { continue };
-            let current = read_version(&dir.join(name)).map(|(v, _)| v);
+            let Some((kept_version, kept)) = read_version(&self.dir.join("kept").join(name)) else { continue };
+            let current = read_version(&self.dir.join(name)).map(|(v, _)| v);
             if current.is_none_or(|v| v < kept_version) {
-                write_atomic(&dir.join(name), &kept)?;
+                write_atomic(&self.dir.join(name), &kept)?;
             }
         }
         Ok(())

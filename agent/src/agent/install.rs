@@ -12,7 +12,7 @@ use patchgate_protocol::AttemptState;
 use tokio::io::AsyncWriteExt;
 
 use super::{Agent, CheckOutcome};
-use crate::download::{fetch_verified, target_url};
+use crate::download::{SignedFile, fetch_verified, target_url};
 use crate::error::AgentError;
 use crate::state::{AttemptRecord, InstalledRecord, sync_dir};
 use crate::verify::Assigned;
@@ -207,9 +207,10 @@ impl Agent {
         if !resumed {
             self.set_attempt(attempt(&target, AttemptState::Downloading, None)).await?;
         }
-        let url = target_url(&self.net.url("repo/targets/")?, &target)?;
+        let file = SignedFile::from(&target);
+        let url = target_url(&self.net.url("repo/targets/")?, &file)?;
         let verified =
-            match fetch_verified(self.net.client(), &url, &target, &self.state.staging(), self.tuning.retry).await {
+            match fetch_verified(self.net.client(), &url, &file, &self.state.staging(), self.tuning.retry).await {
                 Ok(path) => path,
                 Err(AgentError::Refused(refusal)) => {
                     self.reject(target.name.clone(), Some(target.clone()), refusal.clone()).await?;
