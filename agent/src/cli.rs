@@ -1,6 +1,6 @@
 //! The `patchgate-agent` command line. Exit codes (README): 0 done or nothing to do, 1 local
 //! error (state directory), 2 usage, 3 refused for security, 4 network or server, 5 install
-//! failed (hook, slot or the wrong image after the reboot).
+//! failed (hook, slot or the wrong image after the reboot), 6 denied by the server for good.
 //!
 //! Results go to stdout as one JSON object; messages and progress go to stderr. Must stay a thin
 //! layer over [`crate::Agent`] and [`crate::simulate`].
@@ -26,7 +26,9 @@ const EXIT_CODES: &str = "Exit codes:
   2  usage: bad arguments, or a state directory that was never enrolled
   3  refused for security (the reason is printed and reported to the server as rejected)
   4  network or server error (retry later; never reported as a failure)
-  5  install failed: the hook, writing the slot, or the wrong image running after the reboot";
+  5  install failed: the hook, writing the slot, or the wrong image running after the reboot
+  6  denied by the server for good: a revoked or wrong token, a decommissioned or unknown
+     device, another key's signature (asking again will not help; `run` stops)";
 
 /// patchgate device agent: installs only what the manufacturer signed and the director assigned.
 #[derive(Debug, Parser)]

@@ -2,8 +2,9 @@
 //!
 //! The split matters to a device: a [`AgentError::Refused`] is a security event (the agent
 //! reports `rejected` and never retries the same metadata into the slot), a
-//! [`AgentError::Network`] is retried with backoff and never reported as a failure (DESIGN.md §4:
-//! network errors are not failures), a [`AgentError::Hook`] is a failed install.
+//! [`AgentError::Network`] is retried with backoff and never reported as a failure (docs/design.md §4:
+//! network errors are not failures), a [`AgentError::Denied`] is the server refusing the device
+//! itself (asking again will not help), a [`AgentError::Install`] is a failed install.
 
 /// Why the agent refused an update: a stable code (sent in the `rejected` report's detail) and a
 /// human sentence.
@@ -40,6 +41,11 @@ pub enum AgentError {
     /// The network or the server failed; try again later.
     #[error("network or server error: {0}")]
     Network(String),
+    /// The server refused the request for good (a 4xx answer: a wrong or revoked token, a
+    /// signature by another key, a decommissioned or unknown device, an invalid enrollment
+    /// token): sending it again will not help; the device needs an admin or a new enrollment.
+    #[error("denied by the server: {0}")]
+    Denied(String),
     /// The install hook (or writing the slot) failed.
     #[error("install failed: {0}")]
     Install(String),
@@ -67,6 +73,7 @@ impl AgentError {
             Self::Refused(_) => 3,
             Self::Network(_) => 4,
             Self::Install(_) => 5,
+            Self::Denied(_) => 6,
         }
     }
 
@@ -133,6 +140,7 @@ mod tests {
         assert_eq!(AgentError::refused("bad_signature", "x").exit_code(), 3);
         assert_eq!(AgentError::Network("x".into()).exit_code(), 4);
         assert_eq!(AgentError::Install("x".into()).exit_code(), 5);
+        assert_eq!(AgentError::Denied("x".into()).exit_code(), 6);
         assert_eq!(AgentError::Local("x".into()).exit_code(), 1);
     }
 

@@ -164,9 +164,16 @@ async fn json_answer<T: serde::de::DeserializeOwned>(url: &Url, res: reqwest::Re
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let message =
             body["message"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into());
-        return Err(AgentError::Network(format!("{url}: the server answered {status}: {message}")));
+        let message = format!("{url}: the server answered {status}: {message}");
+        return Err(if is_permanent(status) { AgentError::Denied(message) } else { AgentError::Network(message) });
     }
     serde_json::from_slice(&bytes).map_err(|e| AgentError::Network(format!("{url}: unreadable answer: {e}")))
+}
+
+/// Whether an error answer will not change by asking again: a 4xx other than a timeout (408),
+/// "too early" (425) or rate limiting (429). 5xx answers are the server's trouble, retried.
+fn is_permanent(status: reqwest::StatusCode) -> bool {
+    status.is_client_error() && !matches!(status.as_u16(), 408 | 425 | 429)
 }
 
 /// The largest JSON answer the agent reads (enrollment, report, error bodies): far above what

@@ -203,6 +203,8 @@ impl Fleet {
         }
         let mut back = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // After a stall (a busy machine), one line, not a burst of the ticks it missed.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tick.tick().await;
         loop {
             tokio::select! {
@@ -297,9 +299,23 @@ struct Run {
 
 async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
     let Run { until, interval, fail_rate, started, ref counters, ref latencies, ref gate } = *run;
+    // With a duration, no wait runs past its end and no poll starts after it (a poll under way
+    // then finishes: the run may overshoot by one poll, not by a whole interval).
+    let deadline = match until {
+        Until::Elapsed(d) => started.checked_add(d).map(tokio::time::Instant::from_std),
+        Until::Rounds(_) => None,
+    };
+    let nap = |wait: Duration| async move {
+        match (tokio::time::Instant::now().checked_add(wait), deadline) {
+            (Some(end), Some(d)) => tokio::time::sleep_until(end.min(d)).await,
+            (None, Some(d)) => tokio::time::sleep_until(d).await,
+            (Some(end), None) => tokio::time::sleep_until(end).await,
+            (None, None) => tokio::time::sleep(wait).await,
+        }
+    };
     // Spread the first polls over one interval, as a fleet that booted at different times.
     if matches!(until, Until::Elapsed(_)) {
-        tokio::time::sleep(jitter(interval).mul_f64(0.5)).await;
+        nap(jitter(interval).mul_f64(0.5)).await;
     }
     let opts = InstallOptions { slot: device.slot.clone(), hook: None, precondition: None };
     let mut rounds = 0u32;
@@ -310,7 +326,14 @@ async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
             _ => {}
         }
         rounds += 1;
-        let Ok(permit) = gate.acquire().await else { break };
+        let permit = match deadline {
+            Some(end) => tokio::select! {
+                permit = gate.acquire() => permit,
+                () = tokio::time::sleep_until(end) => break,
+            },
+            None => gate.acquire().await,
+        };
+        let Ok(permit) = permit else { break };
         let t0 = Instant::now();
         let polled = device.agent.poll_once(false).await;
         latencies.lock().await.push(t0.elapsed());
@@ -337,7 +360,7 @@ async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
         }
         drop(permit);
         if matches!(until, Until::Elapsed(_)) || interval > Duration::ZERO {
-            tokio::time::sleep(jitter(interval)).await;
+            nap(jitter(interval)).await;
         }
     }
     device

@@ -26,6 +26,7 @@ fn usage_errors_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Exit codes:") && help.contains("4  network or server error"), "{help}");
+    assert!(help.contains("6  denied by the server for good"), "{help}");
 }
 
 #[test]

@@ -38,6 +38,33 @@ async fn assigned_server() -> (TestApp, Vec<u8>, String) {
     (app, image, token)
 }
 
+#[tokio::test]
+async fn a_decommissioned_device_is_denied_for_good_and_run_stops_with_the_reason() {
+    let (app, _, token) = assigned_server().await;
+    let state = app.dir.path().join("state");
+    let mut agent = enroll_agent(&app, &app.base, "pump-0001", PRODUCT, HW, &token, &state).await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/devices/pump-0001/decommission"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let err = agent.check().await.unwrap_err();
+    assert!(matches!(&err, AgentError::Denied(m) if m.contains("403") && m.contains("decommissioned")), "{err}");
+    assert_eq!(err.exit_code(), 6, "not 4: waiting will not help");
+    // `run` does not poll a server that denies the device forever: it stops with the denial.
+    let opts = slot_opts(&app);
+    let run = agent.run(&opts, std::future::pending(), |_| {});
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("run stopped on its own")
+        .unwrap_err();
+    assert!(matches!(err, AgentError::Denied(_)), "{err}");
+    assert!(!app.dir.path().join("slot.bin").exists());
+}
+
 fn slot_opts(app: &TestApp) -> InstallOptions {
     InstallOptions { slot: app.dir.path().join("slot.bin"), hook: None, precondition: None }
 }
@@ -206,6 +233,48 @@ async fn the_simulate_command_runs_a_small_fleet_and_prints_its_table() {
     for n in 0..5 {
         assert_eq!(device_detail(&app, &format!("cli-{n:05}")).await["installed"]["version"], "1.0.0");
     }
+}
+
+#[tokio::test]
+async fn the_simulator_stops_at_its_duration_even_with_a_longer_interval() {
+    let (app, _, token) = assigned_server().await;
+    let (image_root, director_root) = crate::agents::provisioned_roots(&app).await;
+    let dir = app.dir.path();
+    std::fs::write(dir.join("image-root.json"), image_root).unwrap();
+    std::fs::write(dir.join("director-root.json"), director_root).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    // Devices wait up to half an interval (here 15 s) before their first poll and a whole one
+    // between polls: neither may carry the run past its 2 s.
+    let (code, out) = agent_cli(&[
+        "simulate",
+        "--server",
+        &app.base,
+        "--enrollment-token",
+        &token,
+        "--image-root",
+        &path("image-root.json"),
+        "--director-root",
+        &path("director-root.json"),
+        "--devices",
+        "3",
+        "--product",
+        PRODUCT,
+        "--hardware-id",
+        HW,
+        "--interval",
+        "30",
+        "--duration",
+        "2",
+        "--id-prefix",
+        "short",
+        "--allow-dev-keys",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let took = started.elapsed();
+    // Enrollment plus two seconds, plus at most one poll (a first install of 2 MiB) in flight.
+    assert!(took < std::time::Duration::from_secs(12), "the 2 s run took {took:?}: {out}");
 }
 
 #[tokio::test]

@@ -300,7 +300,8 @@ impl Agent {
     }
 
     /// `run`: polls until `stop` resolves, with the server's interval ±10 % jitter, exponential
-    /// backoff on network errors, installing what verifies. Stops cleanly between steps; a
+    /// backoff on network errors, installing what verifies; returns the error when the server
+    /// denies the device for good, or the state directory fails. Stops cleanly between steps; a
     /// download cut off by the stop resumes on the next start.
     pub async fn run(
         &mut self,
@@ -332,7 +333,8 @@ impl Agent {
                     failures = failures.saturating_add(1);
                     self.tuning.retry.delay(failures - 1).min(self.poll)
                 }
-                Err(AgentError::Local(_) | AgentError::Usage(_)) => return result.map(|_| ()),
+                // Nothing this device can do about these by waiting: stop, with the reason.
+                Err(AgentError::Local(_) | AgentError::Usage(_) | AgentError::Denied(_)) => return result.map(|_| ()),
                 _ => {
                     failures = 0;
                     jitter(self.poll)
