@@ -329,6 +329,9 @@ fn render_status(r: &Value) -> String {
         if let Some(reason) = gate["reason"].as_str() {
             reasons.push(format!("stage {}: {reason}\n", i + 1));
         }
+        if let Some(note) = s["note"].as_str() {
+            reasons.push(format!("stage {}: {note}\n", i + 1));
+        }
     }
     out.push_str(&table(&rows));
     for reason in reasons {

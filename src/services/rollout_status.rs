@@ -31,12 +31,36 @@ pub struct StageStatus {
     /// what the stage will take at most (hardware and version checks at assignment may skip
     /// some).
     pub eligible: u64,
+    /// Active devices of the product in the stage's cohort, whatever their place in the order:
+    /// with `eligible`, says why a stage takes no device.
+    pub in_cohort: u64,
     /// Assignments made in this stage, all time (withdrawn ones excluded).
     pub counts: StageCounts,
     /// Assigned devices silent past the stall time (counted as failed by the gate).
     pub stalled: u64,
     /// The gate's verdict over its current window.
     pub verdict: GateVerdict,
+}
+
+impl StageStatus {
+    /// Why the stage takes no device, when it takes none: an empty cohort, or a cohort whose
+    /// devices all fall beyond this stage's percentage (or entered at an earlier stage).
+    pub fn why_empty(&self) -> Option<String> {
+        if self.eligible > 0 {
+            return None;
+        }
+        let cohort = &self.plan.cohort;
+        Some(match self.in_cohort {
+            0 => format!("cohort {cohort} has no active device of this product"),
+            n => format!(
+                "none of the {n} active device{} of cohort {cohort} enters at this stage: each device's place \
+                 in the order is fixed by its id and the rollout, and this stage takes the first {} % of the \
+                 cohort (less any an earlier stage took); a stage with a higher percentage takes the others",
+                if n == 1 { "" } else { "s" },
+                self.plan.percent.as_f64()
+            ),
+        })
+    }
 }
 
 /// A rollout with its product, release and per-stage figures.
@@ -67,7 +91,7 @@ pub async fn rollout_status(svc: &Services, id: &str) -> Result<RolloutStatus, S
     let gate = gate_of(&r)?;
     let all_time = stage_counts(&txn, &r, plans.len(), false, now).await?;
     let window = stage_counts(&txn, &r, plans.len(), true, now).await?;
-    let eligible = eligible_per_stage(&txn, &r, &plans).await?;
+    let (eligible, in_cohort) = eligible_per_stage(&txn, &r, &plans).await?;
     txn.commit().await?;
     let stages = plans
         .into_iter()
@@ -77,6 +101,7 @@ pub async fn rollout_status(svc: &Services, id: &str) -> Result<RolloutStatus, S
             StageStatus {
                 plan,
                 eligible: eligible.get(i).copied().unwrap_or(0),
+                in_cohort: in_cohort.get(i).copied().unwrap_or(0),
                 counts: all_time.get(i).copied().unwrap_or_default(),
                 stalled: in_window.stalled,
                 verdict: gate_verdict(&gate, &in_window),
@@ -94,15 +119,17 @@ struct Membership {
 
 /// For each stage, how many active devices of the rollout's product enter the rollout at that
 /// stage when all stages are open: the same rule as assignment (`stage_for_device` over the
-/// device's bucket and cohorts), applied to the whole product at once.
+/// device's bucket and cohorts), applied to the whole product at once; and how many are in the
+/// stage's cohort at all.
 async fn eligible_per_stage(
     db: &impl ConnectionTrait,
     r: &rollout::Model,
     plans: &[StagePlan],
-) -> Result<Vec<u64>, ServiceError> {
+) -> Result<(Vec<u64>, Vec<u64>), ServiceError> {
     let mut out = vec![0_u64; plans.len()];
+    let mut members = vec![0_u64; plans.len()];
     let Some(last) = plans.len().checked_sub(1) else {
-        return Ok(out);
+        return Ok((out, members));
     };
     let mut cohorts: HashMap<&str, Membership> = HashMap::new();
     for plan in plans {
@@ -126,11 +153,16 @@ async fn eligible_per_stage(
                 .get(name)
                 .is_some_and(|m| m.explicit.contains(&device_id) || selector_matches(m.selector.as_deref(), &tags))
         };
+        for (plan, count) in plans.iter().zip(members.iter_mut()) {
+            if in_cohort(&plan.cohort) {
+                *count += 1;
+            }
+        }
         if let Some(slot) =
             stage_for_device(plans, last, bucket(&r.id, &device_id), in_cohort).and_then(|i| out.get_mut(i))
         {
             *slot += 1;
         }
     }
-    Ok(out)
+    Ok((out, members))
 }

@@ -741,3 +741,35 @@ async fn the_rollout_commands_create_start_and_show_a_rollout() {
     let (_, advanced) = get(&app, "/api/v1/rollouts/r-cli").await;
     assert_eq!(advanced["current_stage"], 1);
 }
+
+#[tokio::test]
+async fn a_stage_that_takes_no_device_says_why() {
+    let (app, _, _) = small_fleet().await;
+    app.publish(PRODUCT, "1.1.0", "fw.bin", firmware(2, 2048)).await;
+    // A device beyond the first 1 % of this rollout's order (the order is fixed by ids).
+    let solo = (1..=7)
+        .map(|n| format!("pump-{n:04}"))
+        .find(|d| patchgate_protocol::bucket::bucket("r-solo", d) >= 100)
+        .unwrap();
+    create_cohort(&app, json!({"name": "solo", "product": PRODUCT, "devices": [solo]})).await;
+    create_cohort(&app, json!({"name": "nobody", "product": PRODUCT, "selector": {"tags": ["ward:none"]}})).await;
+    let rollout = json!({"id": "r-solo", "product": PRODUCT, "version": "1.1.0",
+        "stages": [{"cohort": "solo", "percent": 1}, {"cohort": "solo", "percent": 100}, {"cohort": "nobody", "percent": 100}],
+        "gate": {"max_failure_rate": 0.05, "min_reports": 1, "stall_minutes": 60}});
+    assert_eq!(post(&app, "/api/v1/rollouts", &app.admin, Some(rollout)).await.0, 201);
+
+    let (status, body) = get(&app, "/api/v1/rollouts/r-solo").await;
+    assert_eq!(status, 200, "{body}");
+    let stages = body["stages"].as_array().unwrap();
+    let figures: Vec<(&Value, &Value)> = stages.iter().map(|s| (&s["eligible"], &s["in_cohort"])).collect();
+    assert_eq!(figures, [(&json!(0), &json!(1)), (&json!(1), &json!(1)), (&json!(0), &json!(0))], "{body}");
+    let note = stages[0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("none of the 1 active device of cohort solo") && note.contains("first 1 %"), "{body}");
+    assert!(stages[1].get("note").is_none(), "{body}");
+    assert_eq!(stages[2]["note"], "cohort nobody has no active device of this product", "{body}");
+
+    let (ok, table, stderr) = run_cli(&app, &app.admin, &["rollout", "show", "r-solo"]).await;
+    assert!(ok, "{stderr}");
+    assert!(table.contains("stage 1: none of the 1 active device of cohort solo"), "{table}");
+    assert!(table.contains("stage 3: cohort nobody has no active device of this product"), "{table}");
+}

@@ -36,6 +36,12 @@ pub struct StageFiguresDto {
     /// Active devices of the product that enter the rollout at this stage once every stage
     /// is open (hardware and version checks at assignment may skip some).
     pub eligible: u64,
+    /// Active devices of the product in the stage's cohort, whatever their place in the order.
+    pub in_cohort: u64,
+    /// Why the stage takes no device, when `eligible` is 0 (an empty cohort, or every device of
+    /// it beyond the stage's percentage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Devices assigned in this stage, all time (withdrawn excluded).
     pub assigned: u64,
     /// Reported `installing` or `awaiting_reboot`.
@@ -73,6 +79,7 @@ pub struct GateDto {
 
 impl From<StageStatus> for StageDto {
     fn from(s: StageStatus) -> Self {
+        let note = s.why_empty();
         let v = s.verdict;
         Self {
             cohort: s.plan.cohort,
@@ -80,6 +87,8 @@ impl From<StageStatus> for StageDto {
             soak_minutes: s.plan.soak_seconds / 60,
             figures: Some(StageFiguresDto {
                 eligible: s.eligible,
+                in_cohort: s.in_cohort,
+                note,
                 assigned: s.counts.assigned,
                 installing: s.counts.installing,
                 installed: s.counts.installed,

@@ -65,6 +65,8 @@ pub struct StageRow {
     pub segments: Vec<Segment>,
     /// The bar in words.
     pub progress_text: String,
+    /// Why the stage takes no device, or empty.
+    pub note: String,
     pub gate_badges: Vec<Badge>,
     pub gate_text: String,
 }
@@ -141,6 +143,7 @@ pub fn stage_rows(status: &RolloutStatus) -> Vec<StageRow> {
                 stalled: s.stalled,
                 segments: segments(s, total),
                 progress_text,
+                note: s.why_empty().unwrap_or_default(),
                 gate_badges,
                 gate_text,
             }
