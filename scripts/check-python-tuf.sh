@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interoperability check: python-tuf's ngclient (PyPI `tuf` 7.x) must accept everything
-# patchgate's image repository signs, including after a root rotation (DESIGN.md §1, §3).
+# patchgate's image repository signs, including after a root rotation (docs/design.md §1, §3).
 #
 # What it does, against a real server on a loopback port and a temporary copy of keys-example/:
 #   1. builds target/debug/patchgate (unless PATCHGATE_BIN names a server binary already built)

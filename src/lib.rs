@@ -1,7 +1,7 @@
 //! patchgate: an over-the-air update server whose TUF image repository and director make sure
 //! a device installs only what its manufacturer signed.
 //!
-//! Layers (DESIGN.md §6): `http → services → {domain, tuf, db, storage}`; `domain` imports
+//! Layers (docs/design.md §6): `http → services → {domain, tuf, db, storage}`; `domain` imports
 //! nothing of ours.
 
 pub mod cli;

@@ -98,7 +98,7 @@ async fn warn_about_product_keys(svc: &Services) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// In production the running server holds only online keys (DESIGN.md §1): a root or
+/// In production the running server holds only online keys (docs/design.md §1): a root or
 /// top-level targets key it can read would let whoever takes the server sign anything.
 fn refuse_offline_keys(svc: &Services) -> anyhow::Result<()> {
     let readable: Vec<String> = svc

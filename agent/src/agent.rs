@@ -1,7 +1,7 @@
 //! [`Agent`]: enrollment, signed reports and the verified check of what the director assigns.
 //! Installing, confirming and the polling loop are in [`install`].
 //!
-//! Every poll follows DESIGN.md §2: report (signed, counter persisted first), refresh both TUF
+//! Every poll follows docs/design.md §2: report (signed, counter persisted first), refresh both TUF
 //! repositories from the newest root each datastore verified, cross-check them
 //! ([`crate::verify::decide`]), and only then act. A refusal is recorded as a `rejected` attempt
 //! and reported at once, naming the reason. Must not install anything itself (see [`install`]).

@@ -3,7 +3,7 @@
 //! signed sha256 and sha512 before anyone may use it.
 //!
 //! tough's `read_target` hashes only at the end of the stream, checks only sha256 and cannot
-//! resume after a restart (shared/STACK.md), hence this module. Must not touch the install slot.
+//! resume after a restart, hence this module. Must not touch the install slot.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! - [`net`]: HTTP (HTTPS except on loopback), enrollment and signed reports, and the tough
 //!   `Transport` that carries the device token;
 //! - [`verify`]: the cross-check of the director's assignment against the image repository
-//!   (DESIGN.md §2.5 and §2.7), a pure function;
+//!   (docs/design.md §2.5 and §2.7), a pure function;
 //! - [`refresh`]: one TUF repository refreshed through tough, with our kept copies;
 //! - [`download`]: Range-resumable downloads into a staging file capped at the signed length;
 //! - [`agent`]: [`Agent`], the use cases `enroll`, `check`, `install`, `confirm`, `run`;

@@ -1,5 +1,5 @@
 //! The cross-check that decides whether a device may install what its director assigns
-//! (DESIGN.md §2.5 and §2.7): a pure function of already TUF-verified metadata.
+//! (docs/design.md §2.5 and §2.7): a pure function of already TUF-verified metadata.
 //!
 //! tough has verified both repositories' signatures, thresholds, versions and expiry by the time
 //! this runs; what TUF cannot know is that the two repositories must agree. The director's

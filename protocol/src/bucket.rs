@@ -1,4 +1,4 @@
-//! Rollout bucketing (DESIGN.md §4): which devices a stage at a given percent reaches.
+//! Rollout bucketing (docs/design.md §4): which devices a stage at a given percent reaches.
 //!
 //! Owns the bucket function, which the server, the agent and any third-party implementation must
 //! compute identically, so its byte layout is frozen by the test vectors below. Pure: no clock,

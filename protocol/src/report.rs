@@ -1,4 +1,4 @@
-//! The device → server messages of DESIGN.md §3, their plain-JSON answers, and their checks.
+//! The device → server messages of docs/design.md §3, their plain-JSON answers, and their checks.
 //!
 //! Owns the shapes of the version report and the enrollment request (both travel inside an
 //! [`Envelope`](crate::Envelope)) and the field checks any receiver must apply after verifying
@@ -112,7 +112,7 @@ impl AttemptState {
         matches!(self, Self::Installed | Self::Failed | Self::Rejected)
     }
 
-    /// "Installing or later" of DESIGN.md §4: the device is changing its image, so pausing or
+    /// "Installing or later" of docs/design.md §4: the device is changing its image, so pausing or
     /// aborting a rollout no longer withdraws its assignment. Failed and rejected are not started.
     pub fn is_started(self) -> bool {
         matches!(self, Self::Installing | Self::AwaitingReboot | Self::Installed)

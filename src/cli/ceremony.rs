@@ -1,6 +1,6 @@
 //! `patchgate repo prepare|sign|submit`: key ceremonies for roots and delegations.
 //!
-//! The running server never holds a root or top-level targets key (DESIGN.md §1): an admin asks
+//! The running server never holds a root or top-level targets key (docs/design.md §1): an admin asks
 //! it for the unsigned next version (`prepare`), each key holder signs the file on their own,
 //! possibly air-gapped, machine (`sign`: no server, no configuration, no database), and the admin
 //! uploads the result (`submit`), which the server checks before accepting. Only public keys

@@ -2,7 +2,7 @@
 //! (started rollouts, their stages, cohorts, releases, yanks, the security floor) and the
 //! device's own facts (tags, what it runs, its assignment rows). Pure: the services layer
 //! gathers the inputs, calls [`decide`], then applies the returned changes and signs only if
-//! the decision differs from what is stored (DESIGN.md §4, "Gather → decide → apply").
+//! the decision differs from what is stored (docs/design.md §4, "Gather → decide → apply").
 //!
 //! The rules, in the order a device meets them:
 //! - Rollouts are considered most recently started first; the first that takes the device

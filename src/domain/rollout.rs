@@ -5,8 +5,8 @@
 //! applies the returned [`Transition`]. Nothing here does I/O or reads a clock, and it imports
 //! nothing of the server crate; the only crate of ours it may use is `patchgate_protocol`.
 //!
-//! Why the rules are what they are (DESIGN §4):
-//! - Percents are basis points. DESIGN allows two decimals, which is exactly the 10 000 buckets a
+//! Why the rules are what they are (docs/design.md §4):
+//! - Percents are basis points. docs/design.md §4 allows two decimals, which is exactly the 10 000 buckets a
 //!   device hashes into, so membership is the integer test `bucket < basis_points`, no float.
 //! - A device's bucket depends only on the rollout and device ids, so raising a percent only adds
 //!   devices. [`validate_plan`] refuses a plan whose percent for a cohort goes down, which would
@@ -58,7 +58,7 @@ fn scaled(value: f64, scale: f64) -> Option<u16> {
     ((exact - rounded).abs() <= 1e-6 && (0.0..=f64::from(BUCKETS)).contains(&rounded)).then_some(rounded as u16)
 }
 
-/// A share of a cohort in basis points (percent × 100), `1..=10_000`; DESIGN allows two decimals.
+/// A share of a cohort in basis points (percent × 100), `1..=10_000`; docs/design.md §4 allows two decimals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Percent(u16);
 

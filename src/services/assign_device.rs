@@ -1,7 +1,7 @@
 //! Deciding, when a device reports, what its director should say: gather (the product's plan
 //! snapshot and the device's assignment rows), decide (`domain::plan::decide`, pure), apply
 //! (the assignment rows it changes). Assignment happens only here, when a device reports,
-//! never by sweeping the fleet (DESIGN.md §4).
+//! never by sweeping the fleet (docs/design.md §4).
 //!
 //! The plan snapshot is kept in memory per product and keyed by the `plan` epoch, which
 //! database triggers raise with every change a decision depends on. A report reads the epoch

@@ -16,7 +16,7 @@ use crate::domain::names::ProductName;
 /// The prefix every API token starts with, so leaked tokens are recognisable by scanners.
 pub const TOKEN_PREFIX: &str = "pgt_";
 
-/// A caller's role (DESIGN.md §3).
+/// A caller's role (docs/design.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Read everything.

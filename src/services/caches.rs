@@ -26,7 +26,7 @@ use sea_orm::{DatabaseConnection, DbErr, FromQueryResult, Statement};
 
 use crate::db::entities::{enrollment_token, product};
 
-/// How often other instances' changes are looked for: the "within a second" of DESIGN.md §5.
+/// How often other instances' changes are looked for: the "within a second" of docs/design.md §5.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// At most this many entries per map; past it the map starts again empty (cheaper than an LRU

@@ -242,7 +242,7 @@ async fn track_attempt(
     let state = attempt.state.as_str();
     // A failure stays on record until the device proves success: a retry's `downloading`
     // must not erase it from the gate. `installed` counts only if the device reports running
-    // exactly the assigned image (DESIGN.md §2.6).
+    // exactly the assigned image (docs/design.md §2.6).
     let keeps_failure = matches!(row.state.as_str(), "failed" | "rejected") && attempt.state != AttemptState::Installed;
     let runs_assigned = report
         .installed

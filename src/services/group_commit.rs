@@ -1,4 +1,4 @@
-//! Group commit for the device path: one writer, many waiters (DESIGN.md §5).
+//! Group commit for the device path: one writer, many waiters (docs/design.md §5).
 //!
 //! Request handlers queue their write and wait. The writer takes what is queued and opens one
 //! transaction (none when the group holds only unchanged reports of distinct devices: their one

@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN.md §5): a real `patchgate serve` process killed with SIGKILL while
+//! Crash safety (docs/design.md §5): a real `patchgate serve` process killed with SIGKILL while
 //! several publishes are uploading or committing restarts on a repository that tough accepts,
 //! in which every release is either fully published (listed by the API, signed into the
 //! product role, downloadable and verified) or absent, and no acknowledged publish is lost.
@@ -275,7 +275,7 @@ async fn post_report(
     Some((status, res.json().await.ok()?))
 }
 
-/// Group commit keeps its promise (DESIGN.md §5): devices polling as fast as they can while the
+/// Group commit keeps its promise (docs/design.md §5): devices polling as fast as they can while the
 /// server is killed with SIGKILL lose no report that was answered 200 — after the restart each
 /// device's stored counter is at least the last one answered, and that counter is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,4 +1,4 @@
-//! The device path at scale (DESIGN.md §5): unchanged reports are group-committed and answered
+//! The device path at scale (docs/design.md §5): unchanged reports are group-committed and answered
 //! from what is stored, yet nothing is weaker than deciding every report afresh — a replayed
 //! counter is refused inside one batch and across two instances on one database, and every
 //! admin change (pause, abort, yank, security floor) is obeyed by the first report answered

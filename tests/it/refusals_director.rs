@@ -1,4 +1,4 @@
-//! Refusal fixtures, part 2: a compromised director (DESIGN.md §1-§2). The attacker holds the
+//! Refusal fixtures, part 2: a compromised director (docs/design.md §1-§2). The attacker holds the
 //! director's online key, sometimes also the image repository's snapshot and timestamp keys,
 //! and serves what it likes through a mirror; it never holds a product key. The director may
 //! only choose among what the image repository signed, for this device, its hardware and

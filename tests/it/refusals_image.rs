@@ -1,5 +1,5 @@
 //! Refusal fixtures, part 1: attacks on the image repository and the network between the
-//! device and the server (DESIGN.md §1-§2). The attacker controls a mirror in front of the
+//! device and the server (docs/design.md §1-§2). The attacker controls a mirror in front of the
 //! server and, where a fixture says so, holds the image repository's online snapshot and
 //! timestamp keys; never the root, top-level targets or product keys.
 //!

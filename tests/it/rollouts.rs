@@ -1,6 +1,6 @@
 //! Staged rollouts end to end: 1 000 enrolled devices with real keys report over real HTTP;
 //! who is assigned at each stage, soak and `min_reports`, the gate halting a failing stage,
-//! pause/resume/abort/rollback and withdrawal, all as DESIGN.md §4 says.
+//! pause/resume/abort/rollback and withdrawal, all as docs/design.md §4 says.
 
 use std::collections::BTreeSet;
 
