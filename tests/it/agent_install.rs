@@ -191,38 +191,27 @@ async fn confirming_the_wrong_running_image_is_a_failure_and_a_restored_counter_
     assert_eq!(after, last_seen + 1);
 }
 
-#[tokio::test]
-async fn the_simulate_command_runs_a_small_fleet_and_prints_its_table() {
-    let (app, _, token) = assigned_server().await;
-    let (image_root, director_root) = crate::agents::provisioned_roots(&app).await;
+/// Runs `patchgate-agent simulate` against `app` with the roots it serves, for
+/// `--devices devices` named `prefix-NNNNN`, plus `extra` arguments; the exit code and stdout.
+async fn simulate(app: &TestApp, token: &str, devices: &str, prefix: &str, extra: &[&str]) -> (u8, String) {
+    let (image_root, director_root) = crate::agents::provisioned_roots(app).await;
     let dir = app.dir.path();
     std::fs::write(dir.join("image-root.json"), image_root).unwrap();
     std::fs::write(dir.join("director-root.json"), director_root).unwrap();
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (image, director) = (path("image-root.json"), path("director-root.json"));
+    let mut args = vec!["simulate", "--server", &app.base, "--enrollment-token", token, "--image-root", &image];
+    args.extend(["--director-root", &director, "--devices", devices, "--product", PRODUCT, "--id-prefix", prefix]);
+    args.push("--allow-dev-keys");
+    args.extend(extra);
+    agent_cli(&args).await
+}
+
+#[tokio::test]
+async fn the_simulate_command_runs_a_small_fleet_and_prints_its_table() {
+    let (app, _, token) = assigned_server().await;
     // No --hardware-id: the simulator reads it from the product's newest release (verified).
-    let (code, out) = agent_cli(&[
-        "simulate",
-        "--server",
-        &app.base,
-        "--enrollment-token",
-        &token,
-        "--image-root",
-        &path("image-root.json"),
-        "--director-root",
-        &path("director-root.json"),
-        "--devices",
-        "5",
-        "--product",
-        PRODUCT,
-        "--interval",
-        "0.2",
-        "--duration",
-        "2",
-        "--id-prefix",
-        "cli",
-        "--allow-dev-keys",
-    ])
-    .await;
+    let (code, out) = simulate(&app, &token, "5", "cli", &["--interval", "0.2", "--duration", "2"]).await;
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
@@ -238,39 +227,11 @@ async fn the_simulate_command_runs_a_small_fleet_and_prints_its_table() {
 #[tokio::test]
 async fn the_simulator_stops_at_its_duration_even_with_a_longer_interval() {
     let (app, _, token) = assigned_server().await;
-    let (image_root, director_root) = crate::agents::provisioned_roots(&app).await;
-    let dir = app.dir.path();
-    std::fs::write(dir.join("image-root.json"), image_root).unwrap();
-    std::fs::write(dir.join("director-root.json"), director_root).unwrap();
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let started = std::time::Instant::now();
     // Devices wait up to half an interval (here 15 s) before their first poll and a whole one
     // between polls: neither may carry the run past its 2 s.
-    let (code, out) = agent_cli(&[
-        "simulate",
-        "--server",
-        &app.base,
-        "--enrollment-token",
-        &token,
-        "--image-root",
-        &path("image-root.json"),
-        "--director-root",
-        &path("director-root.json"),
-        "--devices",
-        "3",
-        "--product",
-        PRODUCT,
-        "--hardware-id",
-        HW,
-        "--interval",
-        "30",
-        "--duration",
-        "2",
-        "--id-prefix",
-        "short",
-        "--allow-dev-keys",
-    ])
-    .await;
+    let extra = ["--hardware-id", HW, "--interval", "30", "--duration", "2"];
+    let (code, out) = simulate(&app, &token, "3", "short", &extra).await;
     assert_eq!(code, 0, "{out}");
     let took = started.elapsed();
     // Enrollment plus two seconds, plus at most one poll (a first install of 2 MiB) in flight.
