@@ -68,7 +68,10 @@ async fn metadata_changed_without_re_signing_is_refused() {
     assert!(refusal.message.starts_with("image repository"), "{refusal}");
 
     // The image snapshot, same length (the expiry a year later): the timestamp's hash catches it.
+    // The device keeps using the snapshot it trusts while the timestamp names it (TUF §5.5:
+    // it is not fetched again); a new release makes it fetch the next one, which is tampered.
     fx.mirror.clear();
+    fx.publish("1.0.1", None).await;
     fx.mirror.transform("/repo/metadata/", |path, body| {
         if !path.ends_with(".snapshot.json") {
             return body;
@@ -196,8 +199,10 @@ async fn more_data_than_signed_is_refused() {
     fx.refused("endless_data").await;
     assert_eq!(std::fs::read_dir(fx.state.join("staging")).unwrap().count(), 0, "nothing staged");
 
-    // The snapshot, padded (still valid JSON) past the length the timestamp signs.
+    // The snapshot, padded (still valid JSON) past the length the timestamp signs. A new release
+    // makes the device fetch a snapshot (it keeps the one it trusts while the timestamp names it).
     fx.mirror.clear();
+    fx.publish("1.0.1", None).await;
     fx.mirror.transform("/repo/metadata/", |path, mut body| {
         if path.ends_with(".snapshot.json") {
             body.extend_from_slice(&[b' '; 64 * 1024]);
