@@ -15,8 +15,9 @@ use crate::error::AgentError;
 /// At most this many roles are visited for one target (python-tuf's `max_delegations`): a
 /// repository could delegate in cycles or fan out without end.
 const MAX_DELEGATIONS: usize = 32;
-/// Names a delegated role may not take: its file would be a top-level role's.
-const TOP_LEVEL: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
+/// Names a delegated role may not take: its file in the datastore would be a top-level role's or
+/// one of the agent's own (such a delegation is skipped, as python-tuf skips the first four).
+const RESERVED: [&str; 6] = ["root", "timestamp", "snapshot", "targets", "latest_known_time", "provisioned.root"];
 
 /// A role name as a file name, as python-tuf writes it (`urllib.parse.quote(name, "")`):
 /// everything but `A-Za-z0-9_.-~` becomes `%XX`, so a name cannot leave the metadata directory.
@@ -66,7 +67,7 @@ impl TrustedRepo {
     pub async fn load_top_delegation(&mut self, name: &str) -> Result<bool, AgentError> {
         let delegated =
             |t: &Signed<Targets>| t.signed.delegations.iter().any(|d| d.roles.iter().any(|r| r.name == name));
-        if TOP_LEVEL.contains(&name) || !delegated(&self.targets) {
+        if RESERVED.contains(&name) || !delegated(&self.targets) {
             return Ok(false);
         }
         let loaded = self.role(name, "targets").await?.clone();
@@ -120,7 +121,7 @@ impl TrustedRepo {
 fn children_for(delegations: Option<&Delegations>, name: &TargetName, parent: &str) -> Vec<((String, String), bool)> {
     let mut children = Vec::new();
     for role in delegations.iter().flat_map(|d| d.roles.iter()) {
-        if TOP_LEVEL.contains(&role.name.as_str()) || !delegates(role, name) {
+        if RESERVED.contains(&role.name.as_str()) || !delegates(role, name) {
             continue;
         }
         children.push(((role.name.clone(), parent.to_owned()), role.terminating));
