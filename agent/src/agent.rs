@@ -394,17 +394,24 @@ impl Agent {
         body["signed"]["targets"].as_object().and_then(|t| t.keys().next().cloned()).unwrap_or_else(unknown)
     }
 
-    async fn load(&self, repo: Repo) -> Result<tough::Repository, AgentError> {
-        let (metadata, token) = match repo {
-            Repo::Image => ("repo/metadata/".to_owned(), None),
-            Repo::Director => (format!("director/{}/metadata/", self.config.device_id), Some(self.token.clone())),
+    /// Refreshes `repo` and, for the image repository, loads this device's product role (the
+    /// only delegated role a device reads).
+    async fn load(&self, repo: Repo) -> Result<crate::tuf::TrustedRepo, AgentError> {
+        use crate::tuf::Versioning;
+        let (metadata, token, versioning) = match repo {
+            Repo::Image => ("repo/metadata/".to_owned(), None, Versioning::Unique),
+            Repo::Director => (
+                format!("director/{}/metadata/", self.config.device_id),
+                Some(self.token.clone()),
+                Versioning::PerDevice,
+            ),
         };
-        let loaded = crate::refresh::refresh(
+        let mut loaded = crate::tuf::refresh(
             &self.state.store(repo),
             repo.as_str(),
             self.net.url(&metadata)?,
-            self.net.url("repo/targets/")?,
             self.net.transport(token),
+            versioning,
         )
         .await?;
         let root = serde_json::to_vec(loaded.root()).map_err(|e| AgentError::Local(e.to_string()))?;
@@ -419,6 +426,9 @@ impl Agent {
                 "development_keys",
                 format!("the {} repository delegates to the public development key {id}", repo.as_str()),
             ));
+        }
+        if repo == Repo::Image {
+            loaded.load_top_delegation(&self.config.product).await?;
         }
         Ok(loaded)
     }

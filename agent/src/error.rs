@@ -86,50 +86,6 @@ impl AgentError {
     }
 }
 
-/// Classifies a tough error from loading repository `repo` (`image` or `director`).
-///
-/// Transport failures are network errors; datastore failures are local; everything else
-/// (signatures, thresholds, expiry, rollback, sizes, hashes, malformed metadata) is a refusal.
-pub fn from_tough(repo: &str, err: tough::error::Error) -> AgentError {
-    use tough::error::Error as E;
-    let message = format!("{repo} repository: {err}");
-    // tough checks a metadata file's signed length and hash while it streams, and reports a
-    // violation as a `Transport` error whose cause is its own `MaxSizeExceeded` or
-    // `HashMismatch`: those are attacks, not network trouble.
-    let mut cause = std::error::Error::source(&err);
-    while let Some(e) = cause {
-        match e.downcast_ref::<E>() {
-            Some(E::MaxSizeExceeded { .. }) => return AgentError::refused("endless_data", message),
-            Some(E::HashMismatch { .. }) => return AgentError::refused("metadata_mismatch", message),
-            _ => cause = e.source(),
-        }
-    }
-    match &err {
-        E::Transport { .. } => AgentError::Network(message),
-        E::DatastoreInit { .. }
-        | E::DatastoreCreate { .. }
-        | E::DatastoreOpen { .. }
-        | E::DatastoreRemove { .. }
-        | E::DatastoreSerialize { .. } => AgentError::Local(message),
-        E::ExpiredMetadata { .. } => AgentError::refused("expired_metadata", message),
-        E::MaxSizeExceeded { .. } | E::MaxUpdatesExceeded { .. } => AgentError::refused("endless_data", message),
-        E::OlderMetadata { .. } | E::OlderSnapshotInTimestamp { .. } | E::SnapshotRoleRollback { .. } => {
-            AgentError::refused("rollback_attack", message)
-        }
-        // The device's own clock, not the repository: a local problem, not an attack to report.
-        // (`latest_known_time.json` in the datastore remembers the latest time seen.)
-        E::SystemTimeSteppedBackward { .. } => AgentError::Local(format!(
-            "{message}: the system clock went back; fix the clock (or, if a wrong clock ran ahead, \
-             remove latest_known_time.json from the state directory's image/ and director/)"
-        )),
-        E::VerifyMetadata { .. } | E::VerifyRoleMetadata { .. } | E::VerifyTrustedMetadata { .. } => {
-            AgentError::refused("bad_signature", message)
-        }
-        E::HashMismatch { .. } | E::VersionMismatch { .. } => AgentError::refused("metadata_mismatch", message),
-        _ => AgentError::refused("invalid_metadata", message),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

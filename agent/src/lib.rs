@@ -4,11 +4,13 @@
 //!
 //! - [`state`]: the state directory (key, token, counter, installed image, attempt), every write
 //!   atomic;
-//! - [`net`]: HTTP (HTTPS except on loopback), enrollment and signed reports, and the tough
+//! - [`net`]: HTTP (HTTPS except on loopback), enrollment and signed reports, and the
 //!   `Transport` that carries the device token;
 //! - [`verify`]: the cross-check of the director's assignment against the image repository
 //!   (docs/design.md §2.5 and §2.7), a pure function;
-//! - [`refresh`]: one TUF repository refreshed through tough, with our kept copies;
+//! - [`tuf`]: one TUF repository refreshed by our own TUF 1.0 client workflow (root chain,
+//!   timestamp, snapshot, targets, and delegated roles loaded lazily along the delegation walk
+//!   toward a target), with tough's schema types and signature thresholds;
 //! - [`download`]: Range-resumable downloads into a staging file capped at the signed length;
 //! - [`agent`]: [`Agent`], the use cases `enroll`, `check`, `install`, `confirm`, `run`;
 //! - [`simulate`]: a fleet of virtual devices in one process;
@@ -22,9 +24,9 @@ pub mod cli;
 pub mod download;
 pub mod error;
 pub mod net;
-pub mod refresh;
 pub mod simulate;
 pub mod state;
+pub mod tuf;
 pub mod verify;
 
 pub use agent::{Agent, CheckOutcome, EnrollOptions, InstallOptions, InstallOutcome, Tuning};

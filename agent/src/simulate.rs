@@ -256,12 +256,18 @@ impl Fleet {
 pub async fn discover_hardware_id(server: &str, image_root: &[u8], product: &str) -> Result<String, AgentError> {
     let net = crate::net::Net::new(server, crate::net::http_client(None)?)?;
     let tmp = tempfile::tempdir().map_err(|e| AgentError::local("creating a temporary directory", e))?;
-    let repo = tough::RepositoryLoader::new(&image_root, net.url("repo/metadata/")?, net.url("repo/targets/")?)
-        .transport(net.transport(None))
-        .datastore(tmp.path())
-        .load()
-        .await
-        .map_err(|e| crate::error::from_tough("image", e))?;
+    let store = crate::state::Datastore::new(tmp.path().to_path_buf());
+    crate::state::write_atomic(&tmp.path().join("provisioned.root.json"), image_root)?;
+    // The agent's own workflow, so what simulate trusts is what a device would.
+    let mut repo = crate::tuf::refresh(
+        &store,
+        "image",
+        net.url("repo/metadata/")?,
+        net.transport(None),
+        crate::tuf::Versioning::Unique,
+    )
+    .await?;
+    repo.load_top_delegation(product).await?;
     // Only what the product's own key signed, as the agent would trust it.
     let role = crate::verify::product_role(&repo.targets().signed, product).and_then(|r| r.targets.as_ref());
     let newest = role

@@ -11,17 +11,18 @@
 //! counter            the next report counter (persisted as counter + 1 before each send)
 //! installed.json     the image the device runs: name, sha256, version, rollback_floor (or null)
 //! attempt.json       the update in progress or last finished, with the verified target
-//! image/             tough datastore of the image repository (provisioned.root.json + newest root)
-//!   kept/            our atomic copies of the last verified root, timestamp, snapshot, targets
-//! director/          tough datastore of the director repository (and its kept/)
+//! image/             TUF datastore of the image repository: provisioned.root.json, the trusted
+//!                    root.json, timestamp.json, snapshot.json, targets.json, the product's role
+//!                    `{role}.json`, latest_known_time.json
+//! director/          TUF datastore of the director repository
 //! staging/           partial downloads, `<sha256>.part`
 //! lock               held (flock) by the one agent process using the directory
 //! ```
 //!
-//! tough writes its datastore without fsync; after a power cut its `root.json` or
-//! `timestamp.json` may be missing or torn, which would silently drop key revocations and
-//! rollback protection. So after every verified refresh the agent keeps its own atomic copies,
-//! and puts them back before the next refresh wherever tough's are missing, torn or older.
+//! The agent's TUF workflow ([`crate::tuf`]) writes its datastore with [`write_atomic`] too.
+//! Older agents let tough write it, without fsync, and kept atomic copies in `kept/`: they are
+//! put back once where tough's files are missing, torn or older, then retired
+//! ([`Datastore::retire_kept`]).
 //!
 //! Must not import the network or tough: it only stores.
 
@@ -113,7 +114,7 @@ pub struct StateDir {
     lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
-/// The metadata files kept for each repository, in the order TUF loads them.
+/// The metadata files older agents kept for each repository, in the order TUF loads them.
 const KEPT: [&str; 4] = ["root.json", "timestamp.json", "snapshot.json", "targets.json"];
 
 const DEVICE: &str = "device.json";
@@ -127,7 +128,7 @@ const PROVISIONED_ROOT: &str = "provisioned.root.json";
 impl StateDir {
     /// Creates the directory layout (idempotent).
     pub fn create(root: &Path) -> Result<Self, AgentError> {
-        for dir in [root.to_path_buf(), root.join("image/kept"), root.join("director/kept"), root.join("staging")] {
+        for dir in [root.to_path_buf(), root.join("image"), root.join("director"), root.join("staging")] {
             std::fs::create_dir_all(&dir).map_err(|e| AgentError::local(format!("creating {}", dir.display()), e))?;
         }
         let path = root.join("lock");
@@ -290,44 +291,32 @@ impl StateDir {
         self.store(repo).trusted_root()
     }
 
-    /// After a verified refresh of `repo` (see [`Datastore::keep_verified`]).
-    pub fn keep_verified(&self, repo: Repo) -> Result<(), AgentError> {
-        self.store(repo).keep_verified()
-    }
-
-    /// Before a refresh of `repo` (see [`Datastore::restore_kept`]).
-    pub fn restore_kept(&self, repo: Repo) -> Result<(), AgentError> {
-        self.store(repo).restore_kept()
-    }
-
     /// `repo`'s datastore.
     pub fn store(&self, repo: Repo) -> Datastore {
         Datastore::new(self.datastore(repo))
     }
 }
 
-/// One TUF repository's trusted metadata on disk: tough's datastore (`root.json`,
-/// `timestamp.json`, … under their plain names), the root it started from
-/// (`provisioned.root.json`) and our atomic copies in `kept/`.
+/// One TUF repository's trusted metadata on disk (`root.json`, `timestamp.json`, … under their
+/// plain names, byte for byte as served) and the root it started from (`provisioned.root.json`).
 #[derive(Debug, Clone)]
 pub struct Datastore {
     dir: PathBuf,
 }
 
 impl Datastore {
-    /// The datastore in `dir` (created by [`Self::keep_verified`] when missing).
+    /// The datastore in `dir` (created by the first refresh when missing).
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
 
-    /// The directory tough reads and writes.
+    /// The datastore's directory.
     pub fn path(&self) -> &Path {
         &self.dir
     }
 
-    /// The newest root verified: `root.json` (after [`Self::restore_kept`]), else the
-    /// provisioned one. (tough saves newer roots but never reads them back: without this, key
-    /// revocations would be forgotten between runs.)
+    /// The newest root verified: `root.json` (after [`Self::retire_kept`]), else the
+    /// provisioned one.
     pub fn trusted_root(&self) -> Result<Vec<u8>, AgentError> {
         if let Some(bytes) = read_version(&self.dir.join("root.json")).map(|(_, b)| b) {
             return Ok(bytes);
@@ -336,29 +325,23 @@ impl Datastore {
         std::fs::read(&path).map_err(|e| AgentError::local(format!("reading {}", path.display()), e))
     }
 
-    /// After a verified refresh: atomic copies of what tough just trusted.
-    pub fn keep_verified(&self) -> Result<(), AgentError> {
+    /// Before a refresh: puts the copies older agents kept in `kept/` back wherever tough's
+    /// files are missing, torn or older (a power cut during tough's unsynced writes), then
+    /// removes them: from now on every write is atomic, and a stale copy must not come back
+    /// over metadata verified later.
+    pub fn retire_kept(&self) -> Result<(), AgentError> {
         let kept = self.dir.join("kept");
-        std::fs::create_dir_all(&kept).map_err(|e| AgentError::local(format!("creating {}", kept.display()), e))?;
-        for name in KEPT {
-            if let Some((_, bytes)) = read_version(&self.dir.join(name)) {
-                write_atomic(&kept.join(name), &bytes)?;
-            }
+        if !kept.is_dir() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// Before a refresh: puts the kept copies back wherever tough's files are missing, torn or
-    /// older (a power cut during tough's unsynced writes).
-    pub fn restore_kept(&self) -> Result<(), AgentError> {
         for name in KEPT {
-            let Some((kept_version, kept)) = read_version(&self.dir.join("kept").join(name)) else { continue };
+            let Some((kept_version, bytes)) = read_version(&kept.join(name)) else { continue };
             let current = read_version(&self.dir.join(name)).map(|(v, _)| v);
             if current.is_none_or(|v| v < kept_version) {
-                write_atomic(&self.dir.join(name), &kept)?;
+                write_atomic(&self.dir.join(name), &bytes)?;
             }
         }
-        Ok(())
+        std::fs::remove_dir_all(&kept).map_err(|e| AgentError::local(format!("removing {}", kept.display()), e))
     }
 }
 
@@ -414,24 +397,30 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_tough_root_is_restored_from_the_kept_copy_never_from_the_provisioned_one() {
+    fn a_torn_tough_root_is_restored_from_an_old_agents_kept_copy_once() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::create(dir.path()).unwrap();
         let root = |v: u64| format!("{{\"signed\":{{\"version\":{v}}},\"signatures\":[]}}").into_bytes();
         state.set_provisioned_root(Repo::Image, &root(1)).unwrap();
         assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(1));
-        std::fs::write(dir.path().join("image/root.json"), root(3)).unwrap();
-        state.keep_verified(Repo::Image).unwrap();
-        // A power cut tears tough's copy: the kept one comes back, not version 1.
+        let kept = |v: u64| {
+            std::fs::create_dir_all(dir.path().join("image/kept")).unwrap();
+            std::fs::write(dir.path().join("image/kept/root.json"), root(v)).unwrap();
+        };
+        // A power cut tore tough's copy: the kept one comes back, not version 1.
+        kept(3);
         std::fs::write(dir.path().join("image/root.json"), b"{\"torn").unwrap();
-        state.restore_kept(Repo::Image).unwrap();
+        state.store(Repo::Image).retire_kept().unwrap();
         assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(3));
-        // An older file (replayed, or an old copy) is replaced as well; a newer one is kept.
+        assert!(!dir.path().join("image/kept").exists(), "retired after use");
+        // An older file is replaced as well; a newer one is kept.
+        kept(3);
         std::fs::write(dir.path().join("image/root.json"), root(2)).unwrap();
-        state.restore_kept(Repo::Image).unwrap();
+        state.store(Repo::Image).retire_kept().unwrap();
         assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(3));
+        kept(3);
         std::fs::write(dir.path().join("image/root.json"), root(4)).unwrap();
-        state.restore_kept(Repo::Image).unwrap();
+        state.store(Repo::Image).retire_kept().unwrap();
         assert_eq!(state.trusted_root(Repo::Image).unwrap(), root(4));
     }
 

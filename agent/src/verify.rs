@@ -187,7 +187,7 @@ pub fn target_custom(target: &Target) -> Result<patchgate_protocol::TargetCustom
 }
 
 /// The target in the image repository's role for `product` (the role the top-level targets
-/// delegates `{product}/*` to, signed by the product's key), and nowhere else.
+/// delegates `{product}/*/*` to, signed by the product's key), and nowhere else.
 fn find_image_target<'a>(image: &'a Targets, product: &str, name: &TargetName) -> Result<&'a Target, Refusal> {
     let missing = || {
         refuse(
@@ -196,27 +196,10 @@ fn find_image_target<'a>(image: &'a Targets, product: &str, name: &TargetName) -
         )
     };
     let role = product_role(image, product).ok_or_else(missing)?;
-    if !only_this_role(role).target_is_delegated(name) {
+    if !crate::tuf::delegates(role, name) {
         return Err(missing());
     }
     role.targets.as_ref().and_then(|t| t.signed.targets.get(name)).ok_or_else(missing)
-}
-
-/// `role`'s delegation alone, without its targets. tough does not check that a delegated role
-/// lists only paths it was delegated: callers do, with the delegation's own patterns (tough
-/// exposes the match through `Delegations` only).
-fn only_this_role(role: &tough::schema::DelegatedRole) -> tough::schema::Delegations {
-    tough::schema::Delegations {
-        keys: HashMap::new(),
-        roles: vec![tough::schema::DelegatedRole {
-            name: role.name.clone(),
-            keyids: role.keyids.clone(),
-            threshold: role.threshold,
-            paths: role.paths.clone(),
-            terminating: role.terminating,
-            targets: None,
-        }],
-    }
 }
 
 /// The product's security floor: the highest `custom.rollback_floor` among the targets the
@@ -225,11 +208,10 @@ fn only_this_role(role: &tough::schema::DelegatedRole) -> tough::schema::Delegat
 /// name). Entries whose `custom` or floor does not parse are skipped; `None` if no entry counts.
 fn security_floor(image: &Targets, product: &str) -> Option<(Version, String)> {
     let role = product_role(image, product)?;
-    let delegation = only_this_role(role);
     let listed = &role.targets.as_ref()?.signed.targets;
     listed
         .iter()
-        .filter(|(name, _)| delegation.target_is_delegated(name))
+        .filter(|(name, _)| crate::tuf::delegates(role, name))
         .filter_map(|(name, target)| {
             let custom = target_custom(target).ok()?;
             let floor = Version::parse(&custom.rollback_floor).ok()?;

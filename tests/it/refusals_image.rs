@@ -10,8 +10,15 @@
 
 use serde_json::{Value, json};
 
-use crate::forge::{Draft, ImageChain, RootRotation, expires_in, signed_part, version_entry, version_of};
-use crate::refusals_common::{DEVICE, Fixture, PRODUCT, ROLLOUT, chain_after, target_name};
+use crate::common::{firmware, sha256_hex};
+use crate::forge::{
+    Draft, ImageChain, RootRotation, expires_in, fetch_json, product_key, sha512_hex, signed_part, version_entry,
+    version_of,
+};
+use crate::refusals_common::{
+    DEVICE, DirectorForger, Fixture, HW, PRODUCT, ROLLOUT, chain_after, director_entry, publish, target_name,
+    targets_of,
+};
 
 /// `body` parsed, changed by `edit`, serialized again (not re-signed).
 fn edited(body: &[u8], edit: impl FnOnce(&mut Value)) -> Vec<u8> {
@@ -68,7 +75,10 @@ async fn metadata_changed_without_re_signing_is_refused() {
     assert!(refusal.message.starts_with("image repository"), "{refusal}");
 
     // The image snapshot, same length (the expiry a year later): the timestamp's hash catches it.
+    // The device keeps using the snapshot it trusts while the timestamp names it (TUF §5.5:
+    // it is not fetched again); a new release makes it fetch the next one, which is tampered.
     fx.mirror.clear();
+    fx.publish("1.0.1", None).await;
     fx.mirror.transform("/repo/metadata/", |path, body| {
         if !path.ends_with(".snapshot.json") {
             return body;
@@ -196,8 +206,10 @@ async fn more_data_than_signed_is_refused() {
     fx.refused("endless_data").await;
     assert_eq!(std::fs::read_dir(fx.state.join("staging")).unwrap().count(), 0, "nothing staged");
 
-    // The snapshot, padded (still valid JSON) past the length the timestamp signs.
+    // The snapshot, padded (still valid JSON) past the length the timestamp signs. A new release
+    // makes the device fetch a snapshot (it keeps the one it trusts while the timestamp names it).
     fx.mirror.clear();
+    fx.publish("1.0.1", None).await;
     fx.mirror.transform("/repo/metadata/", |path, mut body| {
         if path.ends_with(".snapshot.json") {
             body.extend_from_slice(&[b' '; 64 * 1024]);
@@ -242,4 +254,48 @@ async fn root_rotations_are_followed_only_when_cross_signed_and_stay_trusted_aft
     // ...but the agent, restarted, starts from root 2 and refuses root 3.
     fx.agent.restart().unwrap();
     fx.refused("bad_signature").await;
+}
+
+/// One product's role (signed by that product's own key) listing a name under ANOTHER
+/// product's paths: the TUF walk never consults a role for names outside what it was delegated,
+/// so the entry is ignored. A device of the other product still installs its update (tough
+/// refused the whole repository here, stopping every product's devices), and never installs
+/// the entry, even when a compromised director assigns it.
+#[tokio::test]
+async fn a_role_listing_a_name_outside_its_paths_stops_no_other_products_update_and_is_never_installed() {
+    const OTHER: &str = "syringe-s2";
+    let mut fx = Fixture::new(&["1.0.0"]).await;
+    fx.app.create_product(OTHER, &["syringe-revA"]).await;
+    publish(&fx.app, OTHER, "1.0.0", firmware(90, 4096), None).await;
+    // The other product's key holder signs a role that also lists a pump image.
+    let forged_image = firmware(91, 4096);
+    let outside = json!({"length": forged_image.len(), "hashes": {"sha256": sha256_hex(&forged_image),
+        "sha512": sha512_hex(&forged_image)}, "custom": {"version": "6.6.6", "hardware_ids": [HW],
+        "rollback_floor": "6.6.6", "released_at": "2026-11-24T10:00:00Z"}});
+    let outside_name = target_name(PRODUCT, "6.6.6");
+    let chain = ImageChain::fetch(&fx.app.base, &fx.app.client).await;
+    let current = chain.role_version(OTHER);
+    let role_url = fx.app.url(&format!("/repo/metadata/{current}.{OTHER}.json"));
+    let mut role = Draft::next(&fetch_json(&fx.app.client, &role_url, None).await);
+    role.signed["targets"][&outside_name] = outside.clone();
+    fx.mirror.replace(
+        &format!("/repo/metadata/{}.{OTHER}.json", role.version()),
+        role.sign(&[&product_key(&fx.app, OTHER)]),
+    );
+    let mut draft = chain.draft();
+    draft.meta_mut().insert(format!("{OTHER}.json"), version_entry(role.version()));
+    draft.sign(&fx.keys.image_snapshot, &fx.keys.image_timestamp).install(&fx.mirror);
+
+    fx.roll_out(ROLLOUT, "1.0.0").await;
+    // Installed under a snapshot that names the role with the out-of-path entry, whose floor
+    // (6.6.6) would also have refused 1.0.0 had the entry counted for pump-x1.
+    fx.install_and_confirm("1.0.0").await;
+    let snapshot: Value =
+        serde_json::from_slice(&std::fs::read(fx.state.join("image/snapshot.json")).unwrap()).unwrap();
+    assert_eq!(snapshot["signed"]["meta"][format!("{OTHER}.json")]["version"], json!(role.version()));
+
+    // A compromised director assigns the out-of-path entry, byte for byte as the role lists it.
+    let mut director = DirectorForger::fetch(&fx).await;
+    director.serve(&fx, targets_of(&[(&outside_name, director_entry(&outside, DEVICE, "install"))]));
+    fx.refused("not_in_image_repository").await;
 }

@@ -1,6 +1,6 @@
 //! A client for the TUF community's client conformance suite (theupdateframework/
 //! tuf-conformance), speaking its command-line protocol (`init`, `refresh`, `download`) with
-//! the agent's own code: the same refresh devices run ([`patchgate_agent::refresh`]) and the
+//! the agent's own code: the same refresh devices run ([`patchgate_agent::tuf`]) and the
 //! same download and verification ([`patchgate_agent::download`]). `scripts/test.sh` runs the
 //! suite against it; the failures we expect are listed, each with its reason, in
 //! `scripts/tuf-conformance-client.xfails`.
@@ -17,6 +17,7 @@ use patchgate_agent::AgentError;
 use patchgate_agent::download::{Retry, SignedFile, fetch_verified, verify_file};
 use patchgate_agent::net::{TufTransport, http_client};
 use patchgate_agent::state::{Datastore, write_atomic};
+use patchgate_agent::tuf::{TrustedRepo, Versioning};
 use url::Url;
 
 #[derive(Debug, Parser)]
@@ -48,7 +49,7 @@ enum Command {
         /// A file holding the initial root.json.
         trusted_root: PathBuf,
     },
-    /// Refreshes the top-level metadata (and, through tough, the delegated roles).
+    /// Refreshes the top-level metadata (delegated roles are loaded only to find a target).
     Refresh,
     /// Refreshes, then downloads and verifies each --target-name into --target-dir.
     Download,
@@ -72,10 +73,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The agent's datastore lives in a folder of the metadata directory: tough keeps a file of its
-/// own there (`latest_known_time.json`) and the agent its `kept/` copies, while the suite reads
-/// every `*.json` of the metadata directory as a role it trusts. What the datastore trusts is
-/// copied out after every refresh ([`mirror`]).
+/// The agent's datastore lives in a folder of the metadata directory: the agent keeps files that
+/// are not roles there (`latest_known_time.json`, `provisioned.root.json`), while the suite
+/// reads every `*.json` of the metadata directory as a role it trusts. What the datastore trusts
+/// (delegated roles under their encoded names too) is copied out after every refresh and
+/// download ([`mirror`]).
 const STORE: &str = "agent";
 /// Files of the datastore that are not roles.
 const NOT_ROLES: [&str; 2] = ["latest_known_time.json", "provisioned.root.json"];
@@ -100,17 +102,23 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
         Command::Download => {
             let refreshed = refresh(&cli, &store, &client).await;
             mirror(&store, &cli.metadata_dir)?;
-            let repo = refreshed?;
+            let mut repo = refreshed?;
             let base = required(cli.target_base_url.as_ref(), "--target-base-url")?;
             let dir = required(cli.target_dir.as_ref(), "--target-dir")?;
             // Partial downloads stay out of the target directory, which the suite reads whole.
             let staging = cli.metadata_dir.join("staging");
             std::fs::create_dir_all(&staging)
                 .map_err(|e| AgentError::local(format!("creating {}", staging.display()), e))?;
+            let mut result = Ok(());
             for name in &cli.target_names {
-                download(&repo, &client, base, dir, &staging, name).await?;
+                result = download(&mut repo, &client, base, dir, &staging, name).await;
+                if result.is_err() {
+                    break;
+                }
             }
-            Ok(())
+            // The walk may have loaded delegated roles: the suite expects to see them trusted.
+            mirror(&store, &cli.metadata_dir)?;
+            result
         }
     }
 }
@@ -150,12 +158,10 @@ fn required<'a, T>(value: Option<&'a T>, flag: &str) -> Result<&'a T, AgentError
     value.ok_or_else(|| AgentError::Usage(format!("{flag} is required")))
 }
 
-async fn refresh(cli: &Cli, store: &Datastore, client: &reqwest::Client) -> Result<tough::Repository, AgentError> {
+async fn refresh(cli: &Cli, store: &Datastore, client: &reqwest::Client) -> Result<TrustedRepo, AgentError> {
     let metadata_url = with_slash(required(cli.metadata_url.as_ref(), "--metadata-url")?);
-    // tough wants a targets URL even for a refresh; it fetches nothing from it.
-    let targets_url = with_slash(cli.target_base_url.as_ref().unwrap_or(&metadata_url));
     let transport = TufTransport::new(client.clone(), None);
-    patchgate_agent::refresh::refresh(store, "repository", metadata_url, targets_url, transport).await
+    patchgate_agent::tuf::refresh(store, "repository", metadata_url, transport, Versioning::Unique).await
 }
 
 fn with_slash(url: &Url) -> Url {
@@ -169,7 +175,7 @@ fn with_slash(url: &Url) -> Url {
 /// Downloads `name` as the verified metadata of `repo` describes it, unless a verified copy is
 /// in `dir` already.
 async fn download(
-    repo: &tough::Repository,
+    repo: &mut TrustedRepo,
     client: &reqwest::Client,
     base: &Url,
     dir: &Path,
@@ -179,11 +185,10 @@ async fn download(
     let target_name =
         tough::TargetName::new(name).map_err(|e| AgentError::Usage(format!("target name {name:?}: {e}")))?;
     let target = repo
-        .targets()
-        .signed
-        .find_target(&target_name, false)
-        .map_err(|e| AgentError::Usage(format!("{name}: {e}")))?;
-    let file = SignedFile::of_target(name, target);
+        .find_target(&target_name)
+        .await?
+        .ok_or_else(|| AgentError::Usage(format!("{name}: no role the delegation graph reaches lists it")))?;
+    let file = SignedFile::of_target(name, &target);
     // One file per target name, the same on every download (the suite's expectation).
     let out = dir.join(url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>());
     if verify_file(&out, &file).await.is_ok() {

@@ -32,7 +32,7 @@ fn targets(map: Value) -> Targets {
     .unwrap()
 }
 
-/// The image repository's top-level targets delegating `pump-x1/*` to the role `pump-x1`, which
+/// The image repository's top-level targets delegating `pump-x1/*/*` to the role `pump-x1`, which
 /// lists `map` (as tough holds it once the delegated role is loaded).
 fn repo(map: Value) -> Targets {
     repo_for("pump-x1", map)
@@ -43,7 +43,7 @@ fn repo_for(product: &str, map: Value) -> Targets {
         "_type": "targets", "spec_version": "1.0.31", "version": 1,
         "expires": "2030-01-01T00:00:00Z", "targets": {},
         "delegations": {"keys": {}, "roles": [{"name": product, "keyids": [], "threshold": 1,
-            "paths": [format!("{product}/*")], "terminating": true}]}
+            "paths": [format!("{product}/*/*")], "terminating": true}]}
     }))
     .unwrap();
     let role = &mut top.delegations.as_mut().unwrap().roles[0];
@@ -222,7 +222,7 @@ fn a_target_at_the_security_floor_installs() {
 
 #[test]
 fn a_floor_outside_the_products_delegated_paths_is_ignored() {
-    // Listed in pump-x1's role but not under `pump-x1/*`, or under it only after resolving `..`.
+    // Listed in pump-x1's role but not under `pump-x1/*/*`, or under it only after resolving `..`.
     let outside = json!({
         "syringe-s2/9.0.0/fw.bin": target(image_custom("9.0.0", "9.0.0")),
         "pump-x1/../syringe-s2/9.1.0/fw.bin": target(image_custom("9.1.0", "9.1.0")),
