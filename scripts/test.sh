@@ -4,7 +4,9 @@
 #   2. the integration tests again on PostgreSQL (a fresh database per test);
 #   3. python-tuf's ngclient against a real server, before and after a root rotation;
 #   4. the TUF community's client conformance suite against the agent's conformance client
-#      (skipped, saying so, where the suite is not beside the repository).
+#      (skipped, saying so, where the suite is not beside the repository);
+#   5. the README's walkthroughs, block by block, with the binaries step 1 built
+#      (scripts/check-readme.py; its self-test first shows that a failing block fails it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,3 +41,7 @@ PATCHGATE_BIN="$target_dir/debug/patchgate" bash scripts/check-python-tuf.sh
 echo "== TUF conformance suite (the agent's client)"
 # The client binary the SQLite run built (the agent's integration tests build its binaries).
 TUF_CONFORMANCE_CLIENT="$target_dir/debug/tuf-conformance-client" bash scripts/check-tuf-conformance.sh
+
+echo "== README walkthroughs"
+python3 scripts/check-readme.py --self-test --bin-dir "$target_dir/debug"
+python3 scripts/check-readme.py --bin-dir "$target_dir/debug" --python target/pytuf-venv/bin/python

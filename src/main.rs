@@ -9,6 +9,9 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(step) = patchgate::cli::next_step(&e) {
+                eprintln!("hint: {step}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -159,6 +159,57 @@ pub fn is_refusal(err: &anyhow::Error, code: &str) -> bool {
     err.chain().filter_map(|e| e.downcast_ref::<Refusal>()).any(|r| r.code == code)
 }
 
+/// The next step for an error a user can act on, printed after it as `hint: …`: each names
+/// what to check or run. `None` when the error's own message already says it (a refused
+/// version, a conflict) or there is nothing a user can do.
+pub fn next_step(err: &anyhow::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    err.chain().find_map(|cause| {
+        if let Some(refusal) = cause.downcast_ref::<Refusal>() {
+            return refusal_step(refusal.status);
+        }
+        if let Some(e) = cause.downcast_ref::<reqwest::Error>() {
+            if e.is_connect() || e.is_timeout() {
+                return Some("is the server running, and is --server (or PATCHGATE_SERVER) its address?");
+            }
+            if e.is_status() {
+                return e.status().and_then(refusal_step);
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            return match e.kind() {
+                ErrorKind::NotFound => Some("check the path: it is relative to the directory you run the command in"),
+                ErrorKind::PermissionDenied => Some("check the file's owner and mode, or run as the user that owns it"),
+                _ => None,
+            };
+        }
+        if cause.downcast_ref::<sea_orm::DbErr>().is_some() {
+            return Some(
+                "check database_url (PATCHGATE_DATABASE_URL, or --config FILE): run the command where the \
+                 server runs, with the same configuration",
+            );
+        }
+        None
+    })
+}
+
+fn refusal_step(status: reqwest::StatusCode) -> Option<&'static str> {
+    use reqwest::StatusCode as S;
+    match status {
+        S::UNAUTHORIZED => Some(
+            "give a valid token with --token (or PATCHGATE_TOKEN); `patchgate token create` on the server's host makes one",
+        ),
+        S::FORBIDDEN => Some(
+            "this token's role may not do this: use a token of a role that may (`patchgate token create --role …`)",
+        ),
+        S::NOT_FOUND => Some("check the names in the command: the server has nothing by that name"),
+        S::PAYLOAD_TOO_LARGE => Some("the server's max_upload_bytes is smaller than this file: raise it on the server"),
+        S::TOO_MANY_REQUESTS | S::SERVICE_UNAVAILABLE => Some("wait a moment and run the command again"),
+        s if s.is_server_error() => Some("the server failed: its log says why, at the time of this request"),
+        _ => None,
+    }
+}
+
 /// A running patchgate server, reached over HTTP.
 #[derive(Debug, Clone)]
 pub struct Remote {
@@ -189,9 +240,23 @@ impl Remote {
 
     /// A request to `/api/v1/{segments…}`, with the token when there is one.
     pub fn api(&self, method: reqwest::Method, segments: &[&str]) -> reqwest::RequestBuilder {
+        self.api_query(method, segments, &[])
+    }
+
+    /// [`Remote::api`] with query parameters (percent-encoded).
+    pub fn api_query(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> reqwest::RequestBuilder {
         let mut path = vec!["api", "v1"];
         path.extend_from_slice(segments);
-        let request = self.client.request(method, self.url(&path));
+        let mut url = self.url(&path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let request = self.client.request(method, url);
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

@@ -3,20 +3,10 @@
 //! `PATCHGATE_SERVER`/`PATCHGATE_TOKEN`) as `release publish`. A refusal prints the server's
 //! error code and message and exits non-zero.
 
-use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-/// Where the server is and who is asking.
-#[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// Server URL, e.g. http://127.0.0.1:8080
-    #[arg(long, env = "PATCHGATE_SERVER")]
-    server: String,
-    /// An API token (or PATCHGATE_TOKEN): release-manager or admin to change, any to read.
-    #[arg(long, env = "PATCHGATE_TOKEN", hide_env_values = true)]
-    token: String,
-}
+use super::ServerArgs;
 
 /// Rollout commands.
 #[derive(Debug, Subcommand)]
@@ -133,32 +123,12 @@ async fn call(
     query: &[(&str, String)],
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let mut url = url::Url::parse(server.server.trim_end_matches('/'))
-        .with_context(|| format!("--server {:?} is not a URL", server.server))?;
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("--server {:?} cannot take a path", server.server))?
-        .pop_if_empty()
-        .extend(["api", "v1"])
-        .extend(segments);
-    if !query.is_empty() {
-        url.query_pairs_mut().extend_pairs(query);
-    }
-    let mut request = reqwest::Client::new().request(method, url.clone()).bearer_auth(&server.token);
+    let remote = server.remote()?;
+    let mut request = remote.api_query(method, segments, query);
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.with_context(|| format!("sending to {url}"))?;
-    let status = response.status();
-    let bytes = response.bytes().await.context("reading the server's answer")?;
-    let answer: Option<Value> = serde_json::from_slice(&bytes).ok();
-    if !status.is_success() {
-        let refusal = answer.as_ref().and_then(|a| Some((a.get("error")?.as_str()?, a.get("message")?.as_str()?)));
-        match refusal {
-            Some((code, message)) => bail!("the server refused ({status}, {code}): {message}"),
-            None => bail!("the server answered {status}: {}", String::from_utf8_lossy(&bytes)),
-        }
-    }
-    answer.with_context(|| format!("the server's answer from {url} is not JSON"))
+    remote.send_json(request).await
 }
 
 /// Runs a rollout command.

@@ -171,6 +171,41 @@ async fn publish_and_export_root_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/does/not/exist"));
 }
 
+/// Every refusal names the next step: the server's address, the token, the role, the path.
+#[tokio::test]
+async fn cli_errors_end_with_the_next_step() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    let hint = |out: std::process::Output| {
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let hint = stderr.lines().find_map(|l| l.strip_prefix("hint: ")).map(str::to_owned);
+        (stderr.clone(), hint.unwrap_or_else(|| panic!("no hint: {stderr}")))
+    };
+    let rollout_list = |server: &str, token: &str| {
+        async_patchgate().args(["rollout", "list", "--server", server, "--token", token]).output()
+    };
+    // Nothing listens on the port the test server no longer uses.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let (stderr, step) = hint(rollout_list(&closed, &app.admin).await.unwrap());
+    assert!(step.contains("is the server running") && step.contains("PATCHGATE_SERVER"), "{stderr}");
+    let (stderr, step) = hint(rollout_list(&app.base, "pga_not-a-token").await.unwrap());
+    assert!(stderr.contains("401") && step.contains("--token") && step.contains("token create"), "{stderr}");
+    let viewer = app.token(patchgate::services::auth::Role::Viewer, None).await;
+    let out = async_patchgate()
+        .args(["rollout", "start", "r-1", "--server", &app.base, "--token", &viewer])
+        .output()
+        .await
+        .unwrap();
+    let (stderr, step) = hint(out);
+    assert!(stderr.contains("403") && step.contains("role"), "{stderr}");
+    let (stderr, step) = hint(publish_cli(&app, "1.0.1", std::path::Path::new("/does/not/exist")).await);
+    assert!(stderr.contains("/does/not/exist") && step.contains("check the path"), "{stderr}");
+}
+
 #[test]
 fn token_create_prints_the_token_last_and_export_root_prints_its_hash() {
     let dir = tempfile::tempdir().unwrap();
