@@ -12,8 +12,10 @@
 #   3. the first product publishes one more release; the agent checks again and ngclient
 #      refreshes and looks the new release up.
 # Every request goes through a counting proxy (scripts/bench/metadata_proxy.py); the table gives
-# the bytes of step 3, split by repository, and the size of the snapshot (which lists every
-# product's role, so it grows with the number of products).
+# the bytes of step 3 on the wire (the agent asks for gzip, which the server uses for metadata
+# files of 1 KiB or more; ngclient's default fetcher does not ask), split by repository, and the
+# uncompressed size of the snapshot (which lists every product's role, so it grows with the
+# number of products).
 #
 # Usage: scripts/bench-metadata.sh      Env: PRODUCTS, RELEASES, KEEP_TMP=1
 set -euo pipefail
@@ -109,7 +111,8 @@ kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
 
 printf '\n## Metadata a device downloads to learn about one new release (scripts/bench-metadata.sh)\n\n'
 printf 'Repository: %d products, %d release(s) each, then one more release of %s.\n\n' "$PRODUCTS" "$RELEASES" "$first"
+printf 'Bytes on the wire (response bodies as sent: the agent asks for gzip, ngclient'"'"'s default fetcher does not).\n\n'
 printf '| client | image repository metadata | director metadata | requests |\n|---|---:|---:|---:|\n'
 printf '| patchgate-agent `check` | %s | %s | %d |\n' "$(kib "$agent_image")" "$(kib "$agent_director")" $(( agent_image_n + agent_director_n ))
 printf '| python-tuf ngclient (refresh + get_targetinfo) | %s | — | %d |\n' "$(kib "$ngclient")" "$ngclient_n"
-printf '\nThe snapshot (%d.snapshot.json) is %s: it lists every product'"'"'s role.\n' "$snapshot" "$(kib "$snapshot_bytes")"
+printf '\nThe snapshot (%d.snapshot.json) is %s uncompressed: it lists every product'"'"'s role.\n' "$snapshot" "$(kib "$snapshot_bytes")"

@@ -27,7 +27,7 @@ pub async fn image_metadata(
     file: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let found = serve::find_metadata(&svc, serve::IMAGE, &file).await?;
-    Ok(metadata_response(&req, &file, found))
+    metadata_response(&svc, &req, &file, found)
 }
 
 /// `GET|HEAD /director/metadata/{N}.root.json`.
@@ -45,15 +45,60 @@ pub async fn director_root(
         }
         _ => None,
     };
-    Ok(metadata_response(&req, &file, found))
+    metadata_response(&svc, &req, &file, found)
 }
 
-fn metadata_response(req: &HttpRequest, file: &str, found: Option<(bytes::Bytes, String)>) -> HttpResponse {
+/// A public metadata file: gzip-encoded when the client accepts gzip and the file is large
+/// enough to gain from it (the client still checks length and hashes on the decoded bytes, so
+/// the encoding costs no trust), with an ETag of its own per encoding.
+fn metadata_response(
+    svc: &Services,
+    req: &HttpRequest,
+    file: &str,
+    found: Option<(bytes::Bytes, String)>,
+) -> Result<HttpResponse, ApiError> {
     let Some((body, sha256)) = found else {
-        return super::error::json_error(StatusCode::NOT_FOUND, "not_found", &format!("no metadata {file}"));
+        return Ok(super::error::json_error(StatusCode::NOT_FOUND, "not_found", &format!("no metadata {file}")));
     };
     let cache = if file == "timestamp.json" { TIMESTAMP_MAX_AGE } else { IMMUTABLE };
-    signed_json_response(req, body, &sha256, cache)
+    if body.len() < serve::GZIP_MIN_BYTES {
+        return Ok(signed_json_response(req, body, &sha256, cache));
+    }
+    if !accepts_gzip(req) {
+        let mut res = signed_json_response(req, body, &sha256, cache);
+        res.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        return Ok(res);
+    }
+    let etag = format!("{sha256}-gzip");
+    let mut res = match not_modified(req, &etag, cache) {
+        Some(not_modified) => not_modified,
+        None => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .insert_header((header::CONTENT_ENCODING, "gzip"))
+            .insert_header((header::ETAG, format!("\"{etag}\"")))
+            .insert_header((header::CACHE_CONTROL, cache))
+            .body(serve::gzipped_metadata(svc, &sha256, &body)?),
+    };
+    res.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    Ok(res)
+}
+
+/// Whether `Accept-Encoding` accepts gzip: named with a non-zero weight, or not named and `*`
+/// accepted.
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    let mut star = false;
+    for item in
+        req.headers().get_all(header::ACCEPT_ENCODING).filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','))
+    {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let accepted = !parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
+        if coding.eq_ignore_ascii_case("gzip") {
+            return accepted;
+        }
+        star |= coding == "*" && accepted;
+    }
+    star
 }
 
 /// Signed metadata bytes with their ETag (the SHA-256), answering 304 to a matching

@@ -118,6 +118,9 @@ pub struct Caches {
     director: GuardedMap<i64, [u8; 32]>,
     /// SHA-256 of an enrollment token → the token and its product (valid when read).
     enrollment: GuardedMap<[u8; 32], EnrollmentGrant>,
+    /// SHA-256 of a metadata file → its gzip encoding, for the files fetched since the last
+    /// change to the repository (what devices fetch is nearly always the newest).
+    gzipped: GuardedMap<String, bytes::Bytes>,
 }
 
 impl Default for Caches {
@@ -127,6 +130,7 @@ impl Default for Caches {
             repo: GuardedMap::new(),
             director: GuardedMap::new(),
             enrollment: GuardedMap::new(),
+            gzipped: GuardedMap::new(),
         }
     }
 }
@@ -172,10 +176,23 @@ impl Caches {
         self.repo.fill(ticket.0, (repo, file.to_owned()), body);
     }
 
+    /// The gzip encoding of the metadata file whose SHA-256 is `sha256`, if cached.
+    pub fn gzipped(&self, sha256: &str) -> Option<bytes::Bytes> {
+        self.gzipped.get(&sha256.to_owned())
+    }
+
+    /// Remembers a metadata file's gzip encoding.
+    pub fn fill_gzipped(&self, sha256: &str, gzipped: bytes::Bytes) {
+        let generation = self.gzipped.generation();
+        self.gzipped.fill(generation, sha256.to_owned(), gzipped);
+    }
+
     /// New repository metadata was committed: `timestamp.json` is no longer current. Versioned
-    /// files are immutable and stay.
+    /// files are immutable and stay; their gzip encodings go (the new files will be fetched
+    /// instead, and memory stays bounded by what is fetched between two changes).
     pub fn invalidate_repo(&self) {
         self.repo.remove_where(|(_, file), _| file != "timestamp.json");
+        self.gzipped.clear();
     }
 
     /// The SHA-256 (hex) of a device's director `timestamp.json`, if cached.

@@ -31,6 +31,26 @@ pub async fn find_metadata(
     Ok(Some((body, row.sha256)))
 }
 
+/// Metadata files smaller than this are sent as they are: `timestamp.json` (about 500 bytes) is
+/// fetched on every poll, and gzip would save a few hundred bytes for a deflate per file.
+pub const GZIP_MIN_BYTES: usize = 1024;
+
+/// The gzip encoding of the metadata file `body` whose SHA-256 is `sha256`: compressed once per
+/// file and instance, then served from memory (a snapshot that lists a thousand products shrinks
+/// to about a sixth, and every device fetches each new one).
+pub fn gzipped_metadata(svc: &Services, sha256: &str, body: &[u8]) -> Result<bytes::Bytes, ServiceError> {
+    use std::io::Write as _;
+    if let Some(hit) = svc.caches.gzipped(sha256) {
+        return Ok(hit);
+    }
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::default());
+    encoder.write_all(body).map_err(|e| ServiceError::Internal(anyhow::anyhow!("gzip: {e}")))?;
+    let gzipped =
+        bytes::Bytes::from(encoder.finish().map_err(|e| ServiceError::Internal(anyhow::anyhow!("gzip: {e}")))?);
+    svc.caches.fill_gzipped(sha256, gzipped.clone());
+    Ok(gzipped)
+}
+
 /// A published target, resolved from a request path.
 #[derive(Debug, Clone)]
 pub struct ResolvedTarget {

@@ -155,3 +155,55 @@ async fn unknown_routes_and_methods_answer_json() {
         assert_eq!(body["error"], "method_not_allowed");
     }
 }
+
+#[tokio::test]
+async fn large_metadata_is_gzipped_for_clients_that_ask_and_decodes_to_the_signed_bytes() {
+    use std::io::Read as _;
+    let app = spawn_app().await;
+    // A client that sees the wire: no decoding of its own.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let get = |file: &str, accept: Option<&str>, etag: Option<&str>| {
+        let mut req = raw.get(app.url(&format!("/repo/metadata/{file}")));
+        if let Some(accept) = accept {
+            req = req.header(header::ACCEPT_ENCODING, accept);
+        }
+        if let Some(etag) = etag {
+            req = req.header(header::IF_NONE_MATCH, etag);
+        }
+        req.send()
+    };
+    let plain = get("1.root.json", None, None).await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+    assert_eq!(plain.headers()[header::VARY], "accept-encoding");
+    let plain_etag = plain.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let plain = plain.bytes().await.unwrap();
+    assert!(plain.len() >= 1024, "the root is large enough to be gzipped: {} bytes", plain.len());
+
+    for accept in ["gzip", "br, gzip;q=0.5", "*"] {
+        let res = get("1.root.json", Some(accept), None).await.unwrap();
+        assert_eq!(res.status(), 200, "{accept}");
+        assert_eq!(res.headers()[header::CONTENT_ENCODING], "gzip", "{accept}");
+        assert_eq!(res.headers()[header::VARY], "accept-encoding");
+        let etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+        assert_ne!(etag, plain_etag, "each encoding has its own ETag");
+        let wire = res.bytes().await.unwrap();
+        assert!(wire.len() < plain.len(), "{} bytes gzipped, {} plain", wire.len(), plain.len());
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(&wire[..]).read_to_end(&mut decoded).unwrap();
+        assert_eq!(decoded, plain, "gzip decodes to the exact signed bytes");
+        let res = get("1.root.json", Some(accept), Some(&etag)).await.unwrap();
+        assert_eq!(res.status(), 304, "{accept}");
+    }
+    // Refused gzip, and small files, come as they are.
+    for (file, accept) in [
+        ("1.root.json", "gzip;q=0"),
+        ("1.root.json", "gzip;q=0, *"),
+        ("1.root.json", "identity"),
+        ("timestamp.json", "gzip"),
+    ] {
+        let res = get(file, Some(accept), None).await.unwrap();
+        assert_eq!(res.status(), 200, "{file} {accept}");
+        assert!(res.headers().get(header::CONTENT_ENCODING).is_none(), "{file} {accept}");
+    }
+}
