@@ -65,8 +65,96 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
             .foreign_keys(true)
     });
     let db = Database::connect(options).await.with_context(|| format!("connecting to the database {}", redact(url)))?;
-    Migrator::up(&db, None).await.context("running database migrations")?;
+    let lock = MigrationLock::take(url, &db).await?;
+    let migrated = Migrator::up(&db, None).await.context("running database migrations");
+    lock.release().await;
+    migrated?;
     Ok(db)
+}
+
+/// An arbitrary, fixed advisory lock key for "migrating the schema" on PostgreSQL.
+const PG_MIGRATION_LOCK_KEY: i64 = 0x7061_7463_686d; // "patchm"
+
+/// Held while the schema is migrated: processes that start together on one database (a server
+/// and a CLI command, several instances) migrate it one after the other, and the later ones
+/// find nothing left to do. Without it two of them created the same tables at once and one
+/// failed.
+enum MigrationLock {
+    /// PostgreSQL: a session advisory lock on a connection of its own (a crashed holder's
+    /// session ends, and the lock with it).
+    Postgres(DatabaseConnection),
+    /// SQLite: an exclusive lock on `{database file}.migrate-lock` (released by the kernel if
+    /// the process dies).
+    Sqlite(std::fs::File),
+    /// An in-memory database is this process's alone.
+    None,
+}
+
+impl MigrationLock {
+    async fn take(url: &str, db: &DatabaseConnection) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        if db.get_database_backend() == DbBackend::Postgres {
+            let mut options = ConnectOptions::new(url.to_owned());
+            options.sqlx_logging(false).max_connections(1).min_connections(1);
+            let holder = Database::connect(options).await.context("connecting for the migration lock")?;
+            let locked = holder
+                .query_one_raw(sea_orm::Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT pg_try_advisory_lock({PG_MIGRATION_LOCK_KEY}) AS locked"),
+                ))
+                .await?
+                .map(|row| row.try_get::<bool>("", "locked"))
+                .transpose()?
+                .unwrap_or(false);
+            if !locked {
+                tracing::info!("another process is migrating the database; waiting for it");
+                holder
+                    .execute_unprepared(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK_KEY})"))
+                    .await
+                    .context("waiting for the migration lock")?;
+            }
+            return Ok(Self::Postgres(holder));
+        }
+        let Some(path) = sqlite_path(url) else { return Ok(Self::None) };
+        let lock_path = format!("{path}.migrate-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening the migration lock file {lock_path}"))?;
+        let file = match file.try_lock() {
+            Ok(()) => file,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(lock = %lock_path, "another process is migrating the database; waiting for it");
+                tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                    .await
+                    .context("waiting for the migration lock")?
+                    .with_context(|| format!("locking {lock_path}"))?
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {lock_path}"));
+            }
+        };
+        Ok(Self::Sqlite(file))
+    }
+
+    /// Lets the next process migrate (it will find the schema current).
+    async fn release(self) {
+        match self {
+            Self::Postgres(holder) => {
+                let unlock = format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK_KEY})");
+                if let Err(e) = holder.execute_unprepared(&unlock).await {
+                    tracing::warn!(error = %e, "releasing the migration lock (closing its session releases it too)");
+                }
+                let _ = holder.close().await;
+            }
+            Self::Sqlite(file) => {
+                let _ = file.unlock();
+            }
+            Self::None => {}
+        }
+    }
 }
 
 fn sqlite_path(url: &str) -> Option<String> {

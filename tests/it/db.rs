@@ -30,3 +30,41 @@ async fn the_latest_version_query_copes_with_thousands_of_roles() {
         assert_eq!(expires, i64::try_from((1 + i % 3) * 100 + i).unwrap(), "{role}");
     }
 }
+
+/// Processes that start together on a fresh database (servers and CLI commands) migrate it once,
+/// under a lock, and all go on: before the lock, one of them failed with "table … already exists"
+/// (SQLite) or a duplicate `pg_type` key (PostgreSQL).
+#[tokio::test]
+async fn servers_and_cli_commands_starting_together_on_a_fresh_database_all_succeed() {
+    for round in 0..2 {
+        let deployment = crate::process::Deployment::new().await;
+        let cli = async {
+            let children: Vec<_> = (0..3)
+                .map(|i| {
+                    deployment
+                        .command(&["token", "create", "--role", "admin", "--name", &format!("ci-{i}")])
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                children.into_iter().map(|c| c.wait_with_output().unwrap()).collect::<Vec<_>>()
+            })
+            .await
+            .unwrap()
+        };
+        let (a, b, outputs) = tokio::join!(deployment.start("a"), deployment.start("b"), cli);
+        for (i, out) in outputs.iter().enumerate() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "round {round}, token create {i}: {}\n{stderr}", out.status);
+            assert!(String::from_utf8_lossy(&out.stdout).contains("pgt_"), "round {round}, token create {i}: {stderr}");
+        }
+        // Both servers serve the one repository the first of them initialised.
+        let root = |server: &crate::process::Server| reqwest::get(server.url("/repo/metadata/1.root.json"));
+        let (root_a, root_b) = (root(&a).await.unwrap(), root(&b).await.unwrap());
+        assert_eq!((root_a.status().as_u16(), root_b.status().as_u16()), (200, 200));
+        assert_eq!(root_a.bytes().await.unwrap(), root_b.bytes().await.unwrap());
+    }
+}
