@@ -50,6 +50,8 @@ cp -r "$repo/keys-example" "$tmp/keys"
 port=$(free_port)
 while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^PATCHGATE_' || true)
 export PATCHGATE_LISTEN=127.0.0.1:$port PATCHGATE_DATA_DIR=$tmp/data PATCHGATE_KEYS_DIR=$tmp/keys RUST_LOG=warn
+# No load balancer to drain for: SIGTERM stops the server at once.
+export PATCHGATE_SHUTDOWN_DRAIN_SECONDS=0
 (cd "$tmp" && exec "$bin" serve) >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in {1..300}; do curl -sf --noproxy '*' -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done

@@ -109,6 +109,8 @@ sha_mbps=$(mbps "$size_bytes" "$sha_secs")
 # patchgate.toml (the server and CLI run in $tmp).
 while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^PATCHGATE_' || true)
 export PATCHGATE_LISTEN=127.0.0.1:$port
+# No load balancer to drain for: SIGTERM stops the server at once.
+export PATCHGATE_SHUTDOWN_DRAIN_SECONDS=0
 export PATCHGATE_DATA_DIR=$tmp/data
 export PATCHGATE_KEYS_DIR=$repo/keys-example
 export PATCHGATE_MAX_UPLOAD_BYTES=$(( size_bytes + 1024 * 1024 ))

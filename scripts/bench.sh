@@ -263,6 +263,8 @@ run_backend() {
     # (the server and the CLI run in $dir).
     while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^PATCHGATE_' || true)
     export PATCHGATE_LISTEN=127.0.0.1:$port
+    # No load balancer to drain for: SIGTERM stops the server at once.
+    export PATCHGATE_SHUTDOWN_DRAIN_SECONDS=0
     export PATCHGATE_DATA_DIR=$dir/data
     export PATCHGATE_KEYS_DIR=$dir/keys
     export PATCHGATE_REFRESH_INTERVAL_SECONDS=0

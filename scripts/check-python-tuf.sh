@@ -121,6 +121,8 @@ s.close()')"
 BASE="http://127.0.0.1:$PORT"
 export PATCHGATE_CONFIG="$TMP/patchgate.toml"
 export PATCHGATE_LISTEN="127.0.0.1:$PORT"
+# No load balancer to drain for: SIGTERM stops the server at once.
+export PATCHGATE_SHUTDOWN_DRAIN_SECONDS=0
 export PATCHGATE_DATA_DIR="$TMP/data"
 export PATCHGATE_KEYS_DIR="$TMP/keys"
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"

@@ -60,6 +60,13 @@ pub struct Config {
     /// Most connections open at once; beyond it new ones wait in the listen backlog. Default:
     /// what the open-file limit leaves after the database, files and logs (see the README).
     pub max_connections: Option<usize>,
+    /// On SIGTERM or SIGINT, how long `/readyz` answers 503 ("shutting down") while requests are
+    /// still served, so that a load balancer stops sending new ones first; then the server stops
+    /// accepting.
+    pub shutdown_drain_seconds: u64,
+    /// Then how long requests in flight (uploads, reports waiting for their group) may take to
+    /// finish before the process exits anyway.
+    pub shutdown_timeout_seconds: u64,
 }
 
 /// How log lines are written.
@@ -102,6 +109,10 @@ impl Default for Config {
             upload_rate_window_seconds: 30,
             keep_alive_seconds: 5,
             max_connections: None,
+            // Load balancers typically probe every few seconds.
+            shutdown_drain_seconds: 5,
+            // Reports finish in milliseconds; a minute lets most uploads in flight complete.
+            shutdown_timeout_seconds: 60,
         }
     }
 }
@@ -183,6 +194,8 @@ impl Config {
             ("upload_rate_window_seconds", self.upload_rate_window_seconds, 1..=3600),
             ("upload_min_bytes_per_second", self.upload_min_bytes_per_second, 1..=1 << 30),
             ("keep_alive_seconds", self.keep_alive_seconds, 0..=3600),
+            ("shutdown_drain_seconds", self.shutdown_drain_seconds, 0..=3600),
+            ("shutdown_timeout_seconds", self.shutdown_timeout_seconds, 1..=3600),
         ] {
             if !range.contains(&value) {
                 return Err(ConfigError::Invalid {

@@ -125,6 +125,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
     services: Services,
+    draining: crate::http::ops::Draining,
 }
 
 impl Application {
@@ -172,6 +173,8 @@ impl Application {
         let prometheus = crate::telemetry::prometheus()?;
         let data = web::Data::new(svc.clone());
         let prom = web::Data::new(prometheus);
+        let draining = crate::http::ops::Draining::default();
+        let draining_data = web::Data::new(draining.clone());
         let config = &svc.config;
         let limits = crate::http::limits::BodyLimits::from_config(config);
         let (cap, open_files) = crate::http::limits::connection_cap(config.max_connections);
@@ -181,6 +184,7 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(prom.clone())
+                .app_data(draining_data.clone())
                 .app_data(limits)
                 .wrap(crate::http::error::default_error_handlers())
                 .wrap(from_fn(crate::http::limits::pace_bodies))
@@ -196,10 +200,13 @@ impl Application {
             n => actix_web::http::KeepAlive::Timeout(Duration::from_secs(n)),
         })
         .on_connect(move |_, data| connections.opened(data))
+        // Signals are ours (`run_until_stopped`): readiness turns first, then actix stops.
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout_seconds)
         .listen(listener)?
         .run();
         tracing::info!(address = %listen, port, max_connections = cap, open_file_limit = open_files, "patchgate listening");
-        Ok(Self { server, port, services: svc })
+        Ok(Self { server, port, services: svc, draining })
     }
 
     /// The bound port.
@@ -210,6 +217,13 @@ impl Application {
     /// The services behind the server (tests use them to move time or run jobs).
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Stops the server gracefully on SIGTERM or SIGINT (the `serve` command; tests stop their
+    /// servers by dropping them): see [`stop_on_signal`].
+    pub fn stop_on_signals(&self) {
+        let drain = Duration::from_secs(self.services.config.shutdown_drain_seconds);
+        tokio::spawn(stop_on_signal(self.server.handle(), self.draining.clone(), drain));
     }
 
     /// Runs the server and the background jobs until the server stops.
@@ -243,4 +257,41 @@ impl Application {
         }
         result
     }
+}
+
+/// Waits for SIGTERM or SIGINT, turns `/readyz` unready, keeps serving for `drain`, then stops
+/// the server gracefully: no new connections, requests in flight finish (bounded by
+/// `shutdown_timeout_seconds`), and `run_until_stopped` returns.
+async fn stop_on_signal(server: actix_web::dev::ServerHandle, draining: crate::http::ops::Draining, drain: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    draining.0.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(
+        signal = name,
+        drain_seconds = drain.as_secs(),
+        "shutting down: /readyz answers 503 while requests drain"
+    );
+    let graceful = async {
+        tokio::time::sleep(drain).await;
+        tracing::info!("shutting down: no new connections; finishing the requests in flight");
+        server.stop(true).await;
+    };
+    // A second signal means "now": requests in flight are dropped (what was answered is stored).
+    tokio::select! {
+        () = graceful => {}
+        _ = term.recv() => force(&server).await,
+        _ = int.recv() => force(&server).await,
+    }
+}
+
+async fn force(server: &actix_web::dev::ServerHandle) {
+    tracing::warn!("second signal: stopping now, without waiting for the requests in flight");
+    server.stop(false).await;
 }

@@ -104,7 +104,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let config = load_config(cli.config.as_deref())?;
             let app = crate::startup::Application::build(config, Arc::new(SystemClock)).await?;
+            app.stop_on_signals();
             app.run_until_stopped().await?;
+            tracing::info!("stopped");
             Ok(())
         }
         Command::Repo(cmd) => repo::run(cli.config.as_deref(), cmd).await,

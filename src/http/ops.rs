@@ -24,12 +24,27 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready to serve: the database answers and no served metadata is near expiry.
+/// Set once the process was asked to stop: `/readyz` then says so while requests are still
+/// served (the drain of `startup::Application::run_until_stopped`).
+#[derive(Debug, Clone, Default)]
+pub struct Draining(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Draining {
+    /// Whether the process is shutting down.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Ready to serve: not shutting down, the database answers and no served metadata is near
+/// expiry.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-pub async fn readyz(svc: web::Data<Services>) -> HttpResponse {
+pub async fn readyz(svc: web::Data<Services>, draining: web::Data<Draining>) -> HttpResponse {
     let mut problems = Vec::new();
-    if let Err(e) = svc.db.execute_unprepared("SELECT 1").await {
+    if draining.is_set() {
+        problems.push("shutting down: this instance finishes the requests in flight and stops".to_owned());
+    } else if let Err(e) = svc.db.execute_unprepared("SELECT 1").await {
         problems.push(format!("database: {e}"));
     } else {
         match expiry_problems(&svc).await {

@@ -33,6 +33,7 @@ mod refusals_image;
 mod rollouts;
 mod serving;
 mod shapes;
+mod shutdown;
 mod split_trust;
 mod tuf_clients;
 mod ui_auth;
