@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::{firmware, sha256_hex, tough_read};
 use crate::process::{Deployment, Server};
 
-const PRODUCT: &str = "pump-x1";
+pub(crate) const PRODUCT: &str = "pump-x1";
 /// Publishes fired at once per round.
 const PUBLISHES_PER_ROUND: u8 = 6;
 /// When each round kills the server, as a fraction of how long an uninterrupted batch takes on
@@ -22,7 +22,11 @@ const PUBLISHES_PER_ROUND: u8 = 6;
 /// committed", so kills land in every phase of a publish.
 const KILL_AT: [f64; 6] = [0.5, 0.05, 0.8, 0.25, 1.1, 0.65];
 /// tough against a server reached at `base`, from `root` with a datastore in `datastore`.
-async fn tough_at(base: &str, root: &[u8], datastore: &Path) -> Result<tough::Repository, tough::error::Error> {
+pub(crate) async fn tough_at(
+    base: &str,
+    root: &[u8],
+    datastore: &Path,
+) -> Result<tough::Repository, tough::error::Error> {
     let metadata = url::Url::parse(&format!("{base}/repo/metadata/")).unwrap();
     let targets = url::Url::parse(&format!("{base}/repo/targets/")).unwrap();
     tough::RepositoryLoader::new(&root.to_vec(), metadata, targets).datastore(datastore).load().await
@@ -32,18 +36,24 @@ fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, Iterator::count)
 }
 
-fn target_name(version: &str) -> String {
+pub(crate) fn target_name(version: &str) -> String {
     format!("{PRODUCT}/{version}/fw.bin")
 }
 
 /// What one publish got back: an HTTP status, or the transport error (the server died).
 #[derive(Debug)]
-enum Answer {
+pub(crate) enum Answer {
     Status(u16, String),
     Failed(String),
 }
 
-async fn publish(client: &reqwest::Client, base: &str, token: &str, version: &str, content: Vec<u8>) -> Answer {
+pub(crate) async fn publish(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    version: &str,
+    content: Vec<u8>,
+) -> Answer {
     let part = reqwest::multipart::Part::bytes(content).file_name("fw.bin");
     let form = reqwest::multipart::Form::new().text("version", version.to_owned()).part("file", part);
     let sent = client
@@ -62,7 +72,7 @@ async fn publish(client: &reqwest::Client, base: &str, token: &str, version: &st
 }
 
 /// Checks (a)–(c) on a freshly restarted server and returns the versions it serves.
-async fn present_versions(
+pub(crate) async fn present_versions(
     server: &Server,
     client: &reqwest::Client,
     token: &str,
@@ -256,13 +266,37 @@ async fn a_kill_9_during_publishes_leaves_a_valid_repository() {
 }
 
 /// A signed, unchanged report of device `id`.
-fn report_body(id: &str, key: &ed25519_dalek::SigningKey, counter: u64) -> serde_json::Value {
+pub(crate) fn report_body(id: &str, key: &ed25519_dalek::SigningKey, counter: u64) -> serde_json::Value {
     let report = patchgate_protocol::report::DeviceReport::new(id, counter, crate::fleet::DEVICE_TIME, None, None, 0);
     serde_json::to_value(patchgate_protocol::envelope::sign(report, key).unwrap()).unwrap()
 }
 
+/// Enrolls device `id` of [`PRODUCT`] (hardware `hw`) at `base` with a fresh key; its key and
+/// device token.
+pub(crate) async fn enroll(
+    client: &reqwest::Client,
+    base: &str,
+    enrollment: &str,
+    id: &str,
+) -> (ed25519_dalek::SigningKey, String) {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let request = patchgate_protocol::report::EnrollRequest::new(
+        id,
+        PRODUCT,
+        "hw",
+        &key.verifying_key(),
+        enrollment,
+        crate::fleet::next_time(),
+    );
+    let envelope = patchgate_protocol::envelope::sign(request, &key).unwrap();
+    let res = client.post(format!("{base}/api/v1/devices/enroll")).json(&envelope).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let token = res.json::<serde_json::Value>().await.unwrap()["device_token"].as_str().unwrap().to_owned();
+    (key, token)
+}
+
 /// Posts a report; the status and body, or `None` when the connection broke (the kill).
-async fn post_report(
+pub(crate) async fn post_report(
     client: &reqwest::Client,
     base: &str,
     id: &str,
@@ -296,19 +330,7 @@ async fn a_kill_9_loses_no_answered_report() {
     let mut devices = Vec::new();
     for i in 0..DEVICES {
         let id = format!("pump-{i:02}");
-        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-        let request = patchgate_protocol::report::EnrollRequest::new(
-            &id,
-            PRODUCT,
-            "hw",
-            &key.verifying_key(),
-            &enrollment,
-            crate::fleet::next_time(),
-        );
-        let envelope = patchgate_protocol::envelope::sign(request, &key).unwrap();
-        let res = client.post(server.url("/api/v1/devices/enroll")).json(&envelope).send().await.unwrap();
-        assert_eq!(res.status(), 201);
-        let token = res.json::<serde_json::Value>().await.unwrap()["device_token"].as_str().unwrap().to_owned();
+        let (key, token) = enroll(&client, &server.base, &enrollment, &id).await;
         devices.push((id, key, token));
     }
     // Every device polls back to back until its connection breaks; it remembers the last

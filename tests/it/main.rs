@@ -22,6 +22,7 @@ mod forge;
 mod fuzz_upload;
 mod gate;
 mod hostile;
+mod instances;
 mod jobs;
 mod limits;
 mod ops;
