@@ -43,6 +43,9 @@ pub struct Config {
     /// How often the rollout gate job evaluates running rollouts, in seconds; 0 turns it off on
     /// this instance.
     pub rollout_interval_seconds: u64,
+    /// How often the blob sweep removes stored files no release refers to (left by failed or
+    /// abandoned publishes, once a day old), in seconds; 0 turns it off on this instance.
+    pub blob_sweep_interval_seconds: u64,
     /// The poll interval suggested to devices in every report answer, in seconds.
     pub device_poll_seconds: u64,
     /// Longest a client may take to send a request's head, in seconds.
@@ -97,6 +100,8 @@ impl Default for Config {
             // Soaks are minutes to days; evaluating every 30 s halts a failing stage well
             // within a minute of the failure that crosses the gate (reports also halt at once).
             rollout_interval_seconds: 30,
+            // Orphans cost only disk: hourly is plenty.
+            blob_sweep_interval_seconds: 3600,
             // Ten minutes keeps 100 000 devices at under 200 reports a second.
             device_poll_seconds: 600,
             header_timeout_seconds: 5,

@@ -248,11 +248,16 @@ impl Application {
         if gate_job.is_none() {
             tracing::warn!("the rollout gate job is off on this instance (rollout_interval_seconds = 0)");
         }
+        let blobs = self.services.config.blob_sweep_interval_seconds;
+        let blob_job = (blobs > 0).then(|| {
+            let holder = format!("{}-{}", std::process::id(), crate::storage::random_hex(4));
+            tokio::spawn(crate::jobs::blobs::run(self.services.clone(), holder, Duration::from_secs(blobs)))
+        });
         // Other instances' changes reach this one's caches within a second.
         let watch =
             Some(tokio::spawn(crate::services::caches::watch(self.services.db.clone(), self.services.caches.clone())));
         let result = self.server.await;
-        for job in [job, gate_job, watch].into_iter().flatten() {
+        for job in [job, gate_job, blob_job, watch].into_iter().flatten() {
             job.abort();
         }
         result

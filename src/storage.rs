@@ -109,6 +109,38 @@ impl BlobStore {
         Ok(StagedUpload { store: self.clone(), staging, writer: WriteMultipart::new(upload) })
     }
 
+    /// Every stored blob: its SHA-256 and when it was last written (Unix seconds).
+    pub async fn list_blobs(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        use futures_util::TryStreamExt;
+        let listed: Vec<_> =
+            self.store.list(Some(&self.path("blobs/sha256"))).try_collect().await.context("listing blobs")?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let sha256 = meta.location.filename()?.to_owned();
+                (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| (sha256, meta.last_modified.timestamp()))
+            })
+            .collect())
+    }
+
+    /// When the blob with this SHA-256 was last written (Unix seconds), if it exists.
+    pub async fn blob_written_at(&self, sha256_hex: &str) -> anyhow::Result<Option<i64>> {
+        match self.store.head(&self.path(&blob_key(sha256_hex))).await {
+            Ok(meta) => Ok(Some(meta.last_modified.timestamp())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).context("reading blob metadata"),
+        }
+    }
+
+    /// Removes the blob with this SHA-256 (nothing if it is not there).
+    pub async fn delete_blob(&self, sha256_hex: &str) -> anyhow::Result<()> {
+        match self.store.delete(&self.path(&blob_key(sha256_hex))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).context("removing a blob"),
+        }
+    }
+
     /// Whether the blob with this SHA-256 exists, and its size.
     pub async fn blob_size(&self, sha256_hex: &str) -> anyhow::Result<Option<u64>> {
         match self.store.head(&self.path(&blob_key(sha256_hex))).await {

@@ -60,3 +60,22 @@ pub async fn release_list_by_ids(db: &impl ConnectionTrait, ids: Vec<i64>) -> Re
     }
     Entity::find().filter(release::Column::Id.is_in(ids)).all(db).await
 }
+
+/// Which of `sha256s` some release (yanked or not) stores its file under.
+pub async fn release_sha256s_in(
+    db: &impl ConnectionTrait,
+    sha256s: Vec<String>,
+) -> Result<std::collections::HashSet<String>, DbErr> {
+    use sea_orm::QuerySelect;
+    if sha256s.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let found: Vec<String> = Entity::find()
+        .select_only()
+        .column(release::Column::Sha256)
+        .filter(release::Column::Sha256.is_in(sha256s))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(found.into_iter().collect())
+}

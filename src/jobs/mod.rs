@@ -1,5 +1,6 @@
 //! Background jobs. Each takes a lease in the database so that it runs once per fleet of
 //! server instances sharing one database.
 
+pub mod blobs;
 pub mod expiry;
 pub mod rollouts;

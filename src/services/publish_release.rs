@@ -147,6 +147,14 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
         };
     }
     require_active(&product)?;
+    // Under the signing lock, which the blob sweep (`jobs::blobs`) also holds while it deletes:
+    // an unreferenced blob it removed a moment ago cannot be signed as this release's file.
+    if svc.store.blob_size(&new.blob.sha256).await?.is_none() {
+        return Err(ServiceError::conflict(
+            "blob_missing",
+            format!("the uploaded file (sha256 {}) is no longer stored: publish it again", new.blob.sha256),
+        ));
+    }
     let now = svc.clock.now();
     let role_version = next_version(&txn, IMAGE, product_name).await?;
     let (row, role, change) = if product.signing_mode == MANUFACTURER_SIGNED {

@@ -82,6 +82,7 @@ pub async fn test_config(dir: &Path) -> Config {
         // Tests move the clock and run the refresh themselves; `jobs.rs` tests the job.
         refresh_interval_seconds: 0,
         rollout_interval_seconds: 0,
+        blob_sweep_interval_seconds: 0,
         ..Config::default()
     }
 }

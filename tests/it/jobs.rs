@@ -25,3 +25,52 @@ async fn the_refresh_job_resigns_a_timestamp_that_entered_its_margin() {
     assert_eq!(after.version, before.version + 1, "the job re-signed the timestamp within 10 s");
     assert!(after.expires_at > before.expires_at + 16 * 3600);
 }
+
+/// Stores `content` as a publish does before its commit.
+async fn stored(app: &crate::common::TestApp, content: Vec<u8>) -> patchgate::services::publish_release::StoredBlob {
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(content))]);
+    patchgate::services::publish_release::store_blob(&app.services, body, 1 << 20).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_blob_sweep_removes_only_old_files_no_release_refers_to() {
+    use patchgate::domain::names::{FileName, FirmwareVersion, ProductName};
+    use patchgate::jobs::blobs::{GRACE, sweep};
+    use patchgate::services::publish_release::{NewRelease, commit_release};
+
+    let app = crate::common::spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    let published = crate::common::firmware(21, 8192);
+    app.publish("pump-x1", "1.0.0", "fw.bin", published.clone()).await;
+    // A file stored by a publish that never committed (its validation failed, or it was cut off).
+    let orphan = stored(&app, crate::common::firmware(22, 4096)).await;
+    let store = &app.services.store;
+    assert_eq!(sweep(&app.services, GRACE).await.unwrap(), 0, "a day's grace spares a fresh orphan");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(sweep(&app.services, Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(store.blob_size(&orphan.sha256).await.unwrap(), None, "the orphan is gone");
+    let sha = crate::common::sha256_hex(&published);
+    assert_eq!(store.blob_size(&sha).await.unwrap(), Some(8192), "the released file stays");
+    let res = app.client.get(app.url(&format!("/repo/targets/pump-x1/1.0.0/{sha}.fw.bin"))).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().to_vec(), published);
+    assert_eq!(sweep(&app.services, Duration::ZERO).await.unwrap(), 0, "nothing else to remove");
+
+    // A publish whose file the sweep removed before its commit is refused, and nothing is signed.
+    let lost = stored(&app, crate::common::firmware(23, 4096)).await;
+    store.delete_blob(&lost.sha256).await.unwrap();
+    let new = NewRelease {
+        product: ProductName::parse("pump-x1").unwrap(),
+        version: FirmwareVersion::parse("1.1.0").unwrap(),
+        file_name: FileName::parse("fw.bin").unwrap(),
+        notes: None,
+        rollback_floor: None,
+        blob: lost,
+        role: None,
+    };
+    let caller = patchgate::services::auth::Caller::operator();
+    let err = commit_release(&app.services, &caller, new).await.unwrap_err();
+    assert!(format!("{err:?}").contains("blob_missing"), "{err:?}");
+    let releases: serde_json::Value = app.get_json("/api/v1/products/pump-x1/releases").await;
+    assert_eq!(releases.as_array().map(Vec::len), Some(1), "{releases}");
+}
