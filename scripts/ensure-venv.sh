@@ -5,6 +5,8 @@
 #   pytuf         python-tuf 7.x (ngclient): scripts/check-python-tuf.sh, tests/it/split_trust.rs
 #   schemathesis  schemathesis, pinned so that a fixed seed generates the same requests from one
 #                 run to the next: tests/it/contract.rs
+#   moto          moto's S3 server (with boto3), a real S3 API for the store tests:
+#                 tests/python/s3_server.py, tests/it/s3.rs
 #   conformance   the TUF conformance suite from TUF_CONFORMANCE_DIR (its own pins: tuf, pytest):
 #                 scripts/check-tuf-conformance.sh
 # Usage: scripts/ensure-venv.sh NAME. Env: PYTHON (default python3).
@@ -20,6 +22,10 @@ case "$NAME" in
         SPEC='schemathesis==4.32.5'
         CHECK='import sys, importlib.metadata as m; sys.exit(m.version("schemathesis") != "4.32.5")'
         ;;
+    moto)
+        SPEC='moto[server]==5.2.5'
+        CHECK='import sys, importlib.metadata as m, boto3, moto.server; sys.exit(m.version("moto") != "5.2.5")'
+        ;;
     conformance)
         SPEC="${TUF_CONFORMANCE_DIR:?set TUF_CONFORMANCE_DIR to the folder of the suite}"
         suite_version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$SPEC/tuf_conformance/__init__.py")
@@ -27,7 +33,7 @@ case "$NAME" in
         CHECK="import sys, importlib.metadata as m; sys.exit(m.version('tuf-conformance') != '$suite_version')"
         ;;
     *)
-        echo "usage: scripts/ensure-venv.sh pytuf|schemathesis|conformance" >&2
+        echo "usage: scripts/ensure-venv.sh pytuf|schemathesis|moto|conformance" >&2
         exit 2
         ;;
 esac

@@ -3,6 +3,7 @@
 //! Loaded once at start-up, validated, and passed down; nothing reads configuration globally.
 //! An invalid value stops start-up with a message naming the field.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,14 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `file:///…` or `s3://bucket/prefix`; defaults to `{data_dir}/objects`.
     pub store_url: Option<String>,
+    /// Settings of an `s3://` store, by object_store's names: `aws_endpoint` (MinIO, Ceph…),
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`… The
+    /// `AWS_*` environment variables are read as well; these win over them.
+    pub store_options: BTreeMap<String, String>,
+    /// When above 0 and the store is S3: `GET /repo/targets/…` answers 307 with a presigned URL of
+    /// the store, valid this many seconds, so that firmware flows from the store (or a CDN in
+    /// front of it) rather than through the server. 0: the server streams every download.
+    pub presigned_download_seconds: u64,
     /// Largest firmware file accepted by a publish, in bytes (larger: 413).
     pub max_upload_bytes: u64,
     /// `text` or `json` log lines.
@@ -92,6 +101,8 @@ impl Default for Config {
             product_keys_dir: None,
             database_url: None,
             store_url: None,
+            store_options: BTreeMap::new(),
+            presigned_download_seconds: 0,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             log_format: LogFormat::Text,
             // The shortest refresh margin (timestamp: 8 h) is vastly longer: a minute only
@@ -245,6 +256,37 @@ impl Config {
                 message: format!("{store:?} must start with file:// or s3://"),
             });
         }
+        if !self.store_options.is_empty() && !self.store_url.as_deref().is_some_and(|s| s.starts_with("s3://")) {
+            return Err(ConfigError::Invalid {
+                field: "store_options",
+                message: "applies only to an s3:// store_url".into(),
+            });
+        }
+        if self.presigned_download_seconds > 0 {
+            if !self.store_url.as_deref().is_some_and(|s| s.starts_with("s3://")) {
+                return Err(ConfigError::Invalid {
+                    field: "presigned_download_seconds",
+                    message: "needs an s3:// store_url (a local store has no URLs to hand out)".into(),
+                });
+            }
+            // S3 accepts presigned URLs for at most seven days.
+            if !(10..=604_800).contains(&self.presigned_download_seconds) {
+                return Err(ConfigError::Invalid {
+                    field: "presigned_download_seconds",
+                    message: "must be 0 (off) or between 10 and 604800 (S3's limit, seven days)".into(),
+                });
+            }
+        }
+        if let Some(unknown) = self
+            .store_options
+            .keys()
+            .find(|k| k.to_ascii_lowercase().parse::<object_store::aws::AmazonS3ConfigKey>().is_err())
+        {
+            return Err(ConfigError::Invalid {
+                field: "store_options",
+                message: format!("{unknown:?} is not an S3 setting (aws_endpoint, aws_region, aws_access_key_id…)"),
+            });
+        }
         Ok(())
     }
 
@@ -328,5 +370,46 @@ mod tests {
             assert!(err.contains("database_url"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn store_options_are_read_from_the_file_and_the_environment_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "patchgate.toml",
+                "store_url = \"s3://firmware\"\n[store_options]\naws_region = \"eu-central-1\"\n",
+            )?;
+            jail.set_env("PATCHGATE_STORE_OPTIONS", "{aws_endpoint=\"http://127.0.0.1:9000\"}");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.store_options["aws_region"], "eu-central-1");
+            assert_eq!(config.store_options["aws_endpoint"], "http://127.0.0.1:9000");
+            // A misspelt setting would be ignored by object_store: it is refused here.
+            jail.set_env("PATCHGATE_STORE_OPTIONS", "{aws_endpiont=\"http://127.0.0.1:9000\"}");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("store_options") && err.contains("aws_endpiont"), "{err}");
+            // And they mean nothing to a local store.
+            jail.create_file("patchgate.toml", "[store_options]\naws_region = \"eu-central-1\"\n")?;
+            jail.set_env("PATCHGATE_STORE_OPTIONS", "{aws_region=\"eu-central-1\"}");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("applies only to an s3:// store_url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn presigned_downloads_need_an_s3_store_and_s3_s_bounds() {
+        let s3 = |seconds| Config {
+            store_url: Some("s3://firmware".into()),
+            presigned_download_seconds: seconds,
+            ..Config::default()
+        };
+        assert!(s3(0).validate().is_ok() && s3(3600).validate().is_ok() && s3(604_800).validate().is_ok());
+        for seconds in [5, 604_801] {
+            let err = s3(seconds).validate().unwrap_err().to_string();
+            assert!(err.contains("presigned_download_seconds") && err.contains("604800"), "{err}");
+        }
+        let local = Config { presigned_download_seconds: 3600, ..Config::default() };
+        let err = local.validate().unwrap_err().to_string();
+        assert!(err.contains("needs an s3:// store_url"), "{err}");
     }
 }

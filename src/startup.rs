@@ -61,7 +61,8 @@ pub async fn build_services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Re
     })?;
     let db = crate::db::connect(&config.database_url()).await?;
     let dev_keys = uses_dev_keys(&keys) || check_keys_against_roots(&db, &keys, &config).await?;
-    let store = BlobStore::open(config.store_url.as_deref(), &config.data_dir.join("objects"))?;
+    let store = BlobStore::open(config.store_url.as_deref(), &config.store_options, &config.data_dir.join("objects"))?;
+    store.check().await?;
     Ok(Services {
         db: db.clone(),
         store,

@@ -4,6 +4,7 @@
 //! is immutable once written and the same file published twice is stored once. Uploads stream
 //! into `staging/<random>` and are renamed into place only after they are complete and hashed.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
 
 /// Concurrent part uploads per blob: bounds memory to this many 5 MiB parts (S3 part size).
@@ -25,7 +28,15 @@ pub struct BlobStore {
     prefix: Path,
     /// The directory of a local store (its unfinished multipart files are not listable).
     local_dir: Option<std::path::PathBuf>,
+    /// The `store_url` of a remote store, for messages.
+    url: Option<String>,
+    /// What signs URLs that fetch a blob without credentials (S3 only).
+    signer: Option<Arc<dyn Signer>>,
 }
+
+/// How long [`BlobStore::check`] waits for a remote store (object_store itself retries for
+/// up to three minutes).
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Where a blob is, by its SHA-256.
 pub fn blob_key(sha256_hex: &str) -> String {
@@ -34,7 +45,10 @@ pub fn blob_key(sha256_hex: &str) -> String {
 
 impl BlobStore {
     /// Opens `url` (`file:///…` or `s3://bucket/prefix`), or `default_dir` when `url` is `None`.
-    pub fn open(url: Option<&str>, default_dir: &FsPath) -> anyhow::Result<Self> {
+    /// An S3 store takes its settings from the `AWS_*` variables, then from `options`
+    /// (object_store's names, `aws_endpoint`…), which win. Nothing is asked of the store here:
+    /// [`BlobStore::check`] does that.
+    pub fn open(url: Option<&str>, options: &BTreeMap<String, String>, default_dir: &FsPath) -> anyhow::Result<Self> {
         match url {
             None => Self::local(default_dir),
             Some(raw) => {
@@ -44,13 +58,52 @@ impl BlobStore {
                         parsed.to_file_path().map_err(|()| anyhow::anyhow!("store_url {raw:?} is not a local path"))?;
                     return Self::local(&dir);
                 }
-                // S3 credentials and region come from the usual AWS_* variables.
+                let (scheme, key_prefix) = object_store::ObjectStoreScheme::parse(&parsed)
+                    .with_context(|| format!("store_url {raw:?} is not a store URL"))?;
+                if scheme != object_store::ObjectStoreScheme::AmazonS3 {
+                    anyhow::bail!("store_url {raw:?}: only file:// and s3:// stores are supported");
+                }
+                let prefix =
+                    Path::parse(key_prefix).with_context(|| format!("store_url {raw:?}: the prefix is not a path"))?;
+                // As object_store's `parse_url_opts`, keeping the concrete store: it also signs URLs.
                 let env = std::env::vars().filter(|(k, _)| k.starts_with("AWS_"));
-                let (store, prefix) = object_store::parse_url_opts(&parsed, env)
-                    .with_context(|| format!("opening object store {raw}"))?;
-                Ok(Self { store: Arc::from(store), prefix, local_dir: None })
+                let settings = env.chain(options.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let builder = settings.fold(AmazonS3Builder::new().with_url(raw), |builder, (key, value)| {
+                    match key.to_ascii_lowercase().parse() {
+                        Ok(key) => builder.with_config(key, value),
+                        Err(_) => builder,
+                    }
+                });
+                let s3 = Arc::new(builder.build().with_context(|| format!("opening object store {raw}"))?);
+                Ok(Self { store: s3.clone(), prefix, local_dir: None, url: Some(raw.to_owned()), signer: Some(s3) })
             }
         }
+    }
+
+    /// Asks a remote store for the list of its top level, so that a bucket that does not exist,
+    /// credentials it refuses or an endpoint that does not answer stop start-up with a message
+    /// that says so, not the first publish or download. A local store needs nothing.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let Some(url) = &self.url else { return Ok(()) };
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let listed = tokio::time::timeout(CHECK_TIMEOUT, self.store.list_with_delimiter(prefix)).await;
+        let hint = match listed {
+            Ok(Ok(_)) => return Ok(()),
+            Err(_) => format!(
+                "no answer within {} s: check aws_endpoint (store_options or AWS_ENDPOINT) and the network",
+                CHECK_TIMEOUT.as_secs()
+            ),
+            Ok(Err(e)) => match refusal_of(&e) {
+                Some(Refusal::NoBucket) => format!("the bucket does not exist; create it first ({e})"),
+                Some(Refusal::Denied) => format!(
+                    "access denied: check the credentials (aws_access_key_id and aws_secret_access_key in \
+                     store_options, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) and that they may list, read, \
+                     write and delete in the bucket ({e})"
+                ),
+                None => e.to_string(),
+            },
+        };
+        anyhow::bail!("the object store {url} cannot be used: {hint}")
     }
 
     fn local(dir: &FsPath) -> anyhow::Result<Self> {
@@ -60,7 +113,13 @@ impl BlobStore {
         let store = LocalFileSystem::new_with_prefix(dir)
             .with_context(|| format!("opening object directory {}", dir.display()))?
             .with_fsync(true);
-        Ok(Self { store: Arc::new(store), prefix: Path::default(), local_dir: Some(dir.to_owned()) })
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            local_dir: Some(dir.to_owned()),
+            url: None,
+            signer: None,
+        })
     }
 
     /// Removes staging objects older than `max_age`: uploads cut off by a crash (a client that
@@ -150,6 +209,22 @@ impl BlobStore {
         }
     }
 
+    /// A URL that fetches the blob with this SHA-256, without credentials, for `valid_for`
+    /// (an S3 presigned GET); `None` for a local store, which has no such URL.
+    pub async fn presigned_get(
+        &self,
+        sha256_hex: &str,
+        valid_for: std::time::Duration,
+    ) -> anyhow::Result<Option<url::Url>> {
+        let Some(signer) = &self.signer else { return Ok(None) };
+        let path = self.path(&blob_key(sha256_hex));
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &path, valid_for)
+            .await
+            .context("signing a download URL")?;
+        Ok(Some(url))
+    }
+
     /// Streams `range` of a blob (all of it when `None`).
     pub async fn read(
         &self,
@@ -162,6 +237,36 @@ impl BlobStore {
             GetResultPayload::File(file, _) => file_chunks(file, result.range),
             GetResultPayload::Stream(stream) => stream,
         })
+    }
+}
+
+/// Why a store refused [`BlobStore::check`]'s request, where it says.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    NoBucket,
+    Denied,
+}
+
+/// object_store turns a refused list request into a generic error whose text carries the HTTP
+/// status and S3's error code (its status-bearing error type is private): read them there.
+fn refusal_of(e: &object_store::Error) -> Option<Refusal> {
+    match e {
+        object_store::Error::NotFound { .. } => return Some(Refusal::NoBucket),
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            return Some(Refusal::Denied);
+        }
+        _ => {}
+    }
+    let text = e.to_string();
+    if text.contains("NoSuchBucket") || text.contains("404 Not Found") {
+        Some(Refusal::NoBucket)
+    } else if ["403 Forbidden", "401 Unauthorized", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"]
+        .iter()
+        .any(|code| text.contains(code))
+    {
+        Some(Refusal::Denied)
+    } else {
+        None
     }
 }
 
@@ -253,7 +358,7 @@ mod tests {
     async fn local_reads_return_exactly_the_requested_range() {
         use futures_util::TryStreamExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(None, dir.path()).unwrap();
+        let store = BlobStore::open(None, &BTreeMap::new(), dir.path()).unwrap();
         let chunk = usize::try_from(LOCAL_READ_CHUNK).unwrap();
         let content: Vec<u8> = (0..2 * chunk + 12_345).map(|i| u8::try_from(i * 7 % 251).unwrap()).collect();
         let sha = "ab".repeat(32);
@@ -283,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn cleanup_removes_only_old_staging_files() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(None, dir.path()).unwrap();
+        let store = BlobStore::open(None, &BTreeMap::new(), dir.path()).unwrap();
         let staging = dir.path().join("staging");
         std::fs::create_dir_all(&staging).unwrap();
         let old = staging.join("abc#1");
@@ -304,7 +409,7 @@ mod tests {
     #[tokio::test]
     async fn an_upload_lands_at_its_content_address() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(None, dir.path()).unwrap();
+        let store = BlobStore::open(None, &BTreeMap::new(), dir.path()).unwrap();
         let mut upload = store.begin_upload().await.unwrap();
         upload.write(b"hello").await.unwrap();
         upload.finish("aa").await.unwrap();

@@ -152,7 +152,18 @@ async fn fetch_once(client: &reqwest::Client, url: &Url, target: &SignedFile, pa
     if have > 0 {
         request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let res = request.send().await.map_err(net)?;
+    let mut res = request.send().await.map_err(net)?;
+    if matches!(res.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+        // The server may hand the download to its object store (a presigned URL): followed
+        // once, with the same headers; the bytes are checked against the signed hashes anyway.
+        let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+        let to = redirect_target(url, res.status(), location)?;
+        let mut again = client.get(to.clone()).header(reqwest::header::ACCEPT_ENCODING, "identity");
+        if have > 0 {
+            again = again.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        res = again.send().await.map_err(|e| AgentError::Network(format!("{to} (redirected from {url}): {e}")))?;
+    }
     let status = res.status();
     // What the server says the whole file is must be what was signed: more is an endless-data
     // attack, less can never verify (refused at once instead of downloaded again forever).
@@ -218,6 +229,25 @@ async fn fetch_once(client: &reqwest::Client, url: &Url, target: &SignedFile, pa
         return Err(AgentError::Network(format!("{url}: the stream ended at byte {written} of {}", target.length)));
     }
     Ok(())
+}
+
+/// Where a target download answered with `status` and `location` is redirected to: HTTPS, or
+/// plain HTTP only when the server itself was reached over plain HTTP on loopback and the
+/// redirect stays there (a development setup). A redirect may not take a download off HTTPS.
+fn redirect_target(from: &Url, status: reqwest::StatusCode, location: Option<&str>) -> Result<Url, AgentError> {
+    let location = location.ok_or_else(|| AgentError::Network(format!("{from}: HTTP {status} without a Location")))?;
+    let to = from.join(location).map_err(|e| AgentError::Network(format!("{from}: redirect to {location:?}: {e}")))?;
+    let allowed = match to.scheme() {
+        "https" => true,
+        "http" => from.scheme() == "http" && crate::net::is_loopback(from) && crate::net::is_loopback(&to),
+        _ => false,
+    };
+    if !allowed {
+        return Err(AgentError::Network(format!(
+            "{from}: redirected to {to}, which is not HTTPS (plain HTTP only from and to loopback)"
+        )));
+    }
+    Ok(to)
 }
 
 /// The total in `Content-Range: bytes a-b/total` or `bytes */total`.
@@ -307,6 +337,37 @@ mod tests {
         assert_eq!(verify_file(&path, &wrong512).await.unwrap_err().refusal().unwrap().code, "target_hash_mismatch");
         std::fs::write(&path, b"firmwarE").unwrap();
         assert!(verify_file(&path, &assigned(b"firmware")).await.is_err());
+    }
+
+    #[test]
+    fn a_download_follows_a_redirect_only_to_https_or_within_loopback() {
+        let moved = reqwest::StatusCode::TEMPORARY_REDIRECT;
+        let to = |from: &str, location: Option<&str>| {
+            redirect_target(&Url::parse(from).unwrap(), moved, location)
+                .map(|u| u.to_string())
+                .map_err(|e| e.to_string())
+        };
+        let https = "https://bucket.s3.amazonaws.com/blobs/sha256/ab?X-Amz-Signature=1";
+        assert_eq!(to("https://updates.example/t/a.bin", Some(https)).unwrap(), https);
+        assert_eq!(to("http://127.0.0.1:8080/t/a.bin", Some(https)).unwrap(), https);
+        assert_eq!(
+            to("http://127.0.0.1:8080/t/a.bin", Some("http://127.0.0.1:9000/b")).unwrap(),
+            "http://127.0.0.1:9000/b"
+        );
+        assert_eq!(
+            to("https://updates.example/t/a.bin", Some("/elsewhere")).unwrap(),
+            "https://updates.example/elsewhere"
+        );
+        // Off HTTPS, out of loopback, or nowhere: refused.
+        for (from, location) in [
+            ("https://updates.example/t/a.bin", Some("http://updates.example/a.bin")),
+            ("https://updates.example/t/a.bin", Some("http://127.0.0.1:9000/a.bin")),
+            ("http://127.0.0.1:8080/t/a.bin", Some("http://s3.example/a.bin")),
+            ("http://127.0.0.1:8080/t/a.bin", Some("ftp://127.0.0.1/a.bin")),
+            ("https://updates.example/t/a.bin", None),
+        ] {
+            assert!(to(from, location).is_err(), "{from} -> {location:?}");
+        }
     }
 
     #[test]

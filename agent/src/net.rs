@@ -29,7 +29,8 @@ pub fn check_server_url(url: &Url) -> Result<(), AgentError> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether `url` names a loopback host.
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
@@ -51,7 +52,8 @@ pub struct Net {
 /// products shrinks to about a sixth); length limits and hashes apply to the decoded bytes.
 pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, AgentError> {
     let mut builder = reqwest::Client::builder()
-        // patchgate never redirects these paths; following one could leave HTTPS or the host.
+        // Never followed blindly: one could leave HTTPS or the host. Only a target download
+        // follows one, under its own rules (`download::redirect_target`).
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))

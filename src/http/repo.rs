@@ -143,6 +143,7 @@ fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
 #[utoipa::path(get, path = "/repo/targets/{path}", tag = "repository",
     params(("path" = String, Path, description = "A target name with its hash prefixed to the file name or to the whole path")),
     responses((status = 200, description = "The firmware file"), (status = 206, description = "A byte range"),
+        (status = 307, description = "With `presigned_download_seconds` set: the file at a presigned URL of the S3 store"),
         (status = 404, body = super::error::ErrorBody), (status = 416, description = "Range not satisfiable")))]
 pub async fn target(
     svc: web::Data<Services>,
@@ -173,6 +174,18 @@ pub async fn target(
             }
         },
     };
+    if svc.config.presigned_download_seconds > 0 && req.method() == actix_web::http::Method::GET {
+        let valid_for = std::time::Duration::from_secs(svc.config.presigned_download_seconds);
+        if let Some(url) =
+            svc.store.presigned_get(&target.sha256, valid_for).await.map_err(crate::services::ServiceError::from)?
+        {
+            // The client sends its Range again to the store; the URL expires, so nothing caches it.
+            return Ok(HttpResponse::TemporaryRedirect()
+                .insert_header((header::LOCATION, url.as_str()))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish());
+        }
+    }
     stream_target(&svc, &req, target, etag, range).await
 }
 

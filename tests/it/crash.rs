@@ -71,6 +71,18 @@ pub(crate) async fn publish(
     }
 }
 
+/// Creates [`PRODUCT`] (server-signed) on `server`; asserts 201.
+pub(crate) async fn create_product(client: &reqwest::Client, server: &Server, token: &str) {
+    let res = client
+        .post(server.url("/api/v1/products"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": PRODUCT, "hardware_ids": ["hw"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+}
+
 /// Checks (a)–(c) on a freshly restarted server and returns the versions it serves.
 pub(crate) async fn present_versions(
     server: &Server,
@@ -159,14 +171,7 @@ async fn a_kill_9_during_publishes_leaves_a_valid_repository() {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let mut server = deployment.start("initial").await;
     let token = deployment.admin_token();
-    let res = client
-        .post(server.url("/api/v1/products"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"name": PRODUCT, "hardware_ids": ["hw"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    create_product(&client, &server, &token).await;
     let root =
         client.get(server.url("/repo/metadata/1.root.json")).send().await.unwrap().bytes().await.unwrap().to_vec();
 

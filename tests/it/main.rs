@@ -32,6 +32,7 @@ mod refusals_common;
 mod refusals_director;
 mod refusals_image;
 mod rollouts;
+mod s3;
 mod serving;
 mod shapes;
 mod shutdown;
