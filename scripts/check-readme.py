@@ -18,7 +18,12 @@ the sequence. What the check changes, and nothing else:
   - PATCHGATE_* variables of the calling shell are removed.
 A group's processes (a server started with `&`) are killed when it ends.
 
+--first-block-runs GROUP=N also runs the first block of GROUP alone N more times, each in a fresh
+directory: the README's first block is what a newcomer pastes into a shell, and a race in it
+(a command that starts before the server is ready) shows only now and then.
+
 Usage: check-readme.py --bin-dir DIR [--python PY] [--readme README.md] [--keep]
+                       [--first-block-runs GROUP=N]
        check-readme.py --self-test     (shows that a failing or unmarked block fails the check)
 Exits 0 when every group passed, 1 otherwise.
 """
@@ -183,7 +188,7 @@ def run_group(group: Group, readme: Path, bin_dir: Path, python: str, keep: bool
     return ok
 
 
-def check(readme: Path, bin_dir: Path, python: str, keep: bool) -> int:
+def check(readme: Path, bin_dir: Path, python: str, keep: bool, first_block_runs: dict[str, int]) -> int:
     groups, problems = parse(readme)
     for problem in problems:
         print(f"FAIL {problem}")
@@ -193,6 +198,17 @@ def check(readme: Path, bin_dir: Path, python: str, keep: bool) -> int:
         print(f"FAIL {readme}: no block is marked to run")
         return 1
     results = [run_group(g, readme, bin_dir, python, keep) for g in groups]
+    for name, runs in first_block_runs.items():
+        group = next((g for g in groups if g.name == name), None)
+        if group is None:
+            print(f"FAIL --first-block-runs: the README has no group {name!r}")
+            results.append(False)
+            continue
+        first = Group(name=f"{name}-first-block", blocks=group.blocks[:1])
+        passed = sum(run_group(first, readme, bin_dir, python, keep) for _ in range(runs))
+        print(f"{'PASS' if passed == runs else 'FAIL'} the first block of {name} "
+              f"({readme.name}:{first.blocks[0].line}) alone: {passed} of {runs} runs passed")
+        results.append(passed == runs)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
     return 0 if all(results) else 1
 
@@ -231,12 +247,20 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable, help="runs the ```python blocks")
     parser.add_argument("--keep", action="store_true", help="keep every group's directory")
     parser.add_argument("--self-test", action="store_true")
+    parser.add_argument("--first-block-runs", action="append", default=[], metavar="GROUP=N",
+                        help="run GROUP's first block alone N more times, each in a fresh directory")
     args = parser.parse_args()
+    first_block_runs: dict[str, int] = {}
+    for spec in args.first_block_runs:
+        name, _, runs = spec.partition("=")
+        if not name or not runs.isdigit() or int(runs) < 1:
+            parser.error(f"--first-block-runs {spec!r}: expected GROUP=N with N at least 1")
+        first_block_runs[name] = int(runs)
     bin_dir = args.bin_dir.resolve()
     if args.self_test:
         return self_test(bin_dir)
     python = os.path.abspath(args.python) if os.sep in args.python else args.python  # groups run elsewhere
-    return check(args.readme.resolve(), bin_dir, python, args.keep)
+    return check(args.readme.resolve(), bin_dir, python, args.keep, first_block_runs)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 #   4. the TUF community's client conformance suite against the agent's conformance client
 #      (skipped, saying so, where the suite is not beside the repository);
 #   5. the README's walkthroughs, block by block, with the binaries step 1 built
-#      (scripts/check-readme.py; its self-test first shows that a failing block fails it).
+#      (scripts/check-readme.py; its self-test first shows that a failing block fails it);
+#   6. docker-compose.yml against the key model, and its sequence of commands run natively
+#      (scripts/check-compose.py: PostgreSQL, moto's S3 for MinIO, only online keys served).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +46,10 @@ TUF_CONFORMANCE_CLIENT="$target_dir/debug/tuf-conformance-client" bash scripts/c
 
 echo "== README walkthroughs"
 python3 scripts/check-readme.py --self-test --bin-dir "$target_dir/debug"
-python3 scripts/check-readme.py --bin-dir "$target_dir/debug" --python target/pytuf-venv/bin/python
+# The five-minute block, pasted into a shell on a fresh data directory, must work every time.
+python3 scripts/check-readme.py --bin-dir "$target_dir/debug" --python target/pytuf-venv/bin/python \
+  --first-block-runs quickstart=10
+
+echo "== docker-compose.yml (checked, and its sequence run natively)"
+bash scripts/ensure-venv.sh moto
+target/moto-venv/bin/python scripts/check-compose.py --bin-dir "$target_dir/debug" --postgres "$PG_ADMIN_URL"
