@@ -1,6 +1,6 @@
-//! Several `patchgate serve` processes on one database and one object store, as in production
-//! behind a load balancer: publishes through both at once never fork the repository, and what an
-//! admin does on one instance steers the devices that report to the other.
+//! Several `patchgate serve` processes on one database and one S3 bucket (moto's server), as in
+//! production behind a load balancer: publishes through both at once never fork the repository,
+//! and what an admin does on one instance steers the devices that report to the other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::common::firmware;
 use crate::crash::{Answer, PRODUCT, enroll, post_report, present_versions, publish, report_body};
 use crate::process::{Deployment, Server};
+use crate::s3::S3;
 
 /// The timestamp each server serves now.
 async fn timestamp(client: &reqwest::Client, server: &Server) -> bytes::Bytes {
@@ -38,7 +39,10 @@ async fn director_targets(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_server_processes_publish_at_once_without_forking_and_steer_devices_as_one() {
-    let deployment = Deployment::new().await;
+    let s3 = S3::start();
+    let mut deployment = Deployment::new().await;
+    deployment.vars.push(("PATCHGATE_STORE_URL", s3.url()));
+    deployment.vars.extend(s3.aws_env());
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let (a, b) = (deployment.start("a").await, deployment.start("b").await);
     let token = deployment.admin_token();
@@ -65,6 +69,9 @@ async fn two_server_processes_publish_at_once_without_forking_and_steer_devices_
         let (version, answer) = task.await.unwrap();
         assert!(matches!(answer, Answer::Status(201, _)), "{version}: {answer:?}");
     }
+    let blobs: BTreeSet<String> =
+        sent.values().map(|c| patchgate::storage::blob_key(&crate::common::sha256_hex(c))).collect();
+    assert_eq!(s3.keys().await, blobs, "both instances stored their files in the one bucket, and nothing else");
     // Within a second both serve the same timestamp, and through each, tough finds all eight
     // releases in one product role whose versions went 1 → 9 without a gap or a fork.
     let started = Instant::now();

@@ -74,3 +74,28 @@ async fn the_blob_sweep_removes_only_old_files_no_release_refers_to() {
     let releases: serde_json::Value = app.get_json("/api/v1/products/pump-x1/releases").await;
     assert_eq!(releases.as_array().map(Vec::len), Some(1), "{releases}");
 }
+
+/// Background jobs take a lease so that one instance of several runs each: on one database (as
+/// several instances share it), a free lease goes to exactly one of two racing holders, a held
+/// one only to its holder until it expires (an instance that died), and a released one at once
+/// (an instance that stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_lease_has_one_holder_at_a_time() {
+    use patchgate::db::leases::{lease_release, lease_try_acquire};
+    let app = crate::common::spawn_app().await;
+    let db = &app.services.db;
+    for round in 0..20 {
+        let name = format!("race-{round}");
+        let (a, b) =
+            tokio::join!(lease_try_acquire(db, &name, "a", 100, 160), lease_try_acquire(db, &name, "b", 100, 160));
+        assert!(a.unwrap() ^ b.unwrap(), "round {round}: exactly one of two racing holders takes a free lease");
+    }
+    assert!(lease_try_acquire(db, "job", "a", 100, 160).await.unwrap());
+    assert!(!lease_try_acquire(db, "job", "b", 150, 210).await.unwrap(), "held by a until 160");
+    assert!(lease_try_acquire(db, "job", "a", 150, 210).await.unwrap(), "a renews its own lease");
+    assert!(!lease_try_acquire(db, "job", "b", 209, 269).await.unwrap(), "renewed until 210");
+    assert!(lease_try_acquire(db, "job", "b", 211, 271).await.unwrap(), "expired: b takes it over");
+    assert!(!lease_try_acquire(db, "job", "a", 212, 272).await.unwrap(), "and a no longer holds it");
+    lease_release(db, "job", "b").await.unwrap();
+    assert!(lease_try_acquire(db, "job", "a", 213, 273).await.unwrap(), "given up: taken at once");
+}
