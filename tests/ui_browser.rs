@@ -9,6 +9,9 @@
 
 #[path = "it/common.rs"]
 mod common;
+#[path = "it/fleet.rs"]
+#[allow(dead_code, reason = "the simulated devices' helpers that this file does not use")]
+mod fleet;
 #[path = "it/ui_common.rs"]
 mod ui_common;
 
@@ -378,4 +381,61 @@ async fn a_viewer_sees_every_page_at_tablet_width_and_changes_nothing() {
     ui.goto("/ui/rollouts/new").await;
     ui.expect("403").await;
     ui.c.clone().close().await.unwrap();
+}
+
+/// An operator's first question about a halted rollout, answered in two clicks: the halt
+/// notice links to the devices that failed, listed with what each said, and a click on one
+/// shows the device with its error.
+#[tokio::test]
+async fn a_halted_rollout_leads_to_a_failing_device_and_its_error_in_two_clicks() {
+    use fleet::{Device, Image, enrollment_token};
+    use patchgate_protocol::report::AttemptState;
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    let old = Image::from_publish(&app.publish("pump-x1", "1.0.0", "fw.bin", firmware(1, 512)).await);
+    let new = Image::from_publish(&app.publish("pump-x1", "1.1.0", "fw.bin", firmware(2, 512)).await);
+    let token = enrollment_token(&app, "pump-x1", &["lab"], 10).await;
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        let mut d = Device::enroll(&app, &format!("lab-{i}"), "pump-x1", "hw", &token).await;
+        d.installed = Some(old.clone());
+        devices.push(d);
+    }
+    app.post_json("/api/v1/cohorts", &json!({"name": "lab", "product": "pump-x1", "selector": {"tags": ["lab"]}}))
+        .await;
+    app.post_json(
+        "/api/v1/rollouts",
+        &json!({"id": "r-halt", "product": "pump-x1", "version": "1.1.0",
+        "stages": [{"cohort": "lab", "percent": 100, "soak_minutes": 10}],
+        "gate": {"max_failure_rate": 0.25, "min_reports": 1, "stall_minutes": 1440}}),
+    )
+    .await;
+    app.post_json("/api/v1/rollouts/r-halt/start", &json!({})).await;
+    for d in &mut devices {
+        d.report(&app, None).await;
+    }
+    devices[0].report(&app, Some((&new, AttemptState::Installed))).await;
+    devices[1].report_saying(&app, Some((&new, AttemptState::Failed)), Some("flash write failed at block 7")).await;
+    assert_eq!(app.get_json::<Value>("/api/v1/rollouts/r-halt").await["state"], "halted");
+
+    make_user(&app, "olga", Role::Viewer).await;
+    for (prefix, width, height) in [("halted", 1280, 900), ("halted-phone", 390, 844)] {
+        let mut ui = Ui::open(&app, prefix, width, height).await;
+        ui.sign_in("olga").await;
+        ui.goto("/ui/rollouts/r-halt").await;
+        ui.expect("Why it halted").await;
+        ui.shot("rollout").await;
+        ui.click_text("See the failed devices and their errors").await;
+        ui.wait_path("/ui/devices?rollout=r-halt&outcome=failed").await;
+        ui.expect("flash write failed at block 7").await;
+        let listed = ui.source().await;
+        assert!(listed.contains("1 device failed in rollout"), "{listed}");
+        assert!(!listed.contains("lab-0") && !listed.contains("lab-2"), "only the failed device is listed");
+        ui.shot("failed-devices").await;
+        ui.click_text("lab-1").await;
+        ui.wait_path("/ui/devices/lab-1").await;
+        ui.expect("flash write failed at block 7").await;
+        ui.shot("device").await;
+        ui.c.clone().close().await.unwrap();
+    }
 }

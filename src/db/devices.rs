@@ -6,6 +6,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
+use super::entities::assignment;
 use super::entities::device::{self, ActiveModel, Entity, Model};
 use super::entities::device_report;
 
@@ -221,6 +222,9 @@ pub struct DeviceFilter {
     pub installed_version: Option<String>,
     /// Device id contains this, ignoring ASCII case (a search box).
     pub id_contains: Option<String>,
+    /// Only devices assigned by this rollout, and (when given) whose assignment there is in
+    /// this state.
+    pub in_rollout: Option<(String, Option<String>)>,
 }
 
 fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm::Select<Entity> {
@@ -241,6 +245,17 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
     }
     if let Some(v) = &f.installed_version {
         query = query.filter(device::Column::InstalledVersion.eq(v.clone()));
+    }
+    if let Some((rollout, state)) = &f.in_rollout {
+        use sea_orm::sea_query::Query;
+        let mut rows = Query::select();
+        rows.column(assignment::Column::DeviceRowId)
+            .from(assignment::Entity)
+            .and_where(assignment::Column::RolloutId.eq(rollout.clone()));
+        if let Some(state) = state {
+            rows.and_where(assignment::Column::State.eq(state.clone()));
+        }
+        query = query.filter(device::Column::Id.in_subquery(rows.to_owned()));
     }
     if let Some(part) = &f.id_contains {
         // Lowercased on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.

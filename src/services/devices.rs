@@ -18,7 +18,8 @@ use crate::db::devices::{
 use crate::db::entities::{assignment, device, device_report, product, release};
 use crate::db::products::{product_get_by_name, product_list};
 use crate::db::releases::release_list_by_ids;
-use crate::db::rollouts::assignment_list_by_device;
+use crate::db::rollouts::{assignment_list_by_device, assignment_list_for_devices, rollout_get};
+use crate::domain::plan::AssignmentState;
 
 /// Devices per page unless the caller asks otherwise.
 pub const DEFAULT_PAGE: u64 = 100;
@@ -42,6 +43,11 @@ pub struct DeviceQuery {
     pub status: Option<String>,
     /// Installed version equals.
     pub installed_version: Option<String>,
+    /// Only devices this rollout assigned (each listed with its assignment there).
+    pub rollout: Option<String>,
+    /// Only devices whose assignment in `rollout` stands here: `failed`, `rejected`,
+    /// `installed`, `assigned`, `downloading`, `installing`, `awaiting_reboot`, `withdrawn`.
+    pub outcome: Option<String>,
     /// Page size (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]).
     pub limit: Option<u64>,
     /// Only devices whose id sorts after this one (the previous page's `next_after`).
@@ -57,6 +63,8 @@ pub struct DeviceView {
     pub product: String,
     /// The release its director currently names, if any.
     pub assigned: Option<release::Model>,
+    /// Its assignment in the rollout the list was filtered by (the newest, if several).
+    pub in_rollout: Option<assignment::Model>,
 }
 
 /// One page of devices.
@@ -127,6 +135,7 @@ pub(super) async fn views(
         .map(|device| DeviceView {
             product: names.get(&device.product_id).cloned().unwrap_or_default(),
             assigned: device.assigned_release_id.and_then(|id| releases.get(&id).cloned()),
+            in_rollout: None,
             device,
         })
         .collect())
@@ -158,7 +167,9 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
         Some(name) => Some(product_named(&svc.db, name).await?),
         None => None,
     };
+    let in_rollout = rollout_filter(&svc.db, q.rollout.as_deref(), q.outcome.as_deref()).await?;
     let mut filter = DeviceFilter {
+        in_rollout: in_rollout.clone(),
         product_id: product.as_ref().map(|p| p.id),
         device_ids: None,
         // Parsed, so the filter means the same on SQLite (case-blind LIKE) and PostgreSQL.
@@ -200,7 +211,56 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
     let more = rows.len() as u64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_after = if more { rows.last().map(|d| d.device_id.clone()) } else { None };
-    Ok(DevicePage { devices: views(&svc.db, rows).await?, next_after, total })
+    let mut devices = views(&svc.db, rows).await?;
+    if let Some((rollout, _)) = in_rollout {
+        let rows = devices.iter().map(|v| v.device.id).collect();
+        let mut newest: HashMap<i64, assignment::Model> = HashMap::new();
+        for a in assignment_list_for_devices(&svc.db, rows, vec![rollout]).await? {
+            if newest.get(&a.device_row_id).is_none_or(|kept| kept.id < a.id) {
+                newest.insert(a.device_row_id, a);
+            }
+        }
+        for v in &mut devices {
+            v.in_rollout = newest.remove(&v.device.id);
+        }
+    }
+    Ok(DevicePage { devices, next_after, total })
+}
+
+/// The rollout filter of a device search: the rollout (which must exist) and the assignment
+/// state asked for. An outcome without a rollout is refused: it means nothing on its own.
+async fn rollout_filter(
+    db: &impl ConnectionTrait,
+    rollout: Option<&str>,
+    outcome: Option<&str>,
+) -> Result<Option<(String, Option<String>)>, ServiceError> {
+    let outcome = outcome
+        .map(|o| {
+            AssignmentState::parse(o).map(|s| s.as_str().to_owned()).ok_or_else(|| {
+                ServiceError::invalid(
+                    "invalid_outcome",
+                    format!(
+                        "{o:?} is not an outcome: failed, rejected, installed, assigned, downloading, installing, \
+                         awaiting_reboot or withdrawn"
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let Some(rollout) = rollout else {
+        return match outcome {
+            Some(_) => Err(ServiceError::invalid(
+                "outcome_needs_rollout",
+                "an outcome filters one rollout's devices: name the rollout too",
+            )),
+            None => Ok(None),
+        };
+    };
+    let id = crate::domain::ids::RolloutId::parse(rollout)?;
+    if rollout_get(db, id.as_str()).await?.is_none() {
+        return Err(ServiceError::not_found("unknown_rollout", format!("no rollout has id {rollout:?}")));
+    }
+    Ok(Some((id.as_str().to_owned(), outcome)))
 }
 
 /// The products that have a cohort called `name`; none is a 404.

@@ -106,12 +106,24 @@ impl Device {
 
     /// A signed report body with the given counter, id and attempt.
     pub fn report_body(&self, id: &str, counter: u64, attempt: Option<(&Image, AttemptState)>) -> Value {
+        self.report_body_saying(id, counter, attempt, None)
+    }
+
+    /// [`Device::report_body`] whose attempt carries the device's explanation `detail`.
+    fn report_body_saying(
+        &self,
+        id: &str,
+        counter: u64,
+        attempt: Option<(&Image, AttemptState)>,
+        detail: Option<&str>,
+    ) -> Value {
         let installed = self.installed.as_ref().map(|i| InstalledImage {
             name: i.name.clone(),
             sha256: i.sha256.clone(),
             version: i.version.clone(),
         });
-        let attempt = attempt.map(|(image, state)| Attempt { name: image.name.clone(), state, detail: None });
+        let detail = detail.map(str::to_owned);
+        let attempt = attempt.map(|(image, state)| Attempt { name: image.name.clone(), state, detail });
         let report = DeviceReport::new(id, counter, DEVICE_TIME, installed, attempt, self.director_version);
         serde_json::to_value(patchgate_protocol::envelope::sign(report, &self.key).unwrap()).unwrap()
     }
@@ -131,11 +143,21 @@ impl Device {
 
     /// Reports (asserts 200), remembering the director version; returns the answer.
     pub async fn report(&mut self, app: &TestApp, attempt: Option<(&Image, AttemptState)>) -> Value {
+        self.report_saying(app, attempt, None).await
+    }
+
+    /// [`Device::report`] whose attempt carries the device's explanation `detail` (an error).
+    pub async fn report_saying(
+        &mut self,
+        app: &TestApp,
+        attempt: Option<(&Image, AttemptState)>,
+        detail: Option<&str>,
+    ) -> Value {
         // An agent reports `installed` only once it runs the image (after confirm).
         if let Some((image, AttemptState::Installed)) = attempt {
             self.installed = Some(image.clone());
         }
-        let body = self.report_body(&self.id, self.counter, attempt);
+        let body = self.report_body_saying(&self.id, self.counter, attempt, detail);
         let (status, answer) = Self::post_report(app, &self.id, &self.token, &body).await;
         assert_eq!(status, 200, "{}: {answer}", self.id);
         self.counter += 1;

@@ -161,3 +161,55 @@ async fn reenrollment_keeps_director_versions_and_a_captured_request_cannot_be_r
     let answer = devices[0].report(&app, None).await;
     assert_eq!(answer["director_targets_version"], version + 1);
 }
+
+/// From a halted rollout to the devices that failed it, with what each said: the device list
+/// filtered by rollout and outcome carries each device's assignment there; bad filters are
+/// named.
+#[tokio::test]
+async fn a_halted_rollout_lists_its_failed_devices_with_their_errors() {
+    let (app, new, mut devices) = lab(4).await;
+    rollout(&app, "r-fails", "lab", 1, 1440).await;
+    for d in &mut devices {
+        d.report(&app, None).await;
+    }
+    devices[0].report(&app, Some((&new, AttemptState::Installed))).await;
+    devices[1].report_saying(&app, Some((&new, AttemptState::Failed)), Some("flash write failed at block 7")).await;
+    devices[2].report(&app, Some((&new, AttemptState::Installing))).await;
+    assert_eq!(app.get_json::<Value>("/api/v1/rollouts/r-fails").await["state"], "halted");
+
+    let (status, page) = get(&app, "/api/v1/devices?rollout=r-fails&outcome=failed").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 1, "{page}");
+    let failed = &page["devices"][0];
+    assert_eq!(failed["device_id"], "lab-1");
+    assert_eq!(failed["in_rollout"]["state"], "failed");
+    assert_eq!(failed["in_rollout"]["detail"], "flash write failed at block 7");
+    assert_eq!(failed["in_rollout"]["stage"], 0);
+    // Every device of the rollout, each with where it stands; a plain list carries nothing.
+    let (_, all) = get(&app, "/api/v1/devices?rollout=r-fails").await;
+    let states: Vec<(String, String)> = all["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["device_id"].as_str().unwrap().to_owned(), d["in_rollout"]["state"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected = [("lab-0", "installed"), ("lab-1", "failed"), ("lab-2", "installing"), ("lab-3", "assigned")];
+    assert_eq!(states, expected.map(|(d, s)| (d.to_owned(), s.to_owned())));
+    let (_, plain) = get(&app, "/api/v1/devices?product=pump-x1").await;
+    assert!(plain["devices"][0].get("in_rollout").is_none(), "{plain}");
+
+    for (query, status, code) in [
+        ("rollout=r-fails&outcome=broken", 400, "invalid_outcome"),
+        ("outcome=failed", 400, "outcome_needs_rollout"),
+        ("rollout=r-none", 404, "unknown_rollout"),
+        ("rollout=Not%20An%20Id", 400, "invalid_rollout_id"),
+    ] {
+        let (got, body) = get(&app, &format!("/api/v1/devices?{query}")).await;
+        assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{query}: {body}");
+    }
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    let res = app.client.get(app.url(path)).bearer_auth(&app.admin).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}

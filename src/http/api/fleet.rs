@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::db::entities::device_report;
-use crate::domain::ids::{CohortName, DeviceId, Tag};
+use crate::domain::ids::{CohortName, DeviceId, RolloutId, Tag};
 use crate::domain::names::ProductName;
 use crate::http::auth::{AdminAuth, ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
@@ -97,6 +97,26 @@ pub struct DeviceDto {
     pub assignment: Option<AssignedDto>,
     /// Version of its director targets metadata.
     pub director_targets_version: i64,
+    /// With `?rollout=`: where its assignment in that rollout stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_rollout: Option<RolloutOutcomeDto>,
+}
+
+/// Where a device's assignment in one rollout stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutOutcomeDto {
+    /// The rollout.
+    pub rollout_id: String,
+    /// The stage (0-based) at which it entered.
+    pub stage: i32,
+    /// `assigned`, an attempt state, or `withdrawn`.
+    pub state: String,
+    /// The device's explanation (a failure's error), if any.
+    pub detail: Option<String>,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
+    /// Unix seconds of its outcome (installed, failed, rejected).
+    pub final_at: Option<i64>,
 }
 
 impl From<DeviceView> for DeviceDto {
@@ -126,6 +146,14 @@ impl From<DeviceView> for DeviceDto {
             attempt,
             assignment,
             director_targets_version: d.director_targets_version,
+            in_rollout: v.in_rollout.map(|a| RolloutOutcomeDto {
+                rollout_id: a.rollout_id,
+                stage: a.stage,
+                state: a.state,
+                detail: a.detail,
+                updated_at: a.updated_at,
+                final_at: a.final_at,
+            }),
         }
     }
 }
@@ -248,6 +276,12 @@ pub struct ListQuery {
     pub status: Option<String>,
     /// Only devices running this version.
     pub installed_version: Option<String>,
+    /// Only devices this rollout assigned; each then carries `in_rollout`.
+    #[param(value_type = Option<RolloutId>)]
+    pub rollout: Option<String>,
+    /// With `rollout`: only devices whose assignment there stands here.
+    #[param(pattern = "^(failed|rejected|installed|assigned|downloading|installing|awaiting_reboot|withdrawn)$")]
+    pub outcome: Option<String>,
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
@@ -281,6 +315,8 @@ pub async fn list(
         tag: q.tag,
         status: q.status,
         installed_version: q.installed_version,
+        rollout: q.rollout,
+        outcome: q.outcome,
         limit: q.limit,
         after: q.after,
     };

@@ -37,7 +37,8 @@ impl Badge {
     }
 }
 
-/// The device list's search and filters, as typed (`?q=&product=&status=&tag=&cohort=&version=&after=`).
+/// The device list's search and filters, as typed
+/// (`?q=&product=&status=&tag=&cohort=&version=&rollout=&outcome=&after=`).
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct Filters {
     /// Part of a device id.
@@ -58,6 +59,12 @@ pub struct Filters {
     /// Installed version.
     #[serde(default)]
     pub version: String,
+    /// A rollout id: its devices, each with its assignment there.
+    #[serde(default)]
+    pub rollout: String,
+    /// With `rollout`: the assignment state (`failed`, `rejected`, …).
+    #[serde(default)]
+    pub outcome: String,
     /// Paging cursor: the last device id of the previous page.
     #[serde(default)]
     pub after: String,
@@ -78,6 +85,8 @@ impl Filters {
             tag: t(self.tag),
             cohort: t(self.cohort),
             version: t(self.version),
+            rollout: t(self.rollout),
+            outcome: t(self.outcome),
             after: t(self.after),
         }
     }
@@ -90,6 +99,8 @@ impl Filters {
             tag: given(&self.tag),
             status: given(&self.status),
             installed_version: given(&self.version),
+            rollout: given(&self.rollout),
+            outcome: given(&self.outcome),
             limit: None,
             after: given(&self.after),
         }
@@ -105,12 +116,34 @@ impl Filters {
             ("tag", &self.tag),
             ("cohort", &self.cohort),
             ("version", &self.version),
+            ("rollout", &self.rollout),
+            ("outcome", &self.outcome),
         ];
         for (name, value) in fields.into_iter().filter(|(_, v)| !v.is_empty()) {
             query.append_pair(name, value);
         }
         query.append_pair("after", after);
         format!("/ui/devices?{}", query.finish())
+    }
+
+    /// The outcomes the select offers, with their labels.
+    pub fn outcomes(&self) -> [(&'static str, &'static str); 9] {
+        [
+            ("", "Any outcome"),
+            ("failed", "failed"),
+            ("rejected", "rejected"),
+            ("installed", "installed"),
+            ("assigned", "assigned, nothing reported"),
+            ("downloading", "downloading"),
+            ("installing", "installing"),
+            ("awaiting_reboot", "awaiting reboot"),
+            ("withdrawn", "withdrawn"),
+        ]
+    }
+
+    /// Whether `outcome` is one the select offers.
+    pub fn outcome_is_known(&self) -> bool {
+        self.outcomes().iter().any(|(value, _)| *value == self.outcome)
     }
 
     /// Whether `status` is one the select offers.
@@ -127,6 +160,8 @@ pub fn field_of(code: &str) -> Option<&'static str> {
         "invalid_status" => Some("status"),
         "invalid_tag" => Some("tag"),
         "unknown_cohort" | "invalid_cohort_name" => Some("cohort"),
+        "unknown_rollout" | "invalid_rollout_id" => Some("rollout"),
+        "invalid_outcome" | "outcome_needs_rollout" => Some("outcome"),
         _ => None,
     }
 }
@@ -159,12 +194,33 @@ pub struct DeviceRow {
     pub attempt: Option<Badge>,
     /// Last report, or "never".
     pub last_seen: String,
+    /// With a rollout filter: its assignment there (state, 1-based stage, the device's error).
+    pub in_rollout: Option<RolloutOutcome>,
+}
+
+/// Where a listed device's assignment in the filtered rollout stands.
+#[derive(Debug, Clone)]
+pub struct RolloutOutcome {
+    /// Its state.
+    pub state: Badge,
+    /// 1-based stage.
+    pub stage: i32,
+    /// The device's explanation (a failure's error), or empty.
+    pub detail: String,
+    /// When it last changed.
+    pub updated: String,
 }
 
 impl From<DeviceView> for DeviceRow {
     fn from(v: DeviceView) -> Self {
         let d = v.device;
         Self {
+            in_rollout: v.in_rollout.map(|a| RolloutOutcome {
+                state: Badge::attempt(&a.state),
+                stage: a.stage + 1,
+                detail: a.detail.unwrap_or_default(),
+                updated: when(a.updated_at),
+            }),
             tags: tags_of(&d.tags),
             status: Badge::device_status(&d.status),
             installed: d.installed_version.unwrap_or_default(),
@@ -284,7 +340,7 @@ pub struct DeviceFacts {
 
 impl From<DeviceDetail> for DeviceFacts {
     fn from(detail: DeviceDetail) -> Self {
-        let DeviceView { device: d, product, assigned } = detail.view;
+        let DeviceView { device: d, product, assigned, in_rollout: _ } = detail.view;
         let installed = match (d.installed_name, d.installed_version, d.installed_sha256) {
             (Some(name), Some(version), Some(sha)) => Some((name, version, sha)),
             _ => None,
