@@ -222,9 +222,10 @@ pub struct DeviceFilter {
     pub installed_version: Option<String>,
     /// Device id contains this, ignoring ASCII case (a search box).
     pub id_contains: Option<String>,
-    /// Only devices assigned by this rollout, and (when given) whose assignment there is in
-    /// this state.
-    pub in_rollout: Option<(String, Option<String>)>,
+    /// Only devices assigned by this rollout.
+    pub rollout: Option<String>,
+    /// Only devices with an assignment in this state (in `rollout`, or in any rollout).
+    pub outcome: Option<String>,
 }
 
 fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm::Select<Entity> {
@@ -246,13 +247,14 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
     if let Some(v) = &f.installed_version {
         query = query.filter(device::Column::InstalledVersion.eq(v.clone()));
     }
-    if let Some((rollout, state)) = &f.in_rollout {
+    if f.rollout.is_some() || f.outcome.is_some() {
         use sea_orm::sea_query::Query;
         let mut rows = Query::select();
-        rows.column(assignment::Column::DeviceRowId)
-            .from(assignment::Entity)
-            .and_where(assignment::Column::RolloutId.eq(rollout.clone()));
-        if let Some(state) = state {
+        rows.column(assignment::Column::DeviceRowId).from(assignment::Entity);
+        if let Some(rollout) = &f.rollout {
+            rows.and_where(assignment::Column::RolloutId.eq(rollout.clone()));
+        }
+        if let Some(state) = &f.outcome {
             rows.and_where(assignment::Column::State.eq(state.clone()));
         }
         query = query.filter(device::Column::Id.in_subquery(rows.to_owned()));

@@ -45,8 +45,9 @@ pub struct DeviceQuery {
     pub installed_version: Option<String>,
     /// Only devices this rollout assigned (each listed with its assignment there).
     pub rollout: Option<String>,
-    /// Only devices whose assignment in `rollout` stands here: `failed`, `rejected`,
-    /// `installed`, `assigned`, `downloading`, `installing`, `awaiting_reboot`, `withdrawn`.
+    /// Only devices whose assignment in `rollout` (or, without one, in any rollout) stands
+    /// here: `failed`, `rejected`, `installed`, `assigned`, `downloading`, `installing`,
+    /// `awaiting_reboot`, `withdrawn`.
     pub outcome: Option<String>,
     /// Page size (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]).
     pub limit: Option<u64>,
@@ -167,9 +168,10 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
         Some(name) => Some(product_named(&svc.db, name).await?),
         None => None,
     };
-    let in_rollout = rollout_filter(&svc.db, q.rollout.as_deref(), q.outcome.as_deref()).await?;
+    let (rollout, outcome) = assignment_filter(&svc.db, q.rollout.as_deref(), q.outcome.as_deref()).await?;
     let mut filter = DeviceFilter {
-        in_rollout: in_rollout.clone(),
+        rollout: rollout.clone(),
+        outcome,
         product_id: product.as_ref().map(|p| p.id),
         device_ids: None,
         // Parsed, so the filter means the same on SQLite (case-blind LIKE) and PostgreSQL.
@@ -212,7 +214,7 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_after = if more { rows.last().map(|d| d.device_id.clone()) } else { None };
     let mut devices = views(&svc.db, rows).await?;
-    if let Some((rollout, _)) = in_rollout {
+    if let Some(rollout) = rollout {
         let rows = devices.iter().map(|v| v.device.id).collect();
         let mut newest: HashMap<i64, assignment::Model> = HashMap::new();
         for a in assignment_list_for_devices(&svc.db, rows, vec![rollout]).await? {
@@ -227,13 +229,13 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
     Ok(DevicePage { devices, next_after, total })
 }
 
-/// The rollout filter of a device search: the rollout (which must exist) and the assignment
-/// state asked for. An outcome without a rollout is refused: it means nothing on its own.
-async fn rollout_filter(
+/// The assignment filters of a device search, checked: the rollout (which must exist) and the
+/// assignment state.
+async fn assignment_filter(
     db: &impl ConnectionTrait,
     rollout: Option<&str>,
     outcome: Option<&str>,
-) -> Result<Option<(String, Option<String>)>, ServiceError> {
+) -> Result<(Option<String>, Option<String>), ServiceError> {
     let outcome = outcome
         .map(|o| {
             AssignmentState::parse(o).map(|s| s.as_str().to_owned()).ok_or_else(|| {
@@ -247,20 +249,12 @@ async fn rollout_filter(
             })
         })
         .transpose()?;
-    let Some(rollout) = rollout else {
-        return match outcome {
-            Some(_) => Err(ServiceError::invalid(
-                "outcome_needs_rollout",
-                "an outcome filters one rollout's devices: name the rollout too",
-            )),
-            None => Ok(None),
-        };
-    };
+    let Some(rollout) = rollout else { return Ok((None, outcome)) };
     let id = crate::domain::ids::RolloutId::parse(rollout)?;
     if rollout_get(db, id.as_str()).await?.is_none() {
         return Err(ServiceError::not_found("unknown_rollout", format!("no rollout has id {rollout:?}")));
     }
-    Ok(Some((id.as_str().to_owned(), outcome)))
+    Ok((Some(id.as_str().to_owned()), outcome))
 }
 
 /// The products that have a cohort called `name`; none is a 404.

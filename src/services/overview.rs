@@ -23,7 +23,10 @@ use crate::db::products::product_list;
 use crate::domain::expiry::{ROOT_WARNING, RoleKind, needs_refresh};
 
 /// Failed and rejected reports listed: a screenful, enough to see a pattern.
-pub const PROBLEMS_SHOWN: u64 = 20;
+pub const PROBLEMS_SHOWN: usize = 20;
+/// The newest failed or rejected reports read to group them by device: bounded, whatever the
+/// history holds (a device's count says "at least" when the oldest read is one of its).
+pub const PROBLEM_REPORTS_READ: u64 = 1_000;
 /// A rejection this recent raises the security banner (seconds): one working day and night.
 pub const REJECTION_ALERT_SECONDS: i64 = 24 * 60 * 60;
 /// Rollouts that still need watching: the gate acts on running ones, people on the others.
@@ -47,8 +50,14 @@ pub struct ProductFleet {
 pub struct Problem {
     /// The device's id.
     pub device_id: String,
-    /// The report.
+    /// Its newest failed or rejected report.
     pub report: device_report::Model,
+    /// How many of the reports read were its failures or rejections.
+    pub reports: u64,
+    /// When its first failure or rejection among them was received (Unix seconds).
+    pub since: i64,
+    /// Whether older reports were not read, so that it may have more.
+    pub at_least: bool,
 }
 
 /// How close a signed role is to its expiry.
@@ -87,7 +96,8 @@ pub struct Overview {
     pub fleet: Vec<ProductFleet>,
     /// Running, paused and halted rollouts, the most recently started first.
     pub rollouts: Vec<RolloutStatus>,
-    /// The newest [`PROBLEMS_SHOWN`] failed or rejected reports, newest first.
+    /// The [`PROBLEMS_SHOWN`] devices that most recently reported a failed or rejected update,
+    /// one each, newest first.
     pub problems: Vec<Problem>,
     /// A report rejected an update within [`REJECTION_ALERT_SECONDS`].
     pub recent_rejection: bool,
@@ -142,15 +152,41 @@ async fn fleet(svc: &Services) -> Result<Vec<ProductFleet>, ServiceError> {
 }
 
 async fn problems(svc: &Services) -> Result<Vec<Problem>, ServiceError> {
-    let reports = device_report_list_problems(&svc.db, PROBLEMS_SHOWN).await?;
+    let reports = device_report_list_problems(&svc.db, PROBLEM_REPORTS_READ).await?;
+    let all_read = (reports.len() as u64) < PROBLEM_REPORTS_READ;
     let mut rows: Vec<i64> = reports.iter().map(|r| r.device_row_id).collect();
     rows.sort_unstable();
     rows.dedup();
     let ids: HashMap<i64, String> = device_list_ids_by_rows(&svc.db, rows).await?.into_iter().collect();
-    Ok(reports
-        .into_iter()
-        .map(|report| Problem { device_id: ids.get(&report.device_row_id).cloned().unwrap_or_default(), report })
-        .collect())
+    Ok(group_by_device(reports, all_read, &ids))
+}
+
+/// One [`Problem`] per device, in the order of each device's newest report (`reports` is
+/// newest first), at most [`PROBLEMS_SHOWN`].
+fn group_by_device(reports: Vec<device_report::Model>, all_read: bool, ids: &HashMap<i64, String>) -> Vec<Problem> {
+    let oldest_read = reports.last().map(|r| r.device_row_id);
+    let mut out: Vec<Problem> = Vec::new();
+    let mut slot: HashMap<i64, usize> = HashMap::new();
+    for report in reports {
+        match slot.get(&report.device_row_id) {
+            Some(&i) => {
+                out[i].reports += 1;
+                out[i].since = report.received_at;
+            }
+            None => {
+                slot.insert(report.device_row_id, out.len());
+                out.push(Problem {
+                    device_id: ids.get(&report.device_row_id).cloned().unwrap_or_default(),
+                    reports: 1,
+                    since: report.received_at,
+                    at_least: !all_read && oldest_read == Some(report.device_row_id),
+                    report,
+                });
+            }
+        }
+    }
+    out.truncate(PROBLEMS_SHOWN);
+    out
 }
 
 async fn expiries(svc: &Services, now: Timestamp) -> Result<Vec<RoleExpiry>, ServiceError> {
@@ -194,6 +230,34 @@ pub fn expiry_level(kind: RoleKind, expires_at: i64, now: Timestamp) -> ExpiryLe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problems_are_one_row_per_device_with_its_count_newest_first() {
+        let report = |id: i64, device: i64, at: i64| device_report::Model {
+            id,
+            device_row_id: device,
+            counter: id,
+            received_at: at,
+            reported_time: String::new(),
+            installed_name: None,
+            installed_version: None,
+            installed_sha256: None,
+            attempt_name: Some("pump-x1/1.1.0/fw.bin".into()),
+            attempt_state: Some("failed".into()),
+            attempt_detail: Some(format!("error {id}")),
+            director_targets_version: 1,
+        };
+        let ids: HashMap<i64, String> = [(1, "pump-a".into()), (2, "pump-b".into())].into();
+        // Newest first: pump-a failed three times, pump-b once in between.
+        let reports = vec![report(9, 1, 90), report(8, 1, 80), report(7, 2, 70), report(6, 1, 60)];
+        let grouped = group_by_device(reports.clone(), true, &ids);
+        let summary: Vec<(&str, u64, i64, i64, bool)> =
+            grouped.iter().map(|p| (p.device_id.as_str(), p.reports, p.report.id, p.since, p.at_least)).collect();
+        assert_eq!(summary, [("pump-a", 3, 9, 60, false), ("pump-b", 1, 7, 70, false)]);
+        // Not everything read: the device of the oldest report read may have more.
+        let grouped = group_by_device(reports, false, &ids);
+        assert!(grouped[0].at_least && !grouped[1].at_least);
+    }
 
     #[test]
     fn expiry_levels_follow_each_role_margin() {

@@ -195,12 +195,14 @@ async fn a_halted_rollout_lists_its_failed_devices_with_their_errors() {
         .collect();
     let expected = [("lab-0", "installed"), ("lab-1", "failed"), ("lab-2", "installing"), ("lab-3", "assigned")];
     assert_eq!(states, expected.map(|(d, s)| (d.to_owned(), s.to_owned())));
+    // Without a rollout, an outcome in any rollout.
+    let (_, any) = get(&app, "/api/v1/devices?outcome=failed").await;
+    assert_eq!((any["total"].as_u64(), any["devices"][0]["device_id"].as_str()), (Some(1), Some("lab-1")), "{any}");
     let (_, plain) = get(&app, "/api/v1/devices?product=pump-x1").await;
     assert!(plain["devices"][0].get("in_rollout").is_none(), "{plain}");
 
     for (query, status, code) in [
         ("rollout=r-fails&outcome=broken", 400, "invalid_outcome"),
-        ("outcome=failed", 400, "outcome_needs_rollout"),
         ("rollout=r-none", 404, "unknown_rollout"),
         ("rollout=Not%20An%20Id", 400, "invalid_rollout_id"),
     ] {

@@ -7,11 +7,11 @@
 use futures_util::StreamExt;
 use jiff::SignedDuration;
 use patchgate::services::auth::Role;
-use patchgate_protocol::report::{Attempt, AttemptState, DeviceReport, InstalledImage};
+use patchgate_protocol::report::AttemptState;
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, firmware, spawn_app};
-use crate::fleet::{DEVICE_TIME, Device, Image, enrollment_token};
+use crate::fleet::{Device, Image, enrollment_token};
 use crate::ui_common::{Browser, PASSWORD, Page, audit_actions};
 
 const PRODUCT: &str = "pump-x1";
@@ -31,24 +31,9 @@ fn has(page: &Page, expected: &[&str]) {
     }
 }
 
-/// Reports `state` for `image` with the device's own explanation.
-async fn report_with_detail(app: &TestApp, d: &mut Device, image: &Image, state: AttemptState, detail: &str) {
-    let installed = d.installed.as_ref().map(|i| InstalledImage {
-        name: i.name.clone(),
-        sha256: i.sha256.clone(),
-        version: i.version.clone(),
-    });
-    let attempt = Attempt { name: image.name.clone(), state, detail: Some(detail.to_owned()) };
-    let report = DeviceReport::new(&d.id, d.counter, DEVICE_TIME, installed, Some(attempt), d.director_version);
-    let body = serde_json::to_value(patchgate_protocol::envelope::sign(report, &d.key).unwrap()).unwrap();
-    let (status, answer) = Device::post_report(app, &d.id, &d.token, &body).await;
-    assert_eq!(status, 200, "{answer}");
-    d.counter += 1;
-}
-
 /// Three `region:eu` devices running 1.0.0 and a rollout `r-dash` of 1.1.0 to them: pump-0001
 /// installs it, pump-0002 fails, pump-0003 rejects it, which puts the stage over its 50 % gate.
-async fn halted_fleet() -> (TestApp, Vec<Device>) {
+async fn halted_fleet() -> (TestApp, Vec<Device>, Image) {
     let app = spawn_app().await;
     app.create_product(PRODUCT, &[HW]).await;
     let old = Image::from_publish(&app.publish(PRODUCT, "1.0.0", "fw.bin", firmware(1, 2048)).await);
@@ -70,15 +55,15 @@ async fn halted_fleet() -> (TestApp, Vec<Device>) {
         devices.push(d);
     }
     devices[0].report(&app, Some((&new, AttemptState::Installed))).await;
-    report_with_detail(&app, &mut devices[1], &new, AttemptState::Failed, "install hook exited with 3").await;
-    report_with_detail(&app, &mut devices[2], &new, AttemptState::Rejected, "sha256 differs from the image repository")
-        .await;
-    (app, devices)
+    devices[1].report_saying(&app, Some((&new, AttemptState::Failed)), Some("install hook exited with 3")).await;
+    let rejected = Some("sha256 differs from the image repository");
+    devices[2].report_saying(&app, Some((&new, AttemptState::Rejected)), rejected).await;
+    (app, devices, new)
 }
 
 #[tokio::test]
 async fn the_dashboard_shows_fleet_rollouts_security_events_and_expiry() {
-    let (app, _devices) = halted_fleet().await;
+    let (app, mut devices, new) = halted_fleet().await;
     let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
     let page = viewer.get("/ui/").await;
     assert_eq!(page.status, 200);
@@ -114,6 +99,18 @@ async fn the_dashboard_shows_fleet_rollouts_security_events_and_expiry() {
     assert!(problems.find("pump-0003").unwrap() < problems.find("pump-0002").unwrap(), "newest first");
     assert!(!page.body.contains("expiry-warn") && !page.body.contains("expiry-bad"), "all fresh");
     assert!(!page.body.contains("method=\"post\" action=\"/ui/devices"), "no change for a viewer");
+
+    // A device that keeps failing is one row with its count, not a page of the same message.
+    // (A repeated report changes nothing and is not kept: each retry downloads, then fails.)
+    for _ in 0..3 {
+        devices[1].report(&app, Some((&new, AttemptState::Downloading))).await;
+        devices[1].report_saying(&app, Some((&new, AttemptState::Failed)), Some("install hook exited with 3")).await;
+    }
+    let page = viewer.get("/ui/").await;
+    let problems = &page.body[page.body.find("data-live=\"problems\"").unwrap()..];
+    assert_eq!(problems.matches("href=\"/ui/devices/pump-0002\"").count(), 1, "{problems}");
+    assert!(problems.contains("<td>4 since "), "{problems}");
+    assert!(problems.find("pump-0002").unwrap() < problems.find("pump-0003").unwrap(), "newest first");
 
     // 20 hours on: the timestamp (1 day) is inside its re-sign margin; the rejection is recent.
     app.clock.set_offset(app.clock.offset() + SignedDuration::from_hours(20));
@@ -208,7 +205,7 @@ async fn device_status(app: &TestApp, id: &str) -> String {
 
 #[tokio::test]
 async fn a_device_page_shows_its_history_and_only_an_admin_decommissions_it() {
-    let (app, _devices) = halted_fleet().await;
+    let (app, _devices, _) = halted_fleet().await;
     let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
     let page = viewer.get("/ui/devices/pump-0003").await;
     assert_eq!(page.status, 200);
@@ -224,6 +221,7 @@ async fn a_device_page_shows_its_history_and_only_an_admin_decommissions_it() {
             "<th scope=\"col\" class=\"num\">Counter</th>",
         ],
     );
+    assert!(page.body.find("<h2>Assignments</h2>").unwrap() < page.body.find("<h2>Reports</h2>").unwrap());
     let reports = &page.body[page.body.find("<h2>Reports</h2>").unwrap()..];
     assert!(
         reports.find("sha256 differs").unwrap() < reports.find("<td class=\"num\">1</td>").unwrap(),

@@ -310,3 +310,31 @@ async fn no_change_without_the_csrf_token_or_by_a_viewer() {
         "{audit:?}"
     );
 }
+
+/// A rollout whose devices all run something newer (a downgrade they are never assigned) is not
+/// a healthy green rollout: its stage says nothing is assigned, and why that may be.
+#[tokio::test]
+async fn a_rollout_that_assigns_nothing_says_so_instead_of_looking_healthy() {
+    let (app, old, new) = setup().await;
+    let token = enrollment_token(&app, PRODUCT, &["region:eu"], 2).await;
+    for i in 1..=2 {
+        let mut d = Device::enroll(&app, &format!("pump-{i:04}"), PRODUCT, HW, &token).await;
+        d.installed = Some(new.clone());
+        d.report(&app, None).await;
+    }
+    let admin = |path: &str, body: Value| app.client.post(app.url(path)).bearer_auth(&app.admin).json(&body).send();
+    let rollout = json!({"id": "r-down", "product": PRODUCT, "version": old.version,
+        "stages": [{"cohort": "eu", "percent": 100, "soak_minutes": 60}],
+        "gate": {"max_failure_rate": 0.1, "min_reports": 1, "stall_minutes": 1440}});
+    assert_eq!(admin("/api/v1/rollouts", rollout).await.unwrap().status(), 201);
+    assert_eq!(admin("/api/v1/rollouts/r-down/start", json!({})).await.unwrap().status(), 200);
+    let mut viewer = Browser::signed_in(&app, "vic", Role::Viewer).await;
+    let page = viewer.get("/ui/rollouts/r-down").await;
+    assert_eq!(page.status, 200);
+    let stages = &page.body[page.body.find("data-live=\"rollout-stages\"").unwrap()..];
+    assert!(stages.contains("badge badge-warn\">nothing assigned yet</span>"), "{stages}");
+    assert!(stages.contains("No device is assigned yet"), "{stages}");
+    assert!(!page.body.contains("within gate"), "nothing to judge is not green:\n{}", page.body);
+    let dashboard = viewer.get("/ui/").await;
+    assert!(dashboard.body.contains("nothing assigned yet") && !dashboard.body.contains("within gate"));
+}

@@ -279,7 +279,7 @@ pub struct ListQuery {
     /// Only devices this rollout assigned; each then carries `in_rollout`.
     #[param(value_type = Option<RolloutId>)]
     pub rollout: Option<String>,
-    /// With `rollout`: only devices whose assignment there stands here.
+    /// Only devices whose assignment in `rollout` (or, without it, in any rollout) stands here.
     #[param(pattern = "^(failed|rejected|installed|assigned|downloading|installing|awaiting_reboot|withdrawn)$")]
     pub outcome: Option<String>,
     /// Page size, 1–1000 (default 100).

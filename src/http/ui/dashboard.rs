@@ -59,6 +59,8 @@ struct ProblemRow {
     state: Badge,
     detail: String,
     when: String,
+    /// How many such reports, since when ("3 since 2026-12-04 17:59 UTC").
+    count: String,
 }
 
 struct ExpiryRow {
@@ -166,11 +168,8 @@ fn stage_line(i: usize, s: &StageStatus, current: usize, ceiling: u64, min_repor
         (vec![Badge { class: "badge-muted", label: "not started".into() }], String::new())
     } else {
         let v = &s.verdict;
-        let mut badges = vec![if v.over_gate {
-            Badge { class: "badge-bad", label: "over gate".into() }
-        } else {
-            Badge { class: "badge-ok", label: "within gate".into() }
-        }];
+        let (class, word) = super::progress::gate_word(v, c.assigned, s.eligible);
+        let mut badges = vec![Badge { class, label: word.into() }];
         if v.alert {
             badges.push(Badge { class: "badge-security", label: "rejections".into() });
         }
@@ -204,6 +203,11 @@ impl From<Problem> for ProblemRow {
             state: Badge::attempt(r.attempt_state.as_deref().unwrap_or_default()),
             detail: r.attempt_detail.unwrap_or_default(),
             when: when(r.received_at),
+            count: match (p.reports, p.at_least) {
+                (1, false) => "1".to_owned(),
+                (n, false) => format!("{n} since {}", when(p.since)),
+                (n, true) => format!("at least {n} since {}", when(p.since)),
+            },
         }
     }
 }

@@ -2,7 +2,7 @@
 //! failed and rejected devices as SVG `rect` segments (the CSP forbids inline widths), and
 //! basis points as percentages.
 
-use crate::domain::rollout::StageCounts;
+use crate::domain::rollout::{GateVerdict, StageCounts};
 
 /// Width of a progress bar's coordinate box: per mille of the stage's devices.
 pub const BAR: u64 = 1_000;
@@ -19,6 +19,27 @@ pub struct Segment {
     /// Width, in [`BAR`] units.
     pub width: u64,
 }
+
+/// The gate's word on an open stage, and its badge class. Green only when there are outcomes
+/// to judge: a stage with none is not "within gate", and one that assigns nothing although it
+/// has eligible devices (a downgrade its devices refuse, devices that stopped reporting) says
+/// so rather than looking healthy.
+pub fn gate_word(v: &GateVerdict, assigned: u64, eligible: u64) -> (&'static str, &'static str) {
+    if v.over_gate {
+        ("badge-bad", "over gate")
+    } else if v.final_reports > 0 {
+        ("badge-ok", "within gate")
+    } else if assigned == 0 && eligible > 0 {
+        ("badge-warn", "nothing assigned yet")
+    } else {
+        ("badge-muted", "no outcomes yet")
+    }
+}
+
+/// Why an open stage with eligible devices has assigned none, for the rollout page.
+pub const NOTHING_ASSIGNED: &str = "No device is assigned yet: a device is assigned when it next reports, and one that \
+                                    already runs this release or a newer one is not (a rollout does not downgrade; a \
+                                    rollback does).";
 
 /// The segments for `counts` out of `total` devices; never wider than the bar.
 pub fn segments(counts: &StageCounts, total: u64) -> Vec<Segment> {

@@ -106,7 +106,10 @@ impl ListRow {
         let r = &s.rollout;
         let state = RolloutState::parse(&r.state);
         let (gate, gate_text) = match &s.verdict {
-            Some(v) => detail::verdict(v, u64::try_from(r.max_failure_rate_bp).unwrap_or(0), r.min_reports, true),
+            // The list does not count eligible devices: it only says whether there are outcomes.
+            Some(v) => {
+                detail::verdict(v, u64::try_from(r.max_failure_rate_bp).unwrap_or(0), r.min_reports, true, (0, 0))
+            }
             None if state == Some(RolloutState::Draft) => (Vec::new(), "not started".to_owned()),
             None => (Vec::new(), "finished".to_owned()),
         };

@@ -62,7 +62,7 @@ pub struct Filters {
     /// A rollout id: its devices, each with its assignment there.
     #[serde(default)]
     pub rollout: String,
-    /// With `rollout`: the assignment state (`failed`, `rejected`, …).
+    /// The assignment state (`failed`, `rejected`, …) in `rollout`, or in any rollout.
     #[serde(default)]
     pub outcome: String,
     /// Paging cursor: the last device id of the previous page.
@@ -161,7 +161,7 @@ pub fn field_of(code: &str) -> Option<&'static str> {
         "invalid_tag" => Some("tag"),
         "unknown_cohort" | "invalid_cohort_name" => Some("cohort"),
         "unknown_rollout" | "invalid_rollout_id" => Some("rollout"),
-        "invalid_outcome" | "outcome_needs_rollout" => Some("outcome"),
+        "invalid_outcome" => Some("outcome"),
         _ => None,
     }
 }
@@ -236,10 +236,14 @@ impl From<DeviceView> for DeviceRow {
 /// One report in a device's history.
 #[derive(Debug, Clone)]
 pub struct ReportRow {
-    /// The device's counter.
-    pub counter: i64,
-    /// When the server received it.
+    /// The device's counter, or the range of a run of identical reports ("31 – 37").
+    pub counters: String,
+    /// How many identical reports in a row this row stands for.
+    pub times: usize,
+    /// When the server received it (the newest of a run).
     pub received: String,
+    /// When the oldest of a run was received, or empty for a single report.
+    pub first_received: String,
     /// What the device ran (version and target), or empty.
     pub installed: String,
     /// The attempt's state.
@@ -354,7 +358,7 @@ impl From<DeviceDetail> for DeviceFacts {
             rollout_id: d.assigned_rollout_id,
             action: d.assigned_action.unwrap_or_default(),
         });
-        let reports = detail.reports.into_iter().map(report_row).collect();
+        let reports = collapse(detail.reports.into_iter().map(|r| (r.counter, report_row(r))).collect());
         Self {
             tags: tags_of(&d.tags),
             status: Badge::device_status(&d.status),
@@ -389,8 +393,10 @@ fn report_row(r: crate::db::entities::device_report::Model) -> ReportRow {
         (None, detail) => detail.unwrap_or_default(),
     };
     ReportRow {
-        counter: r.counter,
+        counters: r.counter.to_string(),
+        times: 1,
         received: when(r.received_at),
+        first_received: String::new(),
         installed,
         attempt: r.attempt_state.as_deref().map(Badge::attempt),
         attempt_text,
@@ -398,9 +404,71 @@ fn report_row(r: crate::db::entities::device_report::Model) -> ReportRow {
     }
 }
 
+/// Runs of identical reports (same image, attempt and director version: a device polling with
+/// nothing new to say), newest first, as one row each: the history shows what changed, not
+/// thirty polls that did not.
+fn collapse(reports: Vec<(i64, ReportRow)>) -> Vec<ReportRow> {
+    let same = |a: &ReportRow, b: &ReportRow| {
+        a.installed == b.installed
+            && a.attempt.as_ref().map(|x| &x.label) == b.attempt.as_ref().map(|x| &x.label)
+            && a.attempt_text == b.attempt_text
+            && a.director_version == b.director_version
+    };
+    let mut out: Vec<(i64, i64, ReportRow)> = Vec::new();
+    for (counter, row) in reports {
+        match out.last_mut() {
+            Some((_, oldest, run)) if same(run, &row) => {
+                run.times += 1;
+                run.first_received = row.received;
+                *oldest = counter;
+            }
+            _ => out.push((counter, counter, row)),
+        }
+    }
+    out.into_iter()
+        .map(|(newest, oldest, mut row)| {
+            if row.times > 1 {
+                row.counters = format!("{oldest} – {newest}");
+            }
+            row
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identical_reports_in_a_row_are_one_row() {
+        let row = |counter: i64, at: &str, state: Option<&str>| {
+            (
+                counter,
+                ReportRow {
+                    counters: counter.to_string(),
+                    times: 1,
+                    received: at.to_owned(),
+                    first_received: String::new(),
+                    installed: "1.0.0 (pump-x1/1.0.0/fw.bin)".to_owned(),
+                    attempt: state.map(Badge::attempt),
+                    attempt_text: String::new(),
+                    director_version: 2,
+                },
+            )
+        };
+        let rows = collapse(vec![
+            row(40, "t40", None),
+            row(39, "t39", None),
+            row(38, "t38", None),
+            row(37, "t37", Some("failed")),
+            row(36, "t36", None),
+        ]);
+        let summary: Vec<(&str, usize, &str, &str)> = rows
+            .iter()
+            .map(|r| (r.counters.as_str(), r.times, r.received.as_str(), r.first_received.as_str()))
+            .collect();
+        assert_eq!(summary, [("38 – 40", 3, "t40", "t38"), ("37", 1, "t37", ""), ("36", 1, "t36", "")]);
+    }
 
     #[test]
     fn paging_links_keep_the_filters_and_encode_them() {

@@ -72,15 +72,18 @@ pub struct StageRow {
 }
 
 /// The gate's verdict on a stage in words, with its badges.
-pub fn verdict(v: &GateVerdict, ceiling_bp: u64, min_reports: i64, started: bool) -> (Vec<Badge>, String) {
+pub fn verdict(
+    v: &GateVerdict,
+    ceiling_bp: u64,
+    min_reports: i64,
+    started: bool,
+    (assigned, eligible): (u64, u64),
+) -> (Vec<Badge>, String) {
     if !started {
         return (vec![Badge { class: "badge-muted", word: "not started".into() }], "Not open yet.".into());
     }
-    let mut badges = vec![if v.over_gate {
-        Badge { class: "badge-bad", word: "over gate".into() }
-    } else {
-        Badge { class: "badge-ok", word: "within gate".into() }
-    }];
+    let (class, word) = super::super::progress::gate_word(v, assigned, eligible);
+    let mut badges = vec![Badge { class, word: word.into() }];
     if v.alert {
         badges.push(Badge { class: "badge-security", word: "rejections".into() });
     }
@@ -89,13 +92,16 @@ pub fn verdict(v: &GateVerdict, ceiling_bp: u64, min_reports: i64, started: bool
     } else {
         format!("not enough reports yet ({} of {min_reports} needed)", v.final_reports)
     };
-    let text = format!(
+    let mut text = format!(
         "Failure rate {} ({} of {} final reports) against a gate of {}; {reports}.",
         bp_percent(u64::from(v.failure_rate_bp)),
         v.failures,
         v.final_reports,
         bp_percent(ceiling_bp)
     );
+    if assigned == 0 && eligible > 0 {
+        text = format!("{} {text}", super::super::progress::NOTHING_ASSIGNED);
+    }
     (badges, text)
 }
 
@@ -127,7 +133,8 @@ pub fn stage_rows(status: &RolloutStatus) -> Vec<StageRow> {
                 c.rejected
             );
             let started = !draft && (i <= current || c.assigned > 0);
-            let (gate_badges, gate_text) = verdict(&s.verdict, ceiling, r.min_reports, started);
+            let (gate_badges, gate_text) =
+                verdict(&s.verdict, ceiling, r.min_reports, started, (c.assigned, s.eligible));
             StageRow {
                 number: i + 1,
                 current: !draft && i == current,
@@ -176,11 +183,27 @@ mod tests {
             alert: true,
             reason: Some("x".into()),
         };
-        let (badges, text) = verdict(&v, 500, 5, true);
+        let (badges, text) = verdict(&v, 500, 5, true, (10, 10));
         let words: Vec<&str> = badges.iter().map(|b| b.word.as_str()).collect();
         assert_eq!(words, ["over gate", "rejections"]);
         assert!(text.contains("20.00 % (2 of 10 final reports) against a gate of 5.00 %"), "{text}");
         assert!(text.contains("enough reports (10 of 5 needed)"), "{text}");
-        assert_eq!(verdict(&v, 500, 5, false).0[0].word, "not started");
+        assert_eq!(verdict(&v, 500, 5, false, (10, 10)).0[0].word, "not started");
+        // No outcome yet is not green; eligible devices and none assigned is a warning.
+        let none = GateVerdict {
+            final_reports: 0,
+            failures: 0,
+            failure_rate_bp: 0,
+            over_gate: false,
+            alert: false,
+            ..v.clone()
+        };
+        let word = |assigned, eligible| verdict(&none, 500, 5, true, (assigned, eligible)).0[0].word.clone();
+        assert_eq!(word(3, 10), "no outcomes yet");
+        assert_eq!(word(0, 0), "no outcomes yet");
+        assert_eq!(word(0, 10), "nothing assigned yet");
+        assert!(verdict(&none, 500, 5, true, (0, 10)).1.starts_with("No device is assigned yet"));
+        let fine = GateVerdict { over_gate: false, alert: false, failures: 0, failure_rate_bp: 0, ..v.clone() };
+        assert_eq!(verdict(&fine, 500, 5, true, (10, 10)).0[0].word, "within gate");
     }
 }
