@@ -72,12 +72,15 @@ impl Ui {
     async fn open(app: &TestApp, prefix: &'static str, width: u32, height: u32) -> Self {
         let driver = driver().await;
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"binary": "/usr/bin/chromium",
-                   "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                            format!("--window-size={width},{height}")]}),
-        );
+        let mut options = json!({"binary": "/usr/bin/chromium",
+               "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        format!("--window-size={width},{height}")]});
+        // Chromium's window is never narrower than about 500 px: a phone's width is emulated.
+        if width < 500 {
+            options["mobileEmulation"] =
+                json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}});
+        }
+        caps.insert("goog:chromeOptions".into(), options);
         let c = ClientBuilder::rustls().unwrap().capabilities(caps).connect(&driver.url).await.unwrap();
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
         std::fs::create_dir_all(&shots).unwrap();
@@ -438,4 +441,64 @@ async fn a_halted_rollout_leads_to_a_failing_device_and_its_error_in_two_clicks(
         ui.shot("device").await;
         ui.c.clone().close().await.unwrap();
     }
+}
+
+/// At phone width (390 px) no page scrolls sideways: wide tables scroll inside their own box,
+/// long ids and hashes wrap. Measured on every page with its content, as an admin (who sees
+/// every control).
+#[tokio::test]
+async fn no_page_scrolls_sideways_at_phone_width() {
+    use fleet::{Device, Image, enrollment_token};
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["pump-x1-revA"]).await;
+    let old = Image::from_publish(&app.publish("pump-x1", "1.0.0", "fw.bin", firmware(1, 512)).await);
+    app.publish("pump-x1", "1.1.0", "fw.bin", firmware(2, 512)).await;
+    let token = enrollment_token(&app, "pump-x1", &["region:eu"], 10).await;
+    let mut device =
+        Device::enroll(&app, "pump-x1-ward-7-bed-12-serial-0123456789abcdef", "pump-x1", "pump-x1-revA", &token).await;
+    device.installed = Some(old);
+    app.post_json("/api/v1/cohorts", &json!({"name": "eu", "product": "pump-x1", "selector": {"tags": ["region:eu"]}}))
+        .await;
+    app.post_json("/api/v1/rollouts", &json!({"id": "r-phone", "product": "pump-x1", "version": "1.1.0",
+        "stages": [{"cohort": "eu", "percent": 10, "soak_minutes": 60}, {"cohort": "eu", "percent": 100, "soak_minutes": 60}],
+        "gate": {"max_failure_rate": 0.05, "min_reports": 1, "stall_minutes": 1440}}))
+        .await;
+    app.post_json("/api/v1/rollouts/r-phone/start", &json!({})).await;
+    device.report(&app, None).await;
+
+    make_user(&app, "pia", Role::Admin).await;
+    let mut ui = Ui::open(&app, "phone", 390, 844).await;
+    ui.sign_in("pia").await;
+    let mut too_wide = Vec::new();
+    for (path, name) in [
+        ("/ui/", "dashboard"),
+        ("/ui/products", "products"),
+        ("/ui/products/pump-x1", "product"),
+        ("/ui/products/pump-x1/releases/1.0.0", "release"),
+        ("/ui/cohorts", "cohorts"),
+        ("/ui/cohorts/pump-x1/eu", "cohort"),
+        ("/ui/enrollment-tokens", "tokens"),
+        ("/ui/rollouts", "rollouts"),
+        ("/ui/rollouts/new", "rollout-new"),
+        ("/ui/rollouts/r-phone", "rollout"),
+        ("/ui/rollouts/r-phone/pause", "rollout-confirm"),
+        ("/ui/devices", "devices"),
+        ("/ui/devices/pump-x1-ward-7-bed-12-serial-0123456789abcdef", "device"),
+        ("/ui/audit", "audit"),
+    ] {
+        ui.goto(path).await;
+        ui.wait_path(path).await;
+        let widths = ui
+            .c
+            .execute("return [document.documentElement.scrollWidth, document.documentElement.clientWidth];", vec![])
+            .await
+            .unwrap();
+        let (scroll, client) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        if scroll > client {
+            too_wide.push(format!("{path}: {scroll} px wide in a {client} px window"));
+        }
+        ui.shot(name).await;
+    }
+    assert!(too_wide.is_empty(), "pages that scroll sideways at phone width: {too_wide:#?}");
+    ui.c.clone().close().await.unwrap();
 }
