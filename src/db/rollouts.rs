@@ -154,6 +154,27 @@ pub async fn assignment_counts(
     query.group_by(assignment::Column::Stage).group_by(assignment::Column::State).into_tuple().all(db).await
 }
 
+/// The states of an assignment whose device has started installing: what a rollback sends back.
+pub const STARTED_STATES: [&str; 3] = ["installing", "awaiting_reboot", "installed"];
+
+/// Per release its device ran when assigned (`None`: none on record), how many of a rollout's
+/// assignments have started installing: the devices a rollback would send back, and where to.
+pub async fn assignment_started_by_origin(
+    db: &impl ConnectionTrait,
+    rollout_id: &str,
+) -> Result<Vec<(Option<i64>, i64)>, DbErr> {
+    assignment::Entity::find()
+        .select_only()
+        .column(assignment::Column::FromReleaseId)
+        .column_as(Expr::col(assignment::Column::Id).count(), "n")
+        .filter(assignment::Column::RolloutId.eq(rollout_id))
+        .filter(assignment::Column::State.is_in(STARTED_STATES))
+        .group_by(assignment::Column::FromReleaseId)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
 /// Per stage, how many of a rollout's open assignments have been silent since before `before`.
 pub async fn assignment_stalled_counts(
     db: &impl ConnectionTrait,

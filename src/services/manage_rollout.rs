@@ -211,6 +211,27 @@ pub async fn create_rollout(
 }
 
 /// One rollout.
+/// Where a rollback of rollout `id` would send its devices: per version they ran before (`None`:
+/// none on record, so they keep this release), how many devices, most first. The planner may
+/// still keep a device on the release (an earlier one below its rollback floor, or yanked).
+pub async fn rollback_preview(svc: &Services, id: &str) -> Result<Vec<(Option<String>, u64)>, ServiceError> {
+    let counts = crate::db::rollouts::assignment_started_by_origin(&svc.db, id).await?;
+    let ids: Vec<i64> = counts.iter().filter_map(|(from, _)| *from).collect();
+    let versions: std::collections::HashMap<i64, String> =
+        crate::db::releases::release_list_by_ids(&svc.db, ids).await?.into_iter().map(|r| (r.id, r.version)).collect();
+    let mut out: Vec<(Option<String>, u64)> = counts
+        .into_iter()
+        .map(|(from, n)| {
+            (
+                from.map(|f| versions.get(&f).cloned().unwrap_or_else(|| format!("release {f}"))),
+                u64::try_from(n).unwrap_or(0),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
+}
+
 pub async fn get_rollout(svc: &Services, id: &str) -> Result<rollout::Model, ServiceError> {
     rollout_get(&svc.db, id).await?.ok_or_else(|| not_found(id))
 }

@@ -338,3 +338,46 @@ async fn a_rollout_that_assigns_nothing_says_so_instead_of_looking_healthy() {
     let dashboard = viewer.get("/ui/").await;
     assert!(dashboard.body.contains("nothing assigned yet") && !dashboard.body.contains("within gate"));
 }
+
+/// The confirmation pages say what matters before a click: a rollback how many devices go back
+/// and to which version, an action the state does not allow cannot be confirmed, and after an
+/// advance the notice says whether the rollout completed.
+#[tokio::test]
+async fn confirmations_count_the_devices_a_rollback_sends_back_and_say_when_an_advance_completes() {
+    let (app, old, new) = setup().await;
+    let token = enrollment_token(&app, PRODUCT, &["region:eu"], 3).await;
+    let mut devices = Vec::new();
+    for i in 1..=3 {
+        let mut d = Device::enroll(&app, &format!("pump-{i:04}"), PRODUCT, HW, &token).await;
+        d.installed = Some(old.clone());
+        devices.push(d);
+    }
+    api_rollout(&app, "r-conf", 0.5).await;
+    api_act(&app, "r-conf", "start").await;
+    for d in &mut devices {
+        d.report(&app, None).await;
+    }
+    devices[0].report(&app, Some((&new, AttemptState::Installed))).await;
+    devices[1].report(&app, Some((&new, AttemptState::Installing))).await;
+
+    let mut admin = Browser::signed_in(&app, "ada", Role::Admin).await;
+    let page = admin.get("/ui/rollouts/r-conf/rollback").await;
+    assert!(
+        page.body.contains("2 devices installed this release or are installing it. Going back: 2 to 1.0.0."),
+        "{}",
+        page.body
+    );
+    // Pausing a paused rollout: said, and the button is off.
+    api_act(&app, "r-conf", "pause").await;
+    let page = admin.get("/ui/rollouts/r-conf/pause").await;
+    assert!(page.body.contains("This rollout is paused: it cannot pause now."), "{}", page.body);
+    assert!(page.body.contains("disabled aria-describedby=\"not-now\">Confirm pause</button>"), "{}", page.body);
+    let page = admin.get("/ui/rollouts/r-conf/resume").await;
+    assert!(!page.body.contains(" disabled "), "{}", page.body);
+    api_act(&app, "r-conf", "resume").await;
+    // Advancing the last stage completes the rollout, and the notice says so.
+    let done = admin.submit("/ui/rollouts/r-conf/advance", "/ui/rollouts/r-conf/advance", &[("force", "on")]).await;
+    assert_eq!(done.location.as_deref(), Some("/ui/rollouts/r-conf?notice=completed_forced"), "{}", done.body);
+    let page = admin.get("/ui/rollouts/r-conf?notice=completed_forced").await;
+    assert!(page.body.contains("Rollout completed although its last stage"), "{}", page.body);
+}

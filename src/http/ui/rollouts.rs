@@ -72,7 +72,11 @@ fn notice_text(code: &str) -> Option<&'static str> {
         "started" => "Rollout started: devices of stage 1 get the release at their next report.",
         "paused" => "Rollout paused: no new device is assigned, and assignments not yet installing are withdrawn.",
         "resumed" => "Rollout resumed: devices are assigned again at their next report.",
-        "advanced" => "Rollout advanced: the next stage is open (or the rollout completed after its last stage).",
+        "advanced" => "Rollout advanced: the next stage is open; its devices get the release at their next report.",
+        "completed" => "Rollout completed: its last stage was done, so advancing ended it.",
+        "completed_forced" => {
+            "Rollout completed although its last stage's checks were not met; the audit log records what was skipped."
+        }
         "advanced_forced" => {
             "Rollout advanced although its checks were not met; the audit log records what was skipped."
         }

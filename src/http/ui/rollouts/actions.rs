@@ -12,7 +12,7 @@ use super::super::session::{UiError, UiUser, html};
 use super::{StateBadge, see_other};
 use crate::domain::rollout::{RolloutAction, RolloutState, RolloutView};
 use crate::services::auth::Permission;
-use crate::services::manage_rollout::{act_on_rollout, get_rollout};
+use crate::services::manage_rollout::{act_on_rollout, get_rollout, rollback_preview};
 use crate::services::rollout_view::view_of;
 use crate::services::{ServiceError, Services};
 
@@ -75,6 +75,28 @@ fn notice_code(action: RolloutAction) -> &'static str {
         RolloutAction::Abort => "aborted",
         RolloutAction::Rollback => "rolled_back",
     }
+}
+
+/// How many devices a rollback sends back, and to which versions, in sentences.
+fn rollback_counts(preview: &[(Option<String>, u64)]) -> String {
+    let total: u64 = preview.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return "No device has installed this release or is installing it: none is sent back.".into();
+    }
+    let mut text = if total == 1 {
+        "1 device installed this release or is installing it.".to_owned()
+    } else {
+        format!("{total} devices installed this release or are installing it.")
+    };
+    let back: Vec<String> = preview.iter().filter_map(|(v, n)| v.as_ref().map(|v| format!("{n} to {v}"))).collect();
+    if !back.is_empty() {
+        text.push_str(&format!(" Going back: {}.", back.join(", ")));
+    }
+    let kept: u64 = preview.iter().filter(|(v, _)| v.is_none()).map(|(_, n)| n).sum();
+    if kept > 0 {
+        text.push_str(&format!(" {kept} ran no release on record before it and keep this one."));
+    }
+    text
 }
 
 /// What `action` will do to this rollout, in sentences.
@@ -168,6 +190,10 @@ async fn render(
         )
     });
     let (status, refusal) = refusal.map_or((StatusCode::OK, None), |(s, m)| (s, Some(m)));
+    let mut effects = effects(action, &view);
+    if action == "rollback" {
+        effects.insert(0, rollback_counts(&rollback_preview(svc, id).await?));
+    }
     let page = ConfirmPage {
         layout: Layout::of(user, "rollouts"),
         id: r.id.clone(),
@@ -175,7 +201,7 @@ async fn render(
         label: label(action),
         danger: matches!(action, "abort" | "rollback"),
         state: StateBadge::of(view.state),
-        effects: effects(action, &view),
+        effects,
         warning,
         refusal,
         force,
@@ -217,7 +243,15 @@ pub async fn act(
     let force = form.force == "on";
     let action = RolloutAction::parse(name, force).ok_or_else(|| UiError::NotFound(name.to_owned()))?;
     match act_on_rollout(&svc, &user.0.caller(), &id, action).await {
-        Ok(r) => Ok(see_other(&format!("/ui/rollouts/{}?notice={}", r.id, notice_code(action)))),
+        Ok(r) => {
+            let completed = r.state == RolloutState::Completed.as_str();
+            let code = match action {
+                RolloutAction::Advance { force: false } if completed => "completed",
+                RolloutAction::Advance { force: true } if completed => "completed_forced",
+                _ => notice_code(action),
+            };
+            Ok(see_other(&format!("/ui/rollouts/{}?notice={code}", r.id)))
+        }
         Err(e @ (ServiceError::Conflict { .. } | ServiceError::Invalid { .. })) => {
             let status = crate::http::error::ApiError::status_of(&e);
             render(&svc, &user, &id, name, force, Some((status, e.to_string()))).await
@@ -230,6 +264,24 @@ pub async fn act(
 mod tests {
     use super::*;
     use crate::domain::rollout::{FailureRate, Gate, Percent, RolloutError, StageCounts, StagePlan, apply_action};
+
+    #[test]
+    fn a_rollback_says_how_many_devices_go_back_and_to_what() {
+        assert_eq!(
+            rollback_counts(&[]),
+            "No device has installed this release or is installing it: none is sent back."
+        );
+        let preview = [(Some("1.0.0".to_owned()), 12), (Some("0.9.2".to_owned()), 3), (None, 1)];
+        assert_eq!(
+            rollback_counts(&preview),
+            "16 devices installed this release or are installing it. Going back: 12 to 1.0.0, 3 to 0.9.2. 1 ran no \
+             release on record before it and keep this one."
+        );
+        assert_eq!(
+            rollback_counts(&[(Some("1.0.0".to_owned()), 1)]),
+            "1 device installed this release or is installing it. Going back: 1 to 1.0.0."
+        );
+    }
 
     #[test]
     fn the_buttons_are_exactly_the_actions_the_state_machine_allows() {
