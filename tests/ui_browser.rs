@@ -502,3 +502,48 @@ async fn no_page_scrolls_sideways_at_phone_width() {
     assert!(too_wide.is_empty(), "pages that scroll sideways at phone width: {too_wide:#?}");
     ui.c.clone().close().await.unwrap();
 }
+
+/// What changes elsewhere shows on an open page within one refresh: a rollout paused through
+/// the API turns the open rollout page's badge to "paused" and its buttons to Resume, and the
+/// stamp says when the page was brought up to date.
+#[tokio::test]
+async fn an_open_rollout_page_follows_a_pause_made_elsewhere_within_one_refresh() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["pump-x1-revA"]).await;
+    app.publish("pump-x1", "1.0.0", "fw.bin", firmware(5, 512)).await;
+    app.post_json("/api/v1/cohorts", &json!({"name": "eu", "product": "pump-x1", "selector": {"tags": ["region:eu"]}}))
+        .await;
+    app.post_json(
+        "/api/v1/rollouts",
+        &json!({"id": "r-live", "product": "pump-x1", "version": "1.0.0",
+        "stages": [{"cohort": "eu", "percent": 100, "soak_minutes": 60}],
+        "gate": {"max_failure_rate": 0.05, "min_reports": 1, "stall_minutes": 1440}}),
+    )
+    .await;
+    app.post_json("/api/v1/rollouts/r-live/start", &json!({})).await;
+    make_user(&app, "lena", Role::Admin).await;
+    let mut ui = Ui::open(&app, "live", 1280, 900).await;
+    ui.sign_in("lena").await;
+    ui.goto("/ui/rollouts/r-live").await;
+    ui.expect("Updated at ").await;
+    let before = ui.source().await;
+    assert!(before.contains("badge-ok\">running</span>") && before.contains(">Pause</a>"), "{before}");
+
+    app.post_json("/api/v1/rollouts/r-live/pause", &json!({})).await;
+    // One refresh period is 15 s; allow one more.
+    let mut source = String::new();
+    for _ in 0..300 {
+        source = ui.source().await;
+        if source.contains(">paused</span>") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(source.contains(">paused</span>"), "still not paused after 30 s:\n{source}");
+    assert!(
+        source.contains(">Resume</a>") && !source.contains(">Pause</a>"),
+        "the buttons follow the state:\n{source}"
+    );
+    ui.shot("rollout-paused-elsewhere").await;
+    ui.c.clone().close().await.unwrap();
+}

@@ -1,32 +1,57 @@
 // patchgate admin UI: the only script. Every page works without it; it adds two things:
-// 1. live numbers: elements with data-live are refreshed from the same page every 15 s (while
-//    someone uses the page; a refresh does not count as session activity);
+// 1. live parts: elements with data-live (numbers, states, buttons, banners, lists) are refreshed
+//    from the same page every 15 s while someone uses the page (a refresh does not count as
+//    session activity), and a stamp says when the page was last brought up to date;
 // 2. upload progress: a form with data-upload shows a progress bar while the file is sent.
 "use strict";
 (function () {
   // A refresh must not keep an unattended session alive: it says so (the server does not count
-  // it as activity), and it stops once nobody has touched the page for 10 minutes.
+  // it as activity), and it pauses once nobody has touched the page for 10 minutes, saying so,
+  // until someone does. The stamp says when the page was last brought up to date.
+  var EVERY = 15000, IDLE = 10 * 60 * 1000;
   var lastInput = Date.now();
+  var stamp = document.querySelector("[data-live-stamp]");
+  function clock(d) { return d.toTimeString().slice(0, 8); }
+  function say(text) { if (stamp) { stamp.hidden = false; stamp.textContent = text; } }
+  var updated = new Date();
+  function idle() { return Date.now() - lastInput > IDLE; }
   ["keydown", "mousedown", "touchstart", "scroll"].forEach(function (type) {
-    window.addEventListener(type, function () { lastInput = Date.now(); }, { passive: true });
+    window.addEventListener(type, function () {
+      var wasIdle = idle();
+      lastInput = Date.now();
+      if (wasIdle) { refreshLive(); }
+    }, { passive: true });
   });
   function refreshLive() {
     var live = document.querySelectorAll("[data-live]");
-    if (!live.length || Date.now() - lastInput > 10 * 60 * 1000) { return; }
+    if (!live.length) { return; }
+    if (idle()) {
+      say("Live updates paused at " + clock(new Date()) + ": nothing on this page was touched for 10 minutes. " +
+          "Move the mouse or press a key to resume; shown as of " + clock(updated) + ".");
+      return;
+    }
     fetch(window.location.href, { credentials: "same-origin", redirect: "error",
                                   headers: { "Accept": "text/html", "X-Live-Refresh": "1" } })
       .then(function (res) { return res.ok ? res.text() : null; })
       .then(function (text) {
-        if (!text) { return; }
+        if (!text) { throw new Error("not refreshed"); }
         var doc = new DOMParser().parseFromString(text, "text/html");
         live.forEach(function (el) {
           var fresh = doc.querySelector('[data-live="' + el.getAttribute("data-live") + '"]');
-          if (fresh) { el.innerHTML = fresh.innerHTML; }
+          // Only what changed: an unchanged banner is not announced again, focus stays put.
+          if (fresh && fresh.innerHTML !== el.innerHTML) { el.innerHTML = fresh.innerHTML; }
         });
+        updated = new Date();
+        say("Updated at " + clock(updated) + "; refreshed every 15 s.");
       })
-      .catch(function () { /* keep the numbers we have */ });
+      .catch(function () {
+        say("Could not refresh at " + clock(new Date()) + "; shown as of " + clock(updated) + ". Retrying.");
+      });
   }
-  if (document.querySelector("[data-live]")) { window.setInterval(refreshLive, 15000); }
+  if (document.querySelector("[data-live]")) {
+    say("Updated at " + clock(updated) + "; refreshed every 15 s.");
+    window.setInterval(refreshLive, EVERY);
+  }
 
   document.querySelectorAll("form[data-upload]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
