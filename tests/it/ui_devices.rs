@@ -93,6 +93,8 @@ async fn the_dashboard_shows_fleet_rollouts_security_events_and_expiry() {
             "<th scope=\"row\">timestamp</th>",
             "<th scope=\"row\">pump-x1</th>",
             "<td>director</td>\n      <th scope=\"row\">root</th>",
+            // The suite runs on keys-example/: every page says so.
+            "notice notice-warn dev-keys",
         ],
     );
     let problems = &page.body[page.body.find("data-live=\"problems\"").unwrap()..];
@@ -365,5 +367,45 @@ impl ClockToday for TestApp {
     fn clock_today(&self) -> jiff::civil::Date {
         use patchgate::clock::Clock;
         self.clock.now().to_zoned(jiff::tz::TimeZone::UTC).date()
+    }
+}
+
+/// The development-keys banner is on every page of a server that signs with keys-example/, and
+/// on none of one that runs on its own keys (initialised with them, online keys only).
+#[tokio::test]
+async fn only_a_server_on_the_development_keys_says_so_on_every_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path()).await;
+    let keys = dir.path().join("own-keys");
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_patchgate"));
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PATCHGATE_")) {
+            cmd.env_remove(key);
+        }
+        cmd.args(args).env("PATCHGATE_KEYS_DIR", &keys).env("PATCHGATE_DATA_DIR", &config.data_dir);
+        if let Some(url) = &config.database_url {
+            cmd.env("PATCHGATE_DATABASE_URL", url);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["keys", "generate", "--out", keys.to_str().unwrap()]);
+    run(&["repo", "init"]);
+    // As in production: the offline keys leave the server.
+    std::fs::remove_dir_all(keys.join("offline")).unwrap();
+    config.keys_dir = keys;
+    let app = crate::common::spawn_app_from(dir, config, SignedDuration::ZERO).await;
+    assert!(!app.services.dev_keys);
+    let mut viewer = Browser::signed_in(&app, "olaf", Role::Viewer).await;
+    for path in ["/ui/", "/ui/devices", "/ui/rollouts", "/ui/audit"] {
+        let page = viewer.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(!page.body.contains("dev-keys"), "{path}: {}", page.body);
+    }
+    let (dev, _, _) = halted_fleet().await;
+    let mut viewer = Browser::signed_in(&dev, "olaf", Role::Viewer).await;
+    for path in ["/ui/", "/ui/devices", "/ui/rollouts", "/ui/audit"] {
+        let page = viewer.get(path).await;
+        assert!(page.body.contains("<strong>Development keys.</strong>"), "{path}: {}", page.body);
     }
 }

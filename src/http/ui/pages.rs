@@ -27,6 +27,8 @@ pub struct Layout {
     pub can_manage: bool,
     /// May do everything (decommission devices…).
     pub can_admin: bool,
+    /// The server signs with the public development keys: a banner on every page says so.
+    pub dev_keys: bool,
 }
 
 impl Layout {
@@ -41,6 +43,7 @@ impl Layout {
             can_publish: role.allows(Permission::Publish),
             can_manage: role.allows(Permission::ManageRollouts),
             can_admin: role.allows(Permission::Admin),
+            dev_keys: user.1,
         }
     }
 }

@@ -22,7 +22,11 @@ pub const SESSION_COOKIE: &str = "pg_session";
 
 /// A signed-in user.
 #[derive(Debug, Clone)]
-pub struct UiUser(pub SessionUser);
+pub struct UiUser(
+    pub SessionUser,
+    /// Whether this server signs with the public development keys (every page then says so).
+    pub bool,
+);
 
 /// What a UI handler can fail with; always answered as HTML (or a redirect).
 #[derive(Debug)]
@@ -164,8 +168,9 @@ impl FromRequest for UiUser {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
+            let dev_keys = req.app_data::<web::Data<Services>>().is_some_and(|svc| svc.dev_keys);
             match current_user(&req).await? {
-                Some(user) => Ok(Self(user)),
+                Some(user) => Ok(Self(user, dev_keys)),
                 None => {
                     let next = req.uri().path_and_query().map_or("/ui/", |p| p.as_str()).to_owned();
                     Err(UiError::SignIn { next })
