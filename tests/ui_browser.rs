@@ -151,6 +151,24 @@ impl Ui {
         std::fs::write(self.shots.join(format!("{}-{:02}-{name}.png", self.prefix, self.n)), png).unwrap();
     }
 
+    /// Screenshots of the whole page, one per window height from the top (at most six), so
+    /// that what lies below the first screen is seen too.
+    async fn shot_all(&mut self, name: &str) {
+        let heights = self
+            .c
+            .execute("return [document.documentElement.scrollHeight, window.innerHeight];", vec![])
+            .await
+            .unwrap();
+        let (total, window) = (heights[0].as_u64().unwrap(), heights[1].as_u64().unwrap().max(1));
+        let screens = total.div_ceil(window).clamp(1, 6);
+        for screen in 0..screens {
+            let top = screen * window;
+            self.c.execute(&format!("window.scrollTo(0, {top});"), vec![]).await.unwrap();
+            self.shot(&format!("{name}-{}", screen + 1)).await;
+        }
+        self.c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+    }
+
     async fn sign_in(&mut self, name: &str) {
         self.goto("/ui/").await;
         self.wait_path("/ui/login").await;
@@ -443,6 +461,90 @@ async fn a_halted_rollout_leads_to_a_failing_device_and_its_error_in_two_clicks(
     }
 }
 
+/// On a release's page: clicks `button`, checks and shows its confirmation page, confirms, and
+/// waits for the release page to say `done`.
+async fn review(ui: &mut Ui, version: &str, (button, action): (&str, &str), done: &str) {
+    ui.click_text(button).await;
+    ui.wait_path(&format!("/ui/products/pump-x1/releases/{version}/{action}")).await;
+    ui.expect("What will happen").await;
+    ui.shot(&format!("{action}-confirm")).await;
+    ui.click_text(&format!("Confirm {action}")).await;
+    let notice = if action == "approve" { "approved" } else { "yanked" };
+    ui.wait_path(&format!("/ui/products/pump-x1/releases/{version}?notice={notice}")).await;
+    ui.expect(done).await;
+    ui.shot(notice).await;
+}
+
+/// A release manager approves one release and yanks another, at desktop and at phone width, by
+/// clicking through the release page and its confirmation; a viewer is shown neither button,
+/// sees an approval made elsewhere within one refresh, and the confirmation page refuses them.
+#[tokio::test]
+async fn a_release_manager_approves_and_yanks_in_the_browser_and_a_viewer_cannot() {
+    let app = spawn_app().await;
+    app.post_json("/api/v1/products", &json!({"name": "pump-x1", "hardware_ids": ["hw"], "two_person_approval": true}))
+        .await;
+    for (i, version) in ["1.0.0", "1.1.0", "1.2.0", "1.3.0"].into_iter().enumerate() {
+        app.publish("pump-x1", version, "fw.bin", firmware(i as u8 + 1, 512)).await;
+    }
+    make_user(&app, "rita", Role::ReleaseManager).await;
+    make_user(&app, "olga", Role::Viewer).await;
+    for (prefix, width, height, approve, yank) in
+        [("review", 1280, 900, "1.0.0", "1.1.0"), ("review-phone", 390, 844, "1.2.0", "1.3.0")]
+    {
+        let mut ui = Ui::open(&app, prefix, width, height).await;
+        ui.sign_in("rita").await;
+        ui.goto(&format!("/ui/products/pump-x1/releases/{approve}")).await;
+        ui.expect("awaiting approval").await;
+        ui.shot("release").await;
+        review(&mut ui, approve, ("Approve", "approve"), "approved by user:rita").await;
+        // Now it can be rolled out: the link opens the form with the release chosen.
+        ui.click_text("Roll out this release").await;
+        ui.wait_path(&format!("/ui/rollouts/new?product=pump-x1&version={approve}")).await;
+        ui.shot("rollout-new").await;
+        ui.goto(&format!("/ui/products/pump-x1/releases/{yank}")).await;
+        review(&mut ui, yank, ("Yank", "yank"), "Yanked by user:rita").await;
+        ui.c.clone().close().await.unwrap();
+
+        let approved: Value = app.get_json(&format!("/api/v1/products/pump-x1/releases/{approve}")).await;
+        assert_eq!(approved["approved_by"], "user:rita", "{approved}");
+        let yanked: Value = app.get_json(&format!("/api/v1/products/pump-x1/releases/{yank}")).await;
+        assert_eq!(yanked["yanked"], true, "{yanked}");
+    }
+    let listed: Value = app.get_json("/api/v1/products/pump-x1/role").await;
+    let listed: Vec<&String> = listed["signed"]["targets"].as_object().unwrap().keys().collect();
+    assert_eq!(listed, ["pump-x1/1.0.0/fw.bin", "pump-x1/1.2.0/fw.bin"]);
+
+    // A viewer, on a release awaiting approval: no button, and the confirmation page refuses.
+    app.publish("pump-x1", "1.4.0", "fw.bin", firmware(9, 512)).await;
+    let mut ui = Ui::open(&app, "review-viewer", 390, 844).await;
+    ui.sign_in("olga").await;
+    ui.goto("/ui/products/pump-x1/releases/1.4.0").await;
+    ui.expect("awaiting approval").await;
+    let page = ui.source().await;
+    assert!(!page.contains("/1.4.0/approve") && !page.contains("/1.4.0/yank"), "{page}");
+    assert!(!page.contains("Roll out this release"), "{page}");
+    ui.shot("release").await;
+    // The open page follows an approval made elsewhere within one refresh (15 s).
+    let manager = app.token(Role::ReleaseManager, None).await;
+    let res = app.client.post(app.url("/api/v1/products/pump-x1/releases/1.4.0/approve")).bearer_auth(&manager);
+    assert_eq!(res.send().await.unwrap().status(), 200);
+    for _ in 0..200 {
+        if ui.source().await.contains("approved by token:") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ui.expect("approved by token:").await;
+    ui.goto("/ui/products/pump-x1/releases/1.4.0/yank").await;
+    ui.expect("The viewer role may not do this.").await;
+    ui.shot("refused").await;
+    ui.c.clone().close().await.unwrap();
+    let untouched: Value = app.get_json("/api/v1/products/pump-x1/releases/1.4.0").await;
+    assert_eq!(untouched["yanked"], false, "{untouched}");
+    let actions = audit(&app).await;
+    assert!(!actions.iter().any(|(who, what)| who == "user:olga" && what != "user.login"), "{actions:?}");
+}
+
 /// At phone width (390 px) no page scrolls sideways: wide tables scroll inside their own box,
 /// long ids and hashes wrap. Measured on every page with its content, as an admin (who sees
 /// every control).
@@ -475,6 +577,7 @@ async fn no_page_scrolls_sideways_at_phone_width() {
         ("/ui/products", "products"),
         ("/ui/products/pump-x1", "product"),
         ("/ui/products/pump-x1/releases/1.0.0", "release"),
+        ("/ui/products/pump-x1/releases/1.1.0/yank", "release-yank-confirm"),
         ("/ui/cohorts", "cohorts"),
         ("/ui/cohorts/pump-x1/eu", "cohort"),
         ("/ui/enrollment-tokens", "tokens"),
@@ -497,9 +600,24 @@ async fn no_page_scrolls_sideways_at_phone_width() {
         if scroll > client {
             too_wide.push(format!("{path}: {scroll} px wide in a {client} px window"));
         }
-        ui.shot(name).await;
+        ui.shot_all(name).await;
     }
     assert!(too_wide.is_empty(), "pages that scroll sideways at phone width: {too_wide:#?}");
+    // The stage table is stacked: each stage a card, its progress and gate above its cohort.
+    ui.goto("/ui/rollouts/r-phone").await;
+    ui.wait_path("/ui/rollouts/r-phone").await;
+    let stacked =
+        ui.c.execute(
+            "var tr = document.querySelector('table.stacked tbody tr'); \
+             var top = function (css) { return tr.querySelector(css).getBoundingClientRect().top; }; \
+             return [getComputedStyle(tr).display, \
+                     top('td[data-label=Progress]') < top('td[data-label=Cohort]'), \
+                     top('td[data-label=Gate]') < top('td[data-label=Cohort]')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stacked, json!(["flex", true, true]), "the stage table at phone width");
     ui.c.clone().close().await.unwrap();
 }
 

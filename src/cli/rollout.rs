@@ -42,19 +42,19 @@ pub enum RolloutCommand {
         id: Option<String>,
     },
     /// Start a draft rollout.
-    Start(Target),
+    Start(Act),
     /// Pause a running rollout (devices not yet installing are withdrawn).
-    Pause(Target),
+    Pause(Act),
     /// Resume a paused or halted rollout (for a halted one: acknowledges the failures).
-    Resume(Target),
+    Resume(Act),
     /// Abort a rollout.
-    Abort(Target),
+    Abort(Act),
     /// Roll back: devices that installed the release get the one they ran before.
-    Rollback(Target),
+    Rollback(Act),
     /// Move to the next stage.
     Advance {
         #[command(flatten)]
-        target: Target,
+        act: Act,
         /// Skip the soak and report checks (audited).
         #[arg(long)]
         force: bool,
@@ -87,6 +87,16 @@ pub struct Target {
     server: ServerArgs,
     /// Rollout id.
     id: String,
+}
+
+/// An action on a rollout, and why.
+#[derive(Debug, Args)]
+pub struct Act {
+    #[command(flatten)]
+    target: Target,
+    /// Why, kept with the action in the audit log (up to 500 characters).
+    #[arg(long)]
+    note: Option<String>,
 }
 
 /// One `--stage` value.
@@ -134,7 +144,7 @@ async fn call(
 /// Runs a rollout command.
 pub async fn run(cmd: RolloutCommand) -> anyhow::Result<()> {
     use reqwest::Method;
-    let (target, action, force) = match cmd {
+    let (act, action, force) = match cmd {
         RolloutCommand::Create {
             server,
             product,
@@ -177,15 +187,17 @@ pub async fn run(cmd: RolloutCommand) -> anyhow::Result<()> {
             say_raw!("{}", render_list(&list));
             return Ok(());
         }
-        RolloutCommand::Start(t) => (t, "start", false),
-        RolloutCommand::Pause(t) => (t, "pause", false),
-        RolloutCommand::Resume(t) => (t, "resume", false),
-        RolloutCommand::Abort(t) => (t, "abort", false),
-        RolloutCommand::Rollback(t) => (t, "rollback", false),
-        RolloutCommand::Advance { target, force } => (target, "advance", force),
+        RolloutCommand::Start(a) => (a, "start", false),
+        RolloutCommand::Pause(a) => (a, "pause", false),
+        RolloutCommand::Resume(a) => (a, "resume", false),
+        RolloutCommand::Abort(a) => (a, "abort", false),
+        RolloutCommand::Rollback(a) => (a, "rollback", false),
+        RolloutCommand::Advance { act, force } => (act, "advance", force),
     };
     let query = if force { vec![("force", "true".to_owned())] } else { Vec::new() };
-    let r = call(&target.server, Method::POST, &["rollouts", &target.id, action], &query, None).await?;
+    let body = act.note.map(|note| json!({"note": note}));
+    let target = act.target;
+    let r = call(&target.server, Method::POST, &["rollouts", &target.id, action], &query, body).await?;
     let stage = r["current_stage"].as_i64().unwrap_or(0) + 1;
     let stages = r["stages"].as_array().map_or(0, Vec::len);
     say!("rollout {}: {} (stage {stage} of {stages})", text(&r["id"]), text(&r["state"]));

@@ -1,6 +1,8 @@
 //! Queries on `releases`.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 
 use super::entities::release::{self, ActiveModel, Entity, Model};
 
@@ -36,6 +38,20 @@ pub async fn release_find(db: &impl ConnectionTrait, product_id: i64, version: &
         .filter(release::Column::Version.eq(version))
         .one(db)
         .await
+}
+
+/// Up to `limit` releases of a product, newest first, those before id `before` if given.
+pub async fn release_page(
+    db: &impl ConnectionTrait,
+    product_id: i64,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = Entity::find().filter(release::Column::ProductId.eq(product_id));
+    if let Some(before) = before {
+        query = query.filter(release::Column::Id.lt(before));
+    }
+    query.order_by_desc(release::Column::Id).limit(limit).all(db).await
 }
 
 /// Every release of a product, oldest first.

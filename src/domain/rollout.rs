@@ -305,7 +305,8 @@ pub fn gate_verdict(gate: &Gate, counts: &StageCounts) -> GateVerdict {
         }
         format!(
             "{observed} is over the gate of {ceiling}, and stays over it even if all {certain_denominator} \
-             devices assigned so far succeed (min_reports {} not reached)",
+             devices assigned so far succeed (so it halts before the {} final reports the gate otherwise \
+             waits for)",
             gate.min_reports
         )
     });

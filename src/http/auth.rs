@@ -92,6 +92,7 @@ auth_extractor!(
     Permission::ManageRollouts,
     "A token that may steer rollouts, cohorts and enrollment tokens."
 );
+auth_extractor!(WithdrawAuth, Permission::Withdraw, "A token that may yank releases (publishers, release managers).");
 auth_extractor!(AdminAuth, Permission::Admin, "An admin token.");
 
 /// A device, by its device token (`pgd_…`); decommissioned devices are refused (403).

@@ -38,6 +38,9 @@ pub enum Permission {
     Publish,
     /// Rollouts, cohorts, enrollment tokens.
     ManageRollouts,
+    /// Withdraw (yank) a release: publishers, who put it there, and release managers, who
+    /// decide what the fleet runs. A yank only ever takes away, like aborting a rollout.
+    Withdraw,
     /// Products, tokens, users, key ceremonies.
     Admin,
 }
@@ -72,6 +75,7 @@ impl Role {
                 | (_, Permission::Read)
                 | (Self::Publisher, Permission::Publish)
                 | (Self::ReleaseManager, Permission::ManageRollouts)
+                | (Self::Publisher | Self::ReleaseManager, Permission::Withdraw)
         )
     }
 }
@@ -231,13 +235,13 @@ mod tests {
     fn role_permissions() {
         use Permission::*;
         let table = [
-            (Role::Viewer, [true, false, false, false]),
-            (Role::Publisher, [true, true, false, false]),
-            (Role::ReleaseManager, [true, false, true, false]),
-            (Role::Admin, [true, true, true, true]),
+            (Role::Viewer, [true, false, false, false, false]),
+            (Role::Publisher, [true, true, false, true, false]),
+            (Role::ReleaseManager, [true, false, true, true, false]),
+            (Role::Admin, [true, true, true, true, true]),
         ];
         for (role, want) in table {
-            let got = [Read, Publish, ManageRollouts, Admin].map(|p| role.allows(p));
+            let got = [Read, Publish, ManageRollouts, Withdraw, Admin].map(|p| role.allows(p));
             assert_eq!(got, want, "{role}");
         }
     }

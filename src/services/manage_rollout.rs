@@ -99,7 +99,10 @@ fn not_found(id: &str) -> ServiceError {
 
 /// A release enters a rollout only if it is not yanked, not below the product's security
 /// floor, and approved by a second person where the product requires it.
-fn check_release_may_roll_out(
+/// Refuses a release that may not enter a rollout: yanked, below its product's security floor,
+/// or waiting for a second person's approval. (The release page asks it too, to say why its
+/// "roll out" button is missing.)
+pub fn check_release_may_roll_out(
     product: &crate::db::entities::product::Model,
     release: &crate::db::entities::release::Model,
 ) -> Result<(), ServiceError> {
@@ -259,6 +262,27 @@ pub async fn list_rollouts(
     Ok(rollout_list(&svc.db, product_id, state).await?)
 }
 
+/// The most characters an action's note may have.
+pub const NOTE_MAX_CHARS: usize = 500;
+
+/// Checks the note an admin gives with an action (why they pause, abort, roll back…), kept in
+/// the audit entry: surrounding space trimmed, empty means none, at most [`NOTE_MAX_CHARS`]
+/// characters, no control characters but line breaks and tabs.
+pub fn parse_note(raw: Option<&str>) -> Result<Option<String>, ServiceError> {
+    let Some(note) = raw.map(str::trim).filter(|n| !n.is_empty()) else { return Ok(None) };
+    let chars = note.chars().count();
+    if chars > NOTE_MAX_CHARS {
+        return Err(ServiceError::invalid(
+            "invalid_note",
+            format!("the note is {chars} characters long: at most {NOTE_MAX_CHARS}"),
+        ));
+    }
+    if note.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(ServiceError::invalid("invalid_note", "the note may not hold control characters"));
+    }
+    Ok(Some(note.to_owned()))
+}
+
 fn snapshot(r: &rollout::Model) -> serde_json::Value {
     json!({"state": r.state, "current_stage": r.current_stage, "reason": r.reason})
 }
@@ -312,7 +336,9 @@ pub async fn act_on_rollout(
     caller: &Caller,
     id: &str,
     action: RolloutAction,
+    note: Option<&str>,
 ) -> Result<rollout::Model, ServiceError> {
+    let note = parse_note(note)?;
     let now = svc.now_secs();
     let txn = crate::db::begin_write(&svc.db).await?;
     if action == RolloutAction::Start
@@ -339,6 +365,9 @@ pub async fn act_on_rollout(
     let mut after = snapshot(&saved);
     if let RolloutAction::Advance { force } = action {
         after["force"] = json!(force);
+    }
+    if let Some(note) = note {
+        after["note"] = json!(note);
     }
     record(
         &txn,
@@ -388,4 +417,23 @@ pub async fn evaluate_rollout(svc: &Services, id: &str) -> Result<Option<Rollout
         tracing::info!(rollout = id, state = %saved.state, stage = saved.current_stage, "rollout moved on by its schedule");
     }
     Ok(Some(transition.state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(parse_note(None).unwrap(), None);
+        assert_eq!(parse_note(Some("  \n ")).unwrap(), None, "blank is no note");
+        assert_eq!(parse_note(Some(" ward 3 reports alarms\n")).unwrap().as_deref(), Some("ward 3 reports alarms"));
+        assert_eq!(parse_note(Some("two\nlines\tand a tab")).unwrap().as_deref(), Some("two\nlines\tand a tab"));
+        let longest = "é".repeat(NOTE_MAX_CHARS);
+        assert_eq!(parse_note(Some(&longest)).unwrap().as_deref(), Some(&*longest), "characters, not bytes");
+        for bad in ["x".repeat(NOTE_MAX_CHARS + 1), "bell\u{7}".to_owned(), "esc\u{1b}[31m".to_owned()] {
+            let err = parse_note(Some(&bad)).unwrap_err();
+            assert!(matches!(err, ServiceError::Invalid { code: "invalid_note", .. }), "{bad:?}: {err}");
+        }
+    }
 }

@@ -271,6 +271,17 @@ pub async fn list_releases(svc: &Services, product: &product::Model) -> Result<V
     Ok(release_list_by_product(&svc.db, product.id).await?)
 }
 
+/// Up to `limit` releases of `product`, newest first, those published before the release with
+/// id `before` if given (keyset paging: a page stays the same while new releases arrive).
+pub async fn page_releases(
+    svc: &Services,
+    product: &product::Model,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<release::Model>, ServiceError> {
+    Ok(crate::db::releases::release_page(&svc.db, product.id, before, limit).await?)
+}
+
 /// One release, or 404.
 pub async fn get_release(
     svc: &Services,

@@ -63,10 +63,15 @@ async fn a_release_needs_a_second_person_before_a_rollout_and_a_yanked_one_never
     let text = audit.to_string();
     assert!(text.contains("release.approve") && text.contains("release.publish"), "{text}");
 
-    // Yank 1.1.0 (server-signed: the server re-signs the role without it).
-    let (status, yanked) = post(&app, &app.admin, "/api/v1/products/pump-x1/releases/1.1.0/yank", json!({})).await;
+    // Yank 1.1.0 (server-signed: the server re-signs the role without it). A viewer may not; a
+    // release manager may, as a publisher may.
+    let (status, err) = post(&app, &viewer, "/api/v1/products/pump-x1/releases/1.1.0/yank", json!({})).await;
+    assert_eq!((status, err["error"].as_str()), (403, Some("forbidden")), "{err}");
+    let (status, yanked) = post(&app, &manager, "/api/v1/products/pump-x1/releases/1.1.0/yank", json!({})).await;
     assert_eq!(status, 200, "{yanked}");
     assert_eq!(yanked["yanked"], true);
+    let audit: Value = app.get_json("/api/v1/audit?action=release.yank").await;
+    assert!(audit[0]["actor"].as_str().unwrap().starts_with("token:"), "{audit}");
     let role: Value = app.get_json("/api/v1/products/pump-x1/role").await;
     let listed: Vec<&String> = role["signed"]["targets"].as_object().unwrap().keys().collect();
     assert_eq!(listed, ["pump-x1/1.0.0/fw.bin"], "{role}");

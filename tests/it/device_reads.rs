@@ -736,10 +736,18 @@ async fn the_rollout_commands_create_start_and_show_a_rollout() {
     ];
     let (ok, _, stderr) = run_cli(&app, &admin, &bad_stage).await;
     assert!(!ok && stderr.contains("unknown_cohort"), "{stderr}");
-    let (ok, _, _) = run_cli(&app, &admin, &["rollout", "advance", "r-cli", "--force"]).await;
+    let (ok, _, stderr) =
+        run_cli(&app, &admin, &["rollout", "advance", "r-cli", "--force", "--note", &"x".repeat(501)]).await;
+    assert!(!ok && stderr.contains("invalid_note") && stderr.contains("at most 500"), "{stderr}");
+    let note = "ward 3 signed off the first stage";
+    let (ok, _, _) = run_cli(&app, &admin, &["rollout", "advance", "r-cli", "--force", "--note", note]).await;
     assert!(ok);
     let (_, advanced) = get(&app, "/api/v1/rollouts/r-cli").await;
     assert_eq!(advanced["current_stage"], 1);
+    // The note is kept with the action in the audit log.
+    let (_, audit) = get(&app, "/api/v1/audit?action=rollout.advance").await;
+    let after = &audit[0]["after"];
+    assert_eq!((after["note"].as_str(), after["force"].as_bool()), (Some(note), Some(true)), "{audit}");
 }
 
 #[tokio::test]

@@ -34,6 +34,13 @@ pub struct Page {
     pub location: Option<String>,
 }
 
+/// Asserts that `page` holds each of `expected`.
+pub fn has(page: &Page, expected: &[&str]) {
+    for text in expected {
+        assert!(page.body.contains(text), "{text:?} missing (status {}):\n{}", page.status, page.body);
+    }
+}
+
 impl Page {
     /// The value of the first `<input … name="csrf" value="…">` on the page.
     pub fn csrf(&self) -> String {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, firmware, spawn_app};
 use crate::fleet::{Device, Image, enrollment_token};
-use crate::ui_common::{Browser, PASSWORD, Page, audit_actions};
+use crate::ui_common::{Browser, PASSWORD, Page, audit_actions, has};
 
 const PRODUCT: &str = "pump-x1";
 const HW: &str = "pump-x1-revA";
@@ -23,12 +23,6 @@ fn field_error(page: &Page, field: &str) -> String {
     let at = page.body.find(&marker).unwrap_or_else(|| panic!("no message for {field}:\n{}", page.body));
     let rest = &page.body[at + marker.len()..];
     rest[..rest.find('<').unwrap()].to_owned()
-}
-
-fn has(page: &Page, expected: &[&str]) {
-    for text in expected {
-        assert!(page.body.contains(text), "{text:?} missing (status {}):\n{}", page.status, page.body);
-    }
 }
 
 /// Three `region:eu` devices running 1.0.0 and a rollout `r-dash` of 1.1.0 to them: pump-0001
@@ -121,11 +115,19 @@ async fn the_dashboard_shows_fleet_rollouts_security_events_and_expiry() {
     let timestamp = &page.body[page.body.find("<th scope=\"row\">timestamp</th>").unwrap()..];
     assert!(timestamp[..timestamp.find("</tr>").unwrap()].contains("class=\"expiry-warn\">soon: "), "{timestamp}");
     has(&page, &["notice notice-security"]);
+    // ... and the top of the page says so, before the fleet, with a link down to the table.
+    let alert =
+        page.body.find("<p class=\"notice notice-warn\" role=\"alert\"><strong>Signed metadata\n  expires soon");
+    let alert = alert.unwrap_or_else(|| panic!("no expiry alert at the top:\n{}", page.body));
+    assert!(alert < page.body.find("<h2>Fleet</h2>").unwrap(), "the alert comes first");
+    let text = &page.body[alert..alert + page.body[alert..].find("</p>").unwrap()];
+    assert!(text.contains("image timestamp (soon: ") && text.contains("href=\"#expiry-heading\""), "{text}");
     // Two days on: the timestamp has expired, and the rejection is no longer news.
     app.clock.set_offset(app.clock.offset() + SignedDuration::from_hours(28));
     assert_eq!(viewer.sign_in("vera", PASSWORD).await.status, 303);
     let page = viewer.get("/ui/").await;
     has(&page, &["class=\"expiry-bad\">expired", "badge badge-security\">rejected</span>"]);
+    has(&page, &["<p class=\"notice notice-error\" role=\"alert\"><strong>Signed metadata\n  has expired:</strong> "]);
     assert!(!page.body.contains("notice notice-security"), "the banner covers 24 hours:\n{}", page.body);
 }
 
@@ -221,6 +223,8 @@ async fn a_device_page_shows_its_history_and_only_an_admin_decommissions_it() {
             "badge badge-security\">rejected</span> <code>pump-x1/1.1.0/fw.bin</code> — sha256 differs",
             "href=\"/ui/rollouts/r-dash\">r-dash</a></td>\n      <td class=\"num\">1</td>\n      <td>1.1.0</td>",
             "<th scope=\"col\" class=\"num\">Counter</th>",
+            // When it last reported, and how long ago.
+            " UTC (just now)</dd>",
         ],
     );
     assert!(page.body.find("<h2>Assignments</h2>").unwrap() < page.body.find("<h2>Reports</h2>").unwrap());
@@ -272,6 +276,51 @@ async fn a_device_page_shows_its_history_and_only_an_admin_decommissions_it() {
     has(&listed, &["1 device<", "href=\"/ui/devices/pump-0003\""]);
 }
 
+async fn device_tags(app: &TestApp, id: &str) -> Value {
+    let device: Value = app.get_json(&format!("/api/v1/devices/{id}")).await;
+    device["tags"].clone()
+}
+
+#[tokio::test]
+async fn a_release_manager_edits_a_devices_tags_and_a_viewer_cannot() {
+    let (app, _devices, _) = halted_fleet().await;
+    let before = device_tags(&app, "pump-0003").await;
+    assert_eq!(before, json!(["region:eu"]), "{before}");
+    let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
+    let page = viewer.get("/ui/devices/pump-0003").await;
+    assert!(!page.body.contains("tags-form"), "no tag editing for a viewer");
+    let refused = viewer.submit("/ui/devices/pump-0003", "/ui/devices/pump-0003/tags", &[("tags", "ward-9")]).await;
+    assert_eq!(refused.status, 403);
+
+    let mut rita = Browser::signed_in(&app, "rita", Role::ReleaseManager).await;
+    let page = rita.get("/ui/devices/pump-0003").await;
+    has(
+        &page,
+        &["<form id=\"tags-form\" method=\"post\" action=\"/ui/devices/pump-0003/tags\"", "value=\"region:eu\""],
+    );
+    assert_eq!(rita.post("/ui/devices/pump-0003/tags", &[("tags", "ward-9")]).await.status, 403, "no CSRF token");
+    // A bad tag: refused next to the field, what was typed kept, nothing stored.
+    let bad = rita.submit("/ui/devices/pump-0003", "/ui/devices/pump-0003/tags", &[("tags", "region:eu Ward 9")]).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        field_error(&bad, "tags").contains("tag &#34;Ward&#34; must be 1 to 64 characters"),
+        "{}",
+        field_error(&bad, "tags")
+    );
+    has(&bad, &["value=\"region:eu Ward 9\"", "aria-invalid=\"true\""]);
+    assert_eq!(device_tags(&app, "pump-0003").await, before);
+    // Spaces and commas both separate; the tags are stored sorted, and audited with before and after.
+    let done =
+        rita.submit("/ui/devices/pump-0003", "/ui/devices/pump-0003/tags", &[("tags", "ward-9, region:eu")]).await;
+    assert_eq!((done.status, done.location.as_deref()), (303, Some("/ui/devices/pump-0003?notice=tags")));
+    assert_eq!(device_tags(&app, "pump-0003").await, json!(["region:eu", "ward-9"]));
+    let page = rita.get("/ui/devices/pump-0003?notice=tags").await;
+    has(&page, &["The tags are saved", "<dt>Tags</dt><dd>region:eu, ward-9</dd>"]);
+    let audit = audit_actions(&app).await;
+    let entry = ("user:rita".to_owned(), "device.tags".to_owned(), "device:pump-0003".to_owned());
+    assert_eq!(audit.iter().filter(|e| **e == entry).count(), 1, "{audit:?}");
+}
+
 #[tokio::test]
 async fn the_audit_log_filters_by_who_what_and_when_pages_and_exports_csv() {
     let app = spawn_app().await;
@@ -289,9 +338,11 @@ async fn the_audit_log_filters_by_who_what_and_when_pages_and_exports_csv() {
         &[
             "<label for=\"actor\">",
             "<label for=\"from\">",
-            "<td>user:vera</td>\n      <td>user.login</td>",
-            "<td>token:test-admin</td>\n      <td>cohort.create</td>\n      <td>cohort:pump-x1/c-104</td>",
-            "<code>{",
+            "<td data-label=\"Actor\">user:vera</td>\n      <td data-label=\"Action\">user.login</td>",
+            "<td data-label=\"Actor\">token:test-admin</td>\n      <td data-label=\"Action\">cohort.create</td>\n      \
+             <td data-label=\"Object\"><a href=\"/ui/cohorts/pump-x1/c-104\">cohort:pump-x1/c-104</a></td>",
+            // What a creation set, field by field.
+            "<li><strong>product</strong>: <code>pump-x1</code></li>",
             "href=\"/ui/audit.csv?\"",
             "at most 100 000",
             "rel=\"next\">Next page</a>",
@@ -305,7 +356,7 @@ async fn the_audit_log_filters_by_who_what_and_when_pages_and_exports_csv() {
 
     let filtered =
         viewer.get("/ui/audit?actor=token%3Atest-admin&action=cohort.&object=cohort%3Apump-x1%2Fc-007").await;
-    assert_eq!(filtered.body.matches("<td>cohort.create</td>").count(), 1, "{}", filtered.body);
+    assert_eq!(filtered.body.matches("<td data-label=\"Action\">cohort.create</td>").count(), 1, "{}", filtered.body);
     has(
         &filtered,
         &[
@@ -318,7 +369,7 @@ async fn the_audit_log_filters_by_who_what_and_when_pages_and_exports_csv() {
     let today = app.clock_today();
     let yesterday = today.yesterday().unwrap();
     let all = viewer.get(&format!("/ui/audit?action=cohort.&from={today}&to={today}")).await;
-    assert_eq!(all.body.matches("<td>cohort.create</td>").count(), 100, "a full page");
+    assert_eq!(all.body.matches("<td data-label=\"Action\">cohort.create</td>").count(), 100, "a full page");
     let none = viewer.get(&format!("/ui/audit?to={yesterday}")).await;
     has(&none, &["No entry matches."]);
     let none = viewer.get(&format!("/ui/audit?from={}T23:59", today.tomorrow().unwrap())).await;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, firmware, sha256_hex, spawn_app, spawn_app_with};
 use crate::fleet::{Device, enrollment_token};
-use crate::ui_common::{Browser, Page, audit_actions};
+use crate::ui_common::{Browser, Page, audit_actions, has};
 
 const PRODUCT: &str = "pump-x1";
 const HW: &str = "pump-x1-rev-a";
@@ -77,7 +77,10 @@ async fn ui_products_and_releases_render_for_a_viewer_without_change_buttons() {
     let product = viewer.get("/ui/products/pump-x1").await;
     assert_eq!(product.status, 200);
     assert!(product.body.contains("href=\"/ui/products/pump-x1/releases/1.9.0\""), "{}", product.body);
-    assert!(product.body.contains("pump-x1/1.10.0/fw.bin") && product.body.contains("<td class=\"num\">3000</td>"));
+    assert!(
+        product.body.contains("pump-x1/1.10.0/fw.bin")
+            && product.body.contains("<td class=\"num\" data-label=\"Length (bytes)\">3000</td>")
+    );
     assert!(!product.body.contains("upload-form") && !product.body.contains(">Upload<"), "no upload for a viewer");
 
     let release = viewer.get("/ui/products/pump-x1/releases/1.10.0").await;
@@ -477,4 +480,147 @@ async fn ui_enrollment_token_changes_need_the_csrf_token_and_the_role() {
     assert!(tokens[0]["revoked_at"].is_null());
     assert!(audited(&app, "enrollment_token.revoke").await.is_empty());
     assert_eq!(audited(&app, "enrollment_token.create").await.len(), 1, "only the API's");
+}
+
+/// The release page's link to `action` (`approve`, `yank`) for `version`.
+fn review_link(version: &str, action: &str) -> String {
+    format!("href=\"/ui/products/{PRODUCT}/releases/{version}/{action}\"")
+}
+
+#[tokio::test]
+async fn ui_a_release_manager_approves_and_yanks_a_release_and_a_viewer_cannot() {
+    let app = spawn_app().await;
+    app.post_json("/api/v1/products", &json!({"name": PRODUCT, "hardware_ids": [HW], "two_person_approval": true}))
+        .await;
+    app.publish(PRODUCT, "1.0.0", "fw.bin", firmware(1, 1024)).await;
+    app.publish(PRODUCT, "1.1.0", "fw.bin", firmware(2, 1024)).await;
+    let release = |v: &str| format!("/ui/products/{PRODUCT}/releases/{v}");
+
+    // A viewer sees the state and no action; the confirmation pages and their POSTs are refused.
+    let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
+    let page = viewer.get(&release("1.0.0")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("badge badge-warn\">awaiting approval</span>"), "{}", page.body);
+    for absent in [review_link("1.0.0", "approve"), review_link("1.0.0", "yank"), "Roll out this release".into()] {
+        assert!(!page.body.contains(&absent), "{absent} for a viewer:\n{}", page.body);
+    }
+    let csrf = viewer.get("/ui/products").await.csrf();
+    for action in ["approve", "yank"] {
+        assert_eq!(viewer.get(&format!("{}/{action}", release("1.0.0"))).await.status, 403, "{action}");
+        let page = viewer.post(&format!("{}/{action}", release("1.0.0")), &[("csrf", &csrf)]).await;
+        assert_eq!(page.status, 403, "{action}: {}", page.body);
+    }
+    let product = viewer.get(&format!("/ui/products/{PRODUCT}")).await;
+    has(
+        &product,
+        &[
+            "badge badge-warn\">awaiting approval</span>",
+            "a second person approves each release before a rollout",
+            "href=\"/api/v1/products/pump-x1/installed?format=csv\"",
+        ],
+    );
+    // The recall export link works with the session alone.
+    let cookie = format!("pg_session={}", viewer.session.as_deref().unwrap());
+    let csv = app.client.get(app.url("/api/v1/products/pump-x1/installed?format=csv")).header(COOKIE, cookie);
+    let csv = csv.send().await.unwrap();
+    assert_eq!(csv.status(), 200);
+    assert!(csv.text().await.unwrap().starts_with("device_id,"), "a CSV with its header");
+
+    // A release manager: rolling out waits for the approval; approving takes a confirmation
+    // with the CSRF token.
+    let mut rita = Browser::signed_in(&app, "rita", Role::ReleaseManager).await;
+    let page = rita.get(&release("1.0.0")).await;
+    assert!(page.body.contains(&review_link("1.0.0", "approve")), "{}", page.body);
+    let why = "<strong>Roll out this release:</strong> pump-x1/1.0.0/fw.bin needs a second person&#39;s approval before a \
+               rollout (a release manager other than token:test-admin).";
+    assert!(page.body.contains(why), "{}", page.body);
+    let confirm = rita.get(&format!("{}/approve", release("1.0.0"))).await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("Rollouts of pump-x1/1.0.0/fw.bin may be created from then on."), "{}", confirm.body);
+    assert!(!confirm.body.contains(" disabled"), "{}", confirm.body);
+    let refused = rita.post(&format!("{}/approve", release("1.0.0")), &[]).await;
+    assert_eq!(refused.status, 403, "no CSRF token");
+    let done =
+        rita.submit(&format!("{}/approve", release("1.0.0")), &format!("{}/approve", release("1.0.0")), &[]).await;
+    assert_eq!((done.status, done.location.as_deref()), (303, Some(&*format!("{}?notice=approved", release("1.0.0")))));
+    let approved: Value = app.get_json(&format!("/api/v1/products/{PRODUCT}/releases/1.0.0")).await;
+    assert_eq!(approved["approved_by"], "user:rita", "{approved}");
+    let page = rita.get(&format!("{}?notice=approved", release("1.0.0"))).await;
+    has(
+        &page,
+        &[
+            "The release is approved: rollouts of it may be created.",
+            "approved by user:rita on ",
+            "href=\"/ui/rollouts/new?product=pump-x1&#38;version=1.0.0\">Roll out this release</a>",
+            "href=\"/ui/audit?object=release%3Apump-x1%2F1.0.0%2Ffw.bin\"",
+        ],
+    );
+    assert!(!page.body.contains(&review_link("1.0.0", "approve")), "approved once");
+    let history = rita.get("/ui/audit?object=release%3Apump-x1%2F1.0.0%2Ffw.bin").await;
+    assert!(history.body.contains("release.approve") && history.body.contains("release.publish"), "{}", history.body);
+
+    // Yanking 1.1.0: the confirmation says what happens; then the role no longer lists it.
+    let confirm = rita.get(&format!("{}/yank", release("1.1.0"))).await;
+    has(&confirm, &["The pump-x1 role is signed again without pump-x1/1.1.0/fw.bin", "A yank cannot be undone."]);
+    let done = rita.submit(&format!("{}/yank", release("1.1.0")), &format!("{}/yank", release("1.1.0")), &[]).await;
+    assert_eq!((done.status, done.location.as_deref()), (303, Some(&*format!("{}?notice=yanked", release("1.1.0")))));
+    let role: Value = app.get_json(&format!("/api/v1/products/{PRODUCT}/role")).await;
+    let listed: Vec<&String> = role["signed"]["targets"].as_object().unwrap().keys().collect();
+    assert_eq!(listed, ["pump-x1/1.0.0/fw.bin"], "{role}");
+    let page = rita.get(&release("1.1.0")).await;
+    has(&page, &["badge badge-bad\">yanked</span>", "Yanked by user:rita on "]);
+    for absent in [review_link("1.1.0", "approve"), review_link("1.1.0", "yank"), "Roll out this release".into()] {
+        assert!(!page.body.contains(&absent), "{absent} on a yanked release:\n{}", page.body);
+    }
+    // Approving a yanked release is refused, and says why.
+    let confirm = rita.get(&format!("{}/approve", release("1.1.0"))).await;
+    assert!(confirm.body.contains("was yanked by user:rita") && confirm.body.contains(" disabled"), "{}", confirm.body);
+    let csrf = confirm.csrf();
+    let refused = rita.post(&format!("{}/approve", release("1.1.0")), &[("csrf", &csrf)]).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.contains("<strong>Refused:</strong> pump-x1/1.1.0/fw.bin is yanked"), "{}", refused.body);
+    assert_eq!(
+        audited(&app, "release.yank").await,
+        [("user:rita".to_owned(), "release:pump-x1/1.1.0/fw.bin".to_owned())]
+    );
+
+    // Whoever published a release cannot approve it: the page says so instead of a button.
+    let mut ada = Browser::signed_in(&app, "ada", Role::Admin).await;
+    let form = upload_form("1.2.0", "", "fw.bin", firmware(3, 1024));
+    let page = ada.upload(&format!("/ui/products/{PRODUCT}"), &format!("/ui/products/{PRODUCT}/releases"), form).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let page = ada.get(&release("1.2.0")).await;
+    assert!(page.body.contains("<strong>Approve:</strong> You published this release"), "{}", page.body);
+    let csrf = page.csrf();
+    let refused = ada.post(&format!("{}/approve", release("1.2.0")), &[("csrf", &csrf)]).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let unapproved: Value = app.get_json(&format!("/api/v1/products/{PRODUCT}/releases/1.2.0")).await;
+    assert_eq!(unapproved["approved_by"], Value::Null);
+}
+
+#[tokio::test]
+async fn ui_a_products_releases_come_fifty_to_a_page_newest_first() {
+    let app = app_with_product().await;
+    for i in 0..53_u8 {
+        app.publish(PRODUCT, &format!("1.0.{i}"), "fw.bin", firmware(i, 64)).await;
+    }
+    let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
+    let rows =
+        |page: &Page| page.body.matches("<td data-label=\"Version\"><a href=\"/ui/products/pump-x1/releases/").count();
+    let first = viewer.get(&format!("/ui/products/{PRODUCT}")).await;
+    assert_eq!(rows(&first), 50, "{}", first.body);
+    assert!(
+        first.body.find("releases/1.0.52\"").unwrap() < first.body.find("releases/1.0.3\"").unwrap(),
+        "newest first"
+    );
+    assert!(!first.body.contains("releases/1.0.2\""), "the oldest are on the next page");
+    let at = first.body.find("\" rel=\"next\">Older releases</a>").expect("a link to the older page");
+    let next = &first.body[first.body[..at].rfind("href=\"").unwrap() + 6..at];
+    let older = viewer.get(next).await;
+    assert_eq!(rows(&older), 3, "{}", older.body);
+    has(&older, &["Releases (older page)", "releases/1.0.0\"", ">Newest releases</a>"]);
+    assert!(!older.body.contains("rel=\"next\""), "no page after the last");
+    let bad = viewer.get(&format!("/ui/products/{PRODUCT}?before=yesterday")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("before=&#34;yesterday&#34; is not a release id"), "{}", bad.body);
 }

@@ -195,11 +195,23 @@ async fn a_release_manager_creates_a_rollout_with_the_form_and_steers_it_with_co
     assert_eq!(rollout(&app, "r-ui").await["current_stage"], 1);
     assert!(rita.get("/ui/rollouts/r-ui").await.body.contains("forced: soak"));
 
+    // A note that is too long: refused next to its field, kept as typed, nothing done.
+    let long = "n".repeat(501);
+    let refused = rita.submit("/ui/rollouts/r-ui/pause", "/ui/rollouts/r-ui/pause", &[("note", &long)]).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("id=\"note-error\">the note is 501 characters long: at most 500"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(&format!(">{long}</textarea>")), "kept as typed");
+    assert_eq!(rollout(&app, "r-ui").await["state"], "running");
     for (action, code, state) in
         [("pause", "paused", "paused"), ("resume", "resumed", "running"), ("abort", "aborted", "aborted")]
     {
         let path = format!("/ui/rollouts/r-ui/{action}");
-        let done = rita.submit(&path, &path, &[]).await;
+        let note = format!("{action}: ward 3 asked");
+        let done = rita.submit(&path, &path, &[("note", &note)]).await;
         assert_eq!(done.location, Some(format!("/ui/rollouts/r-ui?notice={code}")), "{action}");
         assert_eq!(rollout(&app, "r-ui").await["state"], state);
     }
@@ -212,6 +224,13 @@ async fn a_release_manager_creates_a_rollout_with_the_form_and_steers_it_with_co
     for action in ["create", "start", "advance", "pause", "resume", "abort"] {
         let entry = ("user:rita".to_owned(), format!("rollout.{action}"), "rollout:r-ui".to_owned());
         assert!(audit.contains(&entry), "{entry:?} missing: {audit:?}");
+    }
+    // Each note is kept with its action, and the rollout's own history lists them.
+    let paused: Value = app.get_json("/api/v1/audit?action=rollout.pause").await;
+    assert_eq!(paused[0]["after"]["note"], "pause: ward 3 asked", "{paused}");
+    let history = rita.get("/ui/audit?object=rollout%3Ar-ui").await;
+    for action in ["pause", "resume", "abort"] {
+        assert!(history.body.contains(&format!("{action}: ward 3 asked")), "{action}: {}", history.body);
     }
 }
 

@@ -125,7 +125,8 @@ fn gate_verdict_edge_cases() {
     assert_eq!(
         certain,
         "failure rate 100.00% (2 of 2 final reports) is over the gate of 5.00%, and stays over it even if \
-         all 20 devices assigned so far succeed (min_reports 50 not reached)"
+         all 20 devices assigned so far succeed (so it halts before the 50 final reports the gate otherwise \
+         waits for)"
     );
 }
 

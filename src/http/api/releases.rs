@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::db::entities::release;
 use crate::domain::names::{FileName, FirmwareVersion, ProductName};
-use crate::http::auth::{ManagerAuth, PublisherAuth, ViewerAuth};
+use crate::http::auth::{ManagerAuth, PublisherAuth, ViewerAuth, WithdrawAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
 use crate::services::products::get_product;
@@ -248,8 +248,9 @@ pub async fn approve(
     Ok(HttpResponse::Ok().json(release_dto(&product, release)))
 }
 
-/// Yanks a release of a server-signed product (the server re-signs the role without it). For
-/// a manufacturer-signed product, post a role signed by its key to `/products/{product}/role`.
+/// Yanks a release of a server-signed product (the server re-signs the role without it):
+/// publishers and release managers. For a manufacturer-signed product, post a role signed by
+/// its key to `/products/{product}/role`.
 #[utoipa::path(post, path = "/api/v1/products/{product}/releases/{version}/yank", tag = "releases",
     params(("product" = ProductName, Path), ("version" = FirmwareVersion, Path)),
     responses((status = 200, body = ReleaseDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -257,7 +258,7 @@ pub async fn approve(
     security(("bearer" = [])))]
 pub async fn yank(
     svc: web::Data<Services>,
-    auth: PublisherAuth,
+    auth: WithdrawAuth,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (product, version) = path.into_inner();

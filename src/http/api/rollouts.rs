@@ -243,8 +243,19 @@ pub async fn get(svc: web::Data<Services>, _auth: ViewerAuth, id: web::Path<Stri
     Ok(HttpResponse::Ok().json(RolloutStatusDto::from(rollout_status(&svc, &id).await?)))
 }
 
+/// An action's optional body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// Why (up to 500 characters; line breaks and tabs, but no other control characters), kept
+    /// with the action in the audit log.
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$")]
+    pub note: Option<String>,
+}
+
 /// Applies an action: `start`, `pause`, `resume`, `advance` (`?force=true` to skip checks), `abort`, `rollback`.
-#[utoipa::path(post, path = "/api/v1/rollouts/{id}/{action}", tag = "rollouts",
+/// An optional JSON body `{"note": "…"}` says why, in the audit log.
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/{action}", tag = "rollouts", request_body = Option<ActionBody>,
     params(("id" = RolloutId, Path), ("action" = String, Path, pattern = "^(start|pause|resume|advance|abort|rollback)$"), ("force" = Option<bool>, Query)),
     responses((status = 200, body = RolloutDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -254,14 +265,21 @@ pub async fn act(
     auth: ManagerAuth,
     path: web::Path<(String, String)>,
     q: web::Query<ActionQuery>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
+    // No body, as older clients send, is an action without a note.
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("the body: {e}")))?
+    };
     let action = RolloutAction::parse(&name, q.force).ok_or_else(|| {
         ApiError::not_found(
             "unknown_action",
             format!("{name:?} is not an action: start, pause, resume, advance, abort, rollback"),
         )
     })?;
-    let updated = act_on_rollout(&svc, &auth.0, &id, action).await?;
+    let updated = act_on_rollout(&svc, &auth.0, &id, action, body.note.as_deref()).await?;
     Ok(HttpResponse::Ok().json(RolloutDto::from(updated)))
 }

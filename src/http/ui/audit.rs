@@ -1,5 +1,6 @@
-//! The audit log in the admin UI: `GET /ui/audit` (filters, newest first, paged by id) and
-//! `GET /ui/audit.csv` (every matching entry up to [`EXPORT_CAP`], streamed page by page).
+//! The audit log in the admin UI: `GET /ui/audit` (filters, newest first, paged by id; each
+//! entry's changed fields and a link to its object, `diff`) and `GET /ui/audit.csv` (every
+//! matching entry up to [`EXPORT_CAP`], streamed page by page, whole).
 //! Reads go through `services::audit`, the same query the API uses.
 
 use actix_web::http::Method;
@@ -13,6 +14,9 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 
+mod diff;
+
+use self::diff::{Change, changes, object_link};
 use super::pages::{FieldErrors, Layout, when};
 use super::session::{UiError, UiUser, html};
 use crate::db::entities::audit;
@@ -51,8 +55,9 @@ struct Row {
     actor: String,
     action: String,
     object: String,
-    before: String,
-    after: String,
+    /// The object's page, if it has one.
+    link: Option<String>,
+    changes: Vec<Change>,
 }
 
 #[derive(Template)]
@@ -165,9 +170,9 @@ impl From<audit::Model> for Row {
             when: when(e.at),
             actor: e.actor,
             action: e.action,
+            link: object_link(&e.object),
             object: e.object,
-            before: e.before.unwrap_or_default(),
-            after: e.after.unwrap_or_default(),
+            changes: changes(e.before.as_deref(), e.after.as_deref()),
         }
     }
 }

@@ -83,6 +83,8 @@ struct DashboardPage {
     problems: Vec<ProblemRow>,
     recent_rejection: bool,
     expiries: Vec<ExpiryRow>,
+    /// At the top of the page when a role expires soon or has expired: (any expired, which).
+    expiry_alert: Option<(bool, String)>,
 }
 
 /// GET /ui/
@@ -95,6 +97,14 @@ pub async fn show(user: UiUser, svc: web::Data<Services>) -> Result<HttpResponse
 impl DashboardPage {
     fn new(layout: Layout, o: Overview) -> Self {
         let versions = o.fleet.iter().flat_map(version_rows).collect();
+        let expiries: Vec<ExpiryRow> = o.expiries.into_iter().map(|e| ExpiryRow::new(e, o.now)).collect();
+        let due: Vec<String> = expiries
+            .iter()
+            .filter(|e| !e.class.is_empty())
+            .map(|e| format!("{} {} ({})", e.repo, e.role, e.left))
+            .collect();
+        let expiry_alert =
+            (!due.is_empty()).then(|| (expiries.iter().any(|e| e.class == "expiry-bad"), due.join("; ")));
         Self {
             layout,
             fleet: o.fleet.into_iter().map(FleetRow::from).collect(),
@@ -102,7 +112,8 @@ impl DashboardPage {
             rollouts: o.rollouts.iter().map(RolloutCard::from).collect(),
             problems: o.problems.into_iter().map(ProblemRow::from).collect(),
             recent_rejection: o.recent_rejection,
-            expiries: o.expiries.into_iter().map(|e| ExpiryRow::new(e, o.now)).collect(),
+            expiries,
+            expiry_alert,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Admin UI pages for the fleet: the device list (search by id, the same filters as
 //! `GET /api/v1/devices`, keyset paging), one device with its report history and assignments,
-//! and decommissioning it (admins, after a confirmation page), through the same services as the
-//! API. What the pages show of a device is built in `view`.
+//! editing its tags (release managers), and decommissioning it (admins, after a confirmation
+//! page), through the same services as the API. What the pages show of a device is built in
+//! `view`.
 
 pub(super) mod view;
 
@@ -12,13 +13,13 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::pages::{FieldErrors, Layout, NoticeQuery};
+use super::pages::{CsrfForm, FieldErrors, Layout, NoticeQuery};
 use super::session::{UiError, UiUser, html, urlencode};
 use crate::http::error::ApiError;
 use crate::http::resource;
 use crate::services::auth::Permission;
 use crate::services::devices::{get_device, search_devices};
-use crate::services::manage_device::decommission_device;
+use crate::services::manage_device::{decommission_device, set_device_tags};
 use crate::services::products::list_products;
 use crate::services::{ServiceError, Services};
 use view::{DeviceFacts, DeviceRow, Filters, field_of};
@@ -49,6 +50,9 @@ struct DevicePage {
     layout: Layout,
     notice: Option<&'static str>,
     d: DeviceFacts,
+    /// The tags field as typed (or as stored), and what is wrong with it.
+    tags_value: String,
+    tags_error: Option<String>,
 }
 
 #[derive(Template)]
@@ -58,13 +62,6 @@ struct ConfirmPage {
     device_id: String,
     active: bool,
     message: Option<String>,
-}
-
-/// A form carrying only the CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// GET /ui/devices
@@ -85,7 +82,8 @@ pub async fn list(user: UiUser, svc: web::Data<Services>, q: web::Query<Filters>
         Ok(found) => {
             page.next_page = found.next_after.map(|after| page.filters.link(&after));
             page.total = found.total;
-            page.rows = found.devices.into_iter().map(DeviceRow::from).collect();
+            let now = svc.now_secs();
+            page.rows = found.devices.into_iter().map(|v| DeviceRow::new(v, now)).collect();
             StatusCode::OK
         }
         Err(e) => refusal(e, &mut page.errors, &mut page.message)?,
@@ -116,10 +114,60 @@ pub async fn show(
     let detail = get_device(&svc, &id).await?;
     let notice = match q.notice.as_str() {
         "decommissioned" => Some("The device is decommissioned: its token no longer works and it cannot enroll again."),
+        "tags" => Some("The tags are saved: the device's cohorts follow them from its next report on."),
         _ => None,
     };
-    let page = DevicePage { layout: Layout::of(&user, "devices"), notice, d: DeviceFacts::from(detail) };
+    let d = DeviceFacts::new(detail, svc.now_secs());
+    let page = DevicePage {
+        layout: Layout::of(&user, "devices"),
+        notice,
+        tags_value: d.tags.replace(',', ""),
+        tags_error: None,
+        d,
+    };
     Ok(html(StatusCode::OK, page.render()?))
+}
+
+/// The tags form.
+#[derive(Debug, Deserialize)]
+pub struct TagsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    tags: String,
+}
+
+/// POST /ui/devices/{id}/tags: replaces the device's tags (separated by spaces or commas; empty
+/// clears them).
+pub async fn set_tags(
+    user: UiUser,
+    svc: web::Data<Services>,
+    id: web::Path<String>,
+    form: web::Form<TagsForm>,
+) -> Result<HttpResponse, UiError> {
+    user.may_change(Permission::ManageRollouts, &form.csrf)?;
+    let tags: Vec<String> =
+        form.tags.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+    match set_device_tags(&svc, &user.0.caller(), &id, &tags).await {
+        Ok(_) => {
+            let target = format!("/ui/devices/{}?notice=tags", urlencode(&id));
+            Ok(HttpResponse::SeeOther().insert_header((LOCATION, target)).finish())
+        }
+        Err(e @ (ServiceError::Invalid { .. } | ServiceError::Conflict { .. })) => {
+            let status = ApiError::status_of(&e);
+            let d = DeviceFacts::new(get_device(&svc, &id).await?, svc.now_secs());
+            let layout = Layout::of(&user, "devices");
+            let page = DevicePage {
+                layout,
+                notice: None,
+                d,
+                tags_value: form.into_inner().tags,
+                tags_error: Some(format!("{e}. Nothing was changed.")),
+            };
+            Ok(html(status, page.render()?))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// GET /ui/devices/{id}/decommission: what will happen, and the button that does it.
@@ -163,6 +211,7 @@ pub async fn decommission(
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/devices", [(Method::GET, web::to(list))]))
         .service(resource("/devices/{id}", [(Method::GET, web::to(show))]))
+        .service(resource("/devices/{id}/tags", [(Method::POST, web::to(set_tags))]))
         .service(resource(
             "/devices/{id}/decommission",
             [(Method::GET, web::to(confirm)), (Method::POST, web::to(decommission))],

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::pages::FieldErrors;
+use super::pages::{CsrfForm, FieldErrors};
 use super::session::{UiError, UiUser, current_user, html, session_cookie};
 use crate::services::users::{sign_in, sign_out};
 use crate::services::{ServiceError, Services};
@@ -96,13 +96,6 @@ pub async fn submit(
     };
     let page = LoginPage { name: form.name.trim(), next, errors, message: Some(message) };
     Ok(html(status, page.render()?))
-}
-
-/// The sign-out form (CSRF token only).
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// POST /ui/logout

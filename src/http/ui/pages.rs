@@ -48,6 +48,15 @@ impl Layout {
     }
 }
 
+/// A form that carries only the session's CSRF token: sign-out and the confirmations that
+/// need no other field.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    /// The token.
+    #[serde(default)]
+    pub csrf: String,
+}
+
 /// `?notice=<code>` on a page that is the target of a post/redirect/get.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct NoticeQuery {
@@ -106,6 +115,17 @@ pub fn when(secs: i64) -> String {
     jiff::Timestamp::from_second(secs).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
 }
 
+/// How long ago `secs` was at `now`, as people say it: "just now", "12 min ago", "5 h ago",
+/// "3 days ago" (a time in the future, from a clock that ran ahead: "just now").
+pub fn ago(secs: i64, now: i64) -> String {
+    match now.saturating_sub(secs) {
+        d if d < 60 => "just now".to_owned(),
+        d if d < 3_600 => format!("{} min ago", d / 60),
+        d if d < 2 * 86_400 => format!("{} h ago", d / 3_600),
+        d => format!("{} days ago", d / 86_400),
+    }
+}
+
 /// "3 days", "5 h", "12 min", for a duration in seconds (negative: "expired").
 pub fn countdown(secs: i64) -> String {
     match secs {
@@ -127,5 +147,17 @@ mod tests {
         assert_eq!(countdown(5 * 3_600 + 10), "5 h");
         assert_eq!(countdown(12 * 60), "12 min");
         assert_eq!(when(0), "1970-01-01 00:00 UTC");
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        let now = 1_000_000;
+        assert_eq!(ago(now - 59, now), "just now");
+        assert_eq!(ago(now + 30, now), "just now", "a clock that ran ahead");
+        assert_eq!(ago(now - 60, now), "1 min ago");
+        assert_eq!(ago(now - 3_599, now), "59 min ago");
+        assert_eq!(ago(now - 3_600, now), "1 h ago");
+        assert_eq!(ago(now - 47 * 3_600, now), "47 h ago");
+        assert_eq!(ago(now - 3 * 86_400 - 5, now), "3 days ago");
     }
 }

@@ -1,5 +1,6 @@
 //! Admin UI pages for products and releases: the product list, a product's releases with the
-//! upload form, the upload itself, and one release's facts and rollouts.
+//! upload form, the upload itself, and one release's facts, rollouts and actions (approve, yank,
+//! roll out: `review`).
 //!
 //! The upload is streamed through the same service path as the API's publish (`store_blob`,
 //! then `commit_release`). Its fields may come in any order, the CSRF token after the file
@@ -14,8 +15,10 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
+mod review;
 mod upload;
 
+use self::review::{Review, blocked};
 use self::upload::{UploadValues, read_upload};
 use super::pages::{FieldErrors, Layout, NoticeQuery, when};
 use super::session::{UiError, UiUser, html, urlencode};
@@ -24,14 +27,17 @@ use crate::domain::names::ProductName;
 use crate::http::resource;
 use crate::services::auth::Permission;
 use crate::services::catalog::{product_summaries, release_rollouts};
+use crate::services::manage_rollout::check_release_may_roll_out;
 use crate::services::products::{SERVER_SIGNED, get_product};
-use crate::services::publish_release::{PublishOutcome, commit_release, get_release, list_releases};
+use crate::services::publish_release::{PublishOutcome, commit_release, get_release, page_releases};
 use crate::services::{ServiceError, Services};
 
 /// `?notice=` codes these pages understand (a fixed map: arbitrary text is never echoed).
 const NOTICES: &[(&str, &str)] = &[
     ("published", "The release is published: its target is signed into the image repository."),
     ("already_published", "This version was already published with the same file; nothing changed."),
+    ("approved", "The release is approved: rollouts of it may be created."),
+    ("yanked", "Done: the release is yanked."),
 ];
 
 /// How the product's key is held, in words an operator can weigh.
@@ -78,6 +84,26 @@ struct ReleaseRow {
     length: i64,
     published_by: String,
     at: String,
+    status: StatusBadge,
+}
+
+/// A release's state in one word, with its badge style.
+struct StatusBadge {
+    word: &'static str,
+    class: &'static str,
+}
+
+fn release_status(product: &product::Model, r: &release::Model) -> StatusBadge {
+    let (word, class) = if r.yanked_at.is_some() {
+        ("yanked", "badge-bad")
+    } else if r.approved_by.is_some() {
+        ("approved", "badge-ok")
+    } else if product.requires_approval {
+        ("awaiting approval", "badge-warn")
+    } else {
+        ("listed", "badge-ok")
+    };
+    StatusBadge { word, class }
 }
 
 #[derive(Template)]
@@ -88,8 +114,25 @@ struct ProductPage {
     hardware_ids: String,
     signing: &'static str,
     keyid: String,
+    security_floor: String,
+    two_person: bool,
     releases: Vec<ReleaseRow>,
     form: UploadValues,
+    errors: FieldErrors,
+    message: Option<String>,
+    /// Keyset paging of the releases: this page is older than the newest ones.
+    older_page: bool,
+    next_page: Option<String>,
+}
+
+/// Releases per page of a product's list.
+const RELEASES_PAGE: u64 = 50;
+
+/// The upload form as it is shown again: what was typed, what is wrong with it, and the
+/// page's message.
+#[derive(Default)]
+struct UploadState {
+    values: UploadValues,
     errors: FieldErrors,
     message: Option<String>,
 }
@@ -98,16 +141,22 @@ async fn render_product(
     svc: &Services,
     user: &UiUser,
     product: product::Model,
-    form: UploadValues,
-    errors: FieldErrors,
-    message: Option<String>,
+    upload: UploadState,
     status: StatusCode,
+    before: Option<i64>,
 ) -> Result<HttpResponse, UiError> {
-    let mut rows = list_releases(svc, &product).await?;
-    rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    // One more than shown says whether there is an older page.
+    let mut rows = page_releases(svc, &product, before, RELEASES_PAGE + 1).await?;
+    let more = rows.len() as u64 > RELEASES_PAGE;
+    rows.truncate(usize::try_from(RELEASES_PAGE).unwrap_or(usize::MAX));
+    let next_page = rows
+        .last()
+        .filter(|_| more)
+        .map(|last| format!("/ui/products/{}?before={}", urlencode(&product.name), last.id));
     let releases = rows
         .into_iter()
         .map(|r| ReleaseRow {
+            status: release_status(&product, &r),
             version_path: urlencode(&r.version),
             version: r.version,
             target_name: r.target_name,
@@ -121,20 +170,48 @@ async fn render_product(
         layout: Layout::of(user, "products"),
         signing: signing_label(&product.signing_mode),
         keyid: product.keyid,
+        security_floor: product.security_floor,
+        two_person: product.requires_approval,
         name: product.name,
         hardware_ids: hardware_ids.join(", "),
         releases,
-        form,
-        errors,
-        message,
+        form: upload.values,
+        errors: upload.errors,
+        message: upload.message,
+        older_page: before.is_some(),
+        next_page,
     };
     Ok(html(status, page.render()?))
 }
 
+/// `?before=<release id>`: a page of older releases.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    before: String,
+}
+
+impl PageQuery {
+    /// The release id to page before, if any; anything else is a 400 page that says so.
+    fn before(&self) -> Result<Option<i64>, UiError> {
+        match self.before.as_str() {
+            "" => Ok(None),
+            raw => raw.parse().map(Some).map_err(|_| {
+                UiError::Service(ServiceError::invalid("invalid_before", format!("before={raw:?} is not a release id")))
+            }),
+        }
+    }
+}
+
 /// GET /ui/products/{product}
-pub async fn product(svc: web::Data<Services>, user: UiUser, path: web::Path<String>) -> Result<HttpResponse, UiError> {
+pub async fn product(
+    svc: web::Data<Services>,
+    user: UiUser,
+    path: web::Path<String>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, UiError> {
     let product = get_product(&svc, &path).await?;
-    render_product(&svc, &user, product, UploadValues::default(), FieldErrors::default(), None, StatusCode::OK).await
+    render_product(&svc, &user, product, UploadState::default(), StatusCode::OK, q.before()?).await
 }
 
 /// POST /ui/products/{product}/releases (multipart)
@@ -153,13 +230,15 @@ pub async fn publish(
         // Reading stopped at the cap, before a token sent after the file: showing the form
         // again changes nothing, so it needs no token.
         let status = StatusCode::PAYLOAD_TOO_LARGE;
-        return render_product(&svc, &user, product, up.values, up.errors, None, status).await;
+        let upload = UploadState { values: up.values, errors: up.errors, message: None };
+        return render_product(&svc, &user, product, upload, status, None).await;
     }
     user.may_change(Permission::Publish, &up.csrf)?;
     let new = match up.into_release(name) {
         Ok(new) => new,
         Err(up) => {
-            return render_product(&svc, &user, product, up.values, up.errors, None, StatusCode::BAD_REQUEST).await;
+            let upload = UploadState { values: up.values, errors: up.errors, message: None };
+            return render_product(&svc, &user, product, upload, StatusCode::BAD_REQUEST, None).await;
         }
     };
     let values = UploadValues {
@@ -208,7 +287,8 @@ async fn refused(
         ServiceError::Invalid { message, .. } => (StatusCode::BAD_REQUEST, message),
         other => return Err(other.into()),
     };
-    render_product(svc, user, product, values, errors, Some(message), status).await
+    let upload = UploadState { values, errors, message: Some(message) };
+    render_product(svc, user, product, upload, status, None).await
 }
 
 struct RolloutRow {
@@ -229,6 +309,53 @@ fn state_badge(state: &str) -> &'static str {
     }
 }
 
+/// A button on the release page, or why it cannot be used now.
+struct ReleaseAction {
+    href: String,
+    label: &'static str,
+    class: &'static str,
+    blocked: Option<String>,
+}
+
+/// The actions `user` may take on `release`, in the order they appear: roll it out, approve it,
+/// yank it. An action the role does not allow is not shown; one the release's state forbids
+/// says why in place of its button.
+fn release_actions(user: &UiUser, product: &product::Model, release: &release::Model) -> Vec<ReleaseAction> {
+    let base = format!("/ui/products/{}/releases/{}", urlencode(&product.name), urlencode(&release.version));
+    let role = user.0.role;
+    let mut out = Vec::new();
+    if role.allows(Permission::ManageRollouts) && release.yanked_at.is_none() {
+        out.push(ReleaseAction {
+            href: format!(
+                "/ui/rollouts/new?product={}&version={}",
+                urlencode(&product.name),
+                urlencode(&release.version)
+            ),
+            label: "Roll out this release",
+            class: "primary",
+            blocked: check_release_may_roll_out(product, release).err().map(|e| format!("{e}.")),
+        });
+    }
+    let awaiting = product.requires_approval && release.approved_by.is_none() && release.yanked_at.is_none();
+    if role.allows(Permission::ManageRollouts) && awaiting {
+        out.push(ReleaseAction {
+            href: format!("{base}/approve"),
+            label: "Approve",
+            class: "primary",
+            blocked: blocked(Review::Approve, user, product, release),
+        });
+    }
+    if role.allows(Permission::Withdraw) && release.yanked_at.is_none() {
+        out.push(ReleaseAction {
+            href: format!("{base}/yank"),
+            label: "Yank",
+            class: "danger",
+            blocked: blocked(Review::Yank, user, product, release),
+        });
+    }
+    out
+}
+
 #[derive(Template)]
 #[template(path = "ui/release.html")]
 struct ReleasePage {
@@ -236,12 +363,17 @@ struct ReleasePage {
     product: String,
     product_path: String,
     release: release::Model,
+    status: StatusBadge,
+    approval: String,
+    yanked: Option<String>,
     rollback_floor: String,
     released_at: String,
     published_at: String,
     signing: &'static str,
     keyid: String,
     rollouts: Vec<RolloutRow>,
+    actions: Vec<ReleaseAction>,
+    audit_path: String,
     notice: Option<&'static str>,
 }
 
@@ -268,8 +400,23 @@ pub async fn release(
         .collect();
     let custom: patchgate_protocol::TargetCustom =
         serde_json::from_str(&release.custom).map_err(|e| UiError::Render(format!("release custom: {e}")))?;
+    let approval = match (&release.approved_by, release.approved_at) {
+        (Some(by), Some(at)) => format!("approved by {by} on {}", when(at)),
+        _ if release.yanked_at.is_some() => "none: it is yanked".to_owned(),
+        _ if product.requires_approval => "awaiting a second person's approval: no rollout of it until then".to_owned(),
+        _ => "not required for this product".to_owned(),
+    };
+    let yanked = match (&release.yanked_by, release.yanked_at) {
+        (Some(by), Some(at)) => Some(format!("by {by} on {}", when(at))),
+        _ => None,
+    };
     let page = ReleasePage {
         layout: Layout::of(&user, "products"),
+        status: release_status(&product, &release),
+        actions: release_actions(&user, &product, &release),
+        audit_path: format!("/ui/audit?object={}", urlencode(&format!("release:{}", release.target_name))),
+        approval,
+        yanked,
         product_path: urlencode(&product.name),
         product: product.name,
         rollback_floor: custom.rollback_floor,
@@ -292,5 +439,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/products/{product}/releases",
             [(Method::POST, web::to(publish)), (Method::GET, web::to(to_product))],
         ))
-        .service(resource("/products/{product}/releases/{version}", [(Method::GET, web::to(release))]));
+        .service(resource("/products/{product}/releases/{version}", [(Method::GET, web::to(release))]))
+        .service(review_resource(Review::Approve))
+        .service(review_resource(Review::Yank));
+}
+
+/// `/products/{product}/releases/{version}/{approve|yank}`: the confirmation page and its POST.
+fn review_resource(review: Review) -> actix_web::Resource {
+    resource(
+        &format!("/products/{{product}}/releases/{{version}}/{}", review.name()),
+        [
+            (
+                Method::GET,
+                web::to(move |svc: web::Data<Services>, user: UiUser, path: web::Path<(String, String)>| {
+                    review::confirm(svc, user, path, review)
+                }),
+            ),
+            (
+                Method::POST,
+                web::to(
+                    move |svc: web::Data<Services>,
+                          user: UiUser,
+                          path: web::Path<(String, String)>,
+                          form: web::Form<super::pages::CsrfForm>| {
+                        review::apply(svc, user, path, form, review)
+                    },
+                ),
+            ),
+        ],
+    )
 }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::http::ui::pages::when;
+use crate::http::ui::pages::{ago, when};
 use crate::services::devices::{AssignmentView, DeviceDetail, DeviceQuery, DeviceView};
 
 /// A status word and its badge class.
@@ -171,8 +171,9 @@ fn tags_of(stored: &str) -> String {
     tags.join(", ")
 }
 
-fn seen(at: Option<i64>) -> String {
-    at.map_or_else(|| "never".to_owned(), when)
+/// When a device last reported, and how long ago that was.
+fn seen(at: Option<i64>, now: i64) -> String {
+    at.map_or_else(|| "never".to_owned(), |at| format!("{} ({})", when(at), ago(at, now)))
 }
 
 /// One row of the device list.
@@ -211,8 +212,9 @@ pub struct RolloutOutcome {
     pub updated: String,
 }
 
-impl From<DeviceView> for DeviceRow {
-    fn from(v: DeviceView) -> Self {
+impl DeviceRow {
+    /// The row of `v`, its last report counted back from `now`.
+    pub fn new(v: DeviceView, now: i64) -> Self {
         let d = v.device;
         Self {
             in_rollout: v.in_rollout.map(|a| RolloutOutcome {
@@ -225,7 +227,7 @@ impl From<DeviceView> for DeviceRow {
             status: Badge::device_status(&d.status),
             installed: d.installed_version.unwrap_or_default(),
             attempt: d.attempt_state.as_deref().map(Badge::attempt),
-            last_seen: seen(d.last_seen_at),
+            last_seen: seen(d.last_seen_at, now),
             id: d.device_id,
             product: v.product,
             hardware_id: d.hardware_id,
@@ -342,8 +344,9 @@ pub struct DeviceFacts {
     pub assignments: Vec<AssignmentRow>,
 }
 
-impl From<DeviceDetail> for DeviceFacts {
-    fn from(detail: DeviceDetail) -> Self {
+impl DeviceFacts {
+    /// The facts of `detail`, its last report counted back from `now`.
+    pub fn new(detail: DeviceDetail, now: i64) -> Self {
         let DeviceView { device: d, product, assigned, in_rollout: _ } = detail.view;
         let installed = match (d.installed_name, d.installed_version, d.installed_sha256) {
             (Some(name), Some(version), Some(sha)) => Some((name, version, sha)),
@@ -368,7 +371,7 @@ impl From<DeviceDetail> for DeviceFacts {
             attempt,
             assigned,
             enrolled: when(d.enrolled_at),
-            last_seen: seen(d.last_seen_at),
+            last_seen: seen(d.last_seen_at, now),
             counter: d.last_counter.map(|c| c.to_string()).unwrap_or_default(),
             director_version: d.director_targets_version,
             rekey_allowed: d.rekey_allowed,

@@ -163,6 +163,9 @@ struct ConfirmPage {
     /// The service's refusal of a confirmed action.
     refusal: Option<String>,
     force: bool,
+    /// The note as typed, and what is wrong with it.
+    note: String,
+    note_error: Option<String>,
 }
 
 /// The action named in the path, or a 404 page.
@@ -177,8 +180,8 @@ async fn render(
     user: &UiUser,
     id: &str,
     action: &'static str,
-    force: bool,
-    refusal: Option<(StatusCode, String)>,
+    typed: Typed,
+    refusal: Option<(StatusCode, ServiceError)>,
 ) -> Result<HttpResponse, UiError> {
     let r = get_rollout(svc, id).await?;
     let view = view_of(&r)?;
@@ -189,7 +192,13 @@ async fn render(
             label(action).to_lowercase()
         )
     });
-    let (status, refusal) = refusal.map_or((StatusCode::OK, None), |(s, m)| (s, Some(m)));
+    let (status, refusal) = refusal.map_or((StatusCode::OK, None), |(s, e)| (s, Some(e)));
+    let (note_error, refusal) = match refusal {
+        Some(e @ ServiceError::Invalid { code: "invalid_note", .. }) => {
+            (Some(format!("{e}. Nothing was changed.")), None)
+        }
+        other => (None, other.map(|e| e.to_string())),
+    };
     let mut effects = effects(action, &view);
     if action == "rollback" {
         effects.insert(0, rollback_counts(&rollback_preview(svc, id).await?));
@@ -204,7 +213,9 @@ async fn render(
         effects,
         warning,
         refusal,
-        force,
+        force: typed.force,
+        note: typed.note,
+        note_error,
     };
     Ok(html(status, page.render()?))
 }
@@ -217,7 +228,14 @@ pub async fn confirm(
 ) -> Result<HttpResponse, UiError> {
     user.require(Permission::ManageRollouts)?;
     let (id, name) = path.into_inner();
-    render(&svc, &user, &id, action_name(&name)?, false, None).await
+    render(&svc, &user, &id, action_name(&name)?, Typed::default(), None).await
+}
+
+/// What the confirmation form held, shown again when the action is refused.
+#[derive(Debug, Default)]
+struct Typed {
+    force: bool,
+    note: String,
 }
 
 /// The confirmation form.
@@ -228,6 +246,9 @@ pub struct ActionForm {
     /// `on` when "advance even if…" is ticked.
     #[serde(default)]
     force: String,
+    /// Why, for the audit log (optional).
+    #[serde(default)]
+    note: String,
 }
 
 /// POST /ui/rollouts/{id}/{action}
@@ -240,9 +261,10 @@ pub async fn act(
     user.may_change(Permission::ManageRollouts, &form.csrf)?;
     let (id, name) = path.into_inner();
     let name = action_name(&name)?;
+    let form = form.into_inner();
     let force = form.force == "on";
     let action = RolloutAction::parse(name, force).ok_or_else(|| UiError::NotFound(name.to_owned()))?;
-    match act_on_rollout(&svc, &user.0.caller(), &id, action).await {
+    match act_on_rollout(&svc, &user.0.caller(), &id, action, Some(&form.note)).await {
         Ok(r) => {
             let completed = r.state == RolloutState::Completed.as_str();
             let code = match action {
@@ -254,7 +276,7 @@ pub async fn act(
         }
         Err(e @ (ServiceError::Conflict { .. } | ServiceError::Invalid { .. })) => {
             let status = crate::http::error::ApiError::status_of(&e);
-            render(&svc, &user, &id, name, force, Some((status, e.to_string()))).await
+            render(&svc, &user, &id, name, Typed { force, note: form.note }, Some((status, e))).await
         }
         Err(e) => Err(e.into()),
     }

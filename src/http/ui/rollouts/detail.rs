@@ -32,7 +32,13 @@ pub fn facts(status: &RolloutStatus) -> Vec<(&'static str, String)> {
         ),
         ("Started", r.started_at.map(when).unwrap_or_else(|| "not yet".into())),
         ("Current stage since", if r.started_at.is_some() { when(r.stage_started_at) } else { "—".into() }),
-        ("Highest failure rate", bp_percent(u64::try_from(r.max_failure_rate_bp).unwrap_or(0))),
+        (
+            "Gate",
+            format!(
+                "halts when more than {} of a stage's final reports are failures",
+                bp_percent(u64::try_from(r.max_failure_rate_bp).unwrap_or(0))
+            ),
+        ),
         ("Final reports to advance", r.min_reports.to_string()),
         ("Stall time", minutes_text(r.stall_seconds)),
         ("Advances by itself", if r.auto_advance { "yes".into() } else { "no".into() }),

@@ -286,7 +286,7 @@ pub fn stage_inputs(form: &RolloutForm, errors: &FieldErrors) -> Vec<StageInputs
 /// The gate inputs, with what was typed.
 pub fn gate_inputs(form: &RolloutForm, errors: &FieldErrors) -> Vec<Input> {
     vec![
-        Input::new("max_failure_rate", "Highest failure rate (percent)", &form.max_failure_rate, errors)
+        Input::new("max_failure_rate", "Halt above this failure rate (percent)", &form.max_failure_rate, errors)
             .mode("decimal")
             .hint("A stage over it halts the rollout; 5 means 5 %."),
         Input::new("min_reports", "Final reports needed to advance", &form.min_reports, errors).mode("numeric"),
