@@ -545,9 +545,10 @@ async fn a_release_manager_approves_and_yanks_in_the_browser_and_a_viewer_cannot
     assert!(!actions.iter().any(|(who, what)| who == "user:olga" && what != "user.login"), "{actions:?}");
 }
 
-/// At phone width (390 px) no page scrolls sideways: wide tables scroll inside their own box,
-/// long ids and hashes wrap. Measured on every page with its content, as an admin (who sees
-/// every control).
+/// At phone width (390 px), and at 1280 px, no page scrolls sideways: wide tables scroll inside
+/// their own box or become one card per row, long ids and hashes wrap. Measured on every page
+/// with its content, as an admin (who sees every control), and each page is shot whole at both
+/// widths (`phone-*`, `desk-*`).
 #[tokio::test]
 async fn no_page_scrolls_sideways_at_phone_width() {
     use fleet::{Device, Image, enrollment_token};
@@ -569,8 +570,35 @@ async fn no_page_scrolls_sideways_at_phone_width() {
     device.report(&app, None).await;
 
     make_user(&app, "pia", Role::Admin).await;
-    let mut ui = Ui::open(&app, "phone", 390, 844).await;
-    ui.sign_in("pia").await;
+    for (prefix, width, height) in [("desk", 1280, 900), ("phone", 390, 844)] {
+        let mut ui = Ui::open(&app, prefix, width, height).await;
+        ui.sign_in("pia").await;
+        let too_wide = every_page(&mut ui).await;
+        assert!(too_wide.is_empty(), "pages that scroll sideways at {width} px: {too_wide:#?}");
+        if width < 500 {
+            // The stage table is stacked: each stage a card, its progress and gate above its cohort.
+            ui.goto("/ui/rollouts/r-phone").await;
+            ui.wait_path("/ui/rollouts/r-phone").await;
+            let stacked =
+                ui.c.execute(
+                    "var tr = document.querySelector('table.stacked tbody tr'); \
+                     var top = function (css) { return tr.querySelector(css).getBoundingClientRect().top; }; \
+                     return [getComputedStyle(tr).display, \
+                             top('td[data-label=Progress]') < top('td[data-label=Cohort]'), \
+                             top('td[data-label=Gate]') < top('td[data-label=Cohort]')];",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(stacked, json!(["flex", true, true]), "the stage table at phone width");
+        }
+        ui.c.clone().close().await.unwrap();
+    }
+}
+
+/// Visits every page (of the fleet `no_page_scrolls_sideways_at_phone_width` sets up), shoots
+/// each whole, and returns those wider than the window.
+async fn every_page(ui: &mut Ui) -> Vec<String> {
     let mut too_wide = Vec::new();
     for (path, name) in [
         ("/ui/", "dashboard"),
@@ -578,6 +606,7 @@ async fn no_page_scrolls_sideways_at_phone_width() {
         ("/ui/products/pump-x1", "product"),
         ("/ui/products/pump-x1/releases/1.0.0", "release"),
         ("/ui/products/pump-x1/releases/1.1.0/yank", "release-yank-confirm"),
+        ("/ui/products/pump-x1/releases/1.1.0/approve", "release-approve-confirm"),
         ("/ui/cohorts", "cohorts"),
         ("/ui/cohorts/pump-x1/eu", "cohort"),
         ("/ui/enrollment-tokens", "tokens"),
@@ -587,6 +616,7 @@ async fn no_page_scrolls_sideways_at_phone_width() {
         ("/ui/rollouts/r-phone/pause", "rollout-confirm"),
         ("/ui/devices", "devices"),
         ("/ui/devices/pump-x1-ward-7-bed-12-serial-0123456789abcdef", "device"),
+        ("/ui/devices/pump-x1-ward-7-bed-12-serial-0123456789abcdef/decommission", "device-decommission"),
         ("/ui/audit", "audit"),
     ] {
         ui.goto(path).await;
@@ -602,23 +632,7 @@ async fn no_page_scrolls_sideways_at_phone_width() {
         }
         ui.shot_all(name).await;
     }
-    assert!(too_wide.is_empty(), "pages that scroll sideways at phone width: {too_wide:#?}");
-    // The stage table is stacked: each stage a card, its progress and gate above its cohort.
-    ui.goto("/ui/rollouts/r-phone").await;
-    ui.wait_path("/ui/rollouts/r-phone").await;
-    let stacked =
-        ui.c.execute(
-            "var tr = document.querySelector('table.stacked tbody tr'); \
-             var top = function (css) { return tr.querySelector(css).getBoundingClientRect().top; }; \
-             return [getComputedStyle(tr).display, \
-                     top('td[data-label=Progress]') < top('td[data-label=Cohort]'), \
-                     top('td[data-label=Gate]') < top('td[data-label=Cohort]')];",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(stacked, json!(["flex", true, true]), "the stage table at phone width");
-    ui.c.clone().close().await.unwrap();
+    too_wide
 }
 
 /// What changes elsewhere shows on an open page within one refresh: a rollout paused through

@@ -7,8 +7,9 @@
 
 use crate::services::rollout_timeline::{RolloutTimeline, TimelinePoint};
 
-/// The SVG's coordinate box: wide enough for five time labels, short enough to sit beside text.
-const WIDTH: f64 = 720.0;
+/// The SVG's coordinate box: wide enough for five time labels and the lines' end labels, short
+/// enough to sit beside text.
+const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 260.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 700.0;
@@ -16,6 +17,8 @@ const TOP: f64 = 16.0;
 const BOTTOM: f64 = 206.0;
 /// Time labels under the x axis: both ends and three between.
 const X_TICKS: i64 = 4;
+/// The least distance between two end labels, in SVG units (the font is 12).
+const LABEL_GAP: f64 = 15.0;
 
 /// A labelled tick on an axis; `at` is the coordinate along that axis.
 #[derive(Debug, Clone)]
@@ -24,6 +27,20 @@ pub struct Tick {
     pub at: String,
     /// What the tick says.
     pub label: String,
+    /// `start`, `middle` or `end`: the first and last time labels stay inside the box.
+    pub anchor: &'static str,
+}
+
+/// A line's name and final count, right of the plot at the line's end, moved apart from the
+/// others so that lines that lie on one another are still each named.
+#[derive(Debug, Clone)]
+pub struct EndLabel {
+    /// y of the label's middle, in SVG units.
+    pub y: String,
+    /// "installed 12".
+    pub text: String,
+    /// The line's colour.
+    pub fill: &'static str,
 }
 
 /// Everything the chart template draws.
@@ -46,6 +63,10 @@ pub struct Chart {
     pub x_ticks: Vec<Tick>,
     /// Count labels (with grid lines).
     pub y_ticks: Vec<Tick>,
+    /// The lines' end labels, top to bottom.
+    pub end_labels: Vec<EndLabel>,
+    /// Where the end labels start.
+    pub label_x: String,
     /// The text equivalent, for the SVG's `<desc>`.
     pub description: String,
 }
@@ -80,6 +101,28 @@ fn float(v: impl TryInto<i64>) -> f64 {
     v.try_into().map_or(0.0, |n: i64| n as f64)
 }
 
+/// Places labels that want to sit at `wanted` heights (any order) at least [`LABEL_GAP`] apart,
+/// as near their wish as that allows, and no lower than `floor`. Returns the heights in the
+/// order given.
+fn spread(wanted: &[f64], floor: f64) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_by(|a, b| wanted[*a].total_cmp(&wanted[*b]).then(a.cmp(b)));
+    let mut placed = vec![0.0; wanted.len()];
+    // Top down, each at least a gap below the one above; then bottom up, none below the floor
+    // and each at least a gap above the one below.
+    let mut above: Option<f64> = None;
+    for &i in &order {
+        placed[i] = above.map_or(wanted[i], |a| wanted[i].max(a + LABEL_GAP));
+        above = Some(placed[i]);
+    }
+    let mut below = floor + LABEL_GAP;
+    for &i in order.iter().rev() {
+        placed[i] = placed[i].min(below - LABEL_GAP);
+        below = placed[i];
+    }
+    placed
+}
+
 /// Lays out `timeline` as an SVG chart.
 pub fn chart(timeline: &RolloutTimeline) -> Chart {
     let totals = timeline.totals();
@@ -100,11 +143,29 @@ pub fn chart(timeline: &RolloutTimeline) -> Chart {
     let x_ticks = (0..=X_TICKS)
         .map(|i| {
             let at = timeline.start + span * i / X_TICKS;
-            Tick { at: coord(x(at)), label: time_label(at, span) }
+            let anchor = match i {
+                0 => "start",
+                X_TICKS => "end",
+                _ => "middle",
+            };
+            Tick { at: coord(x(at)), label: time_label(at, span), anchor }
         })
         .collect();
-    let y_ticks =
-        (0..=top_count / step).map(|i| Tick { at: coord(y(i * step)), label: (i * step).to_string() }).collect();
+    let y_ticks = (0..=top_count / step)
+        .map(|i| Tick { at: coord(y(i * step)), label: (i * step).to_string(), anchor: "end" })
+        .collect();
+    let ends = [
+        (totals.installed, "installed", "#1a7f37"),
+        (totals.failed, "failed", "#b42318"),
+        (totals.rejected, "rejected", "#7a0b86"),
+    ];
+    let heights = spread(&ends.map(|(count, ..)| y(count)), BOTTOM);
+    let mut end_labels: Vec<(f64, EndLabel)> = ends
+        .iter()
+        .zip(heights)
+        .map(|((count, name, fill), at)| (at, EndLabel { y: coord(at), text: format!("{name} {count}"), fill }))
+        .collect();
+    end_labels.sort_by(|a, b| a.0.total_cmp(&b.0));
     let description = format!(
         "Cumulative device outcomes from {} to {}: {} installed, {} failed, {} rejected.",
         super::super::pages::when(timeline.start),
@@ -125,6 +186,8 @@ pub fn chart(timeline: &RolloutTimeline) -> Chart {
         rejected: line(|p| p.rejected),
         x_ticks,
         y_ticks,
+        end_labels: end_labels.into_iter().map(|(_, label)| label).collect(),
+        label_x: coord(RIGHT + 8.0),
         description,
     }
 }
@@ -160,5 +223,27 @@ mod tests {
         assert_eq!(c.x_ticks.first().map(|t| t.label.as_str()), Some("00:00"));
         assert_eq!(c.x_ticks.last().map(|t| t.label.as_str()), Some("01:00"));
         assert!(c.description.contains("8 installed, 2 failed, 1 rejected"), "{}", c.description);
+        let anchors: Vec<&str> = c.x_ticks.iter().map(|t| t.anchor).collect();
+        assert_eq!(anchors, ["start", "middle", "middle", "middle", "end"], "the end labels stay in the box");
+        let ends: Vec<(&str, &str)> = c.end_labels.iter().map(|l| (l.text.as_str(), l.y.as_str())).collect();
+        // failed (2) at 158.5 and rejected (1) at 182.3 are far enough apart to stay where they are.
+        assert_eq!(ends, [("installed 8", "16.0"), ("failed 2", "158.5"), ("rejected 1", "182.3")]);
+    }
+
+    #[test]
+    fn lines_on_one_another_are_each_named_apart() {
+        // Nothing failed or was rejected: both lines lie on the axis, their labels do not.
+        let timeline = RolloutTimeline { start: 0, end: 60, points: vec![point(0, 0, 0, 0), point(60, 3, 0, 0)] };
+        let c = chart(&timeline);
+        let ys: Vec<f64> = c.end_labels.iter().map(|l| l.y.parse().unwrap()).collect();
+        assert_eq!(
+            c.end_labels.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            ["installed 3", "failed 0", "rejected 0"]
+        );
+        assert!(ys.windows(2).all(|w| w[1] - w[0] >= LABEL_GAP - 0.05), "{ys:?}");
+        assert!(ys.iter().all(|y| *y <= BOTTOM), "{ys:?}");
+        // All three equal: one above another, the lowest on the axis.
+        assert_eq!(spread(&[BOTTOM, BOTTOM, BOTTOM], BOTTOM), [BOTTOM - 2.0 * LABEL_GAP, BOTTOM - LABEL_GAP, BOTTOM]);
+        assert_eq!(spread(&[50.0, 10.0], BOTTOM), [50.0, 10.0], "already apart: unmoved");
     }
 }
