@@ -226,6 +226,71 @@ pub struct DeviceFilter {
     pub rollout: Option<String>,
     /// Only devices with an assignment in this state (in `rollout`, or in any rollout).
     pub outcome: Option<String>,
+    /// Only devices that entered `rollout` at this stage (0-based).
+    pub stage: Option<i32>,
+    /// When the device last reported.
+    pub seen: Option<Seen>,
+    /// Only devices not heard from since this time: no report since, and (if they never
+    /// reported) enrolled before it.
+    pub silent_since: Option<i64>,
+}
+
+/// A filter on when a device last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Reported at this time or later.
+    Since(i64),
+    /// Reported, but not since this time.
+    NotSince(i64),
+    /// Never reported.
+    Never,
+}
+
+/// The order of a device list; ties go by device id.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOrder {
+    /// By device id.
+    #[default]
+    Id,
+    /// The longest silent first: never reported, then the oldest last report.
+    LastSeen,
+    /// The most recent report first; never reported last.
+    LastSeenDesc,
+}
+
+/// Where a page of a device list starts: after this sort key and device id. The key is
+/// [`DeviceOrder`]'s value for the device (0 when ordered by id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCursor {
+    /// The previous page's last sort key.
+    pub key: i64,
+    /// The previous page's last device id.
+    pub id: String,
+}
+
+/// A device that never reported sorts as if it last reported at this time.
+const NEVER_SEEN: i64 = -1;
+
+impl DeviceOrder {
+    /// The sort key of a device (ascending; ties by device id).
+    pub fn key_of(self, last_seen_at: Option<i64>) -> i64 {
+        let seen = last_seen_at.unwrap_or(NEVER_SEEN);
+        match self {
+            Self::Id => 0,
+            Self::LastSeen => seen,
+            Self::LastSeenDesc => -seen,
+        }
+    }
+
+    /// The same key in SQL.
+    fn key_expr(self) -> Option<Expr> {
+        let seen = || Expr::expr(Func::coalesce([Expr::col(device::Column::LastSeenAt), Expr::val(NEVER_SEEN)]));
+        match self {
+            Self::Id => None,
+            Self::LastSeen => Some(seen()),
+            Self::LastSeenDesc => Some(Expr::val(0_i64).sub(seen())),
+        }
+    }
 }
 
 fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm::Select<Entity> {
@@ -247,7 +312,7 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
     if let Some(v) = &f.installed_version {
         query = query.filter(device::Column::InstalledVersion.eq(v.clone()));
     }
-    if f.rollout.is_some() || f.outcome.is_some() {
+    if f.rollout.is_some() || f.outcome.is_some() || f.stage.is_some() {
         use sea_orm::sea_query::Query;
         let mut rows = Query::select();
         rows.column(assignment::Column::DeviceRowId).from(assignment::Entity);
@@ -257,7 +322,21 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
         if let Some(state) = &f.outcome {
             rows.and_where(assignment::Column::State.eq(state.clone()));
         }
+        if let Some(stage) = f.stage {
+            rows.and_where(assignment::Column::Stage.eq(stage));
+        }
         query = query.filter(device::Column::Id.in_subquery(rows.to_owned()));
+    }
+    match f.seen {
+        Some(Seen::Since(t)) => query = query.filter(device::Column::LastSeenAt.gte(t)),
+        Some(Seen::NotSince(t)) => query = query.filter(device::Column::LastSeenAt.lt(t)),
+        Some(Seen::Never) => query = query.filter(device::Column::LastSeenAt.is_null()),
+        None => {}
+    }
+    if let Some(t) = f.silent_since {
+        let heard =
+            Expr::expr(Func::coalesce([Expr::col(device::Column::LastSeenAt), Expr::col(device::Column::EnrolledAt)]));
+        query = query.filter(heard.lt(t));
     }
     if let Some(part) = &f.id_contains {
         // Lowercased on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
@@ -267,16 +346,28 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
     query
 }
 
-/// One page of devices matching `filter`, ordered by device id, after `after` (keyset paging).
+/// One page of devices matching `filter`, in `order`, after `after` (keyset paging).
 pub async fn device_list(
     db: &impl ConnectionTrait,
     filter: &DeviceFilter,
-    after: Option<&str>,
+    order: DeviceOrder,
+    after: Option<&DeviceCursor>,
     limit: u64,
 ) -> Result<Vec<Model>, DbErr> {
     let mut query = apply_filter(Entity::find(), filter);
-    if let Some(after) = after {
-        query = query.filter(device::Column::DeviceId.gt(after));
+    match (order.key_expr(), after) {
+        (None, Some(after)) => query = query.filter(device::Column::DeviceId.gt(after.id.as_str())),
+        (Some(key), Some(after)) => {
+            query = query.filter(
+                Condition::any()
+                    .add(key.clone().gt(after.key))
+                    .add(Condition::all().add(key.eq(after.key)).add(device::Column::DeviceId.gt(after.id.as_str()))),
+            );
+        }
+        (_, None) => {}
+    }
+    if let Some(key) = order.key_expr() {
+        query = query.order_by(key, sea_orm::Order::Asc);
     }
     query.order_by_asc(device::Column::DeviceId).limit(limit).all(db).await
 }
@@ -286,16 +377,18 @@ pub async fn device_count(db: &impl ConnectionTrait, filter: &DeviceFilter) -> R
     apply_filter(Entity::find(), filter).count(db).await
 }
 
-/// Device id and tags of every device matching `filter`, ordered by device id: the narrow
-/// columns a caller needs to test cohort membership over a whole product.
+/// Device id, tags and last report time of every device matching `filter`, ordered by device
+/// id: the narrow columns a caller needs to test cohort membership over a whole product and
+/// order the members.
 pub async fn device_list_ids_and_tags(
     db: &impl ConnectionTrait,
     filter: &DeviceFilter,
-) -> Result<Vec<(String, String)>, DbErr> {
+) -> Result<Vec<(String, String, Option<i64>)>, DbErr> {
     apply_filter(Entity::find(), filter)
         .select_only()
         .column(device::Column::DeviceId)
         .column(device::Column::Tags)
+        .column(device::Column::LastSeenAt)
         .order_by_asc(device::Column::DeviceId)
         .into_tuple()
         .all(db)

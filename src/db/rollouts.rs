@@ -42,12 +42,8 @@ pub async fn rollout_update(db: &impl ConnectionTrait, active: ActiveModel) -> R
     active.update(db).await
 }
 
-/// Rollouts, newest first, optionally of one product and/or in one state.
-pub async fn rollout_list(
-    db: &impl ConnectionTrait,
-    product_id: Option<i64>,
-    state: Option<&str>,
-) -> Result<Vec<Model>, DbErr> {
+/// Rollouts, optionally of one product and/or in one state.
+fn of_product_in_state(product_id: Option<i64>, state: Option<&str>) -> sea_orm::Select<Entity> {
     let mut query = Entity::find();
     if let Some(p) = product_id {
         query = query.filter(rollout::Column::ProductId.eq(p));
@@ -55,7 +51,42 @@ pub async fn rollout_list(
     if let Some(s) = state {
         query = query.filter(rollout::Column::State.eq(s));
     }
-    query.order_by_desc(rollout::Column::CreatedAt).order_by_desc(rollout::Column::Id).all(db).await
+    query
+}
+
+/// Rollouts, newest first, optionally of one product and/or in one state.
+pub async fn rollout_list(
+    db: &impl ConnectionTrait,
+    product_id: Option<i64>,
+    state: Option<&str>,
+) -> Result<Vec<Model>, DbErr> {
+    of_product_in_state(product_id, state)
+        .order_by_desc(rollout::Column::CreatedAt)
+        .order_by_desc(rollout::Column::Id)
+        .all(db)
+        .await
+}
+
+/// One page of rollouts, newest first (by creation, then id), optionally of one product and/or
+/// in one state, starting after `before` (the previous page's last rollout: keyset paging).
+pub async fn rollout_page(
+    db: &impl ConnectionTrait,
+    product_id: Option<i64>,
+    state: Option<&str>,
+    before: Option<&Model>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = of_product_in_state(product_id, state);
+    if let Some(b) = before {
+        query = query.filter(
+            Condition::any().add(rollout::Column::CreatedAt.lt(b.created_at)).add(
+                Condition::all()
+                    .add(rollout::Column::CreatedAt.eq(b.created_at))
+                    .add(rollout::Column::Id.lt(b.id.as_str())),
+            ),
+        );
+    }
+    query.order_by_desc(rollout::Column::CreatedAt).order_by_desc(rollout::Column::Id).limit(limit).all(db).await
 }
 
 /// The rollouts of a product that can still assign something (everything but drafts), the

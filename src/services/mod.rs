@@ -10,6 +10,7 @@ pub mod ceremony;
 pub mod cohorts;
 pub mod context;
 pub mod device_report;
+pub mod device_search;
 pub mod devices;
 pub mod director;
 pub mod enrollment;

@@ -15,7 +15,7 @@ use super::{ServiceError, Services};
 use crate::db::entities::rollout;
 use crate::db::products::product_list;
 use crate::db::releases::release_list_by_ids;
-use crate::db::rollouts::{rollout_get, rollout_list};
+use crate::db::rollouts::{rollout_get, rollout_page};
 use crate::db::timeline::assignment_outcome_counts;
 use crate::domain::rollout::{GateVerdict, gate_verdict};
 
@@ -128,12 +128,68 @@ pub struct RolloutSummary {
     pub verdict: Option<GateVerdict>,
 }
 
-/// Every rollout, newest first, with what the list shows.
-pub async fn rollout_summaries(svc: &Services) -> Result<Vec<RolloutSummary>, ServiceError> {
+/// Which rollouts the list shows: every filter optional.
+#[derive(Debug, Default, Clone)]
+pub struct SummaryQuery {
+    /// Only this product's.
+    pub product: Option<String>,
+    /// Only rollouts in this state.
+    pub state: Option<String>,
+    /// The page after this rollout (the previous page's `next_before`).
+    pub before: Option<String>,
+    /// Page size (1 to [`SUMMARY_PAGE_MAX`]).
+    pub limit: u64,
+}
+
+/// The largest page of rollout summaries: each active one costs a count of its stage.
+pub const SUMMARY_PAGE_MAX: u64 = 200;
+
+/// One page of rollout summaries.
+#[derive(Debug, Clone)]
+pub struct SummaryPage {
+    /// Newest first.
+    pub rollouts: Vec<RolloutSummary>,
+    /// The cursor of the next (older) page; `None` when this is the last.
+    pub next_before: Option<String>,
+}
+
+/// Rollouts, newest first, one page at a time, with what the list shows.
+pub async fn rollout_summaries(svc: &Services, q: SummaryQuery) -> Result<SummaryPage, ServiceError> {
+    if !(1..=SUMMARY_PAGE_MAX).contains(&q.limit) {
+        return Err(ServiceError::invalid("invalid_limit", format!("limit must be between 1 and {SUMMARY_PAGE_MAX}")));
+    }
+    if let Some(s) = q.state.as_deref()
+        && crate::domain::rollout::RolloutState::parse(s).is_none()
+    {
+        return Err(ServiceError::invalid("invalid_state", format!("{s:?} is not a rollout state")));
+    }
     let now = svc.now_secs();
     let txn = svc.db.begin().await?;
-    let rows = rollout_list(&txn, None, None).await?;
-    let products: HashMap<i64, String> = product_list(&txn).await?.into_iter().map(|p| (p.id, p.name)).collect();
+    let products = product_list(&txn).await?;
+    let product_id =
+        match q.product.as_deref() {
+            None => None,
+            Some(name) => {
+                Some(products.iter().find(|p| p.name == name).map(|p| p.id).ok_or_else(|| {
+                    ServiceError::not_found("unknown_product", format!("product {name} does not exist"))
+                })?)
+            }
+        };
+    let before = match q.before.as_deref() {
+        None => None,
+        Some(id) => Some(rollout_get(&txn, id).await?.ok_or_else(|| {
+            ServiceError::invalid(
+                "invalid_cursor",
+                format!("no rollout {id:?} to continue after: start from the first page"),
+            )
+        })?),
+    };
+    let mut rows = rollout_page(&txn, product_id, q.state.as_deref(), before.as_ref(), q.limit + 1).await?;
+    // One row beyond the page says whether there is a next page, without another query.
+    let more = rows.len() as u64 > q.limit;
+    rows.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
+    let next_before = if more { rows.last().map(|r| r.id.clone()) } else { None };
+    let products: HashMap<i64, String> = products.into_iter().map(|p| (p.id, p.name)).collect();
     let mut release_ids: Vec<i64> = rows.iter().map(|r| r.release_id).collect();
     release_ids.sort_unstable();
     release_ids.dedup();
@@ -158,7 +214,7 @@ pub async fn rollout_summaries(svc: &Services) -> Result<Vec<RolloutSummary>, Se
         });
     }
     txn.commit().await?;
-    Ok(out)
+    Ok(SummaryPage { rollouts: out, next_before })
 }
 
 #[cfg(test)]

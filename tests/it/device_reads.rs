@@ -250,6 +250,85 @@ async fn the_device_list_filters_and_pages_through_every_device_once() {
     assert_eq!(send(&app, reqwest::Method::GET, "/api/v1/devices", &viewer, None).await.0, 200);
 }
 
+/// Every device of `query`'s list, page by page (`limit=2`), and how many pages that took.
+async fn all_pages(app: &TestApp, query: &str) -> (Vec<String>, usize) {
+    let (mut out, mut pages, mut after) = (Vec::new(), 0, String::new());
+    loop {
+        let (status, page) = get(app, &format!("/api/v1/devices?{query}&limit=2&after={after}")).await;
+        assert_eq!(status, 200, "{query}: {page}");
+        pages += 1;
+        out.extend(ids(&page));
+        match page["next_after"].as_str() {
+            Some(next) => after = url::form_urlencoded::byte_serialize(next.as_bytes()).collect(),
+            None => return (out, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_device_list_finds_silent_devices_and_sorts_by_when_they_were_last_seen() {
+    let (app, mut devs, v1) = small_fleet().await;
+    // The server asks for a report every 600 s: silent for over 30 min is offline.
+    assert_eq!(devs[0].report(&app, Some(&v1), None).await.0, 200);
+    app.clock.set_offset(jiff::SignedDuration::from_mins(1));
+    assert_eq!(devs[4].report(&app, Some(&v1), None).await.0, 200);
+    app.clock.set_offset(jiff::SignedDuration::from_mins(120));
+    assert_eq!(devs[1].report(&app, Some(&v1), None).await.0, 200);
+    app.clock.set_offset(jiff::SignedDuration::from_mins(130));
+    // Enrolled just now: never reported, and not silent for long.
+    let token = enrollment_token(&app, PRODUCT, &["region:eu"]).await;
+    enroll(&app, "pump-0008", PRODUCT, HW, &token).await;
+
+    let list = |query: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = get(app, &format!("/api/v1/devices?{query}")).await;
+            assert_eq!(status, 200, "{query}: {body}");
+            assert_eq!(body["total"], body["devices"].as_array().unwrap().len(), "{query}");
+            ids(&body)
+        }
+    };
+    assert_eq!(list("seen=online").await, pumps(&[2]));
+    assert_eq!(list("seen=offline").await, pumps(&[1, 5]));
+    let never = ["other-0001", "pump-0003", "pump-0004", "pump-0006", "pump-0007", "pump-0008"].map(String::from);
+    assert_eq!(list("seen=never").await, never);
+    // Silent for an hour: the two offline, and those enrolled two hours ago that never reported.
+    let silent: Vec<String> =
+        ["other-0001", "pump-0001", "pump-0003", "pump-0004", "pump-0005", "pump-0006", "pump-0007"]
+            .map(String::from)
+            .into();
+    assert_eq!(list("silent_for=3600").await, silent);
+    assert_eq!(list("silent_for=3600&seen=offline&tag=ward:icu").await, pumps(&[5]));
+    assert_eq!(list("silent_for=86400").await, Vec::<String>::new());
+
+    // Longest silent first: never reported (by id), then the oldest report; and the reverse.
+    let oldest_first: Vec<String> = never.iter().cloned().chain(pumps(&[1, 5, 2])).collect();
+    assert_eq!(list("sort=last_seen").await, oldest_first);
+    let newest_first: Vec<String> = pumps(&[2, 5, 1]).into_iter().chain(never.iter().cloned()).collect();
+    assert_eq!(list("sort=-last_seen").await, newest_first);
+    assert_eq!(list("sort=device_id&seen=offline").await, pumps(&[1, 5]));
+    // Pages in either order visit every device once, in that order; so do a cohort's.
+    assert_eq!(all_pages(&app, "sort=last_seen").await, (oldest_first, 5));
+    assert_eq!(all_pages(&app, "sort=-last_seen").await, (newest_first, 5));
+    create_cohort(&app, json!({"name": "eu", "product": PRODUCT, "selector": {"tags": ["region:eu"]}})).await;
+    let eu = all_pages(&app, "product=pump-x1&cohort=eu&sort=-last_seen").await;
+    assert_eq!(eu, (pumps(&[2, 1, 3, 4, 8]), 3));
+    assert_eq!(all_pages(&app, "product=pump-x1&cohort=eu&sort=last_seen&seen=never").await, (pumps(&[3, 4, 8]), 2));
+
+    for (query, code) in [
+        ("seen=sometimes", "invalid_seen"),
+        ("silent_for=0", "invalid_silent_for"),
+        ("silent_for=999999999999", "invalid_silent_for"),
+        ("silent_for=soon", "invalid_query"),
+        ("sort=colour", "invalid_sort"),
+        ("sort=last_seen&after=pump-0001", "invalid_cursor"),
+        ("stage=0", "invalid_stage"),
+    ] {
+        let (status, body) = get(&app, &format!("/api/v1/devices?{query}")).await;
+        assert_eq!((status, body["error"].as_str().unwrap()), (400, code), "{query}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn a_device_shows_its_newest_reports_and_its_assignments() {
     let (app, mut devs, v1) = small_fleet().await;

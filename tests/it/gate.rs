@@ -195,6 +195,12 @@ async fn a_halted_rollout_lists_its_failed_devices_with_their_errors() {
         .collect();
     let expected = [("lab-0", "installed"), ("lab-1", "failed"), ("lab-2", "installing"), ("lab-3", "assigned")];
     assert_eq!(states, expected.map(|(d, s)| (d.to_owned(), s.to_owned())));
+    // By the stage they entered at (0-based, as `in_rollout.stage`); the rollout has one.
+    let (_, first) = get(&app, "/api/v1/devices?rollout=r-fails&stage=0&outcome=failed").await;
+    assert_eq!((first["total"].as_u64(), first["devices"][0]["device_id"].as_str()), (Some(1), Some("lab-1")));
+    let (status, beyond) = get(&app, "/api/v1/devices?rollout=r-fails&stage=1").await;
+    assert_eq!((status, beyond["error"].as_str()), (400, Some("invalid_stage")), "{beyond}");
+    assert!(beyond["message"].as_str().unwrap().contains("has 1 stage, numbered from 0"), "{beyond}");
     // Without a rollout, an outcome in any rollout.
     let (_, any) = get(&app, "/api/v1/devices?outcome=failed").await;
     assert_eq!((any["total"].as_u64(), any["devices"][0]["device_id"].as_str()), (Some(1), Some("lab-1")), "{any}");

@@ -202,6 +202,65 @@ async fn the_device_list_searches_filters_and_pages() {
     assert_eq!(Browser::new(&app).get("/ui/devices").await.status, 303, "signed-out: to the sign-in page");
 }
 
+#[tokio::test]
+async fn the_device_list_marks_offline_devices_filters_by_stage_and_last_seen_and_sorts() {
+    let (app, mut devices, new) = halted_fleet().await;
+    // An hour later only pump-0001 has reported again: the other two are offline (silent for
+    // over three 10-minute poll intervals).
+    app.clock.set_offset(SignedDuration::from_mins(60));
+    devices[0].report(&app, Some((&new, AttemptState::Installed))).await;
+    let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
+    let rows = |page: &Page| -> Vec<String> {
+        page.body
+            .split("<th scope=\"row\"><a href=\"/ui/devices/")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect()
+    };
+
+    let all = viewer.get("/ui/devices").await;
+    assert_eq!(all.body.matches("<span class=\"badge badge-warn\">offline</span> ").count(), 2, "{}", all.body);
+    has(
+        &all,
+        &["<label for=\"seen\">Last seen</label>", "online (reported in the last 30 min)", "(just now)", "(1 h ago)"],
+    );
+    let offline = viewer.get("/ui/devices?seen=offline").await;
+    assert_eq!(rows(&offline), ["pump-0002", "pump-0003"]);
+    has(&offline, &["<option value=\"offline\" selected>", "2 devices"]);
+    assert_eq!(rows(&viewer.get("/ui/devices?seen=online").await), ["pump-0001"]);
+    assert_eq!(rows(&viewer.get("/ui/devices?seen=1d").await), Vec::<String>::new());
+    let recent = viewer.get("/ui/devices?sort=-last_seen").await;
+    assert_eq!(rows(&recent)[0], "pump-0001");
+    has(&recent, &["<option value=\"-last_seen\" selected>Most recently seen first</option>"]);
+    let device = viewer.get("/ui/devices/pump-0003").await;
+    has(&device, &["<dd><span class=\"badge badge-warn\">offline</span> "]);
+    assert!(!viewer.get("/ui/devices/pump-0001").await.body.contains(">offline</span>"));
+
+    // A rollout's stage, counted from 1 as its page shows it.
+    let failed = viewer.get("/ui/devices?rollout=r-dash&stage=1&outcome=failed").await;
+    assert_eq!(rows(&failed), ["pump-0002"]);
+    has(
+        &failed,
+        &["in rollout <a href=\"/ui/rollouts/r-dash\">r-dash</a>, entered at stage 1", "install hook exited with 3"],
+    );
+    for (query, field, message) in [
+        ("rollout=r-dash&stage=2", "stage", "The rollout has no such stage."),
+        ("stage=1", "stage", "Choose a rollout too: stages belong to a rollout."),
+        ("rollout=r-dash&stage=first", "stage", "A stage is a number: 1 is the first."),
+        ("seen=sometimes", "seen", "\"sometimes\" is not a last-seen filter: online, offline or never"),
+        ("sort=colour", "sort", "\"colour\" is not a sort order"),
+    ] {
+        let page = viewer.get(&format!("/ui/devices?{query}")).await;
+        assert_eq!(page.status, 400, "{query}");
+        let shown = field_error(&page, field).replace("&quot;", "\"").replace("&#34;", "\"");
+        assert!(shown.starts_with(message), "{query}: {shown}");
+        assert!(rows(&page).is_empty(), "no results for a bad search");
+    }
+    let stale = viewer.get("/ui/devices?sort=last_seen&after=pump-0001").await;
+    assert_eq!(stale.status, 400);
+    has(&stale, &["The page link is malformed: start again from the first page."]);
+}
+
 async fn device_status(app: &TestApp, id: &str) -> String {
     let body: Value = app.get_json(&format!("/api/v1/devices/{id}")).await;
     body["status"].as_str().unwrap().to_owned()

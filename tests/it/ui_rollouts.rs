@@ -92,6 +92,54 @@ fn field_error(page: &Page, field: &str) -> String {
 }
 
 #[tokio::test]
+async fn the_rollout_list_filters_by_product_and_state_and_pages_fifty_at_a_time() {
+    let (app, _, _) = setup().await;
+    for i in 0..52 {
+        api_rollout(&app, &format!("r-{i:03}"), 0.5).await;
+    }
+    api_act(&app, "r-000", "start").await;
+    let mut viewer = Browser::signed_in(&app, "vera", Role::Viewer).await;
+    let rows = |page: &Page| -> Vec<String> {
+        page.body
+            .split("<th scope=\"row\"><a href=\"/ui/rollouts/")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect()
+    };
+    let newest: Vec<String> = (2..52).rev().map(|i| format!("r-{i:03}")).collect();
+
+    let first = viewer.get("/ui/rollouts").await;
+    assert_eq!(rows(&first), newest);
+    assert!(first.body.contains("<a href=\"/ui/rollouts?before=r-002\" rel=\"next\">Older rollouts</a>"));
+    let second = viewer.get("/ui/rollouts?before=r-002").await;
+    assert_eq!(rows(&second), ["r-001", "r-000"]);
+    assert!(second.body.contains("UTC (just now)"), "start times count back");
+    assert!(!second.body.contains("rel=\"next\"") && second.body.contains("Newest first</a>"));
+
+    let running = viewer.get("/ui/rollouts?state=running").await;
+    assert_eq!(rows(&running), ["r-000"]);
+    assert!(running.body.contains("<option value=\"running\" selected>"));
+    let drafts = viewer.get("/ui/rollouts?product=pump-x1&state=draft").await;
+    assert_eq!(rows(&drafts), newest[..50]);
+    assert!(drafts.body.contains("/ui/rollouts?product=pump-x1&#38;state=draft&#38;before=r-002"), "{}", drafts.body);
+    let later = viewer.get("/ui/rollouts?product=pump-x1&state=draft&before=r-002").await;
+    assert_eq!(rows(&later), ["r-001"]);
+    let none = viewer.get("/ui/rollouts?state=halted").await;
+    assert!(rows(&none).is_empty() && none.body.contains("No rollout matches."));
+
+    for (query, status, text) in [
+        ("state=broken", 400, "broken&#34; is not a rollout state"),
+        ("product=nope", 404, "product nope does not exist"),
+        ("before=r-nope", 400, "The page link is malformed: start again from the first page."),
+    ] {
+        let page = viewer.get(&format!("/ui/rollouts?{query}")).await;
+        assert_eq!(page.status, status, "{query}");
+        assert!(page.body.contains(text), "{query}: {}", page.body);
+        assert!(rows(&page).is_empty());
+    }
+}
+
+#[tokio::test]
 async fn a_viewer_sees_stages_gate_halt_reason_rejections_and_chart_but_no_change_buttons() {
     let (app, old, new) = setup().await;
     api_rollout(&app, "r-watch", 0.5).await;

@@ -12,7 +12,8 @@ use crate::domain::names::ProductName;
 use crate::http::auth::{AdminAuth, ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
-use crate::services::devices::{AssignmentView, DeviceDetail, DeviceQuery, DeviceView, get_device, list_devices};
+use crate::services::device_search::{DeviceQuery, list_devices};
+use crate::services::devices::{AssignmentView, DeviceDetail, DeviceView, get_device};
 use crate::services::manage_device::{allow_device_rekey, decommission_device, set_device_tags};
 
 /// The image a device runs.
@@ -282,10 +283,26 @@ pub struct ListQuery {
     /// Only devices whose assignment in `rollout` (or, without it, in any rollout) stands here.
     #[param(pattern = "^(failed|rejected|installed|assigned|downloading|installing|awaiting_reboot|withdrawn)$")]
     pub outcome: Option<String>,
+    /// Only devices that entered `rollout` at this stage (0-based, as `current_stage` and
+    /// `in_rollout.stage`); needs `rollout`.
+    #[param(minimum = 0)]
+    pub stage: Option<u32>,
+    /// `online`: reported within three poll intervals (`device_poll_seconds`); `offline`:
+    /// reported before, not since; `never`: never reported.
+    #[param(pattern = "^(online|offline|never)$")]
+    pub seen: Option<String>,
+    /// Only devices not heard from for at least this many seconds: no report in that time
+    /// and, if they never reported, enrolled before it.
+    #[param(minimum = 1, maximum = 316_224_000)]
+    pub silent_for: Option<u64>,
+    /// `device_id` (default), `last_seen` (the longest silent first, never-seen devices
+    /// before all) or `-last_seen` (the most recently seen first).
+    #[param(pattern = "^(device_id|last_seen|-last_seen)$")]
+    pub sort: Option<String>,
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
-    /// The previous page's `next_after`.
+    /// The previous page's `next_after` (with the same `sort`).
     pub after: Option<String>,
 }
 
@@ -298,7 +315,7 @@ pub struct TagsRequest {
     pub tags: Vec<String>,
 }
 
-/// Lists devices, filtered, by id, one page at a time.
+/// Lists devices, filtered, in the order asked (by id unless told), one page at a time.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(ListQuery),
     responses((status = 200, body = DevicePageDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)),
@@ -317,6 +334,10 @@ pub async fn list(
         installed_version: q.installed_version,
         rollout: q.rollout,
         outcome: q.outcome,
+        stage: q.stage,
+        seen: q.seen,
+        silent_for: q.silent_for,
+        sort: q.sort,
         limit: q.limit,
         after: q.after,
     };

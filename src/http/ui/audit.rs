@@ -17,7 +17,7 @@ use serde::Deserialize;
 mod diff;
 
 use self::diff::{Change, changes, object_link};
-use super::pages::{FieldErrors, Layout, when};
+use super::pages::{FieldErrors, Layout, ago, when};
 use super::session::{UiError, UiUser, html};
 use crate::db::entities::audit;
 use crate::http::resource;
@@ -164,10 +164,11 @@ impl Filters {
     }
 }
 
-impl From<audit::Model> for Row {
-    fn from(e: audit::Model) -> Self {
+impl Row {
+    /// The row of entry `e`, its time also counted back from `now`.
+    fn of(e: audit::Model, now: i64) -> Self {
         Self {
-            when: when(e.at),
+            when: format!("{} ({})", when(e.at), ago(e.at, now)),
             actor: e.actor,
             action: e.action,
             link: object_link(&e.object),
@@ -203,7 +204,8 @@ pub async fn list(user: UiUser, svc: web::Data<Services>, q: web::Query<Filters>
     entries.truncate(usize::try_from(PAGE).unwrap_or(usize::MAX));
     let mut out = page(&user, filters, FieldErrors::default());
     out.next_page = entries.last().filter(|_| more).map(|last| out.filters.link("/ui/audit", Some(last.id)));
-    out.rows = entries.into_iter().map(Row::from).collect();
+    let now = svc.now_secs();
+    out.rows = entries.into_iter().map(|e| Row::of(e, now)).collect();
     Ok(html(StatusCode::OK, out.render()?))
 }
 

@@ -13,22 +13,26 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use super::pages::countdown;
 use super::pages::{CsrfForm, FieldErrors, Layout, NoticeQuery};
 use super::session::{UiError, UiUser, html, urlencode};
 use crate::http::error::ApiError;
 use crate::http::resource;
 use crate::services::auth::Permission;
-use crate::services::devices::{get_device, search_devices};
+use crate::services::device_search::{offline_after, search_devices};
+use crate::services::devices::get_device;
 use crate::services::manage_device::{decommission_device, set_device_tags};
 use crate::services::products::list_products;
 use crate::services::{ServiceError, Services};
-use view::{DeviceFacts, DeviceRow, Filters, field_of};
+use view::{DeviceFacts, DeviceRow, Filters, Now, field_of};
 
 #[derive(Template)]
 #[template(path = "ui/devices.html")]
 struct DevicesPage {
     layout: Layout,
     filters: Filters,
+    /// The last-seen select's choices.
+    seen_choices: [(&'static str, String); 6],
     products: Vec<String>,
     errors: FieldErrors,
     message: Option<String>,
@@ -68,8 +72,10 @@ struct ConfirmPage {
 pub async fn list(user: UiUser, svc: web::Data<Services>, q: web::Query<Filters>) -> Result<HttpResponse, UiError> {
     let filters = q.into_inner().trimmed();
     let products = list_products(&svc).await?.into_iter().map(|p| p.name).collect();
+    let now = now(&svc);
     let mut page = DevicesPage {
         layout: Layout::of(&user, "devices"),
+        seen_choices: Filters::seen_choices(&countdown(now.offline_after)),
         products,
         errors: FieldErrors::default(),
         message: None,
@@ -78,17 +84,28 @@ pub async fn list(user: UiUser, svc: web::Data<Services>, q: web::Query<Filters>
         next_page: None,
         filters,
     };
-    let status = match search_devices(&svc, Some(&page.filters.q), page.filters.query()).await {
+    let query = match page.filters.query() {
+        Ok(query) => query,
+        Err((field, message)) => {
+            page.errors.add(field, message);
+            return Ok(html(StatusCode::BAD_REQUEST, page.render()?));
+        }
+    };
+    let status = match search_devices(&svc, Some(&page.filters.q), query).await {
         Ok(found) => {
             page.next_page = found.next_after.map(|after| page.filters.link(&after));
             page.total = found.total;
-            let now = svc.now_secs();
             page.rows = found.devices.into_iter().map(|v| DeviceRow::new(v, now)).collect();
             StatusCode::OK
         }
         Err(e) => refusal(e, &mut page.errors, &mut page.message)?,
     };
     Ok(html(status, page.render()?))
+}
+
+/// The time now, and when a device counts as offline.
+fn now(svc: &Services) -> Now {
+    Now { at: svc.now_secs(), offline_after: offline_after(svc) }
 }
 
 /// A refused search: its message next to the field it concerns (or as a notice).
@@ -98,7 +115,12 @@ fn refusal(e: ServiceError, errors: &mut FieldErrors, message: &mut Option<Strin
         _ => return Err(e.into()),
     };
     match field_of(code) {
+        // The service counts stages from 0; the page from 1.
+        Some("stage") => errors.add("stage", "The rollout has no such stage."),
         Some(field) => errors.add(field, e.to_string()),
+        None if code == "invalid_cursor" => {
+            *message = Some("The page link is malformed: start again from the first page.".to_owned());
+        }
         None => *message = Some(e.to_string()),
     }
     Ok(ApiError::status_of(&e))
@@ -117,7 +139,7 @@ pub async fn show(
         "tags" => Some("The tags are saved: the device's cohorts follow them from its next report on."),
         _ => None,
     };
-    let d = DeviceFacts::new(detail, svc.now_secs());
+    let d = DeviceFacts::new(detail, now(&svc));
     let page = DevicePage {
         layout: Layout::of(&user, "devices"),
         notice,
@@ -155,7 +177,7 @@ pub async fn set_tags(
         }
         Err(e @ (ServiceError::Invalid { .. } | ServiceError::Conflict { .. })) => {
             let status = ApiError::status_of(&e);
-            let d = DeviceFacts::new(get_device(&svc, &id).await?, svc.now_secs());
+            let d = DeviceFacts::new(get_device(&svc, &id).await?, now(&svc));
             let layout = Layout::of(&user, "devices");
             let page = DevicePage {
                 layout,

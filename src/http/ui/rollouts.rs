@@ -21,7 +21,7 @@ use self::actions::ActionLink;
 use self::chart::Chart;
 use self::detail::StageRow;
 use self::form::{Input, RolloutForm, StageInputs};
-use super::pages::{FieldErrors, Layout, NoticeQuery, when};
+use super::pages::{FieldErrors, Layout, NoticeQuery, ago, when};
 use super::session::{UiError, UiUser, html};
 use crate::domain::rollout::RolloutState;
 use crate::http::resource;
@@ -30,7 +30,9 @@ use crate::services::cohorts::list_cohorts;
 use crate::services::manage_rollout::create_rollout;
 use crate::services::products::list_products;
 use crate::services::rollout_status::{RolloutStatus, rollout_status};
-use crate::services::rollout_timeline::{RolloutSummary, RolloutTimeline, rollout_summaries, rollout_timeline};
+use crate::services::rollout_timeline::{
+    RolloutSummary, RolloutTimeline, SummaryQuery, rollout_summaries, rollout_timeline,
+};
 use crate::services::{ServiceError, Services};
 
 /// A 303 to `location` (post/redirect/get).
@@ -98,15 +100,63 @@ struct ListRow {
     gate_text: String,
 }
 
+/// Rollouts per page of the list.
+const LIST_PAGE: u64 = 50;
+
+/// The list's filters as typed (`?product=&state=&before=`).
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    product: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    before: String,
+}
+
+impl ListQuery {
+    /// `/ui/rollouts` with these filters, continuing after `before` if given.
+    fn link(&self, before: Option<&str>) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [("product", &self.product), ("state", &self.state)] {
+            if !value.is_empty() {
+                query.append_pair(name, value);
+            }
+        }
+        if let Some(before) = before {
+            query.append_pair("before", before);
+        }
+        let query = query.finish();
+        if query.is_empty() { "/ui/rollouts".to_owned() } else { format!("/ui/rollouts?{query}") }
+    }
+
+    /// Whether any filter narrows the list.
+    fn filtered(&self) -> bool {
+        !self.product.is_empty() || !self.state.is_empty()
+    }
+}
+
 #[derive(Template)]
 #[template(path = "ui/rollouts.html")]
 struct ListPage {
     layout: Layout,
+    q: ListQuery,
+    products: Vec<String>,
+    states: [RolloutState; 7],
+    errors: FieldErrors,
     rows: Vec<ListRow>,
+    next_page: Option<String>,
+}
+
+impl ListPage {
+    /// A product filter naming no product: offered as typed, so the form keeps it.
+    fn product_unlisted(&self) -> bool {
+        !self.q.product.is_empty() && !self.products.contains(&self.q.product)
+    }
 }
 
 impl ListRow {
-    fn of(s: RolloutSummary) -> Self {
+    fn of(s: RolloutSummary, now: i64) -> Self {
         let r = &s.rollout;
         let state = RolloutState::parse(&r.state);
         let (gate, gate_text) = match &s.verdict {
@@ -126,7 +176,7 @@ impl ListRow {
             id: r.id.clone(),
             state: StateBadge::of_stored(&r.state),
             stage,
-            started: r.started_at.map(when).unwrap_or_else(|| "—".to_owned()),
+            started: r.started_at.map_or_else(|| "—".to_owned(), |at| format!("{} ({})", when(at), ago(at, now))),
             gate,
             gate_text,
             product: s.product,
@@ -135,11 +185,53 @@ impl ListRow {
     }
 }
 
-/// GET /ui/rollouts
-pub async fn list(svc: web::Data<Services>, user: UiUser) -> Result<HttpResponse, UiError> {
-    let rows = rollout_summaries(&svc).await?.into_iter().map(ListRow::of).collect();
-    let page = ListPage { layout: Layout::of(&user, "rollouts"), rows };
-    Ok(html(StatusCode::OK, page.render()?))
+/// GET /ui/rollouts: newest first, by product and state, a page at a time.
+pub async fn list(svc: web::Data<Services>, user: UiUser, q: web::Query<ListQuery>) -> Result<HttpResponse, UiError> {
+    let q = q.into_inner();
+    let trim = |s: &str| s.trim().to_owned();
+    let q = ListQuery { product: trim(&q.product), state: trim(&q.state), before: trim(&q.before) };
+    let products = list_products(&svc).await?.into_iter().map(|p| p.name).collect();
+    let mut page = ListPage {
+        layout: Layout::of(&user, "rollouts"),
+        products,
+        states: RolloutState::ALL,
+        errors: FieldErrors::default(),
+        rows: Vec::new(),
+        next_page: None,
+        q,
+    };
+    let given = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let query = SummaryQuery {
+        product: given(&page.q.product),
+        state: given(&page.q.state),
+        before: given(&page.q.before),
+        limit: LIST_PAGE,
+    };
+    let status = match rollout_summaries(&svc, query).await {
+        Ok(found) => {
+            page.next_page = found.next_before.map(|before| page.q.link(Some(&before)));
+            let now = svc.now_secs();
+            page.rows = found.rollouts.into_iter().map(|s| ListRow::of(s, now)).collect();
+            StatusCode::OK
+        }
+        Err(e @ (ServiceError::Invalid { .. } | ServiceError::NotFound { .. })) => {
+            let field = match &e {
+                ServiceError::NotFound { .. } => "product",
+                ServiceError::Invalid { code, .. } if *code == "invalid_state" => "state",
+                _ => "before",
+            };
+            let status = crate::http::error::ApiError::status_of(&e);
+            let message = if field == "before" {
+                "The page link is malformed: start again from the first page.".to_owned()
+            } else {
+                e.to_string()
+            };
+            page.errors.add(field, message);
+            status
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(html(status, page.render()?))
 }
 
 #[derive(Template)]

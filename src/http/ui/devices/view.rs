@@ -5,7 +5,8 @@
 use serde::Deserialize;
 
 use crate::http::ui::pages::{ago, when};
-use crate::services::devices::{AssignmentView, DeviceDetail, DeviceQuery, DeviceView};
+use crate::services::device_search::{DeviceQuery, is_offline};
+use crate::services::devices::{AssignmentView, DeviceDetail, DeviceView};
 
 /// A status word and its badge class.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ impl Badge {
 }
 
 /// The device list's search and filters, as typed
-/// (`?q=&product=&status=&tag=&cohort=&version=&rollout=&outcome=&after=`).
+/// (`?q=&product=&status=&tag=&cohort=&version=&rollout=&stage=&outcome=&seen=&sort=&after=`).
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct Filters {
     /// Part of a device id.
@@ -65,6 +66,15 @@ pub struct Filters {
     /// The assignment state (`failed`, `rejected`, …) in `rollout`, or in any rollout.
     #[serde(default)]
     pub outcome: String,
+    /// The stage (1-based) at which devices entered `rollout`.
+    #[serde(default)]
+    pub stage: String,
+    /// When last seen: `online`, `offline`, `never`, or silent for a day (`1d`) or a week (`7d`).
+    #[serde(default)]
+    pub seen: String,
+    /// `device_id` (or empty), `last_seen` or `-last_seen`.
+    #[serde(default)]
+    pub sort: String,
     /// Paging cursor: the last device id of the previous page.
     #[serde(default)]
     pub after: String,
@@ -87,13 +97,52 @@ impl Filters {
             version: t(self.version),
             rollout: t(self.rollout),
             outcome: t(self.outcome),
+            stage: t(self.stage),
+            seen: t(self.seen),
+            sort: t(self.sort),
             after: t(self.after),
         }
     }
 
-    /// The service's query (default page size).
-    pub fn query(&self) -> DeviceQuery {
-        DeviceQuery {
+    /// The labels of the filters in effect (the order does not count), for the folded form's summary.
+    pub fn set_filters(&self) -> String {
+        let fields = [
+            (&self.q, "id"),
+            (&self.product, "product"),
+            (&self.status, "status"),
+            (&self.tag, "tag"),
+            (&self.cohort, "cohort"),
+            (&self.version, "version"),
+            (&self.rollout, "rollout"),
+            (&self.outcome, "outcome"),
+            (&self.stage, "stage"),
+            (&self.seen, "last seen"),
+        ];
+        let set: Vec<&str> = fields.iter().filter(|(v, _)| !v.is_empty()).map(|(_, label)| *label).collect();
+        set.join(", ")
+    }
+
+    /// The service's query (default page size), or the field whose value cannot be one and
+    /// what is wrong with it.
+    pub fn query(&self) -> Result<DeviceQuery, (&'static str, String)> {
+        let stage = match self.stage.as_str() {
+            "" => None,
+            typed => match typed.parse::<u32>() {
+                Ok(0) | Err(_) => return Err(("stage", "A stage is a number: 1 is the first.".to_owned())),
+                Ok(_) if self.rollout.is_empty() => {
+                    return Err(("stage", "Choose a rollout too: stages belong to a rollout.".to_owned()));
+                }
+                // The page counts stages from 1, the service from 0.
+                Ok(n) => Some(n - 1),
+            },
+        };
+        let (seen, silent_for) = match self.seen.as_str() {
+            "" => (None, None),
+            "1d" => (None, Some(86_400)),
+            "7d" => (None, Some(7 * 86_400)),
+            other => (Some(other.to_owned()), None),
+        };
+        Ok(DeviceQuery {
             product: given(&self.product),
             cohort: given(&self.cohort),
             tag: given(&self.tag),
@@ -101,9 +150,13 @@ impl Filters {
             installed_version: given(&self.version),
             rollout: given(&self.rollout),
             outcome: given(&self.outcome),
+            stage,
+            seen,
+            silent_for,
+            sort: given(&self.sort),
             limit: None,
             after: given(&self.after),
-        }
+        })
     }
 
     /// The link to the page after `after`, with the same filters.
@@ -118,6 +171,9 @@ impl Filters {
             ("version", &self.version),
             ("rollout", &self.rollout),
             ("outcome", &self.outcome),
+            ("stage", &self.stage),
+            ("seen", &self.seen),
+            ("sort", &self.sort),
         ];
         for (name, value) in fields.into_iter().filter(|(_, v)| !v.is_empty()) {
             query.append_pair(name, value);
@@ -146,6 +202,42 @@ impl Filters {
         self.outcomes().iter().any(|(value, _)| *value == self.outcome)
     }
 
+    /// The last-seen choices the select offers, with their labels (`window`: how long a
+    /// device may be silent and still count as online, in words).
+    pub fn seen_choices(window: &str) -> [(&'static str, String); 6] {
+        [
+            ("", "Any time".to_owned()),
+            ("online", format!("online (reported in the last {window})")),
+            ("offline", format!("offline (silent for over {window})")),
+            ("1d", "silent for a day or more".to_owned()),
+            ("7d", "silent for a week or more".to_owned()),
+            ("never", "never reported".to_owned()),
+        ]
+    }
+
+    /// Whether `seen` is one the select offers.
+    pub fn seen_is_known(&self) -> bool {
+        matches!(self.seen.as_str(), "" | "online" | "offline" | "1d" | "7d" | "never")
+    }
+
+    /// The device the page continues after (the cursor without its sort key).
+    pub fn continued_after(&self) -> &str {
+        match self.sort.as_str() {
+            "last_seen" | "-last_seen" => self.after.split_once(':').map_or(self.after.as_str(), |(_, id)| id),
+            _ => &self.after,
+        }
+    }
+
+    /// The orders the select offers, with their labels.
+    pub fn sorts(&self) -> [(&'static str, &'static str); 3] {
+        [("", "Device id"), ("last_seen", "Longest silent first"), ("-last_seen", "Most recently seen first")]
+    }
+
+    /// Whether `sort` is one the select offers.
+    pub fn sort_is_known(&self) -> bool {
+        matches!(self.sort.as_str(), "" | "device_id" | "last_seen" | "-last_seen")
+    }
+
     /// Whether `status` is one the select offers.
     pub fn status_is_known(&self) -> bool {
         matches!(self.status.as_str(), "" | "active" | "decommissioned")
@@ -162,6 +254,9 @@ pub fn field_of(code: &str) -> Option<&'static str> {
         "unknown_cohort" | "invalid_cohort_name" => Some("cohort"),
         "unknown_rollout" | "invalid_rollout_id" => Some("rollout"),
         "invalid_outcome" => Some("outcome"),
+        "invalid_stage" => Some("stage"),
+        "invalid_seen" | "invalid_silent_for" => Some("seen"),
+        "invalid_sort" => Some("sort"),
         _ => None,
     }
 }
@@ -174,6 +269,23 @@ fn tags_of(stored: &str) -> String {
 /// When a device last reported, and how long ago that was.
 fn seen(at: Option<i64>, now: i64) -> String {
     at.map_or_else(|| "never".to_owned(), |at| format!("{} ({})", when(at), ago(at, now)))
+}
+
+/// The time the page is drawn at, and how long a device may be silent before it counts as
+/// offline (the server's poll interval times [`crate::services::device_search::OFFLINE_AFTER_POLLS`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Unix seconds.
+    pub at: i64,
+    /// Seconds.
+    pub offline_after: i64,
+}
+
+impl Now {
+    /// Whether a device last seen at `last_seen_at` is offline.
+    pub fn offline(self, last_seen_at: Option<i64>) -> bool {
+        is_offline(last_seen_at, self.at, self.offline_after)
+    }
 }
 
 /// One row of the device list.
@@ -195,6 +307,8 @@ pub struct DeviceRow {
     pub attempt: Option<Badge>,
     /// Last report, or "never".
     pub last_seen: String,
+    /// Silent for longer than the offline window.
+    pub offline: bool,
     /// With a rollout filter: its assignment there (state, 1-based stage, the device's error).
     pub in_rollout: Option<RolloutOutcome>,
 }
@@ -214,20 +328,21 @@ pub struct RolloutOutcome {
 
 impl DeviceRow {
     /// The row of `v`, its last report counted back from `now`.
-    pub fn new(v: DeviceView, now: i64) -> Self {
+    pub fn new(v: DeviceView, now: Now) -> Self {
         let d = v.device;
         Self {
             in_rollout: v.in_rollout.map(|a| RolloutOutcome {
                 state: Badge::attempt(&a.state),
                 stage: a.stage + 1,
                 detail: a.detail.unwrap_or_default(),
-                updated: when(a.updated_at),
+                updated: format!("{} ({})", when(a.updated_at), ago(a.updated_at, now.at)),
             }),
+            offline: now.offline(d.last_seen_at),
             tags: tags_of(&d.tags),
             status: Badge::device_status(&d.status),
             installed: d.installed_version.unwrap_or_default(),
             attempt: d.attempt_state.as_deref().map(Badge::attempt),
-            last_seen: seen(d.last_seen_at, now),
+            last_seen: seen(d.last_seen_at, now.at),
             id: d.device_id,
             product: v.product,
             hardware_id: d.hardware_id,
@@ -332,6 +447,8 @@ pub struct DeviceFacts {
     pub enrolled: String,
     /// Last report, or "never".
     pub last_seen: String,
+    /// Silent for longer than the offline window.
+    pub offline: bool,
     /// Counter of the last report, or empty.
     pub counter: String,
     /// Director targets version.
@@ -346,7 +463,7 @@ pub struct DeviceFacts {
 
 impl DeviceFacts {
     /// The facts of `detail`, its last report counted back from `now`.
-    pub fn new(detail: DeviceDetail, now: i64) -> Self {
+    pub fn new(detail: DeviceDetail, now: Now) -> Self {
         let DeviceView { device: d, product, assigned, in_rollout: _ } = detail.view;
         let installed = match (d.installed_name, d.installed_version, d.installed_sha256) {
             (Some(name), Some(version), Some(sha)) => Some((name, version, sha)),
@@ -371,7 +488,8 @@ impl DeviceFacts {
             attempt,
             assigned,
             enrolled: when(d.enrolled_at),
-            last_seen: seen(d.last_seen_at, now),
+            last_seen: seen(d.last_seen_at, now.at),
+            offline: now.offline(d.last_seen_at),
             counter: d.last_counter.map(|c| c.to_string()).unwrap_or_default(),
             director_version: d.director_targets_version,
             rekey_allowed: d.rekey_allowed,
