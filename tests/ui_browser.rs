@@ -404,13 +404,10 @@ async fn a_viewer_sees_every_page_at_tablet_width_and_changes_nothing() {
     ui.c.clone().close().await.unwrap();
 }
 
-/// An operator's first question about a halted rollout, answered in two clicks: the halt
-/// notice links to the devices that failed, listed with what each said, and a click on one
-/// shows the device with its error.
-#[tokio::test]
-async fn a_halted_rollout_leads_to_a_failing_device_and_its_error_in_two_clicks() {
+/// Three devices `lab-0..2` of pump-x1 on 1.0.0 and rollout `id` of 1.1.0 to all of them in one
+/// stage (gate `max_failure_rate`, one report enough), started; none has reported since.
+async fn lab_rollout(id: &str, max_failure_rate: f64) -> (TestApp, Vec<fleet::Device>, fleet::Image) {
     use fleet::{Device, Image, enrollment_token};
-    use patchgate_protocol::report::AttemptState;
     let app = spawn_app().await;
     app.create_product("pump-x1", &["hw"]).await;
     let old = Image::from_publish(&app.publish("pump-x1", "1.0.0", "fw.bin", firmware(1, 512)).await);
@@ -426,12 +423,22 @@ async fn a_halted_rollout_leads_to_a_failing_device_and_its_error_in_two_clicks(
         .await;
     app.post_json(
         "/api/v1/rollouts",
-        &json!({"id": "r-halt", "product": "pump-x1", "version": "1.1.0",
-        "stages": [{"cohort": "lab", "percent": 100, "soak_minutes": 10}],
-        "gate": {"max_failure_rate": 0.25, "min_reports": 1, "stall_minutes": 1440}}),
+        &json!({"id": id, "product": "pump-x1", "version": "1.1.0",
+        "stages": [{"cohort": "lab", "percent": 100, "soak_minutes": 60}],
+        "gate": {"max_failure_rate": max_failure_rate, "min_reports": 1, "stall_minutes": 1440}}),
     )
     .await;
-    app.post_json("/api/v1/rollouts/r-halt/start", &json!({})).await;
+    app.post_json(&format!("/api/v1/rollouts/{id}/start"), &json!({})).await;
+    (app, devices, new)
+}
+
+/// An operator's first question about a halted rollout, answered in two clicks: the halt
+/// notice links to the devices that failed, listed with what each said, and a click on one
+/// shows the device with its error.
+#[tokio::test]
+async fn a_halted_rollout_leads_to_a_failing_device_and_its_error_in_two_clicks() {
+    use patchgate_protocol::report::AttemptState;
+    let (app, mut devices, new) = lab_rollout("r-halt", 0.25).await;
     for d in &mut devices {
         d.report(&app, None).await;
     }
@@ -647,10 +654,10 @@ async fn every_page(ui: &mut Ui) -> Vec<String> {
 }
 
 /// What changes elsewhere shows on an open page within one refresh: a rollout paused through
-/// the API turns the open rollout page's badge to "paused" and its buttons to Resume, and the
-/// stamp says when the page was brought up to date.
+/// the API turns the open rollout page's badge to "paused" and its buttons to Resume, resumed
+/// back to "running" and Pause, and the stamp says when the page was brought up to date.
 #[tokio::test]
-async fn an_open_rollout_page_follows_a_pause_made_elsewhere_within_one_refresh() {
+async fn an_open_rollout_page_follows_a_pause_and_a_resume_made_elsewhere_within_one_refresh() {
     let app = spawn_app().await;
     app.create_product("pump-x1", &["pump-x1-revA"]).await;
     app.publish("pump-x1", "1.0.0", "fw.bin", firmware(5, 512)).await;
@@ -688,5 +695,102 @@ async fn an_open_rollout_page_follows_a_pause_made_elsewhere_within_one_refresh(
         "the buttons follow the state:\n{source}"
     );
     ui.shot("rollout-paused-elsewhere").await;
+
+    // Resumed elsewhere (as from the CLI): "running" with Pause again, within one refresh.
+    app.post_json("/api/v1/rollouts/r-live/resume", &json!({})).await;
+    for _ in 0..300 {
+        source = ui.source().await;
+        if source.contains("badge-ok\">running</span>") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(source.contains("badge-ok\">running</span>"), "still not running after 30 s:\n{source}");
+    assert!(
+        source.contains(">Pause</a>") && !source.contains(">Resume</a>"),
+        "the buttons follow the state:\n{source}"
+    );
+    ui.shot("rollout-resumed-elsewhere").await;
+    ui.c.clone().close().await.unwrap();
+}
+
+/// An operator's day in the browser, one numbered point of the console review each: a started
+/// rollout whose devices have not reported yet warns instead of looking healthy (6); a device
+/// that keeps failing is one row on the dashboard with its count (2); the rollback
+/// confirmation counts the devices it sends back and to which version and takes a reason, and
+/// an action the state no longer allows cannot be confirmed (5); the audit log shows the change
+/// as before → after with the reason, linked to the rollout (8).
+#[tokio::test]
+async fn an_operator_sees_a_stuck_rollout_a_failing_device_once_and_rolls_back_with_a_reason() {
+    use patchgate_protocol::report::AttemptState;
+    let (app, mut devices, new) = lab_rollout("r-ops", 0.9).await;
+    make_user(&app, "otto", Role::Admin).await;
+    let mut ui = Ui::open(&app, "operator", 1280, 900).await;
+    ui.sign_in("otto").await;
+
+    // (6) Started, three devices eligible, none has reported since: a warning, not green.
+    ui.goto("/ui/rollouts/r-ops").await;
+    ui.expect("badge badge-warn\">nothing assigned yet</span>").await;
+    ui.expect("No device is assigned yet").await;
+    assert!(!ui.source().await.contains("within gate"), "nothing to judge is not green");
+    ui.shot("nothing-assigned").await;
+
+    // (2) lab-0 installs; lab-1 fails three times over, the same message each time.
+    for d in &mut devices {
+        d.report(&app, None).await;
+    }
+    devices[0].report(&app, Some((&new, AttemptState::Installed))).await;
+    for _ in 0..3 {
+        devices[1].report(&app, Some((&new, AttemptState::Downloading))).await;
+        devices[1].report_saying(&app, Some((&new, AttemptState::Failed)), Some("install hook exited with 3")).await;
+    }
+    ui.goto("/ui/").await;
+    ui.expect("install hook exited with 3").await;
+    let rows =
+        ui.c.execute(
+            "return Array.from(document.querySelectorAll('[data-live=problems] tbody tr')) \
+               .map(function (tr) { return tr.innerText.replace(/\\s+/g, ' ').trim(); });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert_eq!(rows.len(), 1, "one row per failing device: {rows:?}");
+    assert!(rows[0].starts_with("lab-1 failed") && rows[0].contains(" 3 since "), "{rows:?}");
+    ui.shot("failures-by-device").await;
+
+    // (5) Roll back: how many devices go back, to which version; a reason, kept.
+    ui.goto("/ui/rollouts/r-ops").await;
+    ui.click_text("Roll back").await;
+    ui.wait_path("/ui/rollouts/r-ops/rollback").await;
+    ui.expect("1 device installed this release or is installing it. Going back: 1 to 1.0.0.").await;
+    ui.fill("#note", "lab-1 fails its install hook: INC-4711").await;
+    ui.shot("rollback-confirm").await;
+    ui.click("#confirm-form button[type=submit]").await;
+    ui.wait_path("/ui/rollouts/r-ops?notice=rolled_back").await;
+    let state = app.get_json::<Value>("/api/v1/rollouts/r-ops").await["state"].clone();
+    assert_ne!(state, "running", "the rollback took effect");
+    // Pausing is no longer possible: said, and the button cannot be pressed.
+    ui.goto("/ui/rollouts/r-ops/pause").await;
+    ui.expect("it cannot pause now").await;
+    let button = ui.c.find(Locator::Css("#confirm-form button[type=submit]")).await.unwrap();
+    assert!(!button.is_enabled().await.unwrap(), "Confirm pause is off on a {state} rollout");
+
+    // (8) The audit log: the state's before → after, the reason, a link to the rollout.
+    ui.goto("/ui/audit?action=rollout.rollback").await;
+    ui.expect("INC-4711").await;
+    let entry =
+        ui.c.execute(
+            "var tr = document.querySelector('table tbody tr'); \
+             return [tr.innerText.replace(/\\s+/g, ' '), !!tr.querySelector('a[href=\"/ui/rollouts/r-ops\"]')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let text = entry[0].as_str().unwrap();
+    assert!(text.contains("state: running → "), "{text}");
+    assert!(text.contains("lab-1 fails its install hook: INC-4711"), "{text}");
+    assert_eq!(entry[1], json!(true), "the entry links to the rollout: {text}");
+    ui.shot("audit-rollback").await;
     ui.c.clone().close().await.unwrap();
 }

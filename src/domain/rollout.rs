@@ -26,7 +26,7 @@ use std::fmt;
 const BUCKETS: u16 = 10_000;
 const DAY: i64 = 24 * 60 * 60;
 /// A longer plan is a mistake rather than a plan, and it would hold the cohort's slot for months.
-const MAX_STAGES: usize = 32;
+pub const MAX_STAGES: usize = 32;
 /// A stage that needs more than a month of soak should be a new rollout after a review.
 const MAX_SOAK_SECONDS: i64 = 30 * DAY;
 /// Below a minute, devices still downloading the image would be counted as stalled (failed).

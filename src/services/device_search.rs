@@ -20,6 +20,7 @@ use crate::db::entities::{assignment, device, product};
 use crate::db::products::product_list;
 use crate::db::rollouts::{assignment_list_for_devices, rollout_get};
 use crate::domain::plan::AssignmentState;
+use crate::domain::rollout::MAX_STAGES;
 
 /// Devices per page unless the caller asks otherwise.
 pub const DEFAULT_PAGE: u64 = 100;
@@ -188,8 +189,8 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
     Ok(DevicePage { devices, next_after, total })
 }
 
-/// The assignment filters of a device search, checked: the rollout (which must exist) and the
-/// assignment state.
+/// The assignment filters of a device search, checked: the rollout (which must exist), the
+/// assignment state and the stage (within the rollout's, when one is named).
 async fn assignment_filter(
     db: &impl ConnectionTrait,
     rollout: Option<&str>,
@@ -210,13 +211,15 @@ async fn assignment_filter(
         })
         .transpose()?;
     let Some(rollout) = rollout else {
-        if stage.is_some() {
+        // Like an outcome, a stage without a rollout means "in any rollout": devices that
+        // entered some rollout at that stage (every schema-valid query is a question).
+        if let Some(n) = stage.filter(|&n| n as usize >= MAX_STAGES) {
             return Err(ServiceError::invalid(
                 "invalid_stage",
-                "a stage filter needs a rollout: stages are a rollout's",
+                format!("a rollout has at most {MAX_STAGES} stages, numbered from 0: there is no stage {n}"),
             ));
         }
-        return Ok((None, outcome, None));
+        return Ok((None, outcome, stage.map(stage_column)));
     };
     let id = crate::domain::ids::RolloutId::parse(rollout)?;
     let Some(row) = rollout_get(db, id.as_str()).await? else {
@@ -233,10 +236,15 @@ async fn assignment_filter(
                     format!("rollout {rollout} has {count} stage{plural}, numbered from 0: there is no stage {n}"),
                 ));
             }
-            Some(i32::try_from(n).unwrap_or(i32::MAX))
+            Some(stage_column(n))
         }
     };
     Ok((Some(id.as_str().to_owned()), outcome, stage))
+}
+
+/// A stage number as the assignment table stores it (the API bounds it far below `i32::MAX`).
+fn stage_column(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// How long a device may stay silent before it counts as offline: [`OFFLINE_AFTER_POLLS`]

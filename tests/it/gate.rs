@@ -204,6 +204,15 @@ async fn a_halted_rollout_lists_its_failed_devices_with_their_errors() {
     // Without a rollout, an outcome in any rollout.
     let (_, any) = get(&app, "/api/v1/devices?outcome=failed").await;
     assert_eq!((any["total"].as_u64(), any["devices"][0]["device_id"].as_str()), (Some(1), Some("lab-1")), "{any}");
+    // ... and a stage in any rollout: all four entered this one at stage 0, none at stage 1.
+    let (_, first_any) = get(&app, "/api/v1/devices?stage=0").await;
+    assert_eq!(first_any["total"], 4, "{first_any}");
+    let (_, failed_first) = get(&app, "/api/v1/devices?stage=0&outcome=failed").await;
+    assert_eq!(failed_first["devices"][0]["device_id"], "lab-1", "{failed_first}");
+    let (status, second_any) = get(&app, "/api/v1/devices?stage=1").await;
+    assert_eq!((status, second_any["total"].as_u64()), (200, Some(0)), "{second_any}");
+    let (status, beyond_any) = get(&app, "/api/v1/devices?stage=32").await;
+    assert_eq!((status, beyond_any["error"].as_str()), (400, Some("invalid_stage")), "{beyond_any}");
     let (_, plain) = get(&app, "/api/v1/devices?product=pump-x1").await;
     assert!(plain["devices"][0].get("in_rollout").is_none(), "{plain}");
 

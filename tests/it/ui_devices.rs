@@ -243,10 +243,14 @@ async fn the_device_list_marks_offline_devices_filters_by_stage_and_last_seen_an
         &failed,
         &["in rollout <a href=\"/ui/rollouts/r-dash\">r-dash</a>, entered at stage 1", "install hook exited with 3"],
     );
+    // Without a rollout: the stage at which devices entered any rollout.
+    let anywhere = viewer.get("/ui/devices?stage=1&outcome=failed").await;
+    assert_eq!(rows(&anywhere), ["pump-0002"]);
+    has(&anywhere, &["1 device failed in a rollout, entered at stage 1"]);
     for (query, field, message) in [
         ("rollout=r-dash&stage=2", "stage", "The rollout has no such stage."),
-        ("stage=1", "stage", "Choose a rollout too: stages belong to a rollout."),
         ("rollout=r-dash&stage=first", "stage", "A stage is a number: 1 is the first."),
+        ("stage=33", "stage", "A rollout has at most 32 stages."),
         ("seen=sometimes", "seen", "\"sometimes\" is not a last-seen filter: online, offline or never"),
         ("sort=colour", "sort", "\"colour\" is not a sort order"),
     ] {

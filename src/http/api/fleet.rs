@@ -283,9 +283,9 @@ pub struct ListQuery {
     /// Only devices whose assignment in `rollout` (or, without it, in any rollout) stands here.
     #[param(pattern = "^(failed|rejected|installed|assigned|downloading|installing|awaiting_reboot|withdrawn)$")]
     pub outcome: Option<String>,
-    /// Only devices that entered `rollout` at this stage (0-based, as `current_stage` and
-    /// `in_rollout.stage`); needs `rollout`.
-    #[param(minimum = 0)]
+    /// Only devices that entered `rollout` (or, without it, any rollout) at this stage (0-based,
+    /// as `current_stage` and `in_rollout.stage`); within the rollout's stages when one is named.
+    #[param(minimum = 0, maximum = 31)] // MAX_STAGES - 1
     pub stage: Option<u32>,
     /// `online`: reported within three poll intervals (`device_poll_seconds`); `offline`:
     /// reported before, not since; `never`: never reported.

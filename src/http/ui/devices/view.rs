@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use crate::domain::rollout::MAX_STAGES;
 use crate::http::ui::pages::{ago, when};
 use crate::services::device_search::{DeviceQuery, is_offline};
 use crate::services::devices::{AssignmentView, DeviceDetail, DeviceView};
@@ -129,8 +130,8 @@ impl Filters {
             "" => None,
             typed => match typed.parse::<u32>() {
                 Ok(0) | Err(_) => return Err(("stage", "A stage is a number: 1 is the first.".to_owned())),
-                Ok(_) if self.rollout.is_empty() => {
-                    return Err(("stage", "Choose a rollout too: stages belong to a rollout.".to_owned()));
+                Ok(n) if n as usize > MAX_STAGES => {
+                    return Err(("stage", format!("A rollout has at most {MAX_STAGES} stages.")));
                 }
                 // The page counts stages from 1, the service from 0.
                 Ok(n) => Some(n - 1),
