@@ -460,15 +460,18 @@ async fn a_halted_rollout_leads_to_a_failing_device_and_its_error_in_two_clicks(
         assert!(listed.contains("1 device failed in rollout"), "{listed}");
         assert!(!listed.contains("lab-0") && !listed.contains("lab-2"), "only the failed device is listed");
         // The filters fold away once set, so the failed device comes first on a phone too.
-        let (top, height) = serde_json::from_value::<(f64, f64)>(
+        let (folded, top, height) = serde_json::from_value::<(bool, f64, f64)>(
             ui.c.execute(
-                "return [document.querySelector('a[href=\"/ui/devices/lab-1\"]').getBoundingClientRect().top, window.innerHeight];",
+                "return [!document.querySelector('details.filter-box').open, \
+                         document.querySelector('a[href=\"/ui/devices/lab-1\"]').getBoundingClientRect().top, \
+                         window.innerHeight];",
                 vec![],
             )
             .await
             .unwrap(),
         )
         .unwrap();
+        assert!(folded, "{prefix}: the filters are set, so they are folded");
         assert!(top < height, "{prefix}: the failed device is at {top} px, below the first screen ({height} px)");
         ui.shot("failed-devices").await;
         ui.click_text("lab-1").await;

@@ -336,7 +336,7 @@ fn apply_filter(mut query: sea_orm::Select<Entity>, f: &DeviceFilter) -> sea_orm
     if let Some(t) = f.silent_since {
         let heard =
             Expr::expr(Func::coalesce([Expr::col(device::Column::LastSeenAt), Expr::col(device::Column::EnrolledAt)]));
-        query = query.filter(heard.lt(t));
+        query = query.filter(heard.lte(t));
     }
     if let Some(part) = &f.id_contains {
         // Lowercased on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.

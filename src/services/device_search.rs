@@ -1,7 +1,10 @@
 //! Searching the fleet: devices by product, cohort, tag, status, installed version, rollout,
 //! stage, outcome and last report, ordered by id or by when they were last seen, one page at a
-//! time (keyset paging, so a fleet of any size pages in constant memory and no device appears
-//! twice).
+//! time (keyset paging, so a fleet of any size pages in constant memory).
+//!
+//! By id, a walk through the pages lists every device once. By last seen, the key moves
+//! whenever a device reports: one that reports while the pages are walked may be listed twice
+//! or passed over (the sort answers "who has been silent longest", not "list everyone").
 //!
 //! Read-only. What a device looks like to readers is `devices`.
 
@@ -14,7 +17,7 @@ use super::devices::{DeviceView, product_named, tag_set, views};
 use super::{ServiceError, Services};
 use crate::db::cohorts::{cohort_find, cohort_members};
 use crate::db::devices::{
-    DeviceCursor, DeviceFilter, DeviceOrder, Seen, device_count, device_list, device_list_ids_and_tags,
+    DeviceCursor, DeviceFilter, DeviceOrder, Seen, device_count, device_find, device_list, device_list_ids_and_tags,
 };
 use crate::db::entities::{assignment, device, product};
 use crate::db::products::product_list;
@@ -50,7 +53,8 @@ pub struct DeviceQuery {
     /// here: `failed`, `rejected`, `installed`, `assigned`, `downloading`, `installing`,
     /// `awaiting_reboot`, `withdrawn`.
     pub outcome: Option<String>,
-    /// Only devices that entered `rollout` at this stage (0-based, as `current_stage`).
+    /// Only devices that entered `rollout` (or, without one, any rollout) at this stage
+    /// (0-based, as `current_stage`).
     pub stage: Option<u32>,
     /// `online` (reported within [`OFFLINE_AFTER_POLLS`] poll intervals), `offline` (reported
     /// before, not since) or `never` (never reported).
@@ -63,19 +67,23 @@ pub struct DeviceQuery {
     pub sort: Option<String>,
     /// Page size (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]).
     pub limit: Option<u64>,
-    /// Only devices whose id sorts after this one (the previous page's `next_after`).
+    /// The previous page's `next_after`: a device id, preceded by its sort key and `:` when
+    /// sorted by last seen. A bare id there places the page after that device as it sorts now.
     pub after: Option<String>,
 }
 
 /// One page of devices.
 #[derive(Debug, Clone)]
 pub struct DevicePage {
-    /// The devices, by id.
+    /// The devices, in the order asked.
     pub devices: Vec<DeviceView>,
     /// The cursor of the next page; `None` when this is the last.
     pub next_after: Option<String>,
     /// How many devices match the filters, all pages together.
     pub total: u64,
+    /// The time (Unix seconds) the last-seen filters were judged at: who is offline is judged
+    /// at this time too.
+    pub now: i64,
 }
 
 /// Whether `status` is a device status.
@@ -119,7 +127,10 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
         assignment_filter(&svc.db, q.rollout.as_deref(), q.outcome.as_deref(), q.stage).await?;
     let now = svc.now_secs();
     let order = parse_sort(q.sort.as_deref())?;
-    let after = q.after.as_deref().filter(|a| !a.is_empty()).map(|a| parse_cursor(order, a)).transpose()?;
+    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
+        Some(a) => Some(parse_cursor(&svc.db, order, a).await?),
+        None => None,
+    };
     let mut filter = DeviceFilter {
         rollout: rollout.clone(),
         outcome,
@@ -134,10 +145,15 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
         installed_version: q.installed_version,
         id_contains: id_part.map(str::to_owned),
     };
-    let (mut rows, total) = match (cohort.as_ref().map(crate::domain::ids::CohortName::as_str), &product) {
+    let (rows, total, next_after) = match (cohort.as_ref().map(crate::domain::ids::CohortName::as_str), &product) {
         (None, _) => {
             let total = device_count(&svc.db, &filter).await?;
-            (device_list(&svc.db, &filter, order, after.as_ref(), limit + 1).await?, total)
+            // One row beyond the page says whether there is a next page, without another query.
+            let mut rows = device_list(&svc.db, &filter, order, after.as_ref(), limit + 1).await?;
+            let more = rows.len() as u64 > limit;
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            let next_after = rows.last().filter(|_| more).map(|d| cursor_text(order, &cursor_of(order, d)));
+            (rows, total, next_after)
         }
         (Some(cohort), product) => {
             // Without a product: that cohort in every product that has one by that name.
@@ -160,19 +176,20 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
             members.sort_unstable_by(by_key);
             let total = members.len() as u64;
             let start = after.as_ref().map_or(0, |after| members.partition_point(|m| by_key(m, after).is_le()));
-            let page: Vec<DeviceCursor> =
+            let mut page: Vec<DeviceCursor> =
                 members.into_iter().skip(start).take(usize::try_from(limit + 1).unwrap_or(usize::MAX)).collect();
+            // Paged on the keys the members were sorted by: the rows read next may have moved
+            // (a report in between) or dropped out of a last-seen filter.
+            let more = page.len() as u64 > limit;
+            page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            let next_after = page.last().filter(|_| more).map(|c| cursor_text(order, c));
             filter.device_ids = Some(page.iter().map(|m| m.id.clone()).collect());
-            let mut rows = device_list(&svc.db, &filter, DeviceOrder::Id, None, limit + 1).await?;
+            let mut rows = device_list(&svc.db, &filter, DeviceOrder::Id, None, limit).await?;
             let place: HashMap<&str, usize> = page.iter().enumerate().map(|(i, m)| (m.id.as_str(), i)).collect();
             rows.sort_unstable_by_key(|d| place.get(d.device_id.as_str()).copied().unwrap_or(usize::MAX));
-            (rows, total)
+            (rows, total, next_after)
         }
     };
-    // One row beyond the page says whether there is a next page, without another query.
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_after = if more { rows.last().map(|d| cursor_of(order, d)) } else { None };
     let mut devices = views(&svc.db, rows).await?;
     if let Some(rollout) = rollout {
         let rows = devices.iter().map(|v| v.device.id).collect();
@@ -186,7 +203,7 @@ pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuer
             v.in_rollout = newest.remove(&v.device.id);
         }
     }
-    Ok(DevicePage { devices, next_after, total })
+    Ok(DevicePage { devices, next_after, total, now })
 }
 
 /// The assignment filters of a device search, checked: the rollout (which must exist), the
@@ -296,26 +313,61 @@ fn parse_sort(sort: Option<&str>) -> Result<DeviceOrder, ServiceError> {
 }
 
 /// The cursor after device `d`: its id when ordered by id, else `key:id`.
-fn cursor_of(order: DeviceOrder, d: &device::Model) -> String {
+/// Where `d` sorts in `order`.
+fn cursor_of(order: DeviceOrder, d: &device::Model) -> DeviceCursor {
+    DeviceCursor { key: order.key_of(d.last_seen_at), id: d.device_id.clone() }
+}
+
+/// A page cursor as `next_after` gives it: the id alone by id, `key:id` by last seen.
+fn cursor_text(order: DeviceOrder, c: &DeviceCursor) -> String {
     match order {
-        DeviceOrder::Id => d.device_id.clone(),
-        _ => format!("{}:{}", order.key_of(d.last_seen_at), d.device_id),
+        DeviceOrder::Id => c.id.clone(),
+        _ => format!("{}:{}", c.key, c.id),
     }
 }
 
-fn parse_cursor(order: DeviceOrder, after: &str) -> Result<DeviceCursor, ServiceError> {
-    if order == DeviceOrder::Id {
-        return Ok(DeviceCursor { key: 0, id: after.to_owned() });
+/// Reads a cursor (`id` or `key:id`, the API's pattern). By id the key is not needed; by last
+/// seen a bare id is placed where that device sorts now, so it must exist.
+async fn parse_cursor(
+    db: &impl ConnectionTrait,
+    order: DeviceOrder,
+    after: &str,
+) -> Result<DeviceCursor, ServiceError> {
+    let malformed = || {
+        ServiceError::invalid(
+            "invalid_cursor",
+            "after must be a previous page's next_after: a device id, after its sort key and ':' when sorted by \
+             last_seen",
+        )
+    };
+    let (key, id) = match after.split_once(':') {
+        Some((key, id)) => {
+            // Digits only (Rust's parse would take a leading '+'), as the API's pattern says.
+            let digits = key.strip_prefix('-').unwrap_or(key);
+            if !(1..=18).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(malformed());
+            }
+            (Some(key.parse::<i64>().map_err(|_| malformed())?), id)
+        }
+        None => (None, after),
+    };
+    if !(1..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(malformed());
     }
-    after
-        .split_once(':')
-        .and_then(|(key, id)| Some(DeviceCursor { key: key.parse().ok()?, id: id.to_owned() }))
-        .ok_or_else(|| {
-            ServiceError::invalid(
-                "invalid_cursor",
-                "after must be the next_after of the previous page in the same sort order",
-            )
-        })
+    let key = match (order, key) {
+        (DeviceOrder::Id, _) => 0,
+        (_, Some(key)) => key,
+        (_, None) => match device_find(db, id).await? {
+            Some(d) => order.key_of(d.last_seen_at),
+            None => {
+                return Err(ServiceError::not_found(
+                    "unknown_device",
+                    format!("device {id} (the page cursor) does not exist"),
+                ));
+            }
+        },
+    };
+    Ok(DeviceCursor { key, id: id.to_owned() })
 }
 
 /// The products that have a cohort called `name`; none is a 404.

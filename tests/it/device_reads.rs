@@ -321,11 +321,33 @@ async fn the_device_list_finds_silent_devices_and_sorts_by_when_they_were_last_s
         ("silent_for=999999999999", "invalid_silent_for"),
         ("silent_for=soon", "invalid_query"),
         ("sort=colour", "invalid_sort"),
-        ("sort=last_seen&after=pump-0001", "invalid_cursor"),
+        ("sort=last_seen&after=soon:pump-0001", "invalid_cursor"),
+        ("sort=last_seen&after=1:pump/0001", "invalid_cursor"),
+        ("sort=last_seen&after=%2B5:pump-0001", "invalid_cursor"),
     ] {
         let (status, body) = get(&app, &format!("/api/v1/devices?{query}")).await;
         assert_eq!((status, body["error"].as_str().unwrap()), (400, code), "{query}: {body}");
     }
+
+    // A bare id as the cursor of a last-seen sort starts after that device as it sorts now; a
+    // device that does not exist cannot be placed.
+    let (status, body) = get(&app, "/api/v1/devices?sort=-last_seen&limit=2&after=pump-0005").await;
+    assert_eq!((status, ids(&body)), (200, vec!["pump-0001".to_owned(), "other-0001".to_owned()]), "{body}");
+    let (status, body) = get(&app, "/api/v1/devices?sort=-last_seen&after=pump-9999").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("unknown_device")), "{body}");
+    // By id, the key of a last-seen cursor is not needed: the id places the page.
+    let (_, body) = get(&app, "/api/v1/devices?limit=2&after=-5:pump-0005").await;
+    assert_eq!(ids(&body), pumps(&[6, 7]), "{body}");
+
+    // As documented: by last seen, a device that reports while the pages are walked moves. The
+    // first page is the two seen last; pump-0001, not yet listed, then reports and jumps ahead
+    // of the cursor, so the next page passes over it.
+    let (_, first) = get(&app, "/api/v1/devices?sort=-last_seen&limit=2").await;
+    assert_eq!(ids(&first), pumps(&[2, 5]));
+    assert_eq!(devs[0].report(&app, Some(&v1), None).await.0, 200);
+    let next: String = url::form_urlencoded::byte_serialize(first["next_after"].as_str().unwrap().as_bytes()).collect();
+    let (_, second) = get(&app, &format!("/api/v1/devices?sort=-last_seen&limit=2&after={next}")).await;
+    assert_eq!(ids(&second), ["other-0001", "pump-0003"], "pump-0001 moved to the front: {second}");
 }
 
 #[tokio::test]

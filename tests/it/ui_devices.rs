@@ -260,9 +260,12 @@ async fn the_device_list_marks_offline_devices_filters_by_stage_and_last_seen_an
         assert!(shown.starts_with(message), "{query}: {shown}");
         assert!(rows(&page).is_empty(), "no results for a bad search");
     }
-    let stale = viewer.get("/ui/devices?sort=last_seen&after=pump-0001").await;
+    let stale = viewer.get("/ui/devices?sort=last_seen&after=soon:pump-0001").await;
     assert_eq!(stale.status, 400);
     has(&stale, &["The page link is malformed: start again from the first page."]);
+    let gone = viewer.get("/ui/devices?sort=last_seen&after=pump-9999").await;
+    assert_eq!(gone.status, 404);
+    has(&gone, &["The page link is malformed: start again from the first page."]);
 }
 
 async fn device_status(app: &TestApp, id: &str) -> String {

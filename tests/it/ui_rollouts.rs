@@ -190,6 +190,13 @@ async fn a_viewer_sees_stages_gate_halt_reason_rejections_and_chart_but_no_chang
     let why = &page.body[page.body.find("Why it halted").expect("the halt reason")..];
     assert!(why.contains("over the gate of 50.00%"), "{why}");
     assert!(page.body.contains("1 installed, 1 failed, 1 rejected."));
+    // A stage's counts lead to that stage's devices.
+    for (outcome, device) in [("failed", "pump-0002"), ("rejected", "pump-0001")] {
+        let link = format!("/ui/devices?rollout=r-watch&amp;stage=1&amp;outcome={outcome}");
+        assert!(page.body.contains(&format!("href=\"{link}\"")), "{link}:\n{}", page.body);
+        let listed = viewer.get(&link.replace("&amp;", "&")).await;
+        assert!(listed.body.contains(&format!("href=\"/ui/devices/{device}\"")), "{}", listed.body);
+    }
     assert!(!page.body.contains("/ui/rollouts/r-watch/resume"));
     assert_eq!(viewer.get("/ui/rollouts/r-watch/resume").await.status, 403);
     assert_eq!(viewer.get("/ui/rollouts/new").await.status, 403);

@@ -162,7 +162,7 @@ impl From<DeviceView> for DeviceDto {
 /// A page of devices.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DevicePageDto {
-    /// Devices ordered by id.
+    /// The devices, in the order asked.
     pub devices: Vec<DeviceDto>,
     /// Pass as `after` for the next page; null on the last page.
     pub next_after: Option<String>,
@@ -302,7 +302,11 @@ pub struct ListQuery {
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
-    /// The previous page's `next_after` (with the same `sort`).
+    /// The previous page's `next_after` (with the same `sort`; empty: the first page): a device id, preceded by its
+    /// sort key and `:` when sorted by last seen. There a bare id starts after that device as it
+    /// sorts now (404 if there is none). By last seen, a device that reports while the pages
+    /// are walked may be listed twice or passed over; by id, every device is listed once.
+    #[param(pattern = "^((-?[0-9]{1,18}:)?[A-Za-z0-9._-]{1,128})?$")]
     pub after: Option<String>,
 }
 

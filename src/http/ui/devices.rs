@@ -95,6 +95,8 @@ pub async fn list(user: UiUser, svc: web::Data<Services>, q: web::Query<Filters>
         Ok(found) => {
             page.next_page = found.next_after.map(|after| page.filters.link(&after));
             page.total = found.total;
+            // Offline as the search judged it, at the same instant.
+            let now = Now { at: found.now, ..now };
             page.rows = found.devices.into_iter().map(|v| DeviceRow::new(v, now)).collect();
             StatusCode::OK
         }
@@ -118,7 +120,8 @@ fn refusal(e: ServiceError, errors: &mut FieldErrors, message: &mut Option<Strin
         // The service counts stages from 0; the page from 1.
         Some("stage") => errors.add("stage", "The rollout has no such stage."),
         Some(field) => errors.add(field, e.to_string()),
-        None if code == "invalid_cursor" => {
+        // A cursor naming a device that is gone is as stale as a malformed one.
+        None if code == "invalid_cursor" || code == "unknown_device" => {
             *message = Some("The page link is malformed: start again from the first page.".to_owned());
         }
         None => *message = Some(e.to_string()),
