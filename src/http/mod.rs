@@ -8,6 +8,7 @@ pub mod error;
 pub mod limits;
 pub mod openapi;
 pub mod ops;
+pub mod query;
 pub mod repo;
 pub mod ui;
 

@@ -329,6 +329,13 @@ async fn the_device_list_finds_silent_devices_and_sorts_by_when_they_were_last_s
         assert_eq!((status, body["error"].as_str().unwrap()), (400, code), "{query}: {body}");
     }
 
+    // A value that does not parse is refused with its parameter named.
+    for (query, named) in [("silent_for=soon", "silent_for: "), ("stage=-1", "stage: "), ("limit=1e3", "limit: ")] {
+        let (status, body) = get(&app, &format!("/api/v1/devices?{query}")).await;
+        let message = body["message"].as_str().unwrap();
+        assert!(status == 400 && message.starts_with(named), "{query}: {body}");
+    }
+
     // A bare id as the cursor of a last-seen sort starts after that device as it sorts now; a
     // device that does not exist cannot be placed.
     let (status, body) = get(&app, "/api/v1/devices?sort=-last_seen&limit=2&after=pump-0005").await;

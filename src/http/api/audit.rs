@@ -6,11 +6,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::http::auth::ViewerAuth;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::query::ApiQuery;
 use crate::services::Services;
 use crate::services::audit::{AuditQuery as Query, list_audit};
 
 /// Query parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+// In the query string: utoipa infers it from `web::Query`, not from our `ApiQuery`.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// How many entries, newest first (1–1000, default 100).
@@ -69,7 +72,7 @@ impl From<crate::db::entities::audit::Model> for AuditDto {
 pub async fn list(
     svc: web::Data<Services>,
     _auth: ViewerAuth,
-    query: web::Query<AuditQuery>,
+    query: ApiQuery<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let query = Query { limit: q.limit, before: q.before, actor: q.actor, action: q.action, object: q.object };

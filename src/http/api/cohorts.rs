@@ -8,6 +8,7 @@ use crate::domain::ids::{CohortName, DeviceId};
 use crate::domain::names::ProductName;
 use crate::http::auth::{ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::query::ApiQuery;
 use crate::services::Services;
 use crate::services::cohorts::{
     CohortDetail, CohortInput, Selector, create_cohort, get_cohort, list_cohorts, update_cohort,
@@ -87,7 +88,7 @@ pub async fn create(
 pub async fn list(
     svc: web::Data<Services>,
     _auth: ViewerAuth,
-    q: web::Query<ListQuery>,
+    q: ApiQuery<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let rows = list_cohorts(&svc, q.product.as_deref()).await?;
     Ok(HttpResponse::Ok().json(rows.into_iter().map(CohortDto::from).collect::<Vec<_>>()))

@@ -11,6 +11,7 @@ use crate::domain::ids::{CohortName, DeviceId, RolloutId, Tag};
 use crate::domain::names::ProductName;
 use crate::http::auth::{AdminAuth, ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::query::ApiQuery;
 use crate::services::Services;
 use crate::services::device_search::{DeviceQuery, list_devices};
 use crate::services::devices::{AssignmentView, DeviceDetail, DeviceView, get_device};
@@ -260,6 +261,8 @@ impl From<DeviceDetail> for DeviceDetailDto {
 
 /// Filters and paging of the device list.
 #[derive(Debug, Deserialize, IntoParams)]
+// In the query string: utoipa infers it from `web::Query`, not from our `ApiQuery`.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this product.
@@ -327,7 +330,7 @@ pub struct TagsRequest {
 pub async fn list(
     svc: web::Data<Services>,
     _auth: ViewerAuth,
-    q: web::Query<ListQuery>,
+    q: ApiQuery<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let query = DeviceQuery {

@@ -16,11 +16,14 @@ use crate::db::entities::device;
 use crate::domain::names::ProductName;
 use crate::http::auth::ViewerAuth;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::query::ApiQuery;
 use crate::services::devices::installed_devices;
 use crate::services::{ServiceError, Services};
 
 /// Query parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+// In the query string: utoipa infers it from `web::Query`, not from our `ApiQuery`.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstalledQuery {
     /// `json` (default) or `csv`; without it, `Accept: text/csv` asks for CSV.
@@ -175,7 +178,7 @@ pub async fn list(
     _auth: ViewerAuth,
     req: HttpRequest,
     product: web::Path<String>,
-    q: web::Query<InstalledQuery>,
+    q: ApiQuery<InstalledQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let format = wanted_format(&req, q.format.as_deref())?;
     let pages = installed_devices(&svc, &product).await?;

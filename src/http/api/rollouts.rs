@@ -11,6 +11,7 @@ use crate::domain::names::ProductName;
 use crate::domain::rollout::{RolloutAction, RolloutState};
 use crate::http::auth::{ManagerAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::query::ApiQuery;
 use crate::services::Services;
 use crate::services::manage_rollout::{CreateRollout, act_on_rollout, create_rollout, list_rollouts};
 use crate::services::rollout_status::{RolloutStatus, StageStatus, rollout_status};
@@ -229,7 +230,7 @@ pub async fn create(
 pub async fn list(
     svc: web::Data<Services>,
     _auth: ViewerAuth,
-    q: web::Query<ListQuery>,
+    q: ApiQuery<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let rows = list_rollouts(&svc, q.product.as_deref(), q.state.as_deref()).await?;
     Ok(HttpResponse::Ok().json(rows.into_iter().map(RolloutDto::from).collect::<Vec<_>>()))
@@ -264,7 +265,7 @@ pub async fn act(
     svc: web::Data<Services>,
     auth: ManagerAuth,
     path: web::Path<(String, String)>,
-    q: web::Query<ActionQuery>,
+    q: ApiQuery<ActionQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
