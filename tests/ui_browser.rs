@@ -135,14 +135,20 @@ impl Ui {
 
     /// Waits (up to 10 s: a click may still be loading the next page) for `text` in the page.
     async fn expect(&self, text: &str) {
-        for _ in 0..100 {
-            if self.source().await.contains(text) {
-                return;
+        self.wait_for(text, 10).await;
+    }
+
+    /// Waits up to `seconds` for `text` in the page, and returns the page's source then.
+    async fn wait_for(&self, text: &str, seconds: u32) -> String {
+        for _ in 0..seconds * 10 {
+            let source = self.source().await;
+            if source.contains(text) {
+                return source;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let source = self.source().await;
-        panic!("expected {text:?} on {}:\n{source}", self.path().await);
+        panic!("expected {text:?} within {seconds} s on {}:\n{source}", self.path().await);
     }
 
     async fn shot(&mut self, name: &str) {
@@ -684,15 +690,7 @@ async fn an_open_rollout_page_follows_a_pause_and_a_resume_made_elsewhere_within
 
     app.post_json("/api/v1/rollouts/r-live/pause", &json!({})).await;
     // One refresh period is 15 s; allow one more.
-    let mut source = String::new();
-    for _ in 0..300 {
-        source = ui.source().await;
-        if source.contains(">paused</span>") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(source.contains(">paused</span>"), "still not paused after 30 s:\n{source}");
+    let source = ui.wait_for(">paused</span>", 30).await;
     assert!(
         source.contains(">Resume</a>") && !source.contains(">Pause</a>"),
         "the buttons follow the state:\n{source}"
@@ -701,14 +699,7 @@ async fn an_open_rollout_page_follows_a_pause_and_a_resume_made_elsewhere_within
 
     // Resumed elsewhere (as from the CLI): "running" with Pause again, within one refresh.
     app.post_json("/api/v1/rollouts/r-live/resume", &json!({})).await;
-    for _ in 0..300 {
-        source = ui.source().await;
-        if source.contains("badge-ok\">running</span>") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(source.contains("badge-ok\">running</span>"), "still not running after 30 s:\n{source}");
+    let source = ui.wait_for("badge-ok\">running</span>", 30).await;
     assert!(
         source.contains(">Pause</a>") && !source.contains(">Resume</a>"),
         "the buttons follow the state:\n{source}"

@@ -97,6 +97,11 @@ fn parse_status(status: Option<String>) -> Result<Option<String>, ServiceError> 
     }
 }
 
+/// Whether `p` could be (part of) a device id: up to 128 of `[A-Za-z0-9._-]`.
+fn id_chars(p: &str) -> bool {
+    p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Lists devices matching `q`, one page at a time.
 pub async fn list_devices(svc: &Services, q: DeviceQuery) -> Result<DevicePage, ServiceError> {
     search_devices(svc, None, q).await
@@ -106,7 +111,6 @@ pub async fn list_devices(svc: &Services, q: DeviceQuery) -> Result<DevicePage, 
 /// (the admin UI's search box; an empty part matches every device).
 pub async fn search_devices(svc: &Services, id_part: Option<&str>, q: DeviceQuery) -> Result<DevicePage, ServiceError> {
     let id_part = id_part.filter(|p| !p.is_empty());
-    let id_chars = |p: &str| p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if id_part.is_some_and(|p| !id_chars(p)) {
         return Err(ServiceError::invalid(
             "invalid_device_search",
@@ -351,7 +355,7 @@ async fn parse_cursor(
         }
         None => (None, after),
     };
-    if !(1..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if id.is_empty() || !id_chars(id) {
         return Err(malformed());
     }
     let key = match (order, key) {
