@@ -53,6 +53,10 @@ pub struct CreateArgs {
     /// Each release needs a second person's approval before a rollout may use it.
     #[arg(long)]
     two_person_approval: bool,
+    /// How many of the most recently listed releases always stay in the product's role (the
+    /// server's default, 20, if not given); older ones leave it once nothing needs them.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    retain_newest: Option<i64>,
 }
 
 /// `product sign-role`.
@@ -93,6 +97,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     }
     let mut body = json!({"name": name.as_str(), "hardware_ids": args.hardware_ids,
         "two_person_approval": args.two_person_approval});
+    if let Some(n) = args.retain_newest {
+        body["retain_newest"] = json!(n);
+    }
     if let Some(path) = &args.key {
         let key = load_key(path, "--key")?;
         let expires = expires_at(RoleKind::Product, Timestamp::now());

@@ -133,7 +133,7 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             let remote = server.remote()?;
             match key {
                 Some(key) => publish_signed(&remote, &upload, &load_key(&key, "--key")?, &key, hardware_ids).await,
-                None => print_published(send_release(&remote, &upload, None).await?),
+                None => print_published(send_release(&remote, &upload, None, &[]).await?),
             }
         }
         ReleaseCommand::Yank { server, product, version, key } => {
@@ -193,6 +193,8 @@ async fn publish_signed(
     }
     let hashes = hash_file(upload.file, upload.file_name).await?;
     let name = target_name(product, upload.version, &file_name);
+    // A delisted release is listed again with the `custom` it was signed with first.
+    let delisted = delisted_custom(remote, product, upload.version, &name, &hashes).await?;
     let published = super::product::with_role_retries("publishing", async || {
         let role = current_role(remote, product, key, key_file).await?;
         if let Some(listed) = listed_names(&role, product, upload.version).first() {
@@ -208,27 +210,44 @@ async fn publish_signed(
                 hashes.sha256
             );
         }
-        let entry = TargetEntry {
-            name: name.clone(),
-            length: hashes.length,
-            sha256: hashes.sha256.clone(),
-            sha512: hashes.sha512.clone(),
-            custom: patchgate_protocol::TargetCustom {
+        let custom = match &delisted {
+            Some(custom) => custom.clone(),
+            None => patchgate_protocol::TargetCustom {
                 version: upload.version.to_string(),
                 hardware_ids: hardware_ids.clone(),
                 rollback_floor: floor.to_string(),
                 released_at: whole_seconds(Timestamp::now()).to_string(),
             },
         };
+        let entry = TargetEntry {
+            name: name.clone(),
+            length: hashes.length,
+            sha256: hashes.sha256.clone(),
+            sha512: hashes.sha512.clone(),
+            custom,
+        };
         let (target_name, target) = product_targets(1, Timestamp::now(), std::slice::from_ref(&entry))?
             .targets
             .into_iter()
             .next()
             .context("building the new target")?;
-        let next = next_role(&role, product, RoleChange::Add(target_name, Box::new(target)), Timestamp::now())?;
+        let mut next = next_role(&role, product, RoleChange::Add(target_name, Box::new(target)), Timestamp::now())?;
+        let delist = retention_delist(remote, product).await?;
+        for version in &delist {
+            for listed in listed_names(&role, product, version) {
+                next.targets.remove(&listed);
+            }
+        }
+        if !delist.is_empty() {
+            let versions: Vec<String> = delist.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "delisting {} (the retention policy lets them go; their files stay on the server)",
+                versions.join(", ")
+            );
+        }
         let signed = super::product::sign(product, next, key).await?;
         let text = String::from_utf8(signed).context("the signed role is not UTF-8")?;
-        send_release(remote, upload, Some(text)).await.map(Some)
+        send_release(remote, upload, Some(text), &delist).await.map(Some)
     })
     .await?;
     match published {
@@ -240,6 +259,49 @@ async fn publish_signed(
             Ok(())
         }
     }
+}
+
+/// The signed `custom` of `version` if the server holds it delisted with this very file (to list
+/// it again, the role must carry it unchanged).
+async fn delisted_custom(
+    remote: &Remote,
+    product: &ProductName,
+    version: &FirmwareVersion,
+    name: &str,
+    hashes: &FileHashes,
+) -> anyhow::Result<Option<patchgate_protocol::TargetCustom>> {
+    let request = remote.api(Method::GET, &["products", product.as_str(), "releases", &version.to_string()]);
+    let release = match remote.send_json(request).await {
+        Ok(release) => release,
+        Err(e) if super::is_refusal(&e, "unknown_release") => return Ok(None),
+        Err(e) => return Err(e.context(format!("looking up {product} {version}"))),
+    };
+    let same_file = release["target"]["name"].as_str() == Some(name)
+        && release["target"]["hashes"]["sha256"].as_str() == Some(hashes.sha256.as_str());
+    if release["delisted"].as_bool() != Some(true) || !same_file {
+        return Ok(None);
+    }
+    let custom = serde_json::from_value(release["custom"].clone())
+        .with_context(|| format!("the server's custom of the delisted {product} {version}"))?;
+    eprintln!("{product} {version} is delisted: listing it again");
+    Ok(Some(custom))
+}
+
+/// The versions the product's retention policy takes out of the role at this publish.
+async fn retention_delist(remote: &Remote, product: &ProductName) -> anyhow::Result<Vec<FirmwareVersion>> {
+    let advice = remote
+        .send_json(remote.api(Method::GET, &["products", product.as_str(), "retention"]))
+        .await
+        .with_context(|| format!("fetching {product}'s retention advice"))?;
+    advice["delist_on_publish"]
+        .as_array()
+        .context("the retention advice has no delist_on_publish list")?
+        .iter()
+        .map(|v| {
+            let v = v.as_str().context("a version in delist_on_publish is not a string")?;
+            FirmwareVersion::parse(v).with_context(|| format!("delist_on_publish holds {v:?}"))
+        })
+        .collect()
 }
 
 /// `yank --key`: the next role without the release.
@@ -316,6 +378,7 @@ async fn send_release(
     remote: &Remote,
     upload: &Upload<'_>,
     role: Option<String>,
+    delist: &[FirmwareVersion],
 ) -> anyhow::Result<(reqwest::StatusCode, Published)> {
     let path = upload.file;
     let handle = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
@@ -336,6 +399,9 @@ async fn send_release(
         if let Some(value) = value {
             form = form.text(field, value.clone());
         }
+    }
+    if !delist.is_empty() {
+        form = form.text("delist", delist.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
     }
     let request =
         remote.api(Method::POST, &["products", upload.product.as_str(), "releases"]).multipart(form.part("file", part));

@@ -28,6 +28,9 @@ pub mod product {
         pub requires_approval: bool,
         /// The highest `rollback_floor` of the releases its role lists.
         pub security_floor: String,
+        /// How many of the most recently listed releases the retention policy always keeps
+        /// listed (`services::retention`).
+        pub retain_newest: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -63,6 +66,11 @@ pub mod release {
         /// Who approved it for rollouts (two-person products).
         pub approved_by: Option<String>,
         pub approved_at: Option<i64>,
+        /// When the retention policy took it out of the role (stored, not withdrawn).
+        pub delisted_at: Option<i64>,
+        /// The product role version that last put it in the role (its publish, or a
+        /// re-listing): the retention policy's "newest" counts by it, then by id.
+        pub listed_in_role: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -24,6 +24,8 @@ pub struct NewProduct<'a> {
     pub pending_role: Option<Vec<u8>>,
     /// Releases need a second person's approval.
     pub requires_approval: bool,
+    /// How many recently listed releases always stay listed.
+    pub retain_newest: i64,
 }
 
 /// Inserts a product.
@@ -39,6 +41,7 @@ pub async fn product_insert(db: &impl ConnectionTrait, new: NewProduct<'_>) -> R
         pending_role: Set(new.pending_role),
         requires_approval: Set(new.requires_approval),
         security_floor: Set("0.0.0".to_owned()),
+        retain_newest: Set(new.retain_newest),
         ..Default::default()
     }
     .insert(db)
@@ -84,4 +87,12 @@ pub async fn product_clear_pending(db: &impl ConnectionTrait, id: i64) -> Result
     .update(db)
     .await
     .map(|_| ())
+}
+
+/// Sets a product's `retain_newest`.
+pub async fn product_set_retain_newest(db: &impl ConnectionTrait, id: i64, retain_newest: i64) -> Result<(), DbErr> {
+    ActiveModel { id: sea_orm::ActiveValue::Unchanged(id), retain_newest: Set(retain_newest), ..Default::default() }
+        .update(db)
+        .await?;
+    Ok(())
 }

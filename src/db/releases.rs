@@ -20,6 +20,7 @@ pub async fn release_insert(db: &impl ConnectionTrait, new: Model) -> Result<Mod
         custom: Set(new.custom),
         published_by: Set(new.published_by),
         created_at: Set(new.created_at),
+        listed_in_role: Set(new.listed_in_role),
         ..Default::default()
     }
     .insert(db)
@@ -57,6 +58,53 @@ pub async fn release_page(
 /// Every release of a product, oldest first.
 pub async fn release_list_by_product(db: &impl ConnectionTrait, product_id: i64) -> Result<Vec<Model>, DbErr> {
     Entity::find().filter(release::Column::ProductId.eq(product_id)).order_by_asc(release::Column::Id).all(db).await
+}
+
+/// The releases a product's role lists now (neither yanked nor delisted), least recently listed
+/// first.
+pub async fn release_list_listed(db: &impl ConnectionTrait, product_id: i64) -> Result<Vec<Model>, DbErr> {
+    Entity::find()
+        .filter(release::Column::ProductId.eq(product_id))
+        .filter(release::Column::YankedAt.is_null())
+        .filter(release::Column::DelistedAt.is_null())
+        .order_by_asc(release::Column::ListedInRole)
+        .order_by_asc(release::Column::Id)
+        .all(db)
+        .await
+}
+
+/// The releases of a product whose target names are among `names`.
+pub async fn release_list_by_targets(
+    db: &impl ConnectionTrait,
+    product_id: i64,
+    names: Vec<String>,
+) -> Result<Vec<Model>, DbErr> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    Entity::find()
+        .filter(release::Column::ProductId.eq(product_id))
+        .filter(release::Column::TargetName.is_in(names))
+        .all(db)
+        .await
+}
+
+/// Whether some device runs release `id` or is assigned it.
+pub async fn release_on_devices(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
+    use super::entities::device;
+    let found: Option<i64> = device::Entity::find()
+        .select_only()
+        .column(device::Column::Id)
+        .filter(
+            sea_orm::Condition::any()
+                .add(device::Column::InstalledReleaseId.eq(id))
+                .add(device::Column::AssignedReleaseId.eq(id)),
+        )
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
 }
 
 /// The release whose target is `target_name`.

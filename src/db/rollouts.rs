@@ -107,6 +107,27 @@ pub async fn rollout_list_running(db: &impl ConnectionTrait) -> Result<Vec<Model
     Entity::find().filter(rollout::Column::State.eq("running")).all(db).await
 }
 
+/// Whether some device came from release `release_id` in one of `rollout_ids`.
+pub async fn assignment_came_from(
+    db: &impl ConnectionTrait,
+    release_id: i64,
+    rollout_ids: &[String],
+) -> Result<bool, DbErr> {
+    if rollout_ids.is_empty() {
+        return Ok(false);
+    }
+    let found: Option<i64> = assignment::Entity::find()
+        .select_only()
+        .column(assignment::Column::Id)
+        .filter(assignment::Column::FromReleaseId.eq(release_id))
+        .filter(assignment::Column::RolloutId.is_in(rollout_ids.iter().cloned()))
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// The device's assignment in a rollout.
 pub async fn assignment_find(
     db: &impl ConnectionTrait,

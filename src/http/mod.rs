@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     const HEAD: Method = Method::HEAD;
     const POST: Method = Method::POST;
     const PUT: Method = Method::PUT;
+    const PATCH: Method = Method::PATCH;
     error::extractor_configs(cfg);
     cfg.service(
         web::scope("/api/v1")
@@ -39,6 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/products",
                 [(POST, web::to(api::products::create)), (GET, web::to(api::products::list))],
             ))
+            .service(resource("/products/{product}", [(PATCH, web::to(api::products::update))]))
+            .service(resource("/products/{product}/retention", [(GET, web::to(api::products::retention))]))
             .service(resource(
                 "/products/{product}/releases",
                 [(POST, web::to(api::releases::publish)), (GET, web::to(api::releases::list))],

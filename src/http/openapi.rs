@@ -75,7 +75,8 @@ impl Modify for CommonResponses {
 #[openapi(
     info(title = "patchgate", description = "OTA update server: TUF image repository, releases, devices, the per-device director, cohorts and staged rollouts."),
     paths(
-        api::products::create, api::products::list, api::products::role, api::products::submit_role,
+        api::products::create, api::products::list, api::products::update, api::products::retention,
+        api::products::role, api::products::submit_role,
         api::releases::publish, api::releases::list, api::releases::get, api::releases::approve, api::releases::yank,
         api::ceremony::prepare, api::ceremony::metadata,
         api::audit::list,

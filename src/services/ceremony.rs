@@ -428,8 +428,8 @@ async fn submit_image_roles(
         let bytes = canonical(&name, &value)?;
         let version = next_version(txn, IMAGE, &name).await?;
         let checked = check_role(&bytes, &name, &delegations, version, now)?;
-        let change = reconcile(txn, product, &checked, None).await?;
-        apply_reconciled(txn, product, &change, "ceremony", now).await?;
+        let change = reconcile(txn, product, &checked, None, &[]).await?;
+        apply_reconciled(txn, product, &change, "ceremony", now, version).await?;
         changed.push(checked.metadata);
     }
     stored.extend(
@@ -469,8 +469,8 @@ async fn rotate_product_key(
     let bytes = canonical(&product.name, &value)?;
     let version = next_version(txn, IMAGE, &product.name).await?;
     let checked = check_role(&bytes, &product.name, delegations, version, now)?;
-    let change = reconcile(txn, product, &checked, None).await?;
-    apply_reconciled(txn, product, &change, "ceremony", now).await?;
+    let change = reconcile(txn, product, &checked, None, &[]).await?;
+    apply_reconciled(txn, product, &change, "ceremony", now, version).await?;
     let raw = hex::decode(key_hex).map_err(anyhow::Error::new)?;
     let raw: [u8; 32] = raw.as_slice().try_into().map_err(anyhow::Error::new)?;
     let mut active: product::ActiveModel = product.clone().into();

@@ -191,7 +191,8 @@ pub fn product_signer(svc: &Services, product: &str) -> Result<Signer, ServiceEr
     Signer::load(&path).map_err(|e| ServiceError::Internal(anyhow::Error::new(e)))
 }
 
-/// Signs a server-signed product's role listing every release in `releases` not yanked.
+/// Signs a server-signed product's role listing every release in `releases` neither yanked nor
+/// delisted.
 pub async fn sign_product_role(
     svc: &Services,
     product: &product::Model,
@@ -207,7 +208,7 @@ pub async fn sign_product_role(
         )));
     }
     let mut entries = Vec::with_capacity(releases.len());
-    for r in releases.iter().filter(|r| r.yanked_at.is_none()) {
+    for r in releases.iter().filter(|r| r.yanked_at.is_none() && r.delisted_at.is_none()) {
         entries.push(TargetEntry {
             name: r.target_name.clone(),
             length: u64::try_from(r.length).unwrap_or(0),

@@ -97,10 +97,8 @@ fn not_found(id: &str) -> ServiceError {
     ServiceError::not_found("unknown_rollout", format!("no rollout has id {id:?}"))
 }
 
-/// A release enters a rollout only if it is not yanked, not below the product's security
-/// floor, and approved by a second person where the product requires it.
-/// Refuses a release that may not enter a rollout: yanked, below its product's security floor,
-/// or waiting for a second person's approval. (The release page asks it too, to say why its
+/// Refuses a release that may not enter a rollout: yanked, delisted by the retention policy,
+/// below its product's security floor, or waiting for a second person's approval. (The release page asks it too, to say why its
 /// "roll out" button is missing.)
 pub fn check_release_may_roll_out(
     product: &crate::db::entities::product::Model,
@@ -108,6 +106,16 @@ pub fn check_release_may_roll_out(
 ) -> Result<(), ServiceError> {
     if release.yanked_at.is_some() {
         return Err(ServiceError::conflict("release_yanked", format!("{} is yanked", release.target_name)));
+    }
+    if release.delisted_at.is_some() {
+        return Err(ServiceError::conflict(
+            "release_delisted",
+            format!(
+                "{} is stored but no longer listed in the {} role (retention policy): publish the same file again \
+                 to list it, then start the rollout",
+                release.target_name, product.name
+            ),
+        ));
     }
     let floor = crate::domain::names::FirmwareVersion::parse(&product.security_floor).ok();
     let version = crate::domain::names::FirmwareVersion::parse(&release.version).ok();

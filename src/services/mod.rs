@@ -27,6 +27,7 @@ pub mod publish_release;
 pub mod redecide;
 pub mod refresh;
 pub mod release_review;
+pub mod retention;
 pub mod rollout_status;
 pub mod rollout_timeline;
 pub mod rollout_view;

@@ -4,8 +4,9 @@
 //! submitted role must verify under the product's delegation, be exactly the next version,
 //! delegate nothing, and list only targets whose bytes the server holds, with the same length,
 //! hashes and `custom` as stored (or, for a publish, the file just uploaded). Whatever the role
-//! no longer lists is yanked; the product's security floor is the highest `rollback_floor` it
-//! lists. The same reconciliation serves server-signed products, whose role the server signs.
+//! no longer lists is yanked, unless the submitter asked for it to be delisted and the retention
+//! policy (`super::retention`) lets it go; the product's security floor is the highest
+//! `rollback_floor` it lists. The same reconciliation serves server-signed products, whose role the server signs.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,7 +18,7 @@ use tough::schema::{Delegations, Signed, Targets};
 use super::ServiceError;
 use super::image_repo::public_key_bytes;
 use crate::db::entities::{product, release};
-use crate::db::releases::{release_list_by_product, release_update};
+use crate::db::releases::{release_list_by_targets, release_list_listed, release_update};
 use crate::domain::names::{FirmwareVersion, ProductName, delegation_pattern};
 use crate::tuf::keys::tuf_public_key;
 use crate::tuf::metadata::{ProductDelegation, top_targets};
@@ -81,11 +82,11 @@ pub async fn served_delegations(db: &impl ConnectionTrait) -> Result<Delegations
     Ok(signed.signed.delegations.unwrap_or_default())
 }
 
-/// The highest `rollback_floor` among releases that are not yanked.
+/// The highest `rollback_floor` among releases that are listed (neither yanked nor delisted).
 pub fn floor_of(releases: &[release::Model]) -> FirmwareVersion {
     releases
         .iter()
-        .filter(|r| r.yanked_at.is_none())
+        .filter(|r| r.yanked_at.is_none() && r.delisted_at.is_none())
         .filter_map(|r| serde_json::from_str::<TargetCustom>(&r.custom).ok())
         .filter_map(|c| FirmwareVersion::parse(&c.rollback_floor).ok())
         .max()
@@ -204,25 +205,37 @@ pub struct Upload<'a> {
 pub struct Reconciled {
     /// The uploaded target, as the role lists it (publish only).
     pub new_target: Option<ListedTarget>,
-    /// Releases the role no longer lists (yanked now).
+    /// Releases the role no longer lists and were not asked to be delisted (yanked now).
     pub yank: Vec<release::Model>,
+    /// Releases the role no longer lists because the retention policy lets them go.
+    pub delist: Vec<release::Model>,
     /// Yanked releases the role lists again.
     pub restore: Vec<release::Model>,
+    /// Delisted releases the role lists again.
+    pub relist: Vec<release::Model>,
     /// Versions it lists.
     pub listed: Vec<String>,
     /// The highest `rollback_floor` it lists.
     pub floor: Option<FirmwareVersion>,
 }
 
-/// Matches the role's targets against the product's stored releases (and `upload`).
+/// Matches the role's targets against the product's stored releases (and `upload`). A release
+/// the role stops listing is yanked, unless its version is in `delist`: then the retention
+/// policy must let it go, or the role is refused.
 pub async fn reconcile(
     db: &impl ConnectionTrait,
     product: &product::Model,
     role: &CheckedRole,
     upload: Option<&Upload<'_>>,
+    delist: &[FirmwareVersion],
 ) -> Result<Reconciled, ServiceError> {
-    let releases = release_list_by_product(db, product.id).await?;
-    let by_name: HashMap<&str, &release::Model> = releases.iter().map(|r| (r.target_name.as_str(), r)).collect();
+    let listed_now = release_list_listed(db, product.id).await?;
+    let listed_names: HashSet<&str> = listed_now.iter().map(|r| r.target_name.as_str()).collect();
+    let unlisted_names: Vec<String> =
+        role.targets.iter().filter(|t| !listed_names.contains(t.name.as_str())).map(|t| t.name.clone()).collect();
+    let unlisted = release_list_by_targets(db, product.id, unlisted_names).await?;
+    let by_name: HashMap<&str, &release::Model> =
+        listed_now.iter().chain(unlisted.iter()).map(|r| (r.target_name.as_str(), r)).collect();
     let mut out = Reconciled::default();
     let mut seen = HashSet::new();
     for t in &role.targets {
@@ -243,6 +256,8 @@ pub async fn reconcile(
             }
             if stored.yanked_at.is_some() {
                 out.restore.push((*stored).clone());
+            } else if stored.delisted_at.is_some() {
+                out.relist.push((*stored).clone());
             }
             continue;
         }
@@ -272,17 +287,49 @@ pub async fn reconcile(
     {
         return Err(invalid("role_lacks_target", format!("the role does not list the uploaded {}", u.name)));
     }
-    out.yank = releases.into_iter().filter(|r| r.yanked_at.is_none() && !seen.contains(&r.target_name)).collect();
+    let delist: HashSet<String> = delist.iter().map(ToString::to_string).collect();
+    for version in &delist {
+        if out.listed.contains(version) {
+            return Err(invalid("delist_listed", format!("{version} is to be delisted, but the role still lists it")));
+        }
+        if !listed_now.iter().any(|r| &r.version == version) {
+            return Err(invalid(
+                "delist_not_listed",
+                format!("{version} is to be delisted, but the current {} role does not list it", product.name),
+            ));
+        }
+    }
+    let adding = usize::from(out.new_target.is_some()) + out.relist.len() + out.restore.len();
+    for r in listed_now.iter().filter(|r| !seen.contains(&r.target_name)) {
+        if !delist.contains(&r.version) {
+            out.yank.push(r.clone());
+            continue;
+        }
+        if let Some(why) = super::retention::keep_reason(db, product, &listed_now, adding, r).await? {
+            return Err(ServiceError::conflict(
+                "release_retained",
+                format!(
+                    "{} {} cannot be delisted: {} (fetch the retention advice again, sign again)",
+                    product.name,
+                    r.version,
+                    why.describe()
+                ),
+            ));
+        }
+        out.delist.push(r.clone());
+    }
     Ok(out)
 }
 
-/// Records yanks and restores, and the product's new security floor.
+/// Records yanks, delistings, restores and re-listings (by role `role_version`), and the
+/// product's new security floor.
 pub async fn apply_reconciled(
     txn: &DatabaseTransaction,
     product: &product::Model,
     change: &Reconciled,
     actor: &str,
     now: Timestamp,
+    role_version: u64,
 ) -> Result<(), ServiceError> {
     for r in &change.yank {
         let mut active: release::ActiveModel = r.clone().into();
@@ -290,10 +337,17 @@ pub async fn apply_reconciled(
         active.yanked_by = Set(Some(actor.to_owned()));
         release_update(txn, active).await?;
     }
-    for r in &change.restore {
+    for r in &change.delist {
+        let mut active: release::ActiveModel = r.clone().into();
+        active.delisted_at = Set(Some(now.as_second()));
+        release_update(txn, active).await?;
+    }
+    for r in change.restore.iter().chain(&change.relist) {
         let mut active: release::ActiveModel = r.clone().into();
         active.yanked_at = Set(None);
         active.yanked_by = Set(None);
+        active.delisted_at = Set(None);
+        active.listed_in_role = Set(i64::try_from(role_version).unwrap_or(i64::MAX));
         release_update(txn, active).await?;
     }
     let floor = change.floor.clone().unwrap_or_else(FirmwareVersion::zero).to_string();
@@ -322,6 +376,7 @@ mod tests {
             pending_role: None,
             requires_approval: false,
             security_floor: "0.0.0".into(),
+            retain_newest: 20,
         }
     }
 

@@ -4,6 +4,7 @@
 use super::auth::Caller;
 use super::image_repo::{IMAGE, commit_with_snapshot, next_version, sign_product_role, sign_top_targets};
 use super::product_role::{check_role, product_delegation};
+use super::retention::MAX_RETAIN_NEWEST;
 use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::entities::product;
@@ -11,6 +12,7 @@ use crate::db::products::{NewProduct, product_get_by_name, product_insert, produ
 use crate::domain::names::{HardwareId, ProductName};
 use crate::tuf::keys::Signer;
 use crate::tuf::sign::SignedMetadata;
+use sea_orm::TransactionTrait;
 
 /// "Server-signed": the server holds the product key. Weaker than a manufacturer-held key,
 /// because whoever takes the server can sign targets for the product.
@@ -33,6 +35,8 @@ pub struct CreateProduct {
     pub manufacturer: Option<ManufacturerKey>,
     /// Releases need a second person's approval before a rollout.
     pub requires_approval: bool,
+    /// How many recently listed releases always stay listed (`None`: the default).
+    pub retain_newest: Option<i64>,
 }
 
 /// A manufacturer-held product key.
@@ -54,6 +58,7 @@ pub async fn create_product(
     if input.hardware_ids.is_empty() {
         return Err(ServiceError::invalid("missing_hardware_ids", "a product needs at least one hardware id"));
     }
+    let retain_newest = check_retain_newest(input.retain_newest.unwrap_or(DEFAULT_RETAIN_NEWEST))?;
     let name = input.name.as_str();
     if product_get_by_name(&svc.db, name).await?.is_some() {
         return Err(ServiceError::conflict("product_exists", format!("product {name} already exists")));
@@ -85,6 +90,7 @@ pub async fn create_product(
             status: if delegate_now { ACTIVE } else { PENDING_DELEGATION },
             pending_role,
             requires_approval: input.requires_approval,
+            retain_newest,
         },
     )
     .await?;
@@ -107,7 +113,8 @@ pub async fn create_product(
             before: None,
             after: Some(
                 serde_json::json!({"hardware_ids": hardware_ids, "signing_mode": mode, "keyid": created.keyid,
-                "status": created.status, "two_person_approval": input.requires_approval})
+                "status": created.status, "two_person_approval": input.requires_approval,
+                "retain_newest": retain_newest})
                 .to_string(),
             ),
         },
@@ -122,6 +129,63 @@ pub async fn create_product(
     }
     tracing::info!(product = name, keyid = %created.keyid, status = %created.status, mode, "product created");
     get_product(svc, name).await.or(Ok(created))
+}
+
+/// What a new product keeps listed by recency unless told otherwise.
+pub const DEFAULT_RETAIN_NEWEST: i64 = 20;
+
+fn check_retain_newest(n: i64) -> Result<i64, ServiceError> {
+    if !(1..=MAX_RETAIN_NEWEST).contains(&n) {
+        return Err(ServiceError::invalid(
+            "invalid_retain_newest",
+            format!("retain_newest must be 1 to {MAX_RETAIN_NEWEST}, not {n}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Sets how many recently listed releases a product always keeps listed. The role changes at
+/// the next publish (server-signed) or the next `publish --key` (manufacturer-signed).
+pub async fn set_retain_newest(
+    svc: &Services,
+    caller: &Caller,
+    name: &str,
+    retain_newest: i64,
+) -> Result<product::Model, ServiceError> {
+    let retain_newest = check_retain_newest(retain_newest)?;
+    let txn = svc.db.begin().await?;
+    let product = product_get_by_name(&txn, name)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("unknown_product", format!("product {name:?} does not exist")))?;
+    if product.retain_newest != retain_newest {
+        crate::db::products::product_set_retain_newest(&txn, product.id, retain_newest).await?;
+        let now = svc.clock.now();
+        audit_insert(
+            &txn,
+            NewAudit {
+                at: now.as_second(),
+                actor: &caller.name,
+                action: "product.retention",
+                object: &format!("product:{name}"),
+                before: Some(serde_json::json!({"retain_newest": product.retain_newest}).to_string()),
+                after: Some(serde_json::json!({"retain_newest": retain_newest}).to_string()),
+            },
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    get_product(svc, name).await
+}
+
+/// What the retention policy says about a product's listed releases, were one more release
+/// published now: what `patchgate release publish --key` leaves out of the role it signs.
+pub async fn retention_advice(
+    svc: &Services,
+    product: &product::Model,
+) -> Result<(usize, super::retention::Advice), ServiceError> {
+    let listed = crate::db::releases::release_list_listed(&svc.db, product.id).await?;
+    let advice = super::retention::advise(&svc.db, product, &listed, 1).await?;
+    Ok((listed.len(), advice))
 }
 
 /// A product's first role: the manufacturer's (checked under its key) or signed now.

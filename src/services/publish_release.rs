@@ -17,7 +17,7 @@ use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::entities::{product, release};
 use crate::db::products::product_get_by_name;
-use crate::db::releases::{release_find, release_insert, release_list_by_product};
+use crate::db::releases::{release_find, release_insert, release_list_by_product, release_list_listed};
 use crate::domain::expiry::whole_seconds;
 use crate::domain::names::{FileName, FirmwareVersion, ProductName, target_name};
 
@@ -89,6 +89,9 @@ pub struct NewRelease {
     /// The product role the manufacturer signed, listing the new target (manufacturer-signed
     /// products only).
     pub role: Option<Vec<u8>>,
+    /// Versions the signed role leaves out because the retention policy lets them go
+    /// (manufacturer-signed products; any other release it leaves out is yanked).
+    pub delist: Vec<FirmwareVersion>,
 }
 
 /// Whether the release is new or a retry of an identical publish.
@@ -115,7 +118,8 @@ pub fn require_active(product: &product::Model) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Commits a release whose file is already stored.
+/// Commits a release whose file is already stored. Publishing the file of a delisted release
+/// again lists it again.
 pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) -> Result<PublishOutcome, ServiceError> {
     let started = Instant::now();
     let product_name = new.product.as_str();
@@ -133,19 +137,21 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
         ServiceError::not_found("unknown_product", format!("product {product_name:?} does not exist"))
     })?;
     let version = new.version.to_string();
-    if let Some(existing) = release_find(&txn, product.id, &version).await? {
-        return if existing.sha256 == new.blob.sha256 {
-            Ok(PublishOutcome::Existing(existing))
-        } else {
-            Err(ServiceError::conflict(
+    let relisting = match release_find(&txn, product.id, &version).await? {
+        Some(existing) if existing.sha256 != new.blob.sha256 => {
+            return Err(ServiceError::conflict(
                 "version_exists",
                 format!(
                     "{product_name} {version} is already published with different content (sha256 {})",
                     existing.sha256
                 ),
-            ))
-        };
-    }
+            ));
+        }
+        Some(existing) if existing.delisted_at.is_none() || existing.yanked_at.is_some() => {
+            return Ok(PublishOutcome::Existing(existing));
+        }
+        delisted => delisted,
+    };
     require_active(&product)?;
     // Under the signing lock, which the blob sweep (`jobs::blobs`) also holds while it deletes:
     // an unreferenced blob it removed a moment ago cannot be signed as this release's file.
@@ -157,7 +163,7 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
     }
     let now = svc.clock.now();
     let role_version = next_version(&txn, IMAGE, product_name).await?;
-    let (row, role, change) = if product.signing_mode == MANUFACTURER_SIGNED {
+    let (role, change) = if product.signing_mode == MANUFACTURER_SIGNED {
         let bytes = new.role.as_deref().ok_or_else(|| {
             ServiceError::invalid(
                 "missing_role",
@@ -171,16 +177,25 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
         let name = target_name(&new.product, &new.version, &new.file_name);
         let upload =
             Upload { name: &name, length: new.blob.length, sha256: &new.blob.sha256, sha512: &new.blob.sha512 };
-        let change = reconcile(&txn, &product, &checked, Some(&upload)).await?;
-        let listed = change.new_target.clone().ok_or_else(|| anyhow::anyhow!("reconcile lost the new target"))?;
-        if new.rollback_floor.as_ref().is_some_and(|f| f != &listed.floor) {
-            return Err(ServiceError::invalid(
-                "invalid_rollback_floor",
-                format!("the form's rollback_floor differs from the signed role's {}", listed.floor),
-            ));
+        let upload = relisting.is_none().then_some(upload);
+        let change = reconcile(&txn, &product, &checked, upload.as_ref(), &new.delist).await?;
+        if let Some(old) = &relisting
+            && !change.relist.iter().any(|r| r.id == old.id)
+        {
+            return Err(invalid_role_lacks(&old.target_name));
         }
-        let row = release_insert(&txn, release_row(&product, caller, &new, listed.custom, now)?).await?;
-        (row, checked.metadata, change)
+        if let Some(listed) = &change.new_target {
+            if new.rollback_floor.as_ref().is_some_and(|f| f != &listed.floor) {
+                return Err(ServiceError::invalid(
+                    "invalid_rollback_floor",
+                    format!("the form's rollback_floor differs from the signed role's {}", listed.floor),
+                ));
+            }
+            release_insert(&txn, release_row(&product, caller, &new, listed.custom.clone(), now, role_version)?)
+                .await?;
+        }
+        apply_reconciled(&txn, &product, &change, &caller.name, now, role_version).await?;
+        (checked.metadata, change)
     } else {
         if new.role.is_some() {
             return Err(ServiceError::invalid(
@@ -188,27 +203,35 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
                 format!("product {product_name} is server-signed: the server signs its role, send no `role`"),
             ));
         }
-        let custom = server_custom(&product, &new, now)?;
-        let row = release_insert(&txn, release_row(&product, caller, &new, custom, now)?).await?;
-        let releases = release_list_by_product(&txn, product.id).await?;
-        let role = sign_product_role(svc, &product, &releases, role_version, now).await?;
-        let change = Reconciled { floor: Some(floor_of(&releases)), ..Reconciled::default() };
-        (row, role, change)
+        if !new.delist.is_empty() {
+            return Err(ServiceError::invalid(
+                "delist_not_expected",
+                format!("product {product_name} is server-signed: the server applies its retention policy itself"),
+            ));
+        }
+        if relisting.is_none() {
+            let custom = server_custom(&product, &new, now)?;
+            release_insert(&txn, release_row(&product, caller, &new, custom, now, role_version)?).await?;
+        }
+        sign_retained_role(svc, &txn, &product, relisting.clone(), role_version, now, &caller.name).await?
     };
-    apply_reconciled(&txn, &product, &change, &caller.name, now).await?;
     commit_with_snapshot(&txn, svc, now, &[role]).await?;
+    let row = release_find(&txn, product.id, &version)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the release just committed is missing"))?;
     let yanked: Vec<&str> = change.yank.iter().map(|r| r.version.as_str()).collect();
+    let delisted: Vec<&str> = change.delist.iter().map(|r| r.version.as_str()).collect();
     audit_insert(
         &txn,
         NewAudit {
             at: now.as_second(),
             actor: &caller.name,
-            action: "release.publish",
+            action: if relisting.is_some() { "release.relist" } else { "release.publish" },
             object: &format!("release:{}", row.target_name),
             before: None,
             after: Some(
                 serde_json::json!({"sha256": row.sha256, "length": row.length, "signing_mode": product.signing_mode,
-                    "yanked": yanked})
+                    "yanked": yanked, "delisted": delisted})
                 .to_string(),
             ),
         },
@@ -216,8 +239,50 @@ pub async fn commit_release(svc: &Services, caller: &Caller, new: NewRelease) ->
     .await?;
     super::image_repo::commit_signed(svc, txn).await?;
     metrics::histogram!("patchgate_publish_commit_seconds").record(started.elapsed().as_secs_f64());
+    if relisting.is_some() {
+        tracing::info!(target = %row.target_name, actor = %caller.name, "delisted release listed again");
+        return Ok(PublishOutcome::Existing(row));
+    }
     tracing::info!(target = %row.target_name, sha256 = %row.sha256, length = row.length, actor = %caller.name, "release published");
     Ok(PublishOutcome::Created(row))
+}
+
+fn invalid_role_lacks(target: &str) -> ServiceError {
+    ServiceError::invalid(
+        "role_lacks_target",
+        format!("the role does not list {target}, which this publish lists again"),
+    )
+}
+
+/// Lists `relist` again (if given), delists what the retention policy lets go of a server-signed
+/// product, then signs its role listing the rest. Returns the role and what changed.
+pub async fn sign_retained_role(
+    svc: &Services,
+    txn: &sea_orm::DatabaseTransaction,
+    product: &product::Model,
+    relist: Option<release::Model>,
+    role_version: u64,
+    now: jiff::Timestamp,
+    actor: &str,
+) -> Result<(crate::tuf::sign::SignedMetadata, Reconciled), ServiceError> {
+    let mut listed = release_list_listed(txn, product.id).await?;
+    listed.extend(relist.iter().cloned().map(|mut r| {
+        r.delisted_at = None;
+        r.listed_in_role = i64::try_from(role_version).unwrap_or(i64::MAX);
+        r
+    }));
+    let advice = super::retention::advise(txn, product, &listed, 0).await?;
+    let gone: std::collections::HashSet<i64> = advice.delist.iter().map(|r| r.id).collect();
+    listed.retain(|r| !gone.contains(&r.id));
+    let change = Reconciled {
+        delist: advice.delist,
+        relist: relist.into_iter().collect(),
+        floor: Some(floor_of(&listed)),
+        ..Reconciled::default()
+    };
+    apply_reconciled(txn, product, &change, actor, now, role_version).await?;
+    let role = sign_product_role(svc, product, &listed, role_version, now).await?;
+    Ok((role, change))
 }
 
 /// The `custom` the server signs for a server-signed release.
@@ -245,6 +310,7 @@ fn release_row(
     new: &NewRelease,
     custom: serde_json::Map<String, serde_json::Value>,
     now: jiff::Timestamp,
+    role_version: u64,
 ) -> Result<release::Model, ServiceError> {
     Ok(release::Model {
         id: 0,
@@ -263,6 +329,8 @@ fn release_row(
         yanked_by: None,
         approved_by: None,
         approved_at: None,
+        delisted_at: None,
+        listed_in_role: i64::try_from(role_version).unwrap_or(i64::MAX),
     })
 }
 

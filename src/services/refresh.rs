@@ -13,7 +13,7 @@ use super::image_repo::{
 use super::{ServiceError, Services};
 use crate::db::metadata::{metadata_latest, metadata_latest_versions};
 use crate::db::products::product_list;
-use crate::db::releases::release_list_by_product;
+use crate::db::releases::release_list_listed;
 use crate::domain::expiry::{RoleKind, is_near_expiry, needs_refresh};
 
 fn due(role: &str, expires: i64, now: Timestamp) -> bool {
@@ -50,7 +50,7 @@ pub async fn refresh_expiring(svc: &Services) -> Result<Vec<String>, ServiceErro
                 "the product role is near expiry: the manufacturer must re-sign it (`patchgate product sign-role`)");
             continue;
         }
-        let releases = release_list_by_product(&txn, product.id).await?;
+        let releases = release_list_listed(&txn, product.id).await?;
         let version = next_version(&txn, IMAGE, &product.name).await?;
         // One product whose key this instance cannot read must not stop the timestamp and
         // snapshot (which every device needs daily) from being refreshed.

@@ -15,7 +15,7 @@ use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::entities::release;
 use crate::db::products::product_get_by_name;
-use crate::db::releases::{release_find, release_list_by_product, release_update};
+use crate::db::releases::{release_find, release_list_listed, release_update};
 
 fn audit<'a>(
     caller: &'a Caller,
@@ -100,12 +100,12 @@ pub async fn yank_release(
     }
     let now = svc.clock.now();
     let change = Reconciled { yank: vec![row.clone()], ..Reconciled::default() };
-    let mut releases = release_list_by_product(&txn, product.id).await?;
+    let mut releases = release_list_listed(&txn, product.id).await?;
     releases.retain(|r| r.id != row.id);
     let change = Reconciled { floor: Some(floor_of(&releases)), ..change };
-    apply_reconciled(&txn, &product, &change, &caller.name, now).await?;
-    let role =
-        sign_product_role(svc, &product, &releases, next_version(&txn, IMAGE, &product.name).await?, now).await?;
+    let role_version = next_version(&txn, IMAGE, &product.name).await?;
+    apply_reconciled(&txn, &product, &change, &caller.name, now, role_version).await?;
+    let role = sign_product_role(svc, &product, &releases, role_version, now).await?;
     commit_with_snapshot(&txn, svc, now, &[role]).await?;
     let object = format!("release:{}", row.target_name);
     audit_insert(&txn, audit(caller, now, "release.yank", &object, serde_json::json!({"signing_mode": "server"})))
@@ -149,8 +149,8 @@ pub async fn submit_product_role(
     let now = svc.clock.now();
     let version = next_version(&txn, IMAGE, &product.name).await?;
     let checked = check_role(bytes, &product.name, &served_delegations(&txn).await?, version, now)?;
-    let change = reconcile(&txn, &product, &checked, None).await?;
-    apply_reconciled(&txn, &product, &change, &caller.name, now).await?;
+    let change = reconcile(&txn, &product, &checked, None, &[]).await?;
+    apply_reconciled(&txn, &product, &change, &caller.name, now, version).await?;
     commit_with_snapshot(&txn, svc, now, &[checked.metadata]).await?;
     let yanked: Vec<String> = change.yank.iter().map(|r| r.version.clone()).collect();
     for r in &change.yank {

@@ -24,7 +24,8 @@ async fn sql(p: &Production, statement: &str) {
     p.app.services.db.execute_unprepared(statement).await.unwrap();
 }
 
-fn entry(version: &str, image: &[u8], floor: &str) -> TargetEntry {
+/// A target entry for `version` of the test product (hardware `HW`), as a product role lists it.
+pub fn entry(version: &str, image: &[u8], floor: &str) -> TargetEntry {
     TargetEntry {
         name: format!("{PRODUCT}/{version}/fw.bin"),
         length: image.len() as u64,
@@ -71,6 +72,8 @@ async fn insert_release(p: &Production, version: &str, image: &[u8]) {
         yanked_by: None,
         approved_by: None,
         approved_at: None,
+        delisted_at: None,
+        listed_in_role: 0,
     };
     patchgate::db::releases::release_insert(&p.app.services.db, row).await.unwrap();
 }

@@ -3,7 +3,7 @@
 //! manufacturer. Each step is followed by tough, python-tuf's ngclient and the real agent, which
 //! keeps installing new releases across every rotation.
 
-use crate::split_trust::{PRODUCT, Production, run_ok};
+use crate::split_trust::{Production, run_ok};
 
 #[tokio::test]
 async fn three_holders_rotate_root_delegate_a_product_and_rotate_every_online_key_while_agents_keep_updating() {
@@ -67,26 +67,7 @@ async fn three_holders_rotate_root_delegate_a_product_and_rotate_every_online_ke
 
     // Step 5: rotate the product key: a new delegation, and the product role re-signed with the
     // new key, landed together; then the manufacturer publishes with the new key.
-    let old = p.key("maker");
-    let old_copy = p.holders.join("maker/old.pem");
-    std::fs::rename(&old, &old_copy).unwrap();
-    run_ok(&["keys", "generate", "--product", PRODUCT, "--out", old.to_str().unwrap()]).await;
-    let role = p.holders.join("maker/role.json");
-    p.cli(&[
-        "product",
-        "sign-role",
-        "--product",
-        PRODUCT,
-        "--key",
-        old.to_str().unwrap(),
-        "--current-key",
-        old_copy.to_str().unwrap(),
-        "--out",
-        role.to_str().unwrap(),
-    ])
-    .await;
-    let product_key = format!("{PRODUCT}={}", old.to_str().unwrap());
-    p.delegations_ceremony(&["--product-key", &product_key], &[format!("{PRODUCT}={}", role.to_str().unwrap())]).await;
+    p.rotate_product_key().await;
     let v5 = p.publish("1.4.0", 5, None).await;
     p.roll_out("1.4.0").await;
     p.installs("1.4.0", &v5).await;

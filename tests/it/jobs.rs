@@ -67,6 +67,7 @@ async fn the_blob_sweep_removes_only_old_files_no_release_refers_to() {
         rollback_floor: None,
         blob: lost,
         role: None,
+        delist: Vec::new(),
     };
     let caller = patchgate::services::auth::Caller::operator();
     let err = commit_release(&app.services, &caller, new).await.unwrap_err();

@@ -31,6 +31,7 @@ mod publish;
 mod refusals_common;
 mod refusals_director;
 mod refusals_image;
+mod retention;
 mod rollouts;
 mod s3;
 mod serving;

@@ -167,6 +167,22 @@ impl Production {
         assert_eq!(products[0]["signing_mode"], "manufacturer");
     }
 
+    /// Rotates the product key: a new key in `holders/maker/product.pem` (the old one kept as
+    /// `old.pem`), the current role re-signed with it, and the new delegation landed with it.
+    pub async fn rotate_product_key(&self) {
+        let new = self.key("maker");
+        let old = self.holders.join("maker/old.pem");
+        std::fs::rename(&new, &old).unwrap();
+        run_ok(&["keys", "generate", "--product", PRODUCT, "--out", path(&new)]).await;
+        let role = self.holders.join("maker/role.json");
+        let sign = ["product", "sign-role", "--product", PRODUCT, "--key", path(&new), "--current-key", path(&old)];
+        let mut args = sign.to_vec();
+        args.extend(["--out", path(&role)]);
+        self.cli(&args).await;
+        let product_key = format!("{PRODUCT}={}", path(&new));
+        self.delegations_ceremony(&["--product-key", &product_key], &[format!("{PRODUCT}={}", path(&role))]).await;
+    }
+
     /// Publishes `version` (image `firmware(seed)`) with the manufacturer's key through the CLI.
     pub async fn publish(&self, version: &str, seed: u8, floor: Option<&str>) -> Vec<u8> {
         let image = firmware(seed, 4096);

@@ -9,11 +9,13 @@ use crate::domain::names::{HardwareId, ProductName};
 use crate::http::api::patterns::PublicKeyHex;
 use crate::http::auth::{AdminAuth, PublisherAuth, ViewerAuth};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::services::Services;
 use crate::services::products::{
-    CreateProduct, ManufacturerKey, SERVER_SIGNED, create_product, get_product, list_products,
+    CreateProduct, ManufacturerKey, SERVER_SIGNED, create_product, get_product, list_products, retention_advice,
+    set_retain_newest,
 };
 use crate::services::release_review::submit_product_role;
+use crate::services::retention::Keep;
+use crate::services::{Services, whole_number};
 
 /// A product to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -38,6 +40,48 @@ pub struct CreateProductRequest {
     /// Releases need approval by a second person (a release manager) before a rollout.
     #[serde(default)]
     pub two_person_approval: bool,
+    /// How many of the most recently listed releases always stay in the product's role
+    /// (default 20). Older ones leave it once no device runs or is assigned them and no rollout
+    /// or rollback needs them; their files stay stored.
+    #[serde(default, deserialize_with = "whole_number::optional")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub retain_newest: Option<i64>,
+}
+
+/// Changes to a product.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProductRequest {
+    /// How many of the most recently listed releases always stay in the product's role; the
+    /// role follows at the next publish.
+    #[serde(deserialize_with = "whole_number::exact")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub retain_newest: i64,
+}
+
+/// A listed release the retention policy keeps although it is not among the newest, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeptReleaseDto {
+    /// Version.
+    pub version: String,
+    /// Why it stays listed.
+    pub reason: Keep,
+}
+
+/// What the retention policy says about a product's role, were one more release published now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionDto {
+    /// Product.
+    pub product: String,
+    /// How many recently listed releases always stay listed.
+    pub retain_newest: i64,
+    /// How many releases the role lists now.
+    pub listed: usize,
+    /// Versions the next publish leaves out of the role (oldest listed first): what
+    /// `patchgate release publish --key` delists in the role it signs.
+    pub delist_on_publish: Vec<String>,
+    /// Older listed releases that stay listed, and why.
+    pub kept: Vec<KeptReleaseDto>,
 }
 
 /// A product.
@@ -61,6 +105,8 @@ pub struct ProductDto {
     pub two_person_approval: bool,
     /// The highest `rollback_floor` its role lists: nothing lower is assigned or installed.
     pub security_floor: String,
+    /// How many of the most recently listed releases always stay in its role.
+    pub retain_newest: i64,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -82,6 +128,7 @@ impl From<product::Model> for ProductDto {
             status: p.status,
             two_person_approval: p.requires_approval,
             security_floor: p.security_floor,
+            retain_newest: p.retain_newest,
             created_at: p.created_at,
         }
     }
@@ -131,6 +178,7 @@ pub async fn create(
         hardware_ids: body.hardware_ids.iter().map(|h| HardwareId::parse(h)).collect::<Result<_, _>>()?,
         manufacturer,
         requires_approval: body.two_person_approval,
+        retain_newest: body.retain_newest,
     };
     let created = create_product(&svc, &auth.0, input).await?;
     Ok(HttpResponse::Created().json(ProductDto::from(created)))
@@ -142,6 +190,44 @@ pub async fn create(
 pub async fn list(svc: web::Data<Services>, _auth: ViewerAuth) -> Result<HttpResponse, ApiError> {
     let products: Vec<ProductDto> = list_products(&svc).await?.into_iter().map(ProductDto::from).collect();
     Ok(HttpResponse::Ok().json(products))
+}
+
+/// Changes a product's retention (how many recently listed releases always stay listed).
+#[utoipa::path(patch, path = "/api/v1/products/{product}", tag = "products", params(("product" = ProductName, Path)),
+    request_body = UpdateProductRequest,
+    responses((status = 200, body = ProductDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    svc: web::Data<Services>,
+    auth: AdminAuth,
+    path: web::Path<String>,
+    body: web::Json<UpdateProductRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let product = set_retain_newest(&svc, &auth.0, &path, body.retain_newest).await?;
+    Ok(HttpResponse::Ok().json(ProductDto::from(product)))
+}
+
+/// What the retention policy would take out of the product's role at the next publish, and
+/// which older releases it keeps and why.
+#[utoipa::path(get, path = "/api/v1/products/{product}/retention", tag = "products",
+    params(("product" = ProductName, Path)),
+    responses((status = 200, body = RetentionDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retention(
+    svc: web::Data<Services>,
+    _auth: ViewerAuth,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let product = get_product(&svc, &path).await?;
+    let (listed, advice) = retention_advice(&svc, &product).await?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(RetentionDto {
+        product: product.name,
+        retain_newest: product.retain_newest,
+        listed,
+        delist_on_publish: advice.delist.into_iter().map(|r| r.version).collect(),
+        kept: advice.kept.into_iter().map(|(r, reason)| KeptReleaseDto { version: r.version, reason }).collect(),
+    }))
 }
 
 /// The product's current signed role, exactly as TUF clients get it (404 while it has none).
@@ -168,7 +254,8 @@ pub async fn role(
 }
 
 /// Makes a manufacturer-signed role current: the next version, signed by the product key. A
-/// release it no longer lists is yanked; it also renews the role before it expires.
+/// release it no longer lists is yanked (to delist one for retention, leave it out of the role
+/// of a `publish`, with the form's `delist`); it also renews the role before it expires.
 #[utoipa::path(post, path = "/api/v1/products/{product}/role", tag = "products", params(("product" = ProductName, Path)),
     request_body(content = Object, description = "The signed product role (TUF targets metadata)"),
     responses((status = 200, description = "Stored: {product, version, listed, yanked}"), (status = 400, body = ErrorBody),

@@ -25,8 +25,8 @@ pub struct PublishForm {
     #[schema(value_type = FirmwareVersion)]
     version: String,
     /// The firmware file; its file name becomes the last part of the target name.
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
-    file: Vec<u8>,
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
     /// Optional release notes.
     notes: Option<String>,
     /// Optional lowest version a device may go back to after this release (default 0.0.0).
@@ -35,6 +35,10 @@ pub struct PublishForm {
     /// Manufacturer-signed products: the product role's next version listing every current
     /// target and this one, signed with the product key (`patchgate release publish --key`).
     role: Option<String>,
+    /// Manufacturer-signed products: versions, separated by commas or spaces, that `role` leaves
+    /// out because the retention policy lets them go (`GET .../retention`); they are delisted,
+    /// not yanked. Any other current release the role leaves out is yanked.
+    delist: Option<String>,
 }
 
 /// Hashes of a target.
@@ -81,6 +85,11 @@ pub struct ReleaseDto {
     pub yanked_by: Option<String>,
     /// Who approved it for rollouts (two-person products).
     pub approved_by: Option<String>,
+    /// Stored, but out of the product's role under its retention policy: devices cannot be
+    /// sent it until the same file is published again.
+    pub delisted: bool,
+    /// When it was delisted (Unix seconds).
+    pub delisted_at: Option<i64>,
 }
 
 fn release_dto(product: &str, r: release::Model) -> ReleaseDto {
@@ -99,6 +108,8 @@ fn release_dto(product: &str, r: release::Model) -> ReleaseDto {
         yanked: r.yanked_at.is_some(),
         yanked_by: r.yanked_by,
         approved_by: r.approved_by,
+        delisted: r.delisted_at.is_some(),
+        delisted_at: r.delisted_at,
     }
 }
 
@@ -134,6 +145,7 @@ struct ReadForm {
     notes: Option<String>,
     rollback_floor: Option<FirmwareVersion>,
     role: Option<Vec<u8>>,
+    delist: Vec<FirmwareVersion>,
     file: Option<(FileName, StoredBlob)>,
 }
 
@@ -151,6 +163,7 @@ impl ReadForm {
             rollback_floor: self.rollback_floor,
             blob,
             role: self.role,
+            delist: self.delist,
         })
     }
 }
@@ -171,6 +184,15 @@ async fn read_form(svc: &Services, mut form: Multipart) -> Result<ReadForm, ApiE
             }
             "notes" => out.notes = Some(read_text(field, "notes", 64 * 1024).await?),
             "role" => out.role = Some(read_text(field, "role", 4 * 1024 * 1024).await?.into_bytes()),
+            "delist" => {
+                let text = read_text(field, "delist", 1024 * 1024).await?;
+                for v in text.split([',', ' ', '\n', '\t']).filter(|v| !v.is_empty()) {
+                    let version = FirmwareVersion::parse(v).map_err(|e| {
+                        ApiError::bad_request("invalid_delist", format!("`delist` holds {v:?}, not a version: {e}"))
+                    })?;
+                    out.delist.push(version);
+                }
+            }
             "file" => {
                 let file_name =
                     field.content_disposition().and_then(|cd| cd.get_filename()).unwrap_or_default().to_owned();

@@ -96,6 +96,8 @@ struct StatusBadge {
 fn release_status(product: &product::Model, r: &release::Model) -> StatusBadge {
     let (word, class) = if r.yanked_at.is_some() {
         ("yanked", "badge-bad")
+    } else if r.delisted_at.is_some() {
+        ("delisted", "badge-muted")
     } else if r.approved_by.is_some() {
         ("approved", "badge-ok")
     } else if product.requires_approval {
@@ -116,6 +118,7 @@ struct ProductPage {
     keyid: String,
     security_floor: String,
     two_person: bool,
+    retain_newest: i64,
     releases: Vec<ReleaseRow>,
     form: UploadValues,
     errors: FieldErrors,
@@ -172,6 +175,7 @@ async fn render_product(
         keyid: product.keyid,
         security_floor: product.security_floor,
         two_person: product.requires_approval,
+        retain_newest: product.retain_newest,
         name: product.name,
         hardware_ids: hardware_ids.join(", "),
         releases,
@@ -366,6 +370,7 @@ struct ReleasePage {
     status: StatusBadge,
     approval: String,
     yanked: Option<String>,
+    delisted: Option<String>,
     rollback_floor: String,
     released_at: String,
     published_at: String,
@@ -417,6 +422,7 @@ pub async fn release(
         audit_path: format!("/ui/audit?object={}", urlencode(&format!("release:{}", release.target_name))),
         approval,
         yanked,
+        delisted: release.delisted_at.map(when),
         product_path: urlencode(&product.name),
         product: product.name,
         rollback_floor: custom.rollback_floor,

@@ -58,6 +58,7 @@ impl Upload {
                     rollback_floor: Some(rollback_floor),
                     blob,
                     role: None,
+                    delist: Vec::new(),
                 })
             }
             (version, floor, _) => {
