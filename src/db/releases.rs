@@ -89,7 +89,7 @@ pub async fn release_list_by_targets(
         .await
 }
 
-/// Whether some device runs release `id` or is assigned it.
+/// Whether some active (not decommissioned) device runs release `id` or is assigned it.
 pub async fn release_on_devices(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
     use super::entities::device;
     let found: Option<i64> = device::Entity::find()
@@ -100,6 +100,7 @@ pub async fn release_on_devices(db: &impl ConnectionTrait, id: i64) -> Result<bo
                 .add(device::Column::InstalledReleaseId.eq(id))
                 .add(device::Column::AssignedReleaseId.eq(id)),
         )
+        .filter(device::Column::Status.eq("active"))
         .limit(1)
         .into_tuple()
         .one(db)
