@@ -55,8 +55,10 @@ fi
 [[ -d $repo/keys-example ]] || die "$repo/keys-example is missing"
 size_bytes=$(( SIZE_MIB * 1024 * 1024 ))
 
-log "building the release binary (cargo build --release --bin patchgate)"
-(cd "$repo" && cargo build --release --bin patchgate)
+# The same build as scripts/bench.sh: the example's dev-dependencies change the features of
+# shared crates, so building the binary alone would relink it and every other bench rebuild it.
+log "building the release binary (cargo build --release --example bench_fleet --bin patchgate)"
+(cd "$repo" && cargo build --release --example bench_fleet --bin patchgate)
 [[ -x $bin ]] || die "$bin was not built"
 
 tmp=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/bench-publish.XXXXXX")

@@ -42,6 +42,7 @@
 #   CONCURRENCY     requests in flight for enrollment and first reports (default 64)
 #   BENCH_POSTGRES  admin URL of a PostgreSQL server (default
 #                   postgres://postgres@127.0.0.1:5432/test; "" skips PostgreSQL)
+#   BENCH_NO_SQLITE=1  skip the SQLite run (PostgreSQL only)
 #   BENCH_TMPDIR    where to create the temporary directory (default $TMPDIR or /tmp)
 #   KEEP_TMP=1      keep the temporary directory (server and nginx logs, wrk output, data files)
 #   BENCH_BIN       the server binary to measure (default target/release/patchgate, built
@@ -178,6 +179,19 @@ trap 'exit 143' TERM
 
 server_alive() { [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# cpu_ticks PID...: user + system CPU of these processes so far, in clock ticks (vanished ones count 0).
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+# postgres_pids: every PostgreSQL server process on this machine (none without PostgreSQL).
+postgres_pids() { pgrep -x postgres || true; }
+# cpu_seconds TICKS: clock ticks as seconds.
+cpu_seconds() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
 
 # run_wrk NAME URL [wrk options and script arguments...]: wrk's output in $dir/wrk-NAME.txt.
 run_wrk() {
@@ -368,9 +382,18 @@ run_backend() {
 
     # --- first report after a 100 % stage opens --------------------------------------------------
     perf_start first-report
+    local pg_pids server_ticks pg_ticks
+    mapfile -t pg_pids < <(postgres_pids)
+    server_ticks=$(cpu_ticks "$server_pid")
+    pg_ticks=$(cpu_ticks "${pg_pids[@]}")
     BENCH_URL=$base BENCH_TOKEN=$token BENCH_OUT=$dir CONCURRENCY=$CONCURRENCY COUNTER=$FIRST_REPORT_COUNTER \
         "$fleet" first-report >"$dir/first-report.out" || die "bench_fleet first-report failed"
     perf_stop
+    server_ticks=$(( $(cpu_ticks "$server_pid") - server_ticks ))
+    pg_ticks=$(( $(cpu_ticks "${pg_pids[@]}") - pg_ticks ))
+    local first_cpu
+    first_cpu="server $(cpu_seconds "$server_ticks") s"
+    if [[ $backend == PostgreSQL ]]; then first_cpu+=", PostgreSQL $(cpu_seconds "$pg_ticks") s"; fi
     local first_rps first_p50 first_p99 first_count
     first_rps=$(kv "$dir/first-report.out" first_report_per_sec)
     first_p50=$(kv "$dir/first-report.out" first_report_p50_ms)
@@ -419,13 +442,16 @@ run_backend() {
         echo
         echo "nginx anchor latency: 200 p50 $n200_p50 ms, p99 $n200_p99 ms; 304 p50 $n304_p50 ms, p99 $n304_p99 ms." \
             "wrk socket errors: reports $rep_socket, director $dir_socket, image $img_socket." \
-            "Enrollment and first reports: bench_fleet, $CONCURRENCY in flight; reports: $ROUNDS pre-signed per device."
+            "Enrollment and first reports: bench_fleet, $CONCURRENCY in flight; reports: $ROUNDS pre-signed per device." \
+            "CPU spent on the first reports: $first_cpu."
     )
     tables+=("$table")
     printf '%s\n\n' "$table" >&2
 }
 
-run_backend SQLite ""
+if [[ -z ${BENCH_NO_SQLITE:-} ]]; then
+    run_backend SQLite ""
+fi
 
 if [[ -n $BENCH_POSTGRES ]]; then
     "$repo/scripts/ensure-postgres.sh" >&2
