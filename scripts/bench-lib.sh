@@ -5,6 +5,8 @@
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf '%s: %s\n' "${BENCH_NAME:-bench}" "$*" >&2; exit 1; }
 kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# status_kib PID FIELD: a KiB field of the process's /proc status (VmRSS, VmHWM, ...).
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 # stop PID: TERM, then KILL after 5 s.
 stop() {

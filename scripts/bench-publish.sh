@@ -126,9 +126,7 @@ for _ in {1..300}; do
     sleep 0.1
 done
 curl -sf -o /dev/null "$base/healthz" || die "the server did not answer $base/healthz within 30 s"
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
-hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$server_pid/status"; }
-idle_rss_kib=$(rss_kib)
+idle_rss_kib=$(status_kib "$server_pid" VmRSS)
 
 # The token is the last line of stdout.
 if ! token=$(cd "$tmp" && "$bin" token create --role admin --name bench 2>"$tmp/token.log" | tail -n 1) \
@@ -165,7 +163,7 @@ stop "$sampler_pid"
 sampler_pid=""
 pub_secs=$(secs "$t0" "$t1")
 pub_mbps=$(mbps "$size_bytes" "$pub_secs")
-publish_hwm_kib=$(hwm_kib)
+publish_hwm_kib=$(status_kib "$server_pid" VmHWM)
 sampled_peak_kib=$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$tmp/rss.log")
 samples=$(wc -l <"$tmp/rss.log")
 
@@ -225,7 +223,7 @@ stop "$nginx_pid"
 nginx_pid=""
 dl_ratio1=$(awk -v a="$pg1" -v b="$ngx1" 'BEGIN { printf "%.2f", a / b }')
 dl_ratio4=$(awk -v a="$pg4" -v b="$ngx4" 'BEGIN { printf "%.2f", a / b }')
-final_hwm_kib=$(hwm_kib)
+final_hwm_kib=$(status_kib "$server_pid" VmHWM)
 
 # --- report --------------------------------------------------------------------------------------
 ratio=$(awk -v p="$pub_mbps" -v s="$sha_mbps" 'BEGIN { printf "%.2f", p / s }')

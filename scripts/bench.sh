@@ -178,7 +178,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 server_alive() { [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; }
-status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # cpu_ticks PID...: user + system CPU of these processes so far, in clock ticks (vanished ones count 0).
 cpu_ticks() {
     local pid total=0 t
@@ -382,8 +381,8 @@ run_backend() {
 
     # --- first report after a 100 % stage opens --------------------------------------------------
     perf_start first-report
-    local pg_pids server_ticks pg_ticks
-    mapfile -t pg_pids < <(postgres_pids)
+    local pg_pids=() server_ticks pg_ticks
+    if [[ $backend == PostgreSQL ]]; then mapfile -t pg_pids < <(postgres_pids); fi
     server_ticks=$(cpu_ticks "$server_pid")
     pg_ticks=$(cpu_ticks "${pg_pids[@]}")
     BENCH_URL=$base BENCH_TOKEN=$token BENCH_OUT=$dir CONCURRENCY=$CONCURRENCY COUNTER=$FIRST_REPORT_COUNTER \
