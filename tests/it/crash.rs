@@ -71,12 +71,20 @@ pub(crate) async fn publish(
     }
 }
 
-/// Creates [`PRODUCT`] (server-signed) on `server`; asserts 201.
+/// Releases the product role keeps however old they are: more than these tests ever publish
+/// (seven batches of [`PUBLISHES_PER_ROUND`]), so that every published release stays signed and
+/// the API's list and the role can be compared one to one. With the default of 20, a run in
+/// which more than 20 publishes survived the kills saw its oldest release leave the role (as
+/// retention intends, tests/it/retention.rs) and failed the comparison.
+const RETAIN_NEWEST: u32 = 1000;
+
+/// Creates [`PRODUCT`] (server-signed, keeping [`RETAIN_NEWEST`] releases in its role) on
+/// `server`; asserts 201.
 pub(crate) async fn create_product(client: &reqwest::Client, server: &Server, token: &str) {
     let res = client
         .post(server.url("/api/v1/products"))
         .bearer_auth(token)
-        .json(&serde_json::json!({"name": PRODUCT, "hardware_ids": ["hw"]}))
+        .json(&serde_json::json!({"name": PRODUCT, "hardware_ids": ["hw"], "retain_newest": RETAIN_NEWEST}))
         .send()
         .await
         .unwrap();
