@@ -23,11 +23,16 @@ stop() {
 # Whether something answers a TCP connect on loopback port $1.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# A free loopback port (one nothing answers on).
+# A free loopback port (one nothing answers on), below the kernel's range of ephemeral ports:
+# a port in that range that nothing listens on may still be the local end of one of the many
+# client connections a run opens (wrk, PostgreSQL's clients), and nginx's bind() then fails
+# with "Address already in use", as one run here did.
 free_port() {
-    local candidate
+    local candidate low=32768 _high
+    read -r low _high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    (( low > 11000 )) || low=32768
     for _ in {1..100}; do
-        candidate=$(( 20000 + RANDOM % 40000 ))
+        candidate=$(( 10000 + RANDOM % (low - 10000) ))
         if ! port_in_use "$candidate"; then echo "$candidate"; return 0; fi
     done
     die "found no free port"

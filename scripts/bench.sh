@@ -46,7 +46,9 @@
 #   BENCH_TMPDIR    where to create the temporary directory (default $TMPDIR or /tmp)
 #   KEEP_TMP=1      keep the temporary directory (server and nginx logs, wrk output, data files)
 #   BENCH_BIN       the server binary to measure (default target/release/patchgate, built
-#                   first): an A/B runs a copy of the other build beside it in the same hour
+#                   first): an A/B runs a copy of the other build beside it in the same hour;
+#                   with BENCH_FLEET too, nothing is built (an A/B run does not rebuild the
+#                   working tree's sources while it measures copies)
 #   BENCH_FLEET     the bench_fleet binary (default target/release/examples/bench_fleet, built
 #                   first): keep the load generator the same while BENCH_BIN changes
 #   BENCH_PERF=1    record the server with `perf record -g` during each wrk run, the set-up
@@ -140,8 +142,12 @@ for file in reports.lua director304.lua nginx.conf.template; do
 done
 [[ -d $repo/keys-example ]] || die "$repo/keys-example is missing"
 
-log "building the release binary and the bench_fleet example"
-(cd "$repo" && cargo build --release --example bench_fleet --bin patchgate)
+if [[ -n ${BENCH_BIN:-} && -n ${BENCH_FLEET:-} ]]; then
+    log "measuring $bin with $fleet (BENCH_BIN and BENCH_FLEET given: nothing is built)"
+else
+    log "building the release binary and the bench_fleet example"
+    (cd "$repo" && cargo build --release --example bench_fleet --bin patchgate)
+fi
 [[ -x $bin && -x $fleet ]] || die "$bin or $fleet was not built"
 
 tmp=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/bench-fleet.XXXXXX")
