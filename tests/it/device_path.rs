@@ -94,6 +94,42 @@ async fn unchanged_polls_are_group_committed_and_a_replay_in_the_same_batch_is_r
 }
 
 #[tokio::test]
+async fn a_report_decided_again_stores_its_counter_and_its_replay_is_refused() {
+    let app = spawn_app().await;
+    let (image, mut device) = setup(&app).await;
+    device.report(&app, None).await;
+    device.report(&app, None).await;
+    let before = stored(&app, "pump-a").await;
+
+    // A stage opens: the next unchanged report is decided again under the new plan, set-wise
+    // (`redecide`, in the group's writer), and its counter is stored with the decision. Sent 8
+    // times at once, it is answered once; the copies in its group and in later groups are stale.
+    start_rollout(&app, "r-1", "1.0.0").await;
+    let body = device.report_body("pump-a", device.counter, None);
+    let sends = (0..8).map(|_| Device::post_report(&app, "pump-a", &device.token, &body));
+    let answers = futures_util::future::join_all(sends).await;
+    let decided: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+    assert_eq!(decided.len(), 1, "{answers:?}");
+    assert_eq!(decided[0]["changed"], true, "{answers:?}");
+    let refused = answers.iter().filter(|(s, b)| *s == 409 && b["error"] == "stale_counter").count();
+    assert_eq!(refused, 7, "{answers:?}");
+    let row = stored(&app, "pump-a").await;
+    assert_eq!(row.last_counter, Some(i64::try_from(device.counter).unwrap()));
+    assert!(row.last_seen_at >= before.last_seen_at && row.last_seen_at.is_some(), "{row:?}");
+    assert!(row.plan_epoch > before.plan_epoch, "decided under the new plan: {row:?}");
+    device.director_version = decided[0]["director_targets_version"].as_u64().unwrap();
+    assert_eq!(device.assignment(&app).await.map(|(n, _)| n), Some(image.name.clone()), "{answers:?}");
+
+    // The same report once more, after the commit: stale.
+    let (status, answer) = Device::post_report(&app, "pump-a", &device.token, &body).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("stale_counter")), "{answer}");
+    assert_eq!(stored(&app, "pump-a").await.last_counter, row.last_counter, "the replay changed nothing");
+    // The next poll repeats a decision made under the current plan.
+    device.counter += 1;
+    assert_eq!(device.report(&app, None).await["changed"], false);
+}
+
+#[tokio::test]
 async fn two_instances_on_one_database_share_the_counter_and_the_plan() {
     let a = spawn_app().await;
     let (image, mut device) = setup(&a).await;
