@@ -22,6 +22,8 @@ drop_test_databases() {
 
 # The admin UI's browser tests drive Debian's headless Chromium through ChromeDriver.
 bash scripts/ensure-chromium.sh
+# The HSM tests keep the online keys in SoftHSM.
+bash scripts/ensure-softhsm.sh >/dev/null
 # The split-trust tests check what python-tuf's ngclient sees.
 bash scripts/ensure-venv.sh pytuf
 

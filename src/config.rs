@@ -27,6 +27,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directory holding `offline/` and `online/` signing keys.
     pub keys_dir: PathBuf,
+    /// Online keys held by a PKCS#11 token (an HSM) instead of a file in `online/`: the file's
+    /// name without `.pem` (`image-snapshot`, `image-timestamp`, `director`, or any other name
+    /// for a further online key, such as a rotation's next one) → a PKCS#11 URI
+    /// (`pkcs11:token=…;object=…?module-path=…&pin-source=…`). The PIN comes from the URI's
+    /// `pin-source` file, its `pin-value`, or `PATCHGATE_HSM_PIN`.
+    pub pkcs11_keys: BTreeMap<String, String>,
     /// Where server-held ("server-signed") product keys live; default `{data_dir}/product-keys`.
     /// Instances sharing one database must share this directory too.
     pub product_keys_dir: Option<PathBuf>,
@@ -98,6 +104,7 @@ impl Default for Config {
             public_url: None,
             data_dir: PathBuf::from("data"),
             keys_dir: PathBuf::from("keys-example"),
+            pkcs11_keys: BTreeMap::new(),
             product_keys_dir: None,
             database_url: None,
             store_url: None,
@@ -167,6 +174,7 @@ const NOT_FIELDS: &[&str] = &[
     "contract_examples",
     "fuzz_cases",
     "bin",
+    "hsm_pin",
 ];
 
 impl Config {
@@ -198,6 +206,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for (role, uri) in &self.pkcs11_keys {
+            if let Err(message) = crate::tuf::keydir::check_token_key_name(role) {
+                return Err(ConfigError::Invalid { field: "pkcs11_keys", message });
+            }
+            if let Err(e) = uri.parse::<crate::tuf::pkcs11::KeyUri>() {
+                return Err(ConfigError::Invalid { field: "pkcs11_keys", message: format!("{role}: {e}") });
+            }
+        }
         if !(10..=86_400).contains(&self.device_poll_seconds) {
             return Err(ConfigError::Invalid {
                 field: "device_poll_seconds",

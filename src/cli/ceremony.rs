@@ -94,7 +94,7 @@ pub struct PrepareArgs {
 pub struct SignArgs {
     /// The metadata file `repo prepare` wrote (signed in place).
     file: PathBuf,
-    /// Your key file.
+    /// Your key file, or a `pkcs11:` URI naming your key in a token (an HSM or a smart card).
     #[arg(long)]
     key: PathBuf,
     /// Sign without asking (after checking the summary some other way).
@@ -287,9 +287,13 @@ pub fn public_key_arg(flag: &str, raw: &str) -> anyhow::Result<String> {
         let key = patchgate_protocol::parse_public_key_hex(raw).with_context(|| format!("{flag} {raw}"))?;
         return Ok(hex::encode(key.as_bytes()));
     }
+    if raw.starts_with("pkcs11:") {
+        let key = crate::cli::product::token_key(raw).with_context(|| flag.to_owned())?;
+        return Ok(hex::encode(key.public_bytes()));
+    }
     let path = Path::new(raw);
     let pem = std::fs::read_to_string(path).with_context(|| {
-        format!("{flag} {raw:?} is neither 64 hex characters (a public key) nor a readable key file")
+        format!("{flag} {raw:?} is neither 64 hex characters (a public key), a pkcs11: URI nor a readable key file")
     })?;
     if let Ok(key) = Signer::load(path) {
         return Ok(hex::encode(key.public_bytes()));

@@ -28,17 +28,26 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 2)]
         root_threshold: u64,
     },
-    /// Generate one key (a root key holder's, or the next online key of a rotation).
+    /// Generate one key (a root key holder's, or the next online key of a rotation): as a file,
+    /// or inside a PKCS#11 token (an HSM), where it is created sensitive and never extractable.
     New {
         /// The key file to write (never overwritten).
+        #[arg(long, required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        out: Option<PathBuf>,
+        /// A PKCS#11 URI naming the token and the new key's label
+        /// (`pkcs11:token=…;object=…?module-path=…&pin-source=…`); refused if the label is taken.
         #[arg(long)]
-        out: PathBuf,
+        pkcs11: Option<String>,
     },
-    /// Print a key file's TUF key id and public key (hex), which ceremonies and product
-    /// creation take.
+    /// Print a key's TUF key id and public key (hex), which ceremonies and product creation
+    /// take: of a key file, or of a key in a PKCS#11 token.
     Show {
         /// The key file.
-        file: PathBuf,
+        #[arg(required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        file: Option<PathBuf>,
+        /// A PKCS#11 URI naming the key.
+        #[arg(long)]
+        pkcs11: Option<String>,
     },
 }
 
@@ -46,6 +55,26 @@ fn print_key(path: &std::path::Path, key: &Signer) {
     say!("key file:   {}", path.display());
     say!("keyid:      {}", key.keyid());
     say!("public_key: {}", hex::encode(key.public_bytes()));
+}
+
+fn print_token_key(key: &Signer) {
+    if let Some(token) = key.token_key() {
+        say!("pkcs11:     {}", token.uri());
+        match token.private_key_sealed() {
+            Ok(true) => say!("private:    sensitive and never extractable: it cannot leave the token"),
+            Ok(false) => say!(
+                "private:    WARNING: the token would let this private key be read out (CKA_SENSITIVE off or CKA_EXTRACTABLE on)"
+            ),
+            Err(e) => say!("private:    cannot read its attributes: {e}"),
+        }
+    }
+    say!("keyid:      {}", key.keyid());
+    say!("public_key: {}", hex::encode(key.public_bytes()));
+}
+
+fn new_token_key(uri: &str) -> anyhow::Result<Signer> {
+    let uri: crate::tuf::pkcs11::KeyUri = uri.parse()?;
+    Ok(Signer::hsm(std::sync::Arc::new(crate::tuf::pkcs11::HsmKey::generate(&uri)?)))
 }
 
 /// Runs a key command.
@@ -84,13 +113,27 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        KeysCommand::New { out } => {
+        KeysCommand::New { pkcs11: Some(uri), .. } => {
+            let key = new_token_key(&uri)?;
+            print_token_key(&key);
+            say!(
+                "to sign an online role with it: name it in pkcs11_keys (README \"Online keys in an HSM\"), and make a root that lists this keyid"
+            );
+            Ok(())
+        }
+        KeysCommand::New { out, pkcs11: None } => {
+            let out = out.context("--out FILE or --pkcs11 URI is required")?;
             let key = Signer::generate();
             key.write(&out)?;
             print_key(&out, &key);
             Ok(())
         }
-        KeysCommand::Show { file } => {
+        KeysCommand::Show { pkcs11: Some(uri), .. } => {
+            print_token_key(&crate::cli::product::token_key(&uri)?);
+            Ok(())
+        }
+        KeysCommand::Show { file, pkcs11: None } => {
+            let file = file.context("a key FILE or --pkcs11 URI is required")?;
             let key = Signer::load(&file)?;
             print_key(&file, &key);
             Ok(())

@@ -180,8 +180,20 @@ async fn sign_role(args: SignRoleArgs) -> anyhow::Result<()> {
 }
 
 /// Reads a PKCS#8 PEM key file, naming the flag it came from in errors.
+/// A key file, or a key held by a PKCS#11 token (an HSM, a smart card) named by a `pkcs11:` URI
+/// in its place: signing then happens in the token.
 pub fn load_key(path: &Path, flag: &str) -> anyhow::Result<Signer> {
+    if let Some(uri) = path.to_str().filter(|p| p.starts_with("pkcs11:")) {
+        return token_key(uri).with_context(|| flag.to_owned());
+    }
     Signer::load(path).with_context(|| flag.to_owned())
+}
+
+/// The key a `pkcs11:` URI names, checked (Ed25519, its public half verifying its private one).
+pub fn token_key(uri: &str) -> anyhow::Result<Signer> {
+    let uri: crate::tuf::pkcs11::KeyUri = uri.parse()?;
+    let key = crate::tuf::pkcs11::HsmKey::open(&uri)?;
+    Ok(Signer::hsm(std::sync::Arc::new(key)))
 }
 
 /// Writes `bytes` to a file that must not exist yet.

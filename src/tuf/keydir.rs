@@ -57,6 +57,19 @@ pub enum KeyDirError {
     /// Bad generation parameters.
     #[error("{0}")]
     Parameters(String),
+    /// A role's key is configured in a PKCS#11 token and also present as a file.
+    #[error(
+        "{role}: pkcs11_keys names a token key and {path} exists too; remove the file (its private key should not be on this server) or the pkcs11_keys entry"
+    )]
+    TokenAndFile {
+        /// The online role's file stem (`image-timestamp`…).
+        role: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A PKCS#11 key was configured under a name no online key may have.
+    #[error("pkcs11_keys.{0}")]
+    NotOnline(String),
     /// An offline key is needed and not here.
     #[error(
         "{0} key is offline (not in this keys directory): that change is a key ceremony (`patchgate repo prepare`)"
@@ -194,26 +207,77 @@ fn write_info(dir: &Path, info: KeySetInfo) -> Result<(), KeyDirError> {
     std::fs::write(&path, body).map_err(|source| KeyDirError::Io { path, source })
 }
 
+/// The online keys that may be held by a PKCS#11 token instead of a file in `online/`, by the
+/// name of the file they replace (without `.pem`): `pkcs11_keys` in the configuration.
+pub const ONLINE_ROLES: [&str; 3] = ["image-snapshot", "image-timestamp", "director"];
+
+/// Whether `name` may name an online key held by a token (`pkcs11_keys`): one of
+/// [`ONLINE_ROLES`], or a further online key's name (a rotation's next key), never an offline
+/// key's, which the server must not be able to use at all.
+pub fn check_token_key_name(name: &str) -> Result<(), String> {
+    let offline = name.starts_with("image-root") || name == "image-targets" || name == "director-root";
+    if offline {
+        return Err(format!(
+            "{name:?} is not an online key: root and top-level targets keys never sign on the server (use them in a key ceremony: `repo sign --key pkcs11:…`)"
+        ));
+    }
+    let simple = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !simple {
+        return Err(format!(
+            "{name:?}: name an online key with lowercase letters, digits, - and _ (as its file in online/ would be)"
+        ));
+    }
+    Ok(())
+}
+
 /// Loads every key of a directory made by [`generate`]; `offline/` (and `keyset.json`, which
 /// only describes the root keys) may be absent, the three online keys may not.
 pub fn load(dir: &Path) -> Result<KeySet, KeyDirError> {
+    load_with_tokens(dir, &std::collections::HashMap::new())
+}
+
+/// [`load`], with online keys held by PKCS#11 tokens (`pkcs11_keys`, by name): one named in
+/// [`ONLINE_ROLES`] replaces that role's file, any other is a further online key (a rotation's
+/// next one). A key in a token must not also have a file in `online/`.
+pub fn load_with_tokens(
+    dir: &Path,
+    tokens: &std::collections::HashMap<String, std::sync::Arc<super::pkcs11::HsmKey>>,
+) -> Result<KeySet, KeyDirError> {
+    for name in tokens.keys() {
+        check_token_key_name(name).map_err(KeyDirError::NotOnline)?;
+    }
+    let online_key = |role: &str| -> Result<Signer, KeyDirError> {
+        let path = online(dir).join(format!("{role}.pem"));
+        match tokens.get(role) {
+            Some(_) if path.exists() => Err(KeyDirError::TokenAndFile { role: role.to_owned(), path }),
+            Some(key) => Ok(Signer::hsm(std::sync::Arc::clone(key))),
+            None => Ok(Signer::load(&path)?),
+        }
+    };
     let info_path = dir.join("keyset.json");
     let (image_root_files, image_root): (Vec<String>, Vec<Signer>) = load_root_keys(dir)?.into_iter().unzip();
     let optional = |path: PathBuf| if path.exists() { Signer::load(&path).map(Some) } else { Ok(None) };
     let image_targets = optional(offline(dir).join("image-targets.pem"))?;
     let director_root = optional(offline(dir).join("director-root.pem"))?;
     let named = ["image-snapshot.pem", "image-timestamp.pem", "director.pem"];
-    let online_extra = load_pems(&online(dir), |n| !named.contains(&n))?;
+    let mut online_extra = load_pems(&online(dir), |n| !named.contains(&n))?;
+    // Further online keys in a token (a rotation's next key), in name order after the files.
+    let mut extra_names: Vec<&String> = tokens.keys().filter(|n| !ONLINE_ROLES.contains(&n.as_str())).collect();
+    extra_names.sort();
+    for name in extra_names {
+        online_extra.push(online_key(name)?);
+    }
     let online_set = |image_root, image_root_threshold| -> Result<KeySet, KeyDirError> {
         Ok(KeySet {
             image_root,
             image_root_files: image_root_files.clone(),
             image_root_threshold,
             image_targets: image_targets.clone(),
-            image_snapshot: Signer::load(&online(dir).join("image-snapshot.pem"))?,
-            image_timestamp: Signer::load(&online(dir).join("image-timestamp.pem"))?,
+            image_snapshot: online_key("image-snapshot")?,
+            image_timestamp: online_key("image-timestamp")?,
             director_root: director_root.clone(),
-            director: Signer::load(&online(dir).join("director.pem"))?,
+            director: online_key("director")?,
             online_extra: online_extra.clone(),
         })
     };

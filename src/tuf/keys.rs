@@ -1,9 +1,10 @@
-//! ed25519 keys as PKCS#8 PEM files, signing through tough's `Sign` trait. `Signer::load` is the one
-//! place keys are read, the seam where a KMS or PKCS#11 source would go.
+//! ed25519 signing keys, signing through tough's `Sign` trait: a PKCS#8 PEM file read into memory
+//! (`Signer::load`), or a key that never leaves a PKCS#11 token (`Signer::hsm`, [`super::pkcs11`]).
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
@@ -30,12 +31,31 @@ pub enum KeyError {
     /// Refusing to overwrite an existing key.
     #[error("key file {0} already exists; refusing to overwrite a key")]
     Exists(PathBuf),
+    /// The key lives in a PKCS#11 token and has no file form.
+    #[error("key {keyid} is held by a PKCS#11 token and cannot be written to {path}")]
+    InToken {
+        /// The key.
+        keyid: String,
+        /// Where it was to be written.
+        path: PathBuf,
+    },
+}
+
+/// Where a key's private half is.
+#[derive(Clone)]
+enum Source {
+    /// In this process's memory, read from a file or generated (shared: signers are cloned
+    /// wherever a role is signed).
+    Memory(Arc<SigningKey>),
+    /// In a PKCS#11 token; this process only asks it to sign.
+    Token(Arc<super::pkcs11::HsmKey>),
 }
 
 /// An ed25519 signing key with its TUF key id. `Debug` shows the key id only.
 #[derive(Clone)]
 pub struct Signer {
-    key: SigningKey,
+    source: Source,
+    public: [u8; 32],
     keyid: String,
 }
 
@@ -63,8 +83,22 @@ pub fn key_id(key: &Key) -> String {
 impl Signer {
     /// Wraps a signing key.
     pub fn new(key: SigningKey) -> Self {
-        let keyid = key_id(&tuf_public_key(&key.verifying_key().to_bytes()));
-        Self { key, keyid }
+        let public = key.verifying_key().to_bytes();
+        Self { source: Source::Memory(Arc::new(key)), public, keyid: key_id(&tuf_public_key(&public)) }
+    }
+
+    /// A key held by a PKCS#11 token.
+    pub fn hsm(key: Arc<super::pkcs11::HsmKey>) -> Self {
+        let public = key.public_bytes();
+        Self { source: Source::Token(key), public, keyid: key_id(&tuf_public_key(&public)) }
+    }
+
+    /// The token holding this key, if a token does.
+    pub fn token_key(&self) -> Option<&super::pkcs11::HsmKey> {
+        match &self.source {
+            Source::Memory(_) => None,
+            Source::Token(key) => Some(key),
+        }
     }
 
     /// A fresh random key.
@@ -85,7 +119,10 @@ impl Signer {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Format { path: path.to_owned() })?;
+        let Source::Memory(key) = &self.source else {
+            return Err(KeyError::InToken { keyid: self.keyid.clone(), path: path.to_owned() });
+        };
+        let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Format { path: path.to_owned() })?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -108,7 +145,7 @@ impl Signer {
 
     /// The raw 32-byte public key.
     pub fn public_bytes(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.public
     }
 
     /// The public key as a TUF key object.
@@ -129,7 +166,15 @@ impl Sign for Signer {
         _rng: &(dyn aws_lc_rs::rand::SecureRandom + Sync),
     ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync + 'static>> {
         use ed25519_dalek::Signer as _;
-        Ok(self.key.sign(msg).to_bytes().to_vec())
+        match &self.source {
+            Source::Memory(key) => Ok(key.sign(msg).to_bytes().to_vec()),
+            // A token may take milliseconds (a network HSM, longer): off the async workers.
+            Source::Token(key) => {
+                let (key, msg) = (Arc::clone(key), msg.to_vec());
+                let sig = tokio::task::spawn_blocking(move || key.sign(&msg)).await??;
+                Ok(sig.to_vec())
+            }
+        }
     }
 }
 

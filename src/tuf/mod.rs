@@ -11,6 +11,7 @@ pub mod director_json;
 pub mod keydir;
 pub mod keys;
 pub mod metadata;
+pub mod pkcs11;
 pub mod sign;
 pub mod verify;
 

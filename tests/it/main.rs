@@ -22,6 +22,7 @@ mod forge;
 mod fuzz_upload;
 mod gate;
 mod hostile;
+mod hsm;
 mod instances;
 mod jobs;
 mod limits;
