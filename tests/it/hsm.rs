@@ -84,13 +84,19 @@ impl Token {
 
     /// `patchgate keys new --pkcs11` for `object`; returns its keyid.
     fn new_key(&self, dep: &Deployment, object: &str) -> String {
+        self.new_key_with_public(dep, object).0
+    }
+
+    /// [`Token::new_key`], with the public key (hex) it printed.
+    fn new_key_with_public(&self, dep: &Deployment, object: &str) -> (String, String) {
         let out = dep.command(&["keys", "new", "--pkcs11", &self.uri(object)]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "keys new --pkcs11: {text}");
         assert!(text.contains("sensitive and never extractable"), "{text}");
-        let keyid = text.lines().find_map(|l| l.strip_prefix("keyid:")).expect("a keyid line").trim().to_owned();
-        assert_eq!(keyid.len(), 64, "{text}");
-        keyid
+        let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).expect(name).trim().to_owned();
+        let (keyid, public) = (field("keyid:"), field("public_key:"));
+        assert_eq!((keyid.len(), public.len()), (64, 64), "{text}");
+        (keyid, public)
     }
 
     /// Points the deployment's `pkcs11_keys` at `entries` (role → URI) through a config file.
@@ -353,6 +359,24 @@ async fn start_up_refuses_a_wrong_pin_a_missing_token_another_key_type_and_a_key
     token.configure(&mut dep, &[("image-root", good)]);
     let text = start_up_error(&dep);
     assert!(text.contains("pkcs11_keys") && text.contains("not an online key"), "{text}");
+
+    // A token key the stored roots do not trust stops start-up. (Development keys skip that
+    // check: this takes a production key set, initialised, its offline half moved away.)
+    token.configure(&mut dep, &[]);
+    let prod = dep.dir.path().join("prod-keys");
+    let prod_arg = prod.to_str().unwrap();
+    let generate = ["keys", "generate", "--out", prod_arg, "--root-keys", "1", "--root-threshold", "1"];
+    assert!(dep.command(&generate).output().unwrap().status.success());
+    dep.vars.retain(|(k, _)| *k != "PATCHGATE_KEYS_DIR");
+    dep.vars.push(("PATCHGATE_KEYS_DIR", prod.display().to_string()));
+    let init = dep.command(&["repo", "init"]).output().unwrap();
+    assert!(init.status.success(), "repo init: {}", String::from_utf8_lossy(&init.stderr));
+    std::fs::rename(prod.join("offline"), dep.dir.path().join("offline-holders")).unwrap();
+    token.new_key(&dep, "stray");
+    token.configure(&mut dep, &[("image-timestamp", token.uri("stray"))]);
+    std::fs::remove_file(prod.join("online/image-timestamp.pem")).unwrap();
+    let text = start_up_error(&dep);
+    assert!(text.contains("not the keys the stored roots trust"), "{text}");
 }
 
 /// `patchgate args… --server … --token …`, which must succeed; returns its output.
@@ -412,4 +436,54 @@ async fn a_manufacturer_and_a_root_holder_sign_with_keys_in_a_token() {
     assert_eq!(role["signatures"][0]["keyid"], json!(keyid), "{role}");
     let root = client.get(server.url("/repo/metadata/1.root.json")).send().await.unwrap().bytes().await.unwrap();
     ngclient_accepts(&server, &root, "2.0.0", &image, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timestamp_key_moves_into_a_token_by_a_root_rotation() {
+    let mut dep = Deployment::new().await;
+    let token = Token::new(&mut dep);
+    let server = dep.start("files").await;
+    let client = reqwest::Client::new();
+    let admin = dep.admin_token();
+    create_product(&client, &server, &admin).await;
+    let image = firmware(3, 4096);
+    assert!(matches!(publish(&client, &server.base, &admin, "1.0.0", image.clone()).await, Answer::Status(201, _)));
+    let root_v1 = client.get(server.url("/repo/metadata/1.root.json")).send().await.unwrap().bytes().await.unwrap();
+    drop(server);
+
+    // The new key is made in the token and offered to the server under a further name; the
+    // root that names it is signed by the two root holders and submitted.
+    let uri = token.uri("image-timestamp-2");
+    let (keyid, public) = token.new_key_with_public(&dep, "image-timestamp-2");
+    token.configure(&mut dep, &[("image-timestamp-2", uri.clone())]);
+    let server = dep.start("next-key").await;
+    let file = dep.dir.path().join("root.json");
+    cli_ok(
+        &dep,
+        &server.base,
+        &admin,
+        &["repo", "prepare", "root", "--timestamp-key", &public, "--out", file.to_str().unwrap()],
+    );
+    for n in [1, 2] {
+        let key = keys_dir(&dep).join(format!("offline/image-root-{n}.pem"));
+        let out = dep
+            .command(&["repo", "sign", file.to_str().unwrap(), "--key", key.to_str().unwrap(), "--yes"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "repo sign: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    cli_ok(&dep, &server.base, &admin, &["repo", "submit", file.to_str().unwrap()]);
+    let timestamp = get_json(&client, &server.url("/repo/metadata/timestamp.json")).await;
+    assert_eq!(timestamp["signatures"][0]["keyid"], json!(keyid), "{timestamp}");
+    ngclient_accepts(&server, &root_v1, "1.0.0", &image, 2).await;
+    drop(server);
+
+    // Then the entry takes the role's name and the old key file goes.
+    token.configure(&mut dep, &[("image-timestamp", uri)]);
+    remove_online_files(&dep, &["image-timestamp"]);
+    let server = dep.start("renamed").await;
+    assert!(matches!(publish(&client, &server.base, &admin, "1.0.1", firmware(4, 4096)).await, Answer::Status(201, _)));
+    let timestamp = get_json(&client, &server.url("/repo/metadata/timestamp.json")).await;
+    assert_eq!(timestamp["signatures"][0]["keyid"], json!(keyid), "{timestamp}");
+    drop(server);
 }
