@@ -54,6 +54,10 @@
 #   BENCH_PERF=1    record the server with `perf record -g` during each wrk run, the set-up
 #                   (enrollments) and the first reports into $dir/perf-NAME.data (implies
 #                   KEEP_TMP=1; read with `perf report -i FILE`)
+#   BENCH_HSM       where the online keys (image snapshot and timestamp, director) are:
+#                   "" in files (default); "softhsm" in a SoftHSM token, signing through
+#                   PKCS#11; "delay:MS" the same through scripts/bench/pkcs11_delay.c, which
+#                   adds MS milliseconds to every signature, as a slower HSM would
 set -euo pipefail
 
 DEVICES=${DEVICES:-10000}
@@ -267,6 +271,42 @@ fi
 machine="$(nproc) CPUs ($cpu_model), $mem_gib GiB RAM"
 tables=()
 
+# hsm_setup DIR: with BENCH_HSM, a SoftHSM token in DIR/softhsm holding the three online keys
+# (made by the measured binary's `keys new --pkcs11`), their files gone from DIR/keys/online,
+# and the server pointed at the token through DIR/hsm.toml.
+hsm_setup() {
+    local dir=$1 module=/usr/lib/softhsm/libsofthsm2.so role uri
+    [[ -n ${BENCH_HSM:-} ]] || return 0
+    bash "$repo/scripts/ensure-softhsm.sh" >/dev/null
+    mkdir -p "$dir/softhsm/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir/softhsm/tokens" \
+        >"$dir/softhsm/softhsm2.conf"
+    export SOFTHSM2_CONF=$dir/softhsm/softhsm2.conf
+    softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 123456 >/dev/null
+    printf '1234\n' >"$dir/softhsm/pin"
+    case $BENCH_HSM in
+        softhsm) ;;
+        delay:*)
+            local ms=${BENCH_HSM#delay:}
+            [[ $ms =~ ^[0-9]+$ ]] || die "BENCH_HSM=delay:MS needs whole milliseconds, not $ms"
+            [[ -f /usr/include/p11-kit-1/p11-kit/pkcs11.h ]] || apt-get install -y -qq libp11-kit-dev >/dev/null
+            gcc -shared -fPIC -O2 -I/usr/include/p11-kit-1 -o "$dir/softhsm/delay.so" "$bench_dir/pkcs11_delay.c" -ldl
+            export PKCS11_DELAY_MODULE=$module PKCS11_DELAY_US=$((ms * 1000))
+            module=$dir/softhsm/delay.so
+            ;;
+        *) die "BENCH_HSM must be empty, softhsm or delay:MS, not $BENCH_HSM" ;;
+    esac
+    echo "[pkcs11_keys]" >"$dir/hsm.toml"
+    for role in image-snapshot image-timestamp director; do
+        uri="pkcs11:token=bench;object=$role?module-path=$module&pin-source=$dir/softhsm/pin"
+        "$bin" keys new --pkcs11 "$uri" >/dev/null
+        rm "$dir/keys/online/$role.pem"
+        printf '%s = "%s"\n' "$role" "$uri" >>"$dir/hsm.toml"
+    done
+    export PATCHGATE_CONFIG=$dir/hsm.toml
+    log "online keys in SoftHSM (BENCH_HSM=$BENCH_HSM)"
+}
+
 # --- one backend -----------------------------------------------------------------------------------
 # run_backend NAME DATABASE_URL ("" for SQLite in the data directory)
 run_backend() {
@@ -290,6 +330,7 @@ run_backend() {
     export PATCHGATE_ROLLOUT_INTERVAL_SECONDS=0
     if [[ -n $database_url ]]; then export PATCHGATE_DATABASE_URL=$database_url; fi
     export RUST_LOG=warn
+    hsm_setup "$dir"
 
     log "$backend: starting the server on $base"
     server_log=$dir/server.log
@@ -434,7 +475,7 @@ run_backend() {
     img_ratio=$(ratio "$img_rps" "$n200_rps")
     local table
     table=$(
-        echo "### $backend: $DEVICES devices; wrk $THREADS threads, $CONNECTIONS connections, $DURATION per run"
+        echo "### $backend: $DEVICES devices; wrk $THREADS threads, $CONNECTIONS connections, $DURATION per run; online keys ${BENCH_HSM:-in files}"
         echo
         echo "| figure | patchgate | nginx anchor | ratio | p50 | p99 | wrong status | goal | result |"
         echo "|---|---:|---:|---:|---:|---:|---:|---|---|"

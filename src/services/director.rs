@@ -196,8 +196,13 @@ pub async fn sign_new_roles_many(
     jobs: Vec<SignJob>,
     now: Timestamp,
 ) -> Result<Vec<([SignedMetadata; 3], Signed)>, ServiceError> {
-    let threads = tokio::runtime::Handle::current().metrics().num_workers().max(1);
-    let per_task = jobs.len().div_ceil(threads).max(MIN_SIGN_JOBS_PER_TASK);
+    // A key in memory signs on the CPUs; a key in a token waits on the token, so as many tasks
+    // as it signs in parallel, however few jobs each.
+    let (threads, min_per_task) = match key.concurrency() {
+        Some(parallel) => (parallel, 1),
+        None => (tokio::runtime::Handle::current().metrics().num_workers().max(1), MIN_SIGN_JOBS_PER_TASK),
+    };
+    let per_task = jobs.len().div_ceil(threads).max(min_per_task);
     if jobs.len() <= per_task {
         return sign_jobs(key, jobs, now).await;
     }

@@ -101,6 +101,16 @@ impl Signer {
         }
     }
 
+    /// How many signatures with this key are worth running at once, when that is not the
+    /// number of cores: a key in a token waits on the token (milliseconds, for a network
+    /// HSM), not on this machine's CPUs, and signs through that many sessions in parallel.
+    pub fn concurrency(&self) -> Option<usize> {
+        match &self.source {
+            Source::Memory(_) => None,
+            Source::Token(_) => Some(super::pkcs11::SESSIONS),
+        }
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         Self::new(SigningKey::generate(&mut rand_core::OsRng))

@@ -367,9 +367,10 @@ fn open_session(uri: &KeyUri, read_write: bool) -> Result<Session, HsmError> {
 }
 
 /// Sessions each key keeps open: a session signs one message at a time, and an HSM that takes
-/// milliseconds per signature would otherwise hold every signing task in one queue (the server
-/// signs a group's director roles on all its cores).
-const SESSIONS: usize = 4;
+/// milliseconds per signature would otherwise hold every signing task in one queue. The
+/// director signs a group's roles in as many tasks as the key has sessions
+/// (`Signer::concurrency`), so this bounds how many signatures wait on the token at once.
+pub const SESSIONS: usize = 8;
 
 /// An Ed25519 key on a token, with logged-in sessions to sign through.
 pub struct HsmKey {
