@@ -33,6 +33,10 @@ pub struct Config {
     /// (`pkcs11:token=…;object=…?module-path=…&pin-source=…`). The PIN comes from the URI's
     /// `pin-source` file, its `pin-value`, or `PATCHGATE_HSM_PIN`.
     pub pkcs11_keys: BTreeMap<String, String>,
+    /// Server-held ("server-signed") product keys in a PKCS#11 token instead of files in
+    /// `product_keys_dir`: a `pkcs11:` URI naming only the token (no `object=`); product P's key
+    /// is the token's key labelled `product-P`, made there when the product is created.
+    pub product_keys_pkcs11: Option<String>,
     /// Where server-held ("server-signed") product keys live; default `{data_dir}/product-keys`.
     /// Instances sharing one database must share this directory too.
     pub product_keys_dir: Option<PathBuf>,
@@ -105,6 +109,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             keys_dir: PathBuf::from("keys-example"),
             pkcs11_keys: BTreeMap::new(),
+            product_keys_pkcs11: None,
             product_keys_dir: None,
             database_url: None,
             store_url: None,
@@ -212,6 +217,17 @@ impl Config {
             }
             if let Err(e) = uri.parse::<crate::tuf::pkcs11::KeyUri>() {
                 return Err(ConfigError::Invalid { field: "pkcs11_keys", message: format!("{role}: {e}") });
+            }
+        }
+        if let Some(uri) = &self.product_keys_pkcs11 {
+            let field = "product_keys_pkcs11";
+            let token = crate::tuf::pkcs11::KeyUri::parse_token(uri)
+                .map_err(|e| ConfigError::Invalid { field, message: e.to_string() })?;
+            if token.names_a_key() {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "name only the token: each product's key is the one labelled product-NAME".into(),
+                });
             }
         }
         if !(10..=86_400).contains(&self.device_poll_seconds) {

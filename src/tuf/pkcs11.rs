@@ -201,8 +201,12 @@ impl fmt::Display for KeyUri {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters is percent-encoded in a URI's values.
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn encode(bytes: &[u8]) -> String {
-    percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::percent_encode(bytes, UNRESERVED).to_string()
 }
 
 /// Removes a `pin-value` from a URI that failed to parse, so the error can show the rest.
@@ -220,6 +224,21 @@ impl std::str::FromStr for KeyUri {
     type Err = HsmError;
 
     fn from_str(uri: &str) -> Result<Self, HsmError> {
+        let parsed = Self::parse_token(uri)?;
+        if parsed.object.is_none() && parsed.id.is_none() {
+            return Err(HsmError::Uri {
+                uri: redact(uri),
+                message: "object= (the key's label) or id= is required".into(),
+            });
+        }
+        Ok(parsed)
+    }
+}
+
+impl KeyUri {
+    /// A URI that names a token and how to log in to it, and perhaps no key (`object`, `id`):
+    /// where the server makes and finds keys of its own ([`KeyUri::with_object`]).
+    pub fn parse_token(uri: &str) -> Result<Self, HsmError> {
         let bad = |message: String| HsmError::Uri { uri: redact(uri), message };
         let rest = uri.strip_prefix("pkcs11:").ok_or_else(|| bad("must start with pkcs11:".into()))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -266,15 +285,19 @@ impl std::str::FromStr for KeyUri {
             }
         }
         let token = token.ok_or_else(|| bad("token= is required (the token's label)".into()))?;
-        if object.is_none() && id.is_none() {
-            return Err(bad("object= (the key's label) or id= is required".into()));
-        }
         let module = module.ok_or_else(|| bad("?module-path=… is required (the HSM's PKCS#11 library)".into()))?;
         Ok(Self { token, object, id, module, pin })
     }
-}
 
-impl KeyUri {
+    /// Whether the URI names a key (`object=` or `id=`), not only a token.
+    pub fn names_a_key(&self) -> bool {
+        self.object.is_some() || self.id.is_some()
+    }
+
+    /// The key labelled `label` on this URI's token.
+    pub fn with_object(&self, label: &str) -> Self {
+        Self { object: Some(label.to_owned()), id: None, ..self.clone() }
+    }
     /// How the key is named in messages: its label and/or id.
     fn key_name(&self) -> String {
         match (&self.object, &self.id) {
@@ -548,6 +571,34 @@ fn read_public(session: &Session, uri: &KeyUri) -> Result<[u8; 32], HsmError> {
     raw.try_into().map_err(|_| wrong("a key whose public point is not 32 bytes"))
 }
 
+/// The key `uri` names, opened once per process and shared: opening checks the pair with a
+/// signature and opens [`SESSIONS`] sessions, too much to do per signature.
+pub fn open_shared(uri: &KeyUri) -> Result<Arc<HsmKey>, HsmError> {
+    static OPEN: OnceLock<Mutex<HashMap<String, Arc<HsmKey>>>> = OnceLock::new();
+    let name = uri.to_string();
+    let open = OPEN.get_or_init(Mutex::default);
+    if let Some(key) = open.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+        return Ok(Arc::clone(key));
+    }
+    let key = Arc::new(HsmKey::open(uri)?);
+    open.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Arc::clone(&key));
+    Ok(key)
+}
+
+/// The token key of server-held product `product` when `product_keys_pkcs11` names a token
+/// (`None` when product keys are files): labelled `product-NAME`, made there by `create`.
+pub fn product_key(token_uri: Option<&str>, product: &str, create: bool) -> Option<Result<Arc<HsmKey>, HsmError>> {
+    let token = match KeyUri::parse_token(token_uri?) {
+        Ok(token) => token,
+        Err(e) => return Some(Err(e)),
+    };
+    let uri = token.with_object(&format!("product-{product}"));
+    Some(match open_shared(&uri) {
+        Err(HsmError::NoKey { .. }) if create => HsmKey::generate(&uri).map(Arc::new),
+        other => other,
+    })
+}
+
 /// Opens every configured key (role name → URI), each error naming its role.
 pub fn open_all(uris: &std::collections::BTreeMap<String, String>) -> Result<HashMap<String, Arc<HsmKey>>, String> {
     let mut keys = HashMap::new();
@@ -616,6 +667,16 @@ mod tests {
         let err =
             "pkcs11:token=t;serial=1?pin-value=secret&module-path=/m.so".parse::<KeyUri>().unwrap_err().to_string();
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn a_token_uri_names_no_key_until_given_a_label() {
+        let token = KeyUri::parse_token("pkcs11:token=t?module-path=/m.so&pin-source=/p").unwrap();
+        assert!(!token.names_a_key());
+        assert!("pkcs11:token=t?module-path=/m.so".parse::<KeyUri>().is_err(), "a key URI needs object= or id=");
+        let key = token.with_object("product-pump-x1");
+        assert!(key.names_a_key());
+        assert_eq!(key.to_string(), "pkcs11:token=t;object=product-pump-x1?module-path=/m.so&pin-source=/p");
     }
 
     #[test]

@@ -101,7 +101,21 @@ impl Token {
 
     /// Points the deployment's `pkcs11_keys` at `entries` (role → URI) through a config file.
     fn configure(&self, dep: &mut Deployment, entries: &[(&str, String)]) {
-        let mut toml = String::from("[pkcs11_keys]\n");
+        self.configure_with_products(dep, entries, false);
+    }
+
+    /// [`Token::configure`], and with `products` the server-held product keys in the token too.
+    fn configure_with_products(&self, dep: &mut Deployment, entries: &[(&str, String)], products: bool) {
+        let mut toml = String::new();
+        if products {
+            let token = format!(
+                "pkcs11:token={TOKEN}?module-path={}&pin-source={}",
+                module().display(),
+                self.pin_file.display()
+            );
+            toml.push_str(&format!("product_keys_pkcs11 = {token:?}\n"));
+        }
+        toml.push_str("[pkcs11_keys]\n");
         for (role, uri) in entries {
             toml.push_str(&format!("{role} = {uri:?}\n"));
         }
@@ -157,7 +171,7 @@ async fn online_keys_in_softhsm_sign_what_python_tuf_and_the_agent_accept() {
     let keyids: Vec<String> = ROLES.iter().map(|role| token.new_key(&dep, role)).collect();
     remove_online_files(&dep, &ROLES);
     let entries: Vec<(&str, String)> = ROLES.iter().map(|role| (*role, token.uri(role))).collect();
-    token.configure(&mut dep, &entries);
+    token.configure_with_products(&mut dep, &entries, true);
 
     let server = dep.start("hsm").await;
     let client = reqwest::Client::new();
@@ -173,9 +187,17 @@ async fn online_keys_in_softhsm_sign_what_python_tuf_and_the_agent_accept() {
         assert_eq!(droot["signed"]["roles"][role]["keyids"], json!([keyids[2]]), "{droot}");
     }
 
-    // Publishing signs the snapshot and timestamp in the token.
+    // Publishing signs the snapshot and timestamp in the token, and the product role with the
+    // server-held product key the server made in the token when the product was created.
     let admin = dep.admin_token();
     create_product(&client, &server, &admin).await;
+    let products = client.get(server.url("/api/v1/products")).bearer_auth(&admin).send().await.unwrap();
+    let products: Value = products.json().await.unwrap();
+    let out = dep.command(&["keys", "show", "--pkcs11", &token.uri(&format!("product-{PRODUCT}"))]).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && shown.contains("sensitive and never extractable"), "{shown}");
+    let product_keyid = products[0]["keyid"].as_str().expect("the product's keyid").to_owned();
+    assert!(shown.contains(&format!("keyid:      {product_keyid}")), "{products}\n{shown}");
     let image = firmware(7, 4096);
     match publish(&client, &server.base, &admin, "1.0.0", image.clone()).await {
         Answer::Status(201, _) => {}
@@ -261,10 +283,9 @@ async fn online_keys_in_softhsm_sign_what_python_tuf_and_the_agent_accept() {
             let bytes = std::fs::read(&path).unwrap();
             let text = String::from_utf8_lossy(&bytes);
             assert!(!text.contains(PIN), "{} holds the PIN", path.display());
-            // Development offline keys and the server-held product key are files by design.
-            let allowed = path.starts_with(keys_dir(&dep).join("offline"))
-                || path.components().any(|c| c.as_os_str() == "product-keys");
-            assert!(allowed || !text.contains("PRIVATE KEY"), "{} holds a private key", path.display());
+            // The development offline keys are files by design (and never on a production server).
+            let offline = path.starts_with(keys_dir(&dep).join("offline"));
+            assert!(offline || !text.contains("PRIVATE KEY"), "{} holds a private key", path.display());
             scanned += 1;
         }
     }
