@@ -58,6 +58,7 @@
 #                   "" in files (default); "softhsm" in a SoftHSM token, signing through
 #                   PKCS#11; "delay:MS" the same through scripts/bench/pkcs11_delay.c, which
 #                   adds MS milliseconds to every signature, as a slower HSM would
+#   BENCH_HSM_SESSIONS  with BENCH_HSM, the server's pkcs11_sessions (default: the server's)
 set -euo pipefail
 
 DEVICES=${DEVICES:-10000}
@@ -296,7 +297,9 @@ hsm_setup() {
             ;;
         *) die "BENCH_HSM must be empty, softhsm or delay:MS, not $BENCH_HSM" ;;
     esac
-    echo "[pkcs11_keys]" >"$dir/hsm.toml"
+    : >"$dir/hsm.toml"
+    if [[ -n ${BENCH_HSM_SESSIONS:-} ]]; then echo "pkcs11_sessions = $BENCH_HSM_SESSIONS" >>"$dir/hsm.toml"; fi
+    echo "[pkcs11_keys]" >>"$dir/hsm.toml"
     for role in image-snapshot image-timestamp director; do
         uri="pkcs11:token=bench;object=$role?module-path=$module&pin-source=$dir/softhsm/pin"
         "$bin" keys new --pkcs11 "$uri" >/dev/null
@@ -304,7 +307,7 @@ hsm_setup() {
         printf '%s = "%s"\n' "$role" "$uri" >>"$dir/hsm.toml"
     done
     export PATCHGATE_CONFIG=$dir/hsm.toml
-    log "online keys in SoftHSM (BENCH_HSM=$BENCH_HSM)"
+    log "online keys in SoftHSM (BENCH_HSM=$BENCH_HSM, sessions ${BENCH_HSM_SESSIONS:-default})"
 }
 
 # --- one backend -----------------------------------------------------------------------------------
@@ -475,7 +478,7 @@ run_backend() {
     img_ratio=$(ratio "$img_rps" "$n200_rps")
     local table
     table=$(
-        echo "### $backend: $DEVICES devices; wrk $THREADS threads, $CONNECTIONS connections, $DURATION per run; online keys ${BENCH_HSM:-in files}"
+        echo "### $backend: $DEVICES devices; wrk $THREADS threads, $CONNECTIONS connections, $DURATION per run; online keys ${BENCH_HSM:-in files}${BENCH_HSM:+, ${BENCH_HSM_SESSIONS:-8} sessions}"
         echo
         echo "| figure | patchgate | nginx anchor | ratio | p50 | p99 | wrong status | goal | result |"
         echo "|---|---:|---:|---:|---:|---:|---:|---|---|"

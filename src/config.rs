@@ -37,6 +37,10 @@ pub struct Config {
     /// `product_keys_dir`: a `pkcs11:` URI naming only the token (no `object=`); product P's key
     /// is the token's key labelled `product-P`, made there when the product is created.
     pub product_keys_pkcs11: Option<String>,
+    /// Sessions the server opens per key held by a token, which is how many signatures with
+    /// that key it asks for at once: raise it for an HSM that takes milliseconds per signature
+    /// (a network HSM, a cloud KMS), within the token's own session limit.
+    pub pkcs11_sessions: usize,
     /// Where server-held ("server-signed") product keys live; default `{data_dir}/product-keys`.
     /// Instances sharing one database must share this directory too.
     pub product_keys_dir: Option<PathBuf>,
@@ -110,6 +114,7 @@ impl Default for Config {
             keys_dir: PathBuf::from("keys-example"),
             pkcs11_keys: BTreeMap::new(),
             product_keys_pkcs11: None,
+            pkcs11_sessions: crate::tuf::pkcs11::DEFAULT_SESSIONS,
             product_keys_dir: None,
             database_url: None,
             store_url: None,
@@ -218,6 +223,9 @@ impl Config {
             if let Err(e) = uri.parse::<crate::tuf::pkcs11::KeyUri>() {
                 return Err(ConfigError::Invalid { field: "pkcs11_keys", message: format!("{role}: {e}") });
             }
+        }
+        if !(1..=256).contains(&self.pkcs11_sessions) {
+            return Err(ConfigError::Invalid { field: "pkcs11_sessions", message: "must be between 1 and 256".into() });
         }
         if let Some(uri) = &self.product_keys_pkcs11 {
             let field = "product_keys_pkcs11";

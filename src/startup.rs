@@ -56,7 +56,8 @@ async fn check_keys_against_roots(
 
 /// Opens keys, database and blob store as `config` says.
 pub async fn build_services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Services> {
-    let tokens = crate::tuf::pkcs11::open_all(&config.pkcs11_keys).map_err(anyhow::Error::msg)?;
+    let tokens =
+        crate::tuf::pkcs11::open_all(&config.pkcs11_keys, config.pkcs11_sessions).map_err(anyhow::Error::msg)?;
     let keys = keydir::load_with_tokens(&config.keys_dir, &tokens).with_context(|| {
         format!("loading signing keys from {} (create them with `patchgate keys generate`)", config.keys_dir.display())
     })?;

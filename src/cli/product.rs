@@ -192,7 +192,7 @@ pub fn load_key(path: &Path, flag: &str) -> anyhow::Result<Signer> {
 /// The key a `pkcs11:` URI names, checked (Ed25519, its public half verifying its private one).
 pub fn token_key(uri: &str) -> anyhow::Result<Signer> {
     let uri: crate::tuf::pkcs11::KeyUri = uri.parse()?;
-    let key = crate::tuf::pkcs11::HsmKey::open(&uri)?;
+    let key = crate::tuf::pkcs11::HsmKey::open(&uri, 1)?;
     Ok(Signer::hsm(std::sync::Arc::new(key)))
 }
 

@@ -187,7 +187,12 @@ pub fn public_key_bytes(hex_key: &str) -> Result<[u8; 32], ServiceError> {
 
 /// The server-held key of a server-signed product.
 pub fn product_signer(svc: &Services, product: &str) -> Result<Signer, ServiceError> {
-    if let Some(key) = crate::tuf::pkcs11::product_key(svc.config.product_keys_pkcs11.as_deref(), product, false) {
+    if let Some(key) = crate::tuf::pkcs11::product_key(
+        svc.config.product_keys_pkcs11.as_deref(),
+        svc.config.pkcs11_sessions,
+        product,
+        false,
+    ) {
         return key.map(Signer::hsm).map_err(|e| ServiceError::Internal(e.into()));
     }
     let path = svc.config.product_keys_dir().join(format!("{product}.pem"));

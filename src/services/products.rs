@@ -213,7 +213,12 @@ pub async fn first_role(
 /// The server-held key for `name`: the existing file (or token key) if a crashed attempt left
 /// one, else new.
 fn product_key(svc: &Services, name: &str) -> Result<Signer, ServiceError> {
-    if let Some(key) = crate::tuf::pkcs11::product_key(svc.config.product_keys_pkcs11.as_deref(), name, true) {
+    if let Some(key) = crate::tuf::pkcs11::product_key(
+        svc.config.product_keys_pkcs11.as_deref(),
+        svc.config.pkcs11_sessions,
+        name,
+        true,
+    ) {
         return key.map(Signer::hsm).map_err(|e| ServiceError::Internal(e.into()));
     }
     let path = svc.config.product_keys_dir().join(format!("{name}.pem"));

@@ -107,7 +107,7 @@ impl Signer {
     pub fn concurrency(&self) -> Option<usize> {
         match &self.source {
             Source::Memory(_) => None,
-            Source::Token(_) => Some(super::pkcs11::SESSIONS),
+            Source::Token(key) => Some(key.sessions()),
         }
     }
 

@@ -389,11 +389,12 @@ fn open_session(uri: &KeyUri, read_write: bool) -> Result<Session, HsmError> {
     }
 }
 
-/// Sessions each key keeps open: a session signs one message at a time, and an HSM that takes
-/// milliseconds per signature would otherwise hold every signing task in one queue. The
-/// director signs a group's roles in as many tasks as the key has sessions
-/// (`Signer::concurrency`), so this bounds how many signatures wait on the token at once.
-pub const SESSIONS: usize = 8;
+/// Sessions the server keeps open per token key unless `pkcs11_sessions` says otherwise: a
+/// session signs one message at a time, and an HSM that takes milliseconds per signature would
+/// otherwise hold every signing task in one queue. The director signs a group's roles in as
+/// many tasks as the key has sessions (`Signer::concurrency`), so this bounds how many
+/// signatures wait on the token at once. Tokens limit sessions (a YubiHSM 2 has 16 in all).
+pub const DEFAULT_SESSIONS: usize = 8;
 
 /// An Ed25519 key on a token, with logged-in sessions to sign through.
 pub struct HsmKey {
@@ -414,8 +415,9 @@ impl fmt::Debug for HsmKey {
 
 impl HsmKey {
     /// Finds the key the URI names, checks that it is an Ed25519 pair whose public half verifies
-    /// what the private half signs, and keeps a session open for signing.
-    pub fn open(uri: &KeyUri) -> Result<Self, HsmError> {
+    /// what the private half signs, and keeps `sessions` sessions (at least one) open for
+    /// signing.
+    pub fn open(uri: &KeyUri, session_count: usize) -> Result<Self, HsmError> {
         let session = open_session(uri, false)?;
         let privates =
             session.find_objects(&uri.template(ObjectClass::PRIVATE_KEY)).map_err(uri.call("finding keys"))?;
@@ -437,7 +439,7 @@ impl HsmKey {
         }
         let public = read_public(&session, uri)?;
         let mut sessions = vec![Mutex::new(session)];
-        for _ in 1..SESSIONS {
+        for _ in 1..session_count {
             sessions.push(Mutex::new(open_session(uri, false)?));
         }
         let key = Self { uri: uri.clone(), sessions, next: Default::default(), private, public };
@@ -476,12 +478,17 @@ impl HsmKey {
             .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public_template, &private_template)
             .map_err(uri.call("generating an Ed25519 key pair"))?;
         drop(session);
-        Self::open(uri)
+        Self::open(uri, 1)
     }
 
     /// The raw 32-byte public key.
     pub fn public_bytes(&self) -> [u8; 32] {
         self.public
+    }
+
+    /// How many signatures it can make at once (its sessions).
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// The URI (without any PIN).
@@ -572,39 +579,49 @@ fn read_public(session: &Session, uri: &KeyUri) -> Result<[u8; 32], HsmError> {
 }
 
 /// The key `uri` names, opened once per process and shared: opening checks the pair with a
-/// signature and opens [`SESSIONS`] sessions, too much to do per signature.
-pub fn open_shared(uri: &KeyUri) -> Result<Arc<HsmKey>, HsmError> {
+/// signature and opens `sessions` sessions, too much to do per signature.
+pub fn open_shared(uri: &KeyUri, sessions: usize) -> Result<Arc<HsmKey>, HsmError> {
     static OPEN: OnceLock<Mutex<HashMap<String, Arc<HsmKey>>>> = OnceLock::new();
     let name = uri.to_string();
     let open = OPEN.get_or_init(Mutex::default);
     if let Some(key) = open.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
         return Ok(Arc::clone(key));
     }
-    let key = Arc::new(HsmKey::open(uri)?);
+    let key = Arc::new(HsmKey::open(uri, sessions)?);
     open.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Arc::clone(&key));
     Ok(key)
 }
 
 /// The token key of server-held product `product` when `product_keys_pkcs11` names a token
 /// (`None` when product keys are files): labelled `product-NAME`, made there by `create`.
-pub fn product_key(token_uri: Option<&str>, product: &str, create: bool) -> Option<Result<Arc<HsmKey>, HsmError>> {
+pub fn product_key(
+    token_uri: Option<&str>,
+    sessions: usize,
+    product: &str,
+    create: bool,
+) -> Option<Result<Arc<HsmKey>, HsmError>> {
     let token = match KeyUri::parse_token(token_uri?) {
         Ok(token) => token,
         Err(e) => return Some(Err(e)),
     };
     let uri = token.with_object(&format!("product-{product}"));
-    Some(match open_shared(&uri) {
+    Some(match open_shared(&uri, sessions) {
         Err(HsmError::NoKey { .. }) if create => HsmKey::generate(&uri).map(Arc::new),
         other => other,
     })
 }
 
 /// Opens every configured key (role name → URI), each error naming its role.
-pub fn open_all(uris: &std::collections::BTreeMap<String, String>) -> Result<HashMap<String, Arc<HsmKey>>, String> {
+pub fn open_all(
+    uris: &std::collections::BTreeMap<String, String>,
+    sessions: usize,
+) -> Result<HashMap<String, Arc<HsmKey>>, String> {
     let mut keys = HashMap::new();
     for (role, uri) in uris {
-        let key =
-            uri.parse::<KeyUri>().and_then(|uri| HsmKey::open(&uri)).map_err(|e| format!("pkcs11_keys.{role}: {e}"))?;
+        let key = uri
+            .parse::<KeyUri>()
+            .and_then(|uri| HsmKey::open(&uri, sessions))
+            .map_err(|e| format!("pkcs11_keys.{role}: {e}"))?;
         match key.private_key_sealed() {
             Ok(true) => tracing::info!(role = %role, uri = %key.uri, "online key held by a PKCS#11 token"),
             _ => tracing::warn!(
@@ -682,7 +699,7 @@ mod tests {
     #[test]
     fn a_missing_module_is_named() {
         let uri: KeyUri = "pkcs11:token=t;object=k?module-path=/nonexistent/libhsm.so".parse().unwrap();
-        let err = HsmKey::open(&uri).unwrap_err().to_string();
+        let err = HsmKey::open(&uri, 1).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/libhsm.so") && err.contains("module-path"), "{err}");
     }
 }

@@ -114,6 +114,8 @@ impl Token {
                 self.pin_file.display()
             );
             toml.push_str(&format!("product_keys_pkcs11 = {token:?}\n"));
+            // Fewer sessions than the default: signing still works through the ones there are.
+            toml.push_str("pkcs11_sessions = 2\n");
         }
         toml.push_str("[pkcs11_keys]\n");
         for (role, uri) in entries {
