@@ -31,7 +31,7 @@ pub struct Config {
     /// name without `.pem` (`image-snapshot`, `image-timestamp`, `director`, or any other name
     /// for a further online key, such as a rotation's next one) → a PKCS#11 URI
     /// (`pkcs11:token=…;object=…?module-path=…&pin-source=…`). The PIN comes from the URI's
-    /// `pin-source` file, its `pin-value`, or `PATCHGATE_HSM_PIN`.
+    /// `pin-source` file, or else `PATCHGATE_HSM_PIN` (never the URI itself).
     pub pkcs11_keys: BTreeMap<String, String>,
     /// Server-held ("server-signed") product keys in a PKCS#11 token instead of files in
     /// `product_keys_dir`: a `pkcs11:` URI naming only the token (no `object=`); product P's key

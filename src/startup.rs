@@ -58,6 +58,10 @@ async fn check_keys_against_roots(
 pub async fn build_services(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Services> {
     let tokens =
         crate::tuf::pkcs11::open_all(&config.pkcs11_keys, config.pkcs11_sessions).map_err(anyhow::Error::msg)?;
+    if let Some(uri) = &config.product_keys_pkcs11 {
+        crate::tuf::pkcs11::open_token(uri, config.pkcs11_sessions)
+            .map_err(|e| anyhow::anyhow!("product_keys_pkcs11: {e}"))?;
+    }
     let keys = keydir::load_with_tokens(&config.keys_dir, &tokens).with_context(|| {
         format!("loading signing keys from {} (create them with `patchgate keys generate`)", config.keys_dir.display())
     })?;

@@ -187,15 +187,17 @@ pub fn public_key_bytes(hex_key: &str) -> Result<[u8; 32], ServiceError> {
 
 /// The server-held key of a server-signed product.
 pub fn product_signer(svc: &Services, product: &str) -> Result<Signer, ServiceError> {
-    if let Some(key) = crate::tuf::pkcs11::product_key(
-        svc.config.product_keys_pkcs11.as_deref(),
-        svc.config.pkcs11_sessions,
-        product,
-        false,
-    ) {
-        return key.map(Signer::hsm).map_err(|e| ServiceError::Internal(e.into()));
-    }
     let path = svc.config.product_keys_dir().join(format!("{product}.pem"));
+    let config = &svc.config;
+    match crate::tuf::pkcs11::product_key(config.product_keys_pkcs11.as_deref(), config.pkcs11_sessions, product, false)
+    {
+        Some(Ok(key)) => return Ok(Signer::hsm(key)),
+        // A product made while its key went to a file keeps signing with that file after
+        // product keys move to a token.
+        Some(Err(crate::tuf::pkcs11::HsmError::NoKey { .. })) if path.exists() => {}
+        Some(Err(e)) => return Err(ServiceError::Internal(e.into())),
+        None => {}
+    }
     Signer::load(&path).map_err(|e| ServiceError::Internal(anyhow::Error::new(e)))
 }
 

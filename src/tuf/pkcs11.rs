@@ -8,9 +8,14 @@
 //!
 //! Path attributes: `token` (the token's label, required), `object` (the key's label) and/or `id`
 //! (its `CKA_ID`, percent-encoded bytes). Query attributes: `module-path` (the vendor's PKCS#11
-//! library, required), `pin-source` (a file holding the user PIN, `file:` prefix allowed) or
-//! `pin-value`; with neither, the PIN is read from `PATCHGATE_HSM_PIN`. Every failure names what
-//! to fix: module, token, PIN, key, key type.
+//! library, required) and `pin-source` (a file holding the user PIN, `file:` prefix allowed);
+//! without it the PIN is read from `PATCHGATE_HSM_PIN`. RFC 7512's `pin-value` is refused: a PIN
+//! inside a URI ends up in configuration files, command lines, logs and CI output. Every
+//! failure names what to fix: module, token, PIN, key, key type.
+//!
+//! The sessions (and the login) belong to the token, not to a key: every key on a token signs
+//! through the same `pkcs11_sessions` sessions, so the number of sessions the server holds does
+//! not grow with its keys (tokens limit them: a YubiHSM 2 has 16 in all).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,7 +31,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
-/// The environment variable read for the PIN when the URI names no `pin-source` or `pin-value`.
+/// The environment variable read for the PIN when the URI names no `pin-source`.
 pub const PIN_ENV: &str = "PATCHGATE_HSM_PIN";
 
 /// `CKA_EC_PARAMS` of an Ed25519 key: the printable string `edwards25519` (what SoftHSM and
@@ -40,7 +45,7 @@ pub enum HsmError {
     /// The URI does not parse.
     #[error("{uri:?} is not a usable PKCS#11 URI: {message}")]
     Uri {
-        /// The URI as given (any `pin-value` removed).
+        /// The URI as given (any `pin-value` masked).
         uri: String,
         /// What is wrong.
         message: String,
@@ -80,7 +85,7 @@ pub enum HsmError {
     },
     /// The token refused the PIN.
     #[error(
-        "token {token:?} refused the PIN ({code}); fix the PIN in pin-source, pin-value or {PIN_ENV} (a token locks after too many wrong PINs)"
+        "token {token:?} refused the PIN ({code}); fix the PIN in the pin-source file or {PIN_ENV} (a token locks after too many wrong PINs)"
     )]
     WrongPin {
         /// The token.
@@ -148,22 +153,11 @@ pub enum HsmError {
     },
 }
 
-/// Where the user PIN comes from.
-#[derive(Clone, PartialEq, Eq)]
+/// Where the user PIN comes from (never the URI itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PinSource {
     File(PathBuf),
-    Value(String),
     Env,
-}
-
-impl fmt::Debug for PinSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PinSource::File(path) => write!(f, "File({})", path.display()),
-            PinSource::Value(_) => f.write_str("Value(***)"),
-            PinSource::Env => f.write_str("Env"),
-        }
-    }
 }
 
 /// A parsed PKCS#11 URI naming one key.
@@ -182,7 +176,7 @@ impl fmt::Debug for KeyUri {
     }
 }
 
-/// The URI again, with `pin-value` shown as `***`: safe for logs and errors.
+/// The URI again (it holds no PIN): safe for logs and errors.
 impl fmt::Display for KeyUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pkcs11:token={}", encode(self.token.as_bytes()))?;
@@ -195,7 +189,6 @@ impl fmt::Display for KeyUri {
         write!(f, "?module-path={}", self.module.display())?;
         match &self.pin {
             PinSource::File(path) => write!(f, "&pin-source={}", path.display()),
-            PinSource::Value(_) => f.write_str("&pin-value=***"),
             PinSource::Env => Ok(()),
         }
     }
@@ -209,15 +202,19 @@ fn encode(bytes: &[u8]) -> String {
     percent_encoding::percent_encode(bytes, UNRESERVED).to_string()
 }
 
-/// Removes a `pin-value` from a URI that failed to parse, so the error can show the rest.
+/// Masks every `pin-value` of a refused URI, so the error can show the rest.
 fn redact(uri: &str) -> String {
-    match uri.find("pin-value=") {
-        Some(at) => {
-            let end = uri[at..].find('&').map_or(uri.len(), |e| at + e);
-            format!("{}pin-value=***{}", &uri[..at], &uri[end..])
-        }
-        None => uri.to_owned(),
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(at) = rest.find("pin-value=") {
+        let value = at + "pin-value=".len();
+        out.push_str(&rest[..value]);
+        out.push_str("***");
+        rest = &rest[value..];
+        rest = &rest[rest.find(['&', ';']).unwrap_or(rest.len())..];
     }
+    out.push_str(rest);
+    out
 }
 
 impl std::str::FromStr for KeyUri {
@@ -276,10 +273,15 @@ impl KeyUri {
                         source.strip_prefix("file://").or_else(|| source.strip_prefix("file:")).unwrap_or(&source);
                     pin = PinSource::File(PathBuf::from(path));
                 }
-                "pin-value" => pin = PinSource::Value(text(name, value)?),
+                "pin-value" => {
+                    return Err(bad(format!(
+                        "pin-value is refused: a PIN in a URI ends up in configuration, command lines and logs; \
+                         put it in a file named by pin-source= (mode 0600) or in {PIN_ENV}"
+                    )));
+                }
                 other => {
                     return Err(bad(format!(
-                        "query attribute {other:?} is not supported (use module-path, pin-source, pin-value)"
+                        "query attribute {other:?} is not supported (use module-path, pin-source)"
                     )));
                 }
             }
@@ -323,13 +325,12 @@ impl KeyUri {
     fn pin_text(&self) -> Result<String, HsmError> {
         let error = |message: String| HsmError::Pin { token: self.token.clone(), message };
         let pin = match &self.pin {
-            PinSource::Value(pin) => pin.clone(),
             PinSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| error(format!("pin-source {}: {e}", path.display())))?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned(),
             PinSource::Env => std::env::var(PIN_ENV)
-                .map_err(|_| error(format!("the URI names no pin-source or pin-value, and {PIN_ENV} is not set")))?,
+                .map_err(|_| error(format!("the URI names no pin-source, and {PIN_ENV} is not set")))?,
         };
         Ok(pin)
     }
@@ -389,6 +390,50 @@ fn open_session(uri: &KeyUri, read_write: bool) -> Result<Session, HsmError> {
     }
 }
 
+/// A token's logged-in sessions, shared by every key on it.
+struct TokenSessions {
+    // A PKCS#11 session may be used by one thread at a time. Handles of token objects are valid
+    // in every session of the application.
+    sessions: Vec<Mutex<Session>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl TokenSessions {
+    /// A free session if there is one, else the next in turn once it is free.
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        for session in &self.sessions {
+            if let Ok(free) = session.try_lock() {
+                return free;
+            }
+        }
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.sessions.len();
+        self.sessions[turn].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The sessions of the URI's token, opened and logged in by the first caller in this process
+/// (`count` of them, at least one); later callers share them.
+fn token_sessions(uri: &KeyUri, count: usize) -> Result<Arc<TokenSessions>, HsmError> {
+    /// Each token's sessions, by module and token label.
+    type Tokens = HashMap<(PathBuf, String), Arc<TokenSessions>>;
+    static TOKENS: OnceLock<Mutex<Tokens>> = OnceLock::new();
+    let mut tokens = TOKENS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    let name = (uri.module.clone(), uri.token.clone());
+    if let Some(pool) = tokens.get(&name) {
+        return Ok(Arc::clone(pool));
+    }
+    let sessions = (0..count.max(1)).map(|_| open_session(uri, false).map(Mutex::new)).collect::<Result<_, _>>()?;
+    let pool = Arc::new(TokenSessions { sessions, next: Default::default() });
+    tokens.insert(name, Arc::clone(&pool));
+    Ok(pool)
+}
+
+/// Opens the token a URI names and logs in (`product_keys_pkcs11` at start-up), so that a wrong
+/// module, token or PIN stops start-up rather than failing, and retrying the PIN, later.
+pub fn open_token(uri: &str, sessions: usize) -> Result<(), HsmError> {
+    token_sessions(&KeyUri::parse_token(uri)?, sessions).map(drop)
+}
+
 /// Sessions the server keeps open per token key unless `pkcs11_sessions` says otherwise: a
 /// session signs one message at a time, and an HSM that takes milliseconds per signature would
 /// otherwise hold every signing task in one queue. The director signs a group's roles in as
@@ -396,13 +441,10 @@ fn open_session(uri: &KeyUri, read_write: bool) -> Result<Session, HsmError> {
 /// signatures wait on the token at once. Tokens limit sessions (a YubiHSM 2 has 16 in all).
 pub const DEFAULT_SESSIONS: usize = 8;
 
-/// An Ed25519 key on a token, with logged-in sessions to sign through.
+/// An Ed25519 key on a token, signing through the token's sessions.
 pub struct HsmKey {
     uri: KeyUri,
-    // A PKCS#11 session may be used by one thread at a time. Handles of token objects are valid
-    // in every session of the application.
-    sessions: Vec<Mutex<Session>>,
-    next: std::sync::atomic::AtomicUsize,
+    sessions: Arc<TokenSessions>,
     private: ObjectHandle,
     public: [u8; 32],
 }
@@ -414,11 +456,12 @@ impl fmt::Debug for HsmKey {
 }
 
 impl HsmKey {
-    /// Finds the key the URI names, checks that it is an Ed25519 pair whose public half verifies
-    /// what the private half signs, and keeps `sessions` sessions (at least one) open for
-    /// signing.
-    pub fn open(uri: &KeyUri, session_count: usize) -> Result<Self, HsmError> {
-        let session = open_session(uri, false)?;
+    /// Finds the key the URI names and checks that it is an Ed25519 pair whose public half
+    /// verifies what the private half signs. It signs through the token's sessions, `sessions`
+    /// of them if this is the first key of its token in this process.
+    pub fn open(uri: &KeyUri, sessions: usize) -> Result<Self, HsmError> {
+        let pool = token_sessions(uri, sessions)?;
+        let session = pool.session();
         let privates =
             session.find_objects(&uri.template(ObjectClass::PRIVATE_KEY)).map_err(uri.call("finding keys"))?;
         let private = match privates.as_slice() {
@@ -438,11 +481,8 @@ impl HsmKey {
             return Err(HsmError::WrongKeyType { key: uri.key_name(), token: uri.token.clone(), found });
         }
         let public = read_public(&session, uri)?;
-        let mut sessions = vec![Mutex::new(session)];
-        for _ in 1..session_count {
-            sessions.push(Mutex::new(open_session(uri, false)?));
-        }
-        let key = Self { uri: uri.clone(), sessions, next: Default::default(), private, public };
+        drop(session);
+        let key = Self { uri: uri.clone(), sessions: pool, private, public };
         key.check_pair()?;
         Ok(key)
     }
@@ -486,9 +526,10 @@ impl HsmKey {
         self.public
     }
 
-    /// How many signatures it can make at once (its sessions).
+    /// How many signatures its token is asked for at once (its sessions, shared with the
+    /// token's other keys).
     pub fn sessions(&self) -> usize {
-        self.sessions.len()
+        self.sessions.sessions.len()
     }
 
     /// The URI (without any PIN).
@@ -499,7 +540,7 @@ impl HsmKey {
     /// Whether the token marks the private key sensitive and never extractable: no one, this
     /// server included, can read it out.
     pub fn private_key_sealed(&self) -> Result<bool, HsmError> {
-        let session = self.session();
+        let session = self.sessions.session();
         let attrs = session
             .get_attributes(self.private, &[AttributeType::Sensitive, AttributeType::Extractable])
             .map_err(self.uri.call("reading the key's attributes"))?;
@@ -515,7 +556,7 @@ impl HsmKey {
 
     /// Signs `message` (pure Ed25519, RFC 8032) on the token.
     pub fn sign(&self, message: &[u8]) -> Result<[u8; 64], HsmError> {
-        let session = self.session();
+        let session = self.sessions.session();
         let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
         let sig = session.sign(&mechanism, self.private, message).map_err(self.uri.call("signing"))?;
         sig.try_into().map_err(|sig: Vec<u8>| HsmError::Call {
@@ -523,17 +564,6 @@ impl HsmKey {
             token: self.uri.token.clone(),
             message: format!("the token returned {} bytes, not a 64-byte Ed25519 signature", sig.len()),
         })
-    }
-
-    /// A free session if there is one, else the next in turn once it is free.
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        for session in &self.sessions {
-            if let Ok(free) = session.try_lock() {
-                return free;
-            }
-        }
-        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.sessions.len();
-        self.sessions[turn].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn check_pair(&self) -> Result<(), HsmError> {
@@ -605,8 +635,14 @@ pub fn product_key(
         Err(e) => return Some(Err(e)),
     };
     let uri = token.with_object(&format!("product-{product}"));
+    if !create {
+        return Some(open_shared(&uri, sessions));
+    }
+    // Two creations of one product on this instance must not leave two keys of one label.
+    static CREATING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|p| p.into_inner());
     Some(match open_shared(&uri, sessions) {
-        Err(HsmError::NoKey { .. }) if create => HsmKey::generate(&uri).map(Arc::new),
+        Err(HsmError::NoKey { .. }) => HsmKey::generate(&uri).and_then(|_| open_shared(&uri, sessions)),
         other => other,
     })
 }
@@ -640,22 +676,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_uri_parses_and_prints_without_its_pin() {
+    fn a_full_uri_parses_and_prints_back() {
         let uri: KeyUri =
-            "pkcs11:token=patch%20gate;object=image-timestamp;id=%01%02?module-path=/usr/lib/x.so&pin-value=1234"
+            "pkcs11:token=patch%20gate;object=image-timestamp;id=%01%02?module-path=/usr/lib/x.so&pin-source=/run/pin"
                 .parse()
                 .unwrap();
         assert_eq!(uri.token, "patch gate");
         assert_eq!(uri.object.as_deref(), Some("image-timestamp"));
         assert_eq!(uri.id.as_deref(), Some(&[1u8, 2][..]));
         assert_eq!(uri.module, PathBuf::from("/usr/lib/x.so"));
-        let shown = uri.to_string();
-        assert!(!shown.contains("1234"), "{shown}");
-        assert_eq!(shown.parse::<KeyUri>().unwrap().token, "patch gate");
+        assert_eq!(uri.pin, PinSource::File(PathBuf::from("/run/pin")));
+        assert_eq!(uri.to_string().parse::<KeyUri>().unwrap(), uri);
     }
 
     #[test]
-    fn pin_sources_are_read_in_order() {
+    fn the_pin_comes_from_its_file_or_else_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pin");
         std::fs::write(&file, "5678\n").unwrap();
@@ -681,9 +716,14 @@ mod tests {
             let err = uri.parse::<KeyUri>().unwrap_err().to_string();
             assert!(err.contains(says), "{uri}: {err}");
         }
-        let err =
-            "pkcs11:token=t;serial=1?pin-value=secret&module-path=/m.so".parse::<KeyUri>().unwrap_err().to_string();
-        assert!(!err.contains("secret"), "{err}");
+        // A PIN in the URI is refused, and never repeated by the refusal.
+        for uri in [
+            "pkcs11:token=t;object=k?pin-value=secret&module-path=/m.so",
+            "pkcs11:token=t;object=k?module-path=/m.so&pin-value=secret&pin-value=secret2",
+        ] {
+            let err = uri.parse::<KeyUri>().unwrap_err().to_string();
+            assert!(err.contains("pin-value is refused") && !err.contains("secret"), "{err}");
+        }
     }
 
     #[test]

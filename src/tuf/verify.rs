@@ -78,15 +78,16 @@ pub fn image_key_mismatches(root: &Root, keys: &KeySet) -> Vec<String> {
             root.version
         ));
     }
-    for (role, preferred, file) in [
-        (RoleType::Snapshot, &keys.image_snapshot, "online/image-snapshot.pem"),
-        (RoleType::Timestamp, &keys.image_timestamp, "online/image-timestamp.pem"),
+    for (role, preferred, name) in [
+        (RoleType::Snapshot, &keys.image_snapshot, "image-snapshot"),
+        (RoleType::Timestamp, &keys.image_timestamp, "image-timestamp"),
     ] {
         let trusted = trusted_keyids(root, role);
         if keys.online_trusted(preferred, |id| trusted.contains(id)).is_none() {
             problems.push(format!(
-                "no key in online/ is the {role:?} key image root v{} trusts ({file} is key {})",
+                "no online key is the {role:?} key image root v{} trusts ({} is key {})",
                 root.version,
+                key_source(preferred, name),
                 preferred.keyid()
             ));
         }
@@ -100,11 +101,20 @@ pub fn director_key_mismatches(root: &Root, keys: &KeySet) -> Vec<String> {
         return Vec::new();
     }
     vec![format!(
-        "no key in online/ is the director key director root v{} trusts for targets, snapshot and timestamp \
-         (online/director.pem is key {})",
+        "no online key is the director key director root v{} trusts for targets, snapshot and timestamp \
+         ({} is key {})",
         root.version,
+        key_source(&keys.director, "director"),
         keys.director.keyid()
     )]
+}
+
+/// Where the online key `name` came from: its file, or the `pkcs11_keys` entry naming its token.
+fn key_source(key: &Signer, name: &str) -> String {
+    match key.token_key() {
+        Some(_) => format!("pkcs11_keys.{name}"),
+        None => format!("online/{name}.pem"),
+    }
 }
 
 /// The online key the image root trusts for `role` (snapshot or timestamp).

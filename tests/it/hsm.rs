@@ -256,13 +256,12 @@ async fn online_keys_in_softhsm_sign_what_python_tuf_and_the_agent_accept() {
     }
     assert_eq!(std::fs::read(&slot).unwrap(), image);
 
-    // Nothing the server can read holds these keys or the PIN: no file in online/, nothing in
-    // the data directory, database or log, not in its environment; the token says the keys
-    // cannot be read out (`keys show` prints the token's CKA_SENSITIVE and CKA_EXTRACTABLE).
+    // Nothing the server wrote holds these keys or the PIN: no file in online/, nothing in the
+    // data directory, database or log (its environment held neither: the PIN comes from a
+    // file); the token says the keys cannot be read out (`keys show` prints the token's
+    // CKA_SENSITIVE and CKA_EXTRACTABLE).
     let online: Vec<_> = std::fs::read_dir(keys_dir(&dep).join("online")).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(online.is_empty(), "online/ holds key files: {online:?}");
-    let environ = std::fs::read(format!("/proc/{}/environ", server.child.id())).unwrap();
-    assert!(!String::from_utf8_lossy(&environ).contains(PIN), "the PIN is in the server's environment");
     for role in ROLES {
         let out = dep.command(&["keys", "show", "--pkcs11", &token.uri(role)]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -360,13 +359,17 @@ async fn start_up_refuses_a_wrong_pin_a_missing_token_another_key_type_and_a_key
     assert!(text.contains("image-timestamp") && text.contains("remove the file"), "{text}");
     remove_online_files(&dep, &["image-timestamp"]);
 
-    let wrong_pin = good.replace(&format!("pin-source={}", token.pin_file.display()), "pin-value=000000");
+    let wrong_pin_file = dep.dir.path().join("softhsm/wrong-pin");
+    std::fs::write(&wrong_pin_file, "000000\n").unwrap();
+    let wrong_pin = good.replace(&token.pin_file.display().to_string(), &wrong_pin_file.display().to_string());
+    let pin_in_uri = good.replace(&format!("pin-source={}", token.pin_file.display()), "pin-value=000000");
     let missing_token = good.replace(&format!("token={TOKEN}"), "token=no-such-token");
     let p256 = good.replace("object=image-timestamp", "object=p256");
     let no_key = good.replace("object=image-timestamp", "object=never-made");
     let no_module = good.replace(&module().display().to_string(), "/nonexistent/libvendor-pkcs11.so");
     for (uri, says) in [
         (wrong_pin, "refused the PIN"),
+        (pin_in_uri, "pin-value is refused"),
         (missing_token, "no token labelled \"no-such-token\""),
         (p256, "not an Ed25519 key"),
         (no_key, "patchgate keys new --pkcs11"),
@@ -374,7 +377,12 @@ async fn start_up_refuses_a_wrong_pin_a_missing_token_another_key_type_and_a_key
     ] {
         token.configure(&mut dep, &[("image-timestamp", uri.clone())]);
         let text = start_up_error(&dep);
-        assert!(text.contains("pkcs11_keys.image-timestamp") && text.contains(says), "{uri}:\n{text}");
+        // Start-up names the entry (`pkcs11_keys.image-timestamp`; a URI the configuration
+        // itself refuses: field `pkcs11_keys`, entry `image-timestamp`).
+        assert!(
+            text.contains("pkcs11_keys") && text.contains("image-timestamp") && text.contains(says),
+            "{uri}:\n{text}"
+        );
         assert!(!text.contains("000000"), "the PIN is in the message: {text}");
     }
 
@@ -395,11 +403,12 @@ async fn start_up_refuses_a_wrong_pin_a_missing_token_another_key_type_and_a_key
     let init = dep.command(&["repo", "init"]).output().unwrap();
     assert!(init.status.success(), "repo init: {}", String::from_utf8_lossy(&init.stderr));
     std::fs::rename(prod.join("offline"), dep.dir.path().join("offline-holders")).unwrap();
-    token.new_key(&dep, "stray");
+    let stray = token.new_key(&dep, "stray");
     token.configure(&mut dep, &[("image-timestamp", token.uri("stray"))]);
     std::fs::remove_file(prod.join("online/image-timestamp.pem")).unwrap();
     let text = start_up_error(&dep);
-    assert!(text.contains("not the keys the stored roots trust"), "{text}");
+    let named = format!("pkcs11_keys.image-timestamp is key {stray}");
+    assert!(text.contains("not the keys the stored roots trust") && text.contains(&named), "{text}");
 }
 
 /// `patchgate args… --server … --token …`, which must succeed; returns its output.
@@ -501,8 +510,9 @@ async fn the_timestamp_key_moves_into_a_token_by_a_root_rotation() {
     ngclient_accepts(&server, &root_v1, "1.0.0", &image, 2).await;
     drop(server);
 
-    // Then the entry takes the role's name and the old key file goes.
-    token.configure(&mut dep, &[("image-timestamp", uri)]);
+    // Then the entry takes the role's name and the old key file goes. Product keys move to the
+    // token too: the product made before keeps signing with its key file.
+    token.configure_with_products(&mut dep, &[("image-timestamp", uri)], true);
     remove_online_files(&dep, &["image-timestamp"]);
     let server = dep.start("renamed").await;
     assert!(matches!(publish(&client, &server.base, &admin, "1.0.1", firmware(4, 4096)).await, Answer::Status(201, _)));
