@@ -37,9 +37,9 @@ pub struct Config {
     /// `product_keys_dir`: a `pkcs11:` URI naming only the token (no `object=`); product P's key
     /// is the token's key labelled `product-P`, made there when the product is created.
     pub product_keys_pkcs11: Option<String>,
-    /// Sessions the server opens per key held by a token, which is how many signatures with
-    /// that key it asks for at once: raise it for an HSM that takes milliseconds per signature
-    /// (a network HSM, a cloud KMS), within the token's own session limit.
+    /// Sessions the server opens on each token it signs with, shared by the token's keys: how
+    /// many signatures it asks of the token at once. Raise it for an HSM that takes
+    /// milliseconds per signature (a network HSM, a cloud KMS), within the token's own limit.
     pub pkcs11_sessions: usize,
     /// Where server-held ("server-signed") product keys live; default `{data_dir}/product-keys`.
     /// Instances sharing one database must share this directory too.
