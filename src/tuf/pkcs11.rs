@@ -412,7 +412,8 @@ impl TokenSessions {
 }
 
 /// The sessions of the URI's token, opened and logged in by the first caller in this process
-/// (`count` of them, at least one); later callers share them.
+/// (`count` of them, at least one); later callers share them, and the login (PKCS#11 logs an
+/// application in per token, not per session), whatever PIN source their own URI names.
 fn token_sessions(uri: &KeyUri, count: usize) -> Result<Arc<TokenSessions>, HsmError> {
     /// Each token's sessions, by module and token label.
     type Tokens = HashMap<(PathBuf, String), Arc<TokenSessions>>;
@@ -434,11 +435,11 @@ pub fn open_token(uri: &str, sessions: usize) -> Result<(), HsmError> {
     token_sessions(&KeyUri::parse_token(uri)?, sessions).map(drop)
 }
 
-/// Sessions the server keeps open per token key unless `pkcs11_sessions` says otherwise: a
-/// session signs one message at a time, and an HSM that takes milliseconds per signature would
-/// otherwise hold every signing task in one queue. The director signs a group's roles in as
-/// many tasks as the key has sessions (`Signer::concurrency`), so this bounds how many
-/// signatures wait on the token at once. Tokens limit sessions (a YubiHSM 2 has 16 in all).
+/// Sessions the server keeps open per token unless `pkcs11_sessions` says otherwise: a session
+/// signs one message at a time, and an HSM that takes milliseconds per signature would otherwise
+/// hold every signing task in one queue. The director signs a group's roles in as many tasks as
+/// its key's token has sessions (`Signer::concurrency`), so this bounds how many signatures wait
+/// on the token at once. Tokens limit sessions (a YubiHSM 2 has 16 in all).
 pub const DEFAULT_SESSIONS: usize = 8;
 
 /// An Ed25519 key on a token, signing through the token's sessions.
