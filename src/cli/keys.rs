@@ -51,13 +51,12 @@ pub enum KeysCommand {
     },
 }
 
-fn print_key(path: &std::path::Path, key: &Signer) {
-    say!("key file:   {}", path.display());
-    say!("keyid:      {}", key.keyid());
-    say!("public_key: {}", hex::encode(key.public_bytes()));
-}
-
-fn print_token_key(key: &Signer) {
+/// Where `key` is (its file, or its token and whether the private key can leave it), then its
+/// key id and public key.
+fn print_key(file: Option<&std::path::Path>, key: &Signer) {
+    if let Some(path) = file {
+        say!("key file:   {}", path.display());
+    }
     if let Some(token) = key.token_key() {
         say!("pkcs11:     {}", token.uri());
         match token.private_key_sealed() {
@@ -85,7 +84,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{product}.pem")));
             let key = Signer::generate();
             key.write(&out)?;
-            print_key(&out, &key);
+            print_key(Some(&out), &key);
             say!(
                 "keep it in your CI's secret store; create the product with `patchgate product create --key {}`",
                 out.display()
@@ -115,7 +114,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::New { pkcs11: Some(uri), .. } => {
             let key = new_token_key(&uri)?;
-            print_token_key(&key);
+            print_key(None, &key);
             say!(
                 "to sign an online role with it: name it in pkcs11_keys (README \"Online keys in an HSM\"), and make a root that lists this keyid"
             );
@@ -125,17 +124,17 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let out = out.context("--out FILE or --pkcs11 URI is required")?;
             let key = Signer::generate();
             key.write(&out)?;
-            print_key(&out, &key);
+            print_key(Some(&out), &key);
             Ok(())
         }
         KeysCommand::Show { pkcs11: Some(uri), .. } => {
-            print_token_key(&crate::cli::product::token_key(&uri)?);
+            print_key(None, &crate::cli::product::token_key(&uri)?);
             Ok(())
         }
         KeysCommand::Show { file, pkcs11: None } => {
             let file = file.context("a key FILE or --pkcs11 URI is required")?;
             let key = Signer::load(&file)?;
-            print_key(&file, &key);
+            print_key(Some(&file), &key);
             Ok(())
         }
     }

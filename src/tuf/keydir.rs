@@ -260,8 +260,8 @@ pub fn load_with_tokens(
     let optional = |path: PathBuf| if path.exists() { Signer::load(&path).map(Some) } else { Ok(None) };
     let image_targets = optional(offline(dir).join("image-targets.pem"))?;
     let director_root = optional(offline(dir).join("director-root.pem"))?;
-    let named = ["image-snapshot.pem", "image-timestamp.pem", "director.pem"];
-    let mut online_extra = load_pems(&online(dir), |n| !named.contains(&n))?;
+    let named = |file: &str| ONLINE_ROLES.iter().any(|role| file.strip_suffix(".pem") == Some(role));
+    let mut online_extra = load_pems(&online(dir), |n| !named(n))?;
     // Further online keys in a token (a rotation's next key), in name order after the files.
     let mut extra_names: Vec<&String> = tokens.keys().filter(|n| !ONLINE_ROLES.contains(&n.as_str())).collect();
     extra_names.sort();

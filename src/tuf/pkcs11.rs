@@ -310,11 +310,16 @@ impl KeyUri {
         }
     }
 
+    /// The attributes that name this key: its label and/or id.
+    fn naming(&self) -> Vec<Attribute> {
+        let label = self.object.iter().map(|l| Attribute::Label(l.as_bytes().to_vec()));
+        label.chain(self.id.iter().map(|id| Attribute::Id(id.clone()))).collect()
+    }
+
     /// The attributes that find this key's objects of `class`.
     fn template(&self, class: ObjectClass) -> Vec<Attribute> {
         let mut template = vec![Attribute::Class(class)];
-        template.extend(self.object.iter().map(|l| Attribute::Label(l.as_bytes().to_vec())));
-        template.extend(self.id.iter().map(|id| Attribute::Id(id.clone())));
+        template.extend(self.naming());
         template
     }
 
@@ -497,9 +502,7 @@ impl HsmKey {
         if !existing.is_empty() {
             return Err(HsmError::Exists { key: uri.key_name(), token: uri.token.clone() });
         }
-        let mut naming = Vec::new();
-        naming.extend(uri.object.iter().map(|l| Attribute::Label(l.as_bytes().to_vec())));
-        naming.extend(uri.id.iter().map(|id| Attribute::Id(id.clone())));
+        let naming = uri.naming();
         let mut public_template = vec![
             Attribute::Token(true),
             Attribute::Private(false),
@@ -609,8 +612,9 @@ fn read_public(session: &Session, uri: &KeyUri) -> Result<[u8; 32], HsmError> {
     raw.try_into().map_err(|_| wrong("a key whose public point is not 32 bytes"))
 }
 
-/// The key `uri` names, opened once per process and shared: opening checks the pair with a
-/// signature and opens `sessions` sessions, too much to do per signature.
+/// The key `uri` names, opened once per process and shared: opening finds the key and checks
+/// the pair with a signature, too much to do per signature. `sessions` is used only if this
+/// opens the token's sessions.
 pub fn open_shared(uri: &KeyUri, sessions: usize) -> Result<Arc<HsmKey>, HsmError> {
     static OPEN: OnceLock<Mutex<HashMap<String, Arc<HsmKey>>>> = OnceLock::new();
     let name = uri.to_string();

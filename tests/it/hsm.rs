@@ -16,10 +16,10 @@ use patchgate_agent::{Agent, EnrollOptions, InstallOptions, InstallOutcome};
 use serde_json::{Value, json};
 
 use crate::agents::fast;
-use crate::common::{firmware, sha256_hex};
-use crate::crash::{Answer, PRODUCT, create_product, publish, target_name};
+use crate::common::firmware;
+use crate::crash::{Answer, PRODUCT, create_product, publish};
 use crate::process::{Deployment, Server};
-use crate::split_trust::python_tuf;
+use crate::split_trust::ngclient_at;
 
 /// A PIN no file, log or environment of the server may ever show.
 const PIN: &str = "hsm-pin-5c1e7a9d";
@@ -296,25 +296,7 @@ async fn online_keys_in_softhsm_sign_what_python_tuf_and_the_agent_accept() {
 /// python-tuf's ngclient, bootstrapped from `root` in a fresh directory, ends on root
 /// `root_version` and verifies and downloads release `version` (bytes `image`).
 async fn ngclient_accepts(server: &Server, root: &[u8], version: &str, image: &[u8], root_version: u64) {
-    let work = tempfile::tempdir().unwrap();
-    let root_file = work.path().join("root.json");
-    std::fs::write(&root_file, root).unwrap();
-    let out = tokio::process::Command::new(python_tuf())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ngclient_check.py"))
-        .args(["--metadata-url", &server.url("/repo/metadata/"), "--targets-url", &server.url("/repo/targets/")])
-        .arg("--root")
-        .arg(&root_file)
-        .arg("--metadata-dir")
-        .arg(work.path().join("meta"))
-        .arg("--download-dir")
-        .arg(work.path().join("dl"))
-        .args(["--expect", &format!("{}={}", target_name(version), sha256_hex(image))])
-        .args(["--expect-root-version", &root_version.to_string()])
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !text.contains("FAIL"), "python-tuf:\n{text}");
+    ngclient_at(&server.base, root, &[(version, image)], &[], root_version).await;
 }
 
 /// Runs `patchgate serve`, which must exit with an error within 30 s; returns its output.

@@ -257,34 +257,7 @@ impl Production {
     /// `expect` (version, image) verifies and downloads, every `absent` name is not listed (or
     /// its lookup fails verification). Returns the checker's output.
     pub async fn ngclient(&self, expect: &[(&str, &[u8])], absent: &[&str], root_version: u64) -> String {
-        let work = tempfile::tempdir().unwrap();
-        let root = work.path().join("root.json");
-        std::fs::write(&root, &self.image_root_v1).unwrap();
-        let mut cmd = tokio::process::Command::new(python_tuf());
-        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ngclient_check.py"))
-            .args([
-                "--metadata-url",
-                &self.app.url("/repo/metadata/"),
-                "--targets-url",
-                &self.app.url("/repo/targets/"),
-            ])
-            .arg("--root")
-            .arg(&root)
-            .arg("--metadata-dir")
-            .arg(work.path().join("meta"))
-            .arg("--download-dir")
-            .arg(work.path().join("dl"))
-            .args(["--expect-root-version", &root_version.to_string()]);
-        for (version, image) in expect {
-            cmd.args(["--expect", &format!("{PRODUCT}/{version}/fw.bin={}", sha256_hex(image))]);
-        }
-        for name in absent {
-            cmd.args(["--not-listed", name]);
-        }
-        let out = cmd.output().await.unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && !text.contains("FAIL"), "python-tuf:\n{text}");
-        text
+        ngclient_at(&self.app.base, &self.image_root_v1, expect, absent, root_version).await
     }
 
     /// tough (as a plain TUF client, fresh datastore from root v1) loads the repository and
@@ -298,6 +271,42 @@ impl Production {
             assert_eq!(&bytes, image);
         }
     }
+}
+
+/// python-tuf's ngclient against the server at `base`, bootstrapped from `root` in a fresh
+/// directory: it ends on root `root_version`, every `expect` (version of [`PRODUCT`], image)
+/// verifies and downloads, every `absent` name is not listed (or its lookup fails
+/// verification). Returns the checker's output.
+pub async fn ngclient_at(
+    base: &str,
+    root: &[u8],
+    expect: &[(&str, &[u8])],
+    absent: &[&str],
+    root_version: u64,
+) -> String {
+    let work = tempfile::tempdir().unwrap();
+    let root_file = work.path().join("root.json");
+    std::fs::write(&root_file, root).unwrap();
+    let mut cmd = tokio::process::Command::new(python_tuf());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ngclient_check.py"))
+        .args(["--metadata-url", &format!("{base}/repo/metadata/"), "--targets-url", &format!("{base}/repo/targets/")])
+        .arg("--root")
+        .arg(&root_file)
+        .arg("--metadata-dir")
+        .arg(work.path().join("meta"))
+        .arg("--download-dir")
+        .arg(work.path().join("dl"))
+        .args(["--expect-root-version", &root_version.to_string()]);
+    for (version, image) in expect {
+        cmd.args(["--expect", &format!("{PRODUCT}/{version}/fw.bin={}", sha256_hex(image))]);
+    }
+    for name in absent {
+        cmd.args(["--not-listed", name]);
+    }
+    let out = cmd.output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !text.contains("FAIL"), "python-tuf:\n{text}");
+    text
 }
 
 /// The python interpreter of the venv `scripts/ensure-venv.sh pytuf` makes (created on first use).
