@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 /// Uploads above this size are refused with 413 unless configured otherwise: firmware images of
 /// medical devices are typically tens of MiB; 2 GiB leaves room for full OS images.
 const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// 256 MiB: about 1.5 GiB of memory for the largest delta, within a small server's means.
+const DEFAULT_DELTA_MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The whole server configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +60,9 @@ pub struct Config {
     pub presigned_download_seconds: u64,
     /// Largest firmware file accepted by a publish, in bytes (larger: 413).
     pub max_upload_bytes: u64,
+    /// Largest image (source or target) a delta is computed for, in bytes: computing one holds
+    /// both images and a suffix array of the source in memory, about 6 times this at worst.
+    pub delta_max_image_bytes: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
     /// How often the metadata refresh job looks for roles to re-sign, in seconds; 0 turns the
@@ -121,6 +126,7 @@ impl Default for Config {
             store_options: BTreeMap::new(),
             presigned_download_seconds: 0,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            delta_max_image_bytes: DEFAULT_DELTA_MAX_IMAGE_BYTES,
             log_format: LogFormat::Text,
             // The shortest refresh margin (timestamp: 8 h) is vastly longer: a minute only
             // bounds how long a lost lease leaves the job undone.
@@ -262,6 +268,12 @@ impl Config {
         }
         if self.max_connections == Some(0) {
             return Err(ConfigError::Invalid { field: "max_connections", message: "must be greater than zero".into() });
+        }
+        if self.delta_max_image_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "delta_max_image_bytes",
+                message: "must be greater than zero".into(),
+            });
         }
         if self.max_upload_bytes == 0 {
             return Err(ConfigError::Invalid {

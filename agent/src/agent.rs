@@ -102,6 +102,8 @@ pub struct Agent {
     tuning: Tuning,
     poll: Duration,
     last_refresh: Option<Instant>,
+    /// The deltas the image repository listed to the target last assigned (docs/design.md §2.6, "Deltas").
+    delta_offers: Vec<crate::delta::DeltaOffer>,
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, now.
@@ -238,7 +240,7 @@ impl Agent {
 
     fn with(state: StateDir, config: DeviceConfig, key: SigningKey, token: String, net: Net, tuning: Tuning) -> Self {
         let poll = tuning.default_poll;
-        Self { state, config, key, token, net, tuning, poll, last_refresh: None }
+        Self { state, config, key, token, net, tuning, poll, last_refresh: None, delta_offers: Vec::new() }
     }
 
     /// Starts afresh from the state directory, as a new process would (what it remembers in
@@ -443,7 +445,13 @@ impl Agent {
             hardware_id: &self.config.hardware_id,
         };
         let installed = self.state.installed()?;
-        decide(&director.targets().signed, &image.targets().signed, me, installed.as_ref()).map_err(AgentError::Refused)
+        let decision = decide(&director.targets().signed, &image.targets().signed, me, installed.as_ref())
+            .map_err(AgentError::Refused)?;
+        self.delta_offers = match &decision {
+            Decision::Install(target) => crate::delta::offers(&image.targets().signed, &self.config.product, target),
+            Decision::Nothing => Vec::new(),
+        };
+        Ok(decision)
     }
 }
 

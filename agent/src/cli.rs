@@ -166,11 +166,21 @@ struct InstallArgs {
     /// other options follow.
     #[arg(long, num_args = 1.., value_terminator = ";", allow_hyphen_values = true)]
     precondition: Option<Vec<String>>,
+    /// The image the device runs now (a file or partition, read only): when the image
+    /// repository lists a delta from it to the assigned release, the agent downloads the delta
+    /// and builds the new image from it, falling back to the full image on any failure.
+    #[arg(long)]
+    running_image: Option<PathBuf>,
 }
 
 impl InstallArgs {
     fn options(self) -> InstallOptions {
-        InstallOptions { slot: self.slot, hook: self.hook, precondition: self.precondition }
+        InstallOptions {
+            slot: self.slot,
+            hook: self.hook,
+            precondition: self.precondition,
+            running_image: self.running_image,
+        }
     }
 }
 

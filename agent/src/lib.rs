@@ -11,6 +11,7 @@
 //! - [`tuf`]: one TUF repository refreshed by our own TUF 1.0 client workflow (root chain,
 //!   timestamp, snapshot, targets, and delegated roles loaded lazily along the delegation walk
 //!   toward a target), with tough's schema types and signature thresholds;
+//! - [`delta`]: finding and applying a signed delta from the running image to the assigned one;
 //! - [`download`]: Range-resumable downloads into a staging file capped at the signed length;
 //! - [`agent`]: [`Agent`], the use cases `enroll`, `check`, `install`, `confirm`, `run`;
 //! - [`simulate`]: a fleet of virtual devices in one process;
@@ -21,6 +22,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod delta;
 pub mod download;
 pub mod error;
 pub mod net;

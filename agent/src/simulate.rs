@@ -323,7 +323,7 @@ async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
     if matches!(until, Until::Elapsed(_)) {
         nap(jitter(interval).mul_f64(0.5)).await;
     }
-    let opts = InstallOptions { slot: device.slot.clone(), hook: None, precondition: None };
+    let opts = InstallOptions { slot: device.slot.clone(), hook: None, precondition: None, running_image: None };
     let mut rounds = 0u32;
     loop {
         match until {

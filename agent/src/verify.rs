@@ -168,11 +168,19 @@ pub fn decide(
 /// none empty, `.` or `..`, no backslash (tough resolves `..` when matching delegations, so a
 /// name like `pump-x1/../syringe-s2/…` could otherwise be signed by another product's key).
 fn check_name_shape(name: &TargetName) -> Result<(), Refusal> {
+    if plain_name(name) {
+        Ok(())
+    } else {
+        Err(refuse("invalid_target_name", format!("{:?} is not a plain target path", name.raw())))
+    }
+}
+
+/// Whether `name` is a plain target path (see [`check_name_shape`]).
+pub(crate) fn plain_name(name: &TargetName) -> bool {
     let raw = name.raw();
-    let plain = raw == name.resolved()
+    raw == name.resolved()
         && !raw.contains('\\')
-        && raw.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..");
-    if plain { Ok(()) } else { Err(refuse("invalid_target_name", format!("{raw:?} is not a plain target path"))) }
+        && raw.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..")
 }
 
 /// The role the image repository's top-level targets delegates `product` to (its targets are

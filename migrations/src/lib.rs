@@ -12,6 +12,7 @@ mod m20261124_000003_users;
 mod m20261124_000004_split_trust;
 mod m20261202_000005_fleet_scale;
 mod m20261205_000006_retention;
+mod m20261206_000007_deltas;
 
 /// The surrogate key every table has: a 64-bit auto-increment `id` (same on SQLite and PostgreSQL).
 pub(crate) fn id_col<T: IntoIden>(col: T) -> ColumnDef {
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_split_trust::Migration),
             Box::new(m20261202_000005_fleet_scale::Migration),
             Box::new(m20261205_000006_retention::Migration),
+            Box::new(m20261206_000007_deltas::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@
 //! - [`keys`]: TUF keyids of ed25519 keys, parsing hex public keys;
 //! - [`envelope`]: TUF's `{"signed", "signatures"}` envelope, signing and strict verification;
 //! - [`report`]: the device's signed version report and enrollment request, and their answers;
+//! - [`delta`]: the `custom` of delta targets (patches between two images) and their names;
 //! - [`director`]: the director's target `custom` (image `custom` + `device_id`, `rollout_id`,
 //!   `action`);
 //! - [`bucket`](mod@bucket): rollout bucketing, with published test vectors;
@@ -18,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod bucket;
+pub mod delta;
 pub mod director;
 pub mod envelope;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod keys;
 pub mod report;
 
 pub use bucket::{BUCKETS, bucket, in_percent};
+pub use delta::{ALGORITHM_BSDIFF_ZSTD, ALGORITHM_ZSTD_PATCH, DeltaCustom, DeltaEnd, DeltaOf, delta_target_name};
 pub use director::{DirectorAction, DirectorFields, check_director_custom, director_custom, split_director_custom};
 pub use envelope::{Envelope, Signature, open, sign, verify};
 pub use error::ProtocolError;

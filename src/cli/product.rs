@@ -373,7 +373,8 @@ mod tests {
                 hardware_ids: vec!["hw".into()],
                 rollback_floor: "0.0.0".into(),
                 released_at: "2026-11-24T10:00:00Z".into(),
-            },
+            }
+            .into(),
         }
     }
 

@@ -79,6 +79,38 @@ pub mod release {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// A delta target: a patch from one release's image to another's (`release_deltas`).
+pub mod release_delta {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "release_deltas")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub product_id: i64,
+        /// The release whose image the delta applies to.
+        pub from_release_id: i64,
+        /// The release whose image it produces.
+        pub to_release_id: i64,
+        #[sea_orm(unique)]
+        pub target_name: String,
+        pub algorithm: String,
+        pub length: i64,
+        pub sha256: String,
+        pub sha512: String,
+        /// The target's signed `custom` (`DeltaCustom`), JSON.
+        pub custom: String,
+        pub created_by: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod metadata {
     use sea_orm::entity::prelude::*;
 

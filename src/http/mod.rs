@@ -52,6 +52,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 [(POST, web::to(api::releases::approve))],
             ))
             .service(resource("/products/{product}/releases/{version}/yank", [(POST, web::to(api::releases::yank))]))
+            .service(resource(
+                "/products/{product}/releases/{version}/deltas",
+                [(POST, web::to(api::releases::create_delta)), (GET, web::to(api::releases::list_deltas))],
+            ))
             .service(
                 resource(
                     "/products/{product}/role",

@@ -216,6 +216,10 @@ async fn stream_target(
             .streaming(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
     }
     let stream = svc.store.read(&target.sha256, range).await.map_err(crate::services::ServiceError::from)?;
+    // What devices download as deltas against whole images (bytes the answer carries; a client
+    // that hangs up early still counts in full).
+    metrics::counter!("patchgate_target_bytes_served_total", "kind" => if target.delta { "delta" } else { "image" })
+        .increment(length);
     Ok(builder.no_chunking(length).streaming(stream.map_err(std::io::Error::other)))
 }
 

@@ -1,4 +1,4 @@
-//! The blob sweep: removes stored files no release refers to once they are older than a grace
+//! The blob sweep: removes stored files no release or delta refers to once they are older than a grace
 //! period (what a failed or abandoned publish left behind), and staging objects of uploads that
 //! a crash cut off. Under a lease, so one instance of a fleet sweeps.
 //!
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::db::deltas::delta_sha256s_in;
 use crate::db::leases::{lease_release, lease_try_acquire};
 use crate::db::releases::release_sha256s_in;
 use crate::services::Services;
@@ -47,7 +48,17 @@ pub async fn run(svc: Services, holder: String, every: Duration) {
     }
 }
 
-/// Removes the blobs no release refers to that were last written more than `grace` ago, and
+/// Which of `sha256s` a release or a delta stores its file under.
+async fn referenced_in(
+    db: &impl sea_orm::ConnectionTrait,
+    sha256s: Vec<String>,
+) -> Result<std::collections::HashSet<String>, sea_orm::DbErr> {
+    let mut found = release_sha256s_in(db, sha256s.clone()).await?;
+    found.extend(delta_sha256s_in(db, sha256s).await?);
+    Ok(found)
+}
+
+/// Removes the blobs no release or delta refers to that were last written more than `grace` ago, and
 /// staging objects older than an hour; returns how many blobs it removed. Tests call it with a
 /// short grace.
 pub async fn sweep(svc: &Services, grace: Duration) -> anyhow::Result<usize> {
@@ -62,14 +73,14 @@ pub async fn sweep(svc: &Services, grace: Duration) -> anyhow::Result<usize> {
         svc.store.list_blobs().await?.into_iter().filter(|(_, at)| *at < cutoff).map(|(sha, _)| sha).collect();
     let mut removed = 0;
     for chunk in old.chunks(CHUNK) {
-        let referenced = release_sha256s_in(&svc.db, chunk.to_vec()).await?;
+        let referenced = referenced_in(&svc.db, chunk.to_vec()).await?;
         let candidates: Vec<String> = chunk.iter().filter(|sha| !referenced.contains(*sha)).cloned().collect();
         if candidates.is_empty() {
             continue;
         }
         // Checked again, and deleted, while no release can commit.
         let txn = crate::db::begin_signing(&svc.db).await?;
-        let referenced = release_sha256s_in(&txn, candidates.clone()).await?;
+        let referenced = referenced_in(&txn, candidates.clone()).await?;
         for sha in candidates.iter().filter(|sha| !referenced.contains(*sha)) {
             match svc.store.blob_written_at(sha).await? {
                 Some(at) if at < cutoff => {

@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tough::schema::{RoleType, Root, Signed};
 
 use super::{ServiceError, Services};
-use crate::db::entities::{metadata as metadata_row, product, release};
+use crate::db::entities::{metadata as metadata_row, product, release, release_delta};
 use crate::db::metadata::{NewMetadata, metadata_insert, metadata_latest, metadata_latest_versions};
 use crate::domain::expiry::{RoleKind, expires_at};
 use crate::domain::names::{ProductName, delegation_pattern};
@@ -202,11 +202,12 @@ pub fn product_signer(svc: &Services, product: &str) -> Result<Signer, ServiceEr
 }
 
 /// Signs a server-signed product's role listing every release in `releases` neither yanked nor
-/// delisted.
+/// delisted, and every delta in `deltas` between two of those.
 pub async fn sign_product_role(
     svc: &Services,
     product: &product::Model,
     releases: &[release::Model],
+    deltas: &[release_delta::Model],
     version: u64,
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
@@ -217,15 +218,26 @@ pub async fn sign_product_role(
             product.name
         )));
     }
-    let mut entries = Vec::with_capacity(releases.len());
-    for r in releases.iter().filter(|r| r.yanked_at.is_none() && r.delisted_at.is_none()) {
-        entries.push(TargetEntry {
-            name: r.target_name.clone(),
-            length: u64::try_from(r.length).unwrap_or(0),
-            sha256: r.sha256.clone(),
-            sha512: r.sha512.clone(),
-            custom: serde_json::from_str(&r.custom).context("stored release custom")?,
-        });
+    let entry =
+        |name: &str, length: i64, sha256: &str, sha512: &str, custom: &str| -> Result<TargetEntry, ServiceError> {
+            Ok(TargetEntry {
+                name: name.to_owned(),
+                length: u64::try_from(length).unwrap_or(0),
+                sha256: sha256.to_owned(),
+                sha512: sha512.to_owned(),
+                custom: serde_json::from_str(custom).with_context(|| format!("stored custom of {name}"))?,
+            })
+        };
+    let listed: Vec<&release::Model> =
+        releases.iter().filter(|r| r.yanked_at.is_none() && r.delisted_at.is_none()).collect();
+    let ids: std::collections::HashSet<i64> = listed.iter().map(|r| r.id).collect();
+    let mut entries = Vec::with_capacity(listed.len());
+    for r in &listed {
+        entries.push(entry(&r.target_name, r.length, &r.sha256, &r.sha512, &r.custom)?);
+    }
+    // A delta is listed while both of its releases are.
+    for d in deltas.iter().filter(|d| ids.contains(&d.from_release_id) && ids.contains(&d.to_release_id)) {
+        entries.push(entry(&d.target_name, d.length, &d.sha256, &d.sha512, &d.custom)?);
     }
     let expires = expires_at(RoleKind::Product, now);
     let body = metadata::product_targets(version, expires, &entries)?;

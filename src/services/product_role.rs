@@ -391,7 +391,8 @@ mod tests {
                 hardware_ids: vec!["hw".into()],
                 rollback_floor: floor.into(),
                 released_at: "2026-11-24T10:00:00Z".into(),
-            },
+            }
+            .into(),
         }
     }
 

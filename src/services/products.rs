@@ -206,7 +206,7 @@ pub async fn first_role(
             "missing_initial_role",
             format!("manufacturer-signed product {} has no signed initial role", product.name),
         )),
-        None => sign_product_role(svc, product, &[], 1, now).await,
+        None => sign_product_role(svc, product, &[], &[], 1, now).await,
     }
 }
 

@@ -105,7 +105,8 @@ pub async fn yank_release(
     let change = Reconciled { floor: Some(floor_of(&releases)), ..change };
     let role_version = next_version(&txn, IMAGE, &product.name).await?;
     apply_reconciled(&txn, &product, &change, &caller.name, now, role_version).await?;
-    let role = sign_product_role(svc, &product, &releases, role_version, now).await?;
+    let deltas = crate::db::deltas::delta_list_by_product(&txn, product.id).await?;
+    let role = sign_product_role(svc, &product, &releases, &deltas, role_version, now).await?;
     commit_with_snapshot(&txn, svc, now, &[role]).await?;
     let object = format!("release:{}", row.target_name);
     audit_insert(&txn, audit(caller, now, "release.yank", &object, serde_json::json!({"signing_mode": "server"})))

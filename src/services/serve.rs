@@ -58,6 +58,8 @@ pub struct ResolvedTarget {
     pub sha256: String,
     /// Bytes.
     pub length: u64,
+    /// Whether it is a delta target (for the bytes-served metric), not a release's image.
+    pub delta: bool,
 }
 
 fn split_hash_prefix(segment: &str) -> Option<(&str, &str)> {
@@ -86,6 +88,17 @@ pub async fn resolve_target(svc: &Services, path: &str) -> Result<Option<Resolve
             return Ok(Some(ResolvedTarget {
                 sha256: release.sha256,
                 length: u64::try_from(release.length).unwrap_or(0),
+                delta: false,
+            }));
+        }
+        if name.contains(patchgate_protocol::delta::NAME_MARKER)
+            && let Some(delta) = crate::db::deltas::delta_find_by_target(&svc.db, &name).await?
+            && (delta.sha256 == hash || delta.sha512 == hash)
+        {
+            return Ok(Some(ResolvedTarget {
+                sha256: delta.sha256,
+                length: u64::try_from(delta.length).unwrap_or(0),
+                delta: true,
             }));
         }
     }

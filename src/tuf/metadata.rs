@@ -110,7 +110,25 @@ pub struct TargetEntry {
     /// SHA-512, lowercase hex.
     pub sha512: String,
     /// The image repository's `custom`.
-    pub custom: TargetCustom,
+    pub custom: EntryCustom,
+}
+
+/// The `custom` of a product role's target: a release's, or a delta's (docs/design.md §1). The
+/// two never parse as each other (both refuse unknown fields), so a stored `custom` reads back as
+/// what it was.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum EntryCustom {
+    /// A release's image.
+    Release(TargetCustom),
+    /// A delta between two release images.
+    Delta(patchgate_protocol::DeltaCustom),
+}
+
+impl From<TargetCustom> for EntryCustom {
+    fn from(custom: TargetCustom) -> Self {
+        Self::Release(custom)
+    }
 }
 
 /// A product's delegated targets role listing `entries`.

@@ -66,7 +66,7 @@ async fn a_decommissioned_device_is_denied_for_good_and_run_stops_with_the_reaso
 }
 
 fn slot_opts(app: &TestApp) -> InstallOptions {
-    InstallOptions { slot: app.dir.path().join("slot.bin"), hook: None, precondition: None }
+    InstallOptions { slot: app.dir.path().join("slot.bin"), hook: None, precondition: None, running_image: None }
 }
 
 fn ranged(mirror: &Mirror) -> Vec<String> {

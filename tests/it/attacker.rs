@@ -36,7 +36,8 @@ pub fn entry(version: &str, image: &[u8], floor: &str) -> TargetEntry {
             hardware_ids: vec![HW.into()],
             rollback_floor: floor.into(),
             released_at: "2026-11-24T10:00:00Z".into(),
-        },
+        }
+        .into(),
     }
 }
 

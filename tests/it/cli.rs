@@ -171,6 +171,37 @@ async fn publish_and_export_root_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/does/not/exist"));
 }
 
+/// `patchgate release delta`: the delta's name and size, and clear refusals with a non-zero exit.
+#[tokio::test]
+async fn release_delta_computes_a_delta_from_the_command_line() {
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    let v1 = firmware(6, 200_000);
+    let mut v2 = v1.clone();
+    v2[1000] ^= 0xff;
+    for (version, image) in [("1.0.0", &v1), ("1.1.0", &v2)] {
+        let file = app.dir.path().join(version).join("fw.bin");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, image).unwrap();
+        assert!(publish_cli(&app, version, &file).await.status.success());
+    }
+    let delta = |from: &str, to: &str| {
+        let args = ["release", "delta", "--server", &app.base, "--token", &app.admin, "--product", "pump-x1"];
+        async_patchgate().args(args).args(["--from", from, "--to", to]).output()
+    };
+    let out = delta("1.0.0", "1.1.0").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("pump-x1/1.1.0/fw.bin~from-1.0.0 ("), "{stdout}");
+    assert!(stdout.contains("of the 200000-byte image"), "{stdout}");
+    for (from, to, says) in [("1.0.0", "9.9.9", "unknown_release"), ("1.0", "1.1.0", "--from")] {
+        let out = delta(from, to).await.unwrap();
+        assert!(!out.status.success(), "{from} -> {to}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
+
 /// Every refusal names the next step: the server's address, the token, the role, the path.
 #[tokio::test]
 async fn cli_errors_end_with_the_next_step() {

@@ -249,7 +249,7 @@ async fn online_keys_in_softhsm_sign_what_python_tuf_and_the_agent_accept() {
     post(&client, &server.url("/api/v1/rollouts"), &admin, rollout).await;
     post(&client, &server.url("/api/v1/rollouts/r-hsm/start"), &admin, json!({})).await;
     let slot = work.path().join("slot.bin");
-    let install = InstallOptions { slot: slot.clone(), hook: None, precondition: None };
+    let install = InstallOptions { slot: slot.clone(), hook: None, precondition: None, running_image: None };
     match agent.install(&install).await {
         Ok(InstallOutcome::Installed(t)) => assert_eq!(t.version, "1.0.0"),
         other => panic!("expected 1.0.0 to install, got {other:?}\n{}", server.log_tail()),

@@ -14,6 +14,7 @@ mod common;
 mod contract;
 mod crash;
 mod db;
+mod deltas;
 mod device_path;
 mod device_reads;
 mod devices;

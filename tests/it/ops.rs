@@ -37,6 +37,8 @@ async fn the_openapi_document_covers_every_route_and_swagger_ui_is_served() {
         ("/api/v1/products/{product}/releases", "post"),
         ("/api/v1/products/{product}/releases", "get"),
         ("/api/v1/products/{product}/releases/{version}", "get"),
+        ("/api/v1/products/{product}/releases/{version}/deltas", "post"),
+        ("/api/v1/products/{product}/releases/{version}/deltas", "get"),
         ("/api/v1/audit", "get"),
         ("/repo/metadata/{file}", "get"),
         ("/repo/targets/{path}", "get"),

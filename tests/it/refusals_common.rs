@@ -86,7 +86,8 @@ impl Fixture {
         let agent = enroll_agent(&app, &mirror.base, DEVICE, PRODUCT, HW, &enrollment, &state).await;
         let slot_dir = app.dir.path().join("slot");
         std::fs::create_dir_all(&slot_dir).unwrap();
-        let opts = InstallOptions { slot: slot_dir.join("slot.bin"), hook: None, precondition: None };
+        let opts =
+            InstallOptions { slot: slot_dir.join("slot.bin"), hook: None, precondition: None, running_image: None };
         let keys = AppKeys::load(&app);
         Self { app, mirror, agent, keys, state, opts, enrollment, images }
     }
@@ -114,6 +115,12 @@ impl Fixture {
     pub async fn publish(&mut self, version: &str, floor: Option<&str>) {
         let image = firmware(100 + u8::try_from(self.images.len()).unwrap(), IMAGE_SIZE);
         publish(&self.app, PRODUCT, version, image.clone(), floor).await;
+        self.images.insert(version.to_owned(), image);
+    }
+
+    /// Publishes `version` with exactly `image` (deltas need images that resemble each other).
+    pub async fn publish_image(&mut self, version: &str, image: Vec<u8>) {
+        publish(&self.app, PRODUCT, version, image.clone(), None).await;
         self.images.insert(version.to_owned(), image);
     }
 

@@ -209,7 +209,8 @@ impl Production {
         let agent = enroll_agent(&self.app, &self.app.base, "pump-0001", PRODUCT, HW, &token, &state).await;
         let slot = self.app.dir.path().join("slot");
         std::fs::create_dir_all(&slot).unwrap();
-        self.opts = Some(InstallOptions { slot: slot.join("slot.bin"), hook: None, precondition: None });
+        self.opts =
+            Some(InstallOptions { slot: slot.join("slot.bin"), hook: None, precondition: None, running_image: None });
         self.agent = Some(agent);
     }
 
@@ -274,7 +275,8 @@ impl Production {
 }
 
 /// python-tuf's ngclient against the server at `base`, bootstrapped from `root` in a fresh
-/// directory: it ends on root `root_version`, every `expect` (version of [`PRODUCT`], image)
+/// directory: it ends on root `root_version`, every `expect` (version of [`PRODUCT`] or whole
+/// target name, image)
 /// verifies and downloads, every `absent` name is not listed (or its lookup fails
 /// verification). Returns the checker's output.
 pub async fn ngclient_at(
@@ -298,7 +300,9 @@ pub async fn ngclient_at(
         .arg(work.path().join("dl"))
         .args(["--expect-root-version", &root_version.to_string()]);
     for (version, image) in expect {
-        cmd.args(["--expect", &format!("{PRODUCT}/{version}/fw.bin={}", sha256_hex(image))]);
+        // A version of PRODUCT's `fw.bin`, or a whole target name (a delta's).
+        let name = if version.contains('/') { (*version).to_owned() } else { format!("{PRODUCT}/{version}/fw.bin") };
+        cmd.args(["--expect", &format!("{name}={}", sha256_hex(image))]);
     }
     for name in absent {
         cmd.args(["--not-listed", name]);

@@ -155,9 +155,16 @@ def main() -> int:
         product, _, rest = name.partition("/")
         version = rest.partition("/")[0]
         custom = info.custom or {}
-        c.check(custom.get("version") == version, f"custom.version of {name} is {version}",
-                f"custom is {json.dumps(custom, sort_keys=True)}")
-        if product in hwids:
+        if "~from-" in name:
+            # A delta target: its custom names the full image it produces, of the same version.
+            produces = (custom.get("delta") or {}).get("target") or {}
+            c.check(produces.get("name") == name.partition("~")[0],
+                    f"custom.delta.target of {name} is {name.partition('~')[0]}",
+                    f"custom is {json.dumps(custom, sort_keys=True)}")
+        else:
+            c.check(custom.get("version") == version, f"custom.version of {name} is {version}",
+                    f"custom is {json.dumps(custom, sort_keys=True)}")
+        if product in hwids and "~from-" not in name:
             c.check(hwids[product] in (custom.get("hardware_ids") or []),
                     f"custom.hardware_ids of {name} lists {hwids[product]}",
                     f"custom is {json.dumps(custom, sort_keys=True)}")

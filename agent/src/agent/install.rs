@@ -2,7 +2,8 @@
 //! loop (`run`).
 //!
 //! Nothing reaches the slot before [`crate::download::fetch_verified`] checked the signed length,
-//! sha256 and sha512; the slot is written through a temporary file and a rename, so it holds
+//! sha256 and sha512 (or, for an image built from a delta, [`crate::delta::apply`] checked the
+//! same of what it built); the slot is written through a temporary file and a rename, so it holds
 //! either the old image or the whole new one. Hooks and preconditions run without a shell.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub struct InstallOptions {
     pub hook: Option<Vec<String>>,
     /// Must exit 0 before the slot is touched (e.g. a pump mid-therapy says no).
     pub precondition: Option<Vec<String>>,
+    /// The image the device runs now (read only): the source for a delta (docs/design.md §2.6, "Deltas").
+    pub running_image: Option<PathBuf>,
 }
 
 /// What `install` did.
@@ -56,6 +59,18 @@ pub enum ConfirmOutcome {
 struct Prepared {
     target: Assigned,
     verified: PathBuf,
+    /// How the image arrived (a delta, or the full image and why), for the attempt's detail.
+    path: String,
+}
+
+/// What trying a delta came to.
+enum DeltaResult {
+    /// No delta applies (no running image given, none listed from it).
+    None,
+    /// The verified image, built from this delta.
+    Built(PathBuf, String),
+    /// A delta applied but failed; the full image follows. Why, for the attempt's detail.
+    Failed(String),
 }
 
 /// Where [`Agent::prepare`] got to.
@@ -77,7 +92,10 @@ fn higher_floor(current: Option<String>, new: &str) -> String {
     }
 }
 
+/// The attempt record for `target`; a detail longer than a report allows is cut to fit (a
+/// report the server refuses would be retried forever).
 fn attempt(target: &Assigned, state: AttemptState, detail: Option<String>) -> AttemptRecord {
+    let detail = detail.map(|d| d.chars().take(patchgate_protocol::report::MAX_DETAIL_CHARS).collect());
     AttemptRecord { name: target.name.clone(), state, detail, target: Some(target.clone()) }
 }
 
@@ -202,11 +220,18 @@ impl Agent {
         if failed_before && !retry_failed {
             return Ok(Step::Done(InstallOutcome::FailedBefore(target)));
         }
-        self.clear_other_staging(&target.sha256).await;
+        let mut keep = vec![target.sha256.clone()];
+        keep.extend(self.delta_offers.iter().map(|o| o.file.sha256.clone()));
+        self.clear_other_staging(&keep).await;
         let resumed = previous.is_some_and(|a| a.state == AttemptState::Downloading && a.name == target.name);
         if !resumed {
             self.set_attempt(attempt(&target, AttemptState::Downloading, None)).await?;
         }
+        let fallback = match self.try_delta(&target, opts).await {
+            DeltaResult::Built(verified, path) => return self.precondition(target, verified, path, opts).await,
+            DeltaResult::None => "full image".to_owned(),
+            DeltaResult::Failed(why) => format!("full image ({why})"),
+        };
         let file = SignedFile::from(&target);
         let url = target_url(&self.net.url("repo/targets/")?, &file)?;
         let verified =
@@ -218,6 +243,68 @@ impl Agent {
                 }
                 Err(e) => return Err(e),
             };
+        self.precondition(target, verified, fallback, opts).await
+    }
+
+    /// The assigned image built from a delta from the running image, when the image repository
+    /// lists one and it works. Never an error of its own: whatever goes wrong (the delta does not
+    /// verify, does not apply, or builds other bytes than the signed image) ends in the full
+    /// image, with the reason in the attempt's detail.
+    async fn try_delta(&mut self, target: &Assigned, opts: &InstallOptions) -> DeltaResult {
+        let Some(running) = opts.running_image.clone() else { return DeltaResult::None };
+        let offers: Vec<_> = self.delta_offers.iter().filter(|o| o.target_sha256 == target.sha256).cloned().collect();
+        if offers.is_empty() {
+            return DeltaResult::None;
+        }
+        let hashed = running.clone();
+        let running_sha256 = match tokio::task::spawn_blocking(move || crate::delta::sha256_file(&hashed)).await {
+            Ok(Ok(sha)) => sha,
+            Ok(Err(e)) => return DeltaResult::Failed(format!("reading the running image {}: {e}", running.display())),
+            Err(e) => return DeltaResult::Failed(format!("hashing the running image: {e}")),
+        };
+        let Some(offer) = offers.into_iter().find(|o| o.source_sha256 == running_sha256) else {
+            return DeltaResult::None;
+        };
+        let staging = self.state.staging();
+        let delta = &offer.file;
+        let fetched = match self.net.url("repo/targets/").and_then(|base| target_url(&base, delta)) {
+            Ok(url) => fetch_verified(self.net.client(), &url, delta, &staging, self.tuning.retry).await,
+            Err(e) => Err(e),
+        };
+        let delta_path = match fetched {
+            Ok(path) => path,
+            Err(e) => return DeltaResult::Failed(format!("the delta {} failed: {e}", delta.name)),
+        };
+        let out = staging.join(format!("{}.from-delta", target.sha256));
+        let expected = SignedFile::from(target);
+        let (from, to, algorithm) = (delta_path.clone(), out.clone(), offer.algorithm.clone());
+        let applied =
+            tokio::task::spawn_blocking(move || crate::delta::apply(&algorithm, &from, &running, &to, &expected)).await;
+        drop(tokio::fs::remove_file(&delta_path).await);
+        match applied {
+            Ok(Ok(())) => DeltaResult::Built(
+                out,
+                format!("delta {} ({} bytes downloaded for a {}-byte image)", delta.name, delta.length, target.length),
+            ),
+            Ok(Err(why)) => {
+                drop(tokio::fs::remove_file(&out).await);
+                DeltaResult::Failed(format!("the delta {} did not build the signed image: {why}", delta.name))
+            }
+            Err(e) => {
+                drop(tokio::fs::remove_file(&out).await);
+                DeltaResult::Failed(format!("applying the delta {}: {e}", delta.name))
+            }
+        }
+    }
+
+    /// Runs the precondition on a verified image in staging.
+    async fn precondition(
+        &mut self,
+        target: Assigned,
+        verified: PathBuf,
+        path: String,
+        opts: &InstallOptions,
+    ) -> Result<Step, AgentError> {
         if let Some(pre) = &opts.precondition {
             let status = run_command(pre, None, &target).await.map_err(AgentError::Usage)?;
             if !status.success() {
@@ -226,13 +313,14 @@ impl Agent {
                 return Ok(Step::Done(InstallOutcome::Waiting(target)));
             }
         }
-        Ok(Step::Ready(Prepared { target, verified }))
+        Ok(Step::Ready(Prepared { target, verified, path }))
     }
 
     /// Writing the slot, the hook, `awaiting_reboot`: never cancelled half-way.
     async fn commit(&mut self, prepared: Prepared, opts: &InstallOptions) -> Result<InstallOutcome, AgentError> {
-        let Prepared { target, verified } = prepared;
-        self.set_attempt(attempt(&target, AttemptState::Installing, None)).await?;
+        let Prepared { target, verified, path } = prepared;
+        let how = Some(format!("from the {path}"));
+        self.set_attempt(attempt(&target, AttemptState::Installing, how.clone())).await?;
         let slot = match tokio::fs::canonicalize(&opts.slot).await {
             Ok(real) => real,
             Err(_) => opts.slot.clone(),
@@ -247,17 +335,18 @@ impl Agent {
                 Err(message) => return self.fail(&target, format!("the install hook could not run: {message}")).await,
             }
         }
-        self.set_attempt(attempt(&target, AttemptState::AwaitingReboot, None)).await?;
+        self.set_attempt(attempt(&target, AttemptState::AwaitingReboot, how)).await?;
         drop(tokio::fs::remove_file(&verified).await);
         Ok(InstallOutcome::Installed(target))
     }
 
-    /// Removes partial downloads of anything but `keep` (an assignment that changed mid-way).
-    async fn clear_other_staging(&self, keep: &str) {
+    /// Removes partial downloads of anything but the files whose sha256 is in `keep` (the
+    /// assigned image and its deltas; an assignment that changed mid-way leaves others).
+    async fn clear_other_staging(&self, keep: &[String]) {
         let Ok(mut entries) = tokio::fs::read_dir(self.state.staging()).await else { return };
-        let keep = format!("{keep}.part");
+        let keep: Vec<String> = keep.iter().map(|sha| format!("{sha}.part")).collect();
         while let Ok(Some(entry)) = entries.next_entry().await {
-            if entry.file_name().to_string_lossy() != keep {
+            if !keep.contains(&entry.file_name().to_string_lossy().into_owned()) {
                 drop(tokio::fs::remove_file(entry.path()).await);
             }
         }

@@ -11,6 +11,7 @@ use crate::domain::names::{FileName, FirmwareVersion, ProductName};
 use crate::http::auth::{ManagerAuth, PublisherAuth, ViewerAuth, WithdrawAuth};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::services::Services;
+use crate::services::deltas::{DeltaOutcome, DeltaView};
 use crate::services::products::get_product;
 use crate::services::publish_release::{
     NewRelease, PublishOutcome, StoredBlob, commit_release, get_release, list_releases, store_blob,
@@ -286,4 +287,53 @@ pub async fn yank(
     let (product, version) = path.into_inner();
     let release = yank_release(&svc, &auth.0, &product, &version).await?;
     Ok(HttpResponse::Ok().json(release_dto(&product, release)))
+}
+
+/// What delta to compute.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaRequest {
+    /// The release whose image the delta applies to (a device running it downloads the delta).
+    #[schema(value_type = FirmwareVersion)]
+    pub from: String,
+}
+
+/// Computes the delta from release `from` to this release of a server-signed product, stores it
+/// and signs it into the product's role beside the images (docs/design.md §1, "Delta targets").
+/// Takes seconds per megabyte of image; asking again for the same pair returns the existing
+/// delta (200).
+#[utoipa::path(post, path = "/api/v1/products/{product}/releases/{version}/deltas", tag = "releases",
+    params(("product" = ProductName, Path), ("version" = FirmwareVersion, Path)),
+    request_body = DeltaRequest,
+    responses((status = 201, body = DeltaView, description = "Computed and signed"),
+        (status = 200, body = DeltaView, description = "It already existed"),
+        (status = 400, body = ErrorBody, description = "same_release, a malformed body"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "unknown_product, unknown_release"),
+        (status = 409, body = ErrorBody, description = "manufacturer_signed, release_yanked, release_delisted, \
+            image_too_large, delta_not_worthwhile (the delta would be more than 70 % of the compressed image)")),
+    security(("bearer" = [])))]
+pub async fn create_delta(
+    svc: web::Data<Services>,
+    auth: PublisherAuth,
+    path: web::Path<(String, String)>,
+    body: web::Json<DeltaRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (product, version) = path.into_inner();
+    Ok(match crate::services::deltas::create_delta(&svc, &auth.0, &product, &body.from, &version).await? {
+        DeltaOutcome::Created(view) => HttpResponse::Created().json(view),
+        DeltaOutcome::Existing(view) => HttpResponse::Ok().json(view),
+    })
+}
+
+/// The deltas that produce this release.
+#[utoipa::path(get, path = "/api/v1/products/{product}/releases/{version}/deltas", tag = "releases",
+    params(("product" = ProductName, Path), ("version" = FirmwareVersion, Path)),
+    responses((status = 200, body = Vec<DeltaView>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list_deltas(
+    svc: web::Data<Services>,
+    _auth: ViewerAuth,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (product, version) = path.into_inner();
+    Ok(HttpResponse::Ok().json(crate::services::deltas::list_deltas(&svc, &product, &version).await?))
 }

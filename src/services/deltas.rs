@@ -1,0 +1,257 @@
+//! Delta targets of a server-signed product (docs/design.md §1, "Delta targets"): compute the
+//! patch from one listed release's image to another's, store it as a content-addressed blob,
+//! and re-sign the product role listing it beside the images.
+//!
+//! The delta is computed with no lock held (seconds to minutes for large images); the signing
+//! transaction then checks again that both releases are still listed and commits the row, the
+//! role, snapshot and timestamp together. The server signs deltas only into a role it signs
+//! itself: a manufacturer-signed product is refused, never signed for.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::image_repo::{IMAGE, commit_signed, commit_with_snapshot, next_version, sign_product_role};
+use super::products::{MANUFACTURER_SIGNED, get_product};
+use super::publish_release::{require_active, store_blob};
+use super::{ServiceError, Services};
+use crate::db::audit::{NewAudit, audit_insert};
+use crate::db::deltas::{delta_find, delta_insert, delta_list_by_product};
+use crate::db::entities::{release, release_delta};
+use crate::db::releases::{release_find, release_list_listed};
+use crate::domain::delta;
+
+/// A delta target, as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeltaView {
+    /// The delta's target name, `{product}/{to}/{file}~from-{from}`.
+    pub target_name: String,
+    /// The release whose image it applies to.
+    pub from_version: String,
+    /// The release whose image it produces.
+    pub to_version: String,
+    /// `bsdiff-zstd` or `zstd-patch`.
+    pub algorithm: String,
+    /// The delta's length in bytes.
+    pub length: i64,
+    /// The full image's length in bytes, for comparison.
+    pub image_length: i64,
+    /// SHA-256 of the delta, hex.
+    pub sha256: String,
+}
+
+/// Whether the delta is new.
+#[derive(Debug)]
+pub enum DeltaOutcome {
+    /// Computed and signed now (201).
+    Created(DeltaView),
+    /// It already existed (200).
+    Existing(DeltaView),
+}
+
+fn view(row: &release_delta::Model, from: &release::Model, to: &release::Model) -> DeltaView {
+    DeltaView {
+        target_name: row.target_name.clone(),
+        from_version: from.version.clone(),
+        to_version: to.version.clone(),
+        algorithm: row.algorithm.clone(),
+        length: row.length,
+        image_length: to.length,
+        sha256: row.sha256.clone(),
+    }
+}
+
+/// A listed release of `product` at `version`, or the error that says why not.
+async fn listed_release(
+    db: &impl sea_orm::ConnectionTrait,
+    product: &crate::db::entities::product::Model,
+    version: &str,
+) -> Result<release::Model, ServiceError> {
+    let row = release_find(db, product.id, version).await?.ok_or_else(|| {
+        ServiceError::not_found("unknown_release", format!("{} has no release {version:?}", product.name))
+    })?;
+    if row.yanked_at.is_some() {
+        return Err(ServiceError::conflict("release_yanked", format!("{} {version} is yanked", product.name)));
+    }
+    if row.delisted_at.is_some() {
+        return Err(ServiceError::conflict(
+            "release_delisted",
+            format!(
+                "{} {version} is not listed in the product's role (retention); publish it again first",
+                product.name
+            ),
+        ));
+    }
+    Ok(row)
+}
+
+/// Reads a whole blob (at most `limit` bytes, checked against `length`).
+async fn read_blob(svc: &Services, sha256: &str, length: u64) -> Result<Vec<u8>, ServiceError> {
+    let mut stream = svc.store.read(sha256, None).await?;
+    let mut out = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(anyhow::Error::new)?;
+        out.extend_from_slice(&chunk);
+        if out.len() as u64 > length {
+            break;
+        }
+    }
+    if out.len() as u64 != length {
+        return Err(ServiceError::Internal(anyhow::anyhow!(
+            "blob {sha256} holds {} bytes, its release says {length}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Computes, stores and signs the delta from release `from` to release `to` of a server-signed
+/// product; an existing delta of the same pair is returned as it is.
+pub async fn create_delta(
+    svc: &Services,
+    caller: &Caller,
+    product_name: &str,
+    from: &str,
+    to: &str,
+) -> Result<DeltaOutcome, ServiceError> {
+    caller.require_product(product_name)?;
+    let product = get_product(svc, product_name).await?;
+    require_active(&product)?;
+    if product.signing_mode == MANUFACTURER_SIGNED {
+        return Err(ServiceError::conflict(
+            "manufacturer_signed",
+            format!(
+                "product {product_name} is manufacturer-signed: the server never signs into its role, and deltas for \
+                 such products (signed in the manufacturer's CI) are not supported yet"
+            ),
+        ));
+    }
+    if from == to {
+        return Err(ServiceError::invalid("same_release", format!("a delta from {from} to itself changes nothing")));
+    }
+    let source = listed_release(&svc.db, &product, from).await?;
+    let target = listed_release(&svc.db, &product, to).await?;
+    if let Some(existing) = delta_find(&svc.db, source.id, target.id).await? {
+        return Ok(DeltaOutcome::Existing(view(&existing, &source, &target)));
+    }
+    let limit = svc.config.delta_max_image_bytes;
+    for r in [&source, &target] {
+        if u64::try_from(r.length).unwrap_or(u64::MAX) > limit {
+            return Err(ServiceError::conflict(
+                "image_too_large",
+                format!(
+                    "{} is {} bytes, above delta_max_image_bytes ({limit}): raise it in the configuration (computing a \
+                     delta needs about 6 times the image size in memory)",
+                    r.target_name, r.length
+                ),
+            ));
+        }
+    }
+    let started = Instant::now();
+    let old = read_blob(svc, &source.sha256, u64::try_from(source.length).unwrap_or(0)).await?;
+    let new = read_blob(svc, &target.sha256, u64::try_from(target.length).unwrap_or(0)).await?;
+    let (patch, full) = tokio::task::spawn_blocking(move || -> std::io::Result<(delta::Delta, u64)> {
+        let patch = delta::encode(&old, &new)?;
+        Ok((patch, delta::compressed_len(&new)?))
+    })
+    .await
+    .map_err(anyhow::Error::new)?
+    .map_err(anyhow::Error::new)?;
+    let patch_len = patch.bytes.len() as u64;
+    let algorithm = patch.algorithm;
+    tracing::info!(from = %source.target_name, to = %target.target_name, algorithm, delta = patch_len,
+        full_compressed = full, seconds = started.elapsed().as_secs_f64(), "delta computed");
+    if !delta::worthwhile(patch_len, full) {
+        return Err(ServiceError::conflict(
+            "delta_not_worthwhile",
+            format!(
+                "the delta from {from} to {to} is {patch_len} bytes, more than {}% of the compressed image ({full} \
+                 bytes): devices are better served by the full image",
+                delta::MAX_SHARE_PERCENT
+            ),
+        ));
+    }
+    let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(patch.bytes))]);
+    let blob = store_blob(svc, body, u64::MAX).await?;
+
+    let txn = crate::db::begin_signing(&svc.db).await?;
+    // Checked again under the signing lock: a yank or a retention pass may have run meanwhile.
+    let source = listed_release(&txn, &product, from).await?;
+    let target = listed_release(&txn, &product, to).await?;
+    if let Some(existing) = delta_find(&txn, source.id, target.id).await? {
+        return Ok(DeltaOutcome::Existing(view(&existing, &source, &target)));
+    }
+    if svc.store.blob_size(&blob.sha256).await?.is_none() {
+        return Err(ServiceError::conflict("blob_missing", "the delta's file was removed meanwhile: ask again"));
+    }
+    let end = |r: &release::Model| patchgate_protocol::DeltaEnd {
+        name: r.target_name.clone(),
+        length: u64::try_from(r.length).unwrap_or(0),
+        sha256: r.sha256.clone(),
+    };
+    let custom = patchgate_protocol::DeltaCustom {
+        delta: patchgate_protocol::DeltaOf { algorithm: algorithm.into(), source: end(&source), target: end(&target) },
+    };
+    let now = svc.clock.now();
+    let row = delta_insert(
+        &txn,
+        release_delta::Model {
+            id: 0,
+            product_id: product.id,
+            from_release_id: source.id,
+            to_release_id: target.id,
+            target_name: patchgate_protocol::delta_target_name(&target.target_name, &source.version),
+            algorithm: algorithm.into(),
+            length: i64::try_from(blob.length).map_err(anyhow::Error::new)?,
+            sha256: blob.sha256.clone(),
+            sha512: blob.sha512.clone(),
+            custom: serde_json::to_string(&custom).map_err(anyhow::Error::new)?,
+            created_by: caller.name.clone(),
+            created_at: now.as_second(),
+        },
+    )
+    .await?;
+    let role_version = next_version(&txn, IMAGE, product_name).await?;
+    let listed = release_list_listed(&txn, product.id).await?;
+    let deltas = delta_list_by_product(&txn, product.id).await?;
+    let role = sign_product_role(svc, &product, &listed, &deltas, role_version, now).await?;
+    commit_with_snapshot(&txn, svc, now, &[role]).await?;
+    audit_insert(
+        &txn,
+        NewAudit {
+            at: now.as_second(),
+            actor: &caller.name,
+            action: "release.delta",
+            object: &format!("release:{}", target.target_name),
+            before: None,
+            after: Some(
+                serde_json::json!({"delta": row.target_name, "from": source.version, "length": row.length,
+                    "sha256": row.sha256, "full_compressed_length": full})
+                .to_string(),
+            ),
+        },
+    )
+    .await?;
+    commit_signed(svc, txn).await?;
+    tracing::info!(target = %row.target_name, length = row.length, actor = %caller.name, "delta published");
+    Ok(DeltaOutcome::Created(view(&row, &source, &target)))
+}
+
+/// The deltas that produce release `to` of a product (listed or not), oldest first.
+pub async fn list_deltas(svc: &Services, product_name: &str, to: &str) -> Result<Vec<DeltaView>, ServiceError> {
+    let product = get_product(svc, product_name).await?;
+    let target = release_find(&svc.db, product.id, to)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("unknown_release", format!("{product_name} has no release {to:?}")))?;
+    let mut out = Vec::new();
+    for row in delta_list_by_product(&svc.db, product.id).await?.iter().filter(|d| d.to_release_id == target.id) {
+        if let Some(source) = crate::db::releases::release_get(&svc.db, row.from_release_id).await? {
+            out.push(view(row, &source, &target));
+        }
+    }
+    Ok(out)
+}

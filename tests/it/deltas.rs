@@ -1,0 +1,255 @@
+//! Delta targets (docs/design.md §1 "Delta targets", §2.6 "Deltas"): the server computes and signs a
+//! delta from one release to another; a device running the source downloads only the delta and
+//! installs exactly the signed image; tough and python-tuf accept the repository; and every bad
+//! delta ends in a refusal or in the full image, never in a wrong image in the slot.
+
+use serde_json::{Value, json};
+
+use crate::agents::reported_attempts;
+use crate::common::sha256_hex;
+use crate::forge::{Draft, ImageChain, fetch_json, product_key, sha512_hex, version_entry};
+use crate::refusals_common::{
+    DEVICE, DirectorForger, Fixture, PRODUCT, ROLLOUT, director_entry, image_target, target_name, targets_of,
+};
+
+const DELTA: &str = "pump-x1/1.1.0/fw.bin~from-1.0.0";
+
+/// `image` with a few bytes changed: a patch release.
+fn patched(image: &[u8], salt: u8) -> Vec<u8> {
+    let mut out = image.to_vec();
+    for i in (100..out.len()).step_by(1500) {
+        out[i] ^= salt;
+    }
+    out
+}
+
+async fn post_delta(fx: &Fixture, from: &str, to: &str) -> reqwest::Response {
+    fx.app
+        .client
+        .post(fx.app.url(&format!("/api/v1/products/{PRODUCT}/releases/{to}/deltas")))
+        .bearer_auth(&fx.app.admin)
+        .json(&json!({"from": from}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// 1.0.0 and a patched 1.1.0 published, the delta between them signed, 1.1.0 rolled out, and
+/// the agent told that it runs 1.0.0 (a copy of its image in `running.bin`).
+async fn delta_fixture() -> Fixture {
+    let mut fx = Fixture::new(&["1.0.0"]).await;
+    let v2 = patched(fx.image("1.0.0"), 0x5a);
+    fx.publish_image("1.1.0", v2).await;
+    let res = post_delta(&fx, "1.0.0", "1.1.0").await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let running = fx.app.dir.path().join("running.bin");
+    std::fs::write(&running, fx.image("1.0.0")).unwrap();
+    fx.opts.running_image = Some(running);
+    fx.roll_out(ROLLOUT, "1.1.0").await;
+    fx
+}
+
+/// The requests the agent made for targets (full images and deltas).
+fn target_requests(fx: &Fixture) -> Vec<String> {
+    fx.mirror.requests().into_iter().filter(|r| r.contains("/repo/targets/")).collect()
+}
+
+/// The detail of the device's newest reported attempt.
+async fn newest_detail(fx: &Fixture) -> String {
+    reported_attempts(&fx.app, DEVICE).await.remove(0).2
+}
+
+#[tokio::test]
+async fn a_device_running_the_source_downloads_only_the_delta_and_installs_the_signed_image() {
+    let mut fx = delta_fixture().await;
+    // The API: the delta as computed, the same answer (200) when asked again, listed.
+    let again = post_delta(&fx, "1.0.0", "1.1.0").await;
+    assert_eq!(again.status(), 200);
+    let view: Value = again.json().await.unwrap();
+    assert_eq!(view["target_name"], DELTA);
+    assert_eq!(view["from_version"], "1.0.0");
+    let algorithm = view["algorithm"].as_str().unwrap().to_owned();
+    assert!(["bsdiff-zstd", "zstd-patch"].contains(&algorithm.as_str()), "{view}");
+    let length = view["length"].as_u64().unwrap();
+    assert!(length < 1024 && view["image_length"] == 8192, "{view}");
+    let listed: Value = fetch_json(
+        &fx.app.client,
+        &fx.app.url(&format!("/api/v1/products/{PRODUCT}/releases/1.1.0/deltas")),
+        Some(&fx.app.admin),
+    )
+    .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // The signed entry: same role as the images, custom naming both ends.
+    let entry = image_target(&fx.app, DELTA).await;
+    assert_eq!(entry["length"].as_u64(), Some(length));
+    assert_eq!(
+        entry["custom"],
+        json!({"delta": {"algorithm": algorithm,
+            "source": {"name": target_name(PRODUCT, "1.0.0"), "length": 8192, "sha256": sha256_hex(fx.image("1.0.0"))},
+            "target": {"name": target_name(PRODUCT, "1.1.0"), "length": 8192, "sha256": sha256_hex(fx.image("1.1.0"))}}})
+    );
+
+    fx.installs("1.1.0").await;
+    let requests = target_requests(&fx);
+    assert_eq!(requests.len(), 1, "only the delta was downloaded: {requests:?}");
+    assert!(requests[0].contains("fw.bin~from-1.0.0"), "{requests:?}");
+    let detail = newest_detail(&fx).await;
+    assert!(detail.starts_with(&format!("from the delta {DELTA} (")), "{detail}");
+    assert!(fx.app.dir.path().join("running.bin").exists(), "the running image is only read");
+    let staging: Vec<_> = std::fs::read_dir(fx.state.join("staging")).unwrap().collect();
+    assert!(staging.is_empty(), "nothing is left in staging: {staging:?}");
+    // /metrics tells bytes served as deltas from bytes served as images (this test binary's).
+    let metrics = fx.app.client.get(fx.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let served = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("patchgate_target_bytes_served_total{kind=\"delta\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(served.is_some_and(|n| n >= length), "{metrics}");
+
+    // Plain TUF clients accept the repository with its delta target and read it byte for byte.
+    let root = fx.app.root_v1().await;
+    let delta_bytes = {
+        let store = tempfile::tempdir().unwrap();
+        let repo = fx.app.tough(&root, store.path()).await.expect("tough loads the repository");
+        crate::common::tough_read(&repo, DELTA).await.unwrap()
+    };
+    assert_eq!(delta_bytes.len() as u64, length);
+    crate::split_trust::ngclient_at(
+        &fx.app.base,
+        &root,
+        &[("1.0.0", fx.image("1.0.0")), ("1.1.0", fx.image("1.1.0")), (DELTA, &delta_bytes)],
+        &[],
+        1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_delta_refused_for_bad_input_changes_nothing() {
+    let mut fx = Fixture::new(&["1.0.0"]).await;
+    let v2 = patched(fx.image("1.0.0"), 0x11);
+    fx.publish_image("1.1.0", v2).await;
+    let role_before = ImageChain::fetch(&fx.app.base, &fx.app.client).await.role_version(PRODUCT);
+    for (from, to, status, code) in [
+        ("1.0.0", "1.0.0", 400, "same_release"),
+        ("0.9.0", "1.1.0", 404, "unknown_release"),
+        ("1.0.0", "2.0.0", 404, "unknown_release"),
+    ] {
+        let res = post_delta(&fx, from, to).await;
+        assert_eq!(res.status(), status, "{from}->{to}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], code, "{body}");
+    }
+    // Two unrelated images: the delta would save nothing worth a second path on the device.
+    fx.publish("2.0.0", None).await;
+    let res = post_delta(&fx, "1.0.0", "2.0.0").await;
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "delta_not_worthwhile", "{body}");
+    let res = fx
+        .app
+        .client
+        .post(fx.app.url(&format!("/api/v1/products/{PRODUCT}/releases/1.1.0/deltas")))
+        .bearer_auth(&fx.app.admin)
+        .json(&json!({"form": "1.0.0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "an unknown field is refused");
+    // Only the publish of 2.0.0 signed a new role.
+    let role_after = ImageChain::fetch(&fx.app.base, &fx.app.client).await.role_version(PRODUCT);
+    assert_eq!(role_after, role_before + 1);
+}
+
+#[tokio::test]
+async fn a_delta_whose_bytes_were_changed_ends_in_the_full_image() {
+    let mut fx = delta_fixture().await;
+    fx.mirror.transform("/repo/targets/", |path, mut body| {
+        if path.contains("~from-") {
+            body[10] ^= 1;
+        }
+        body
+    });
+    fx.installs("1.1.0").await;
+    let detail = newest_detail(&fx).await;
+    assert!(detail.starts_with("from the full image (the delta"), "{detail}");
+    assert!(detail.contains("target_hash_mismatch"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_oversized_delta_ends_in_the_full_image() {
+    let mut fx = delta_fixture().await;
+    fx.mirror.transform("/repo/targets/", |path, mut body| {
+        if path.contains("~from-") {
+            body.extend_from_slice(&[0u8; 4096]);
+        }
+        body
+    });
+    fx.installs("1.1.0").await;
+    let detail = newest_detail(&fx).await;
+    assert!(detail.starts_with("from the full image (the delta"), "{detail}");
+    assert!(detail.contains("endless_data"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_device_running_another_image_never_fetches_the_delta() {
+    let mut fx = delta_fixture().await;
+    let running = fx.opts.running_image.clone().unwrap();
+    std::fs::write(&running, patched(fx.image("1.0.0"), 0x77)).unwrap();
+    fx.installs("1.1.0").await;
+    let requests = target_requests(&fx);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(!requests[0].contains("~from-"), "the delta for another source was not fetched: {requests:?}");
+    assert_eq!(newest_detail(&fx).await, "from the full image");
+}
+
+#[tokio::test]
+async fn a_signed_delta_that_builds_other_bytes_ends_in_the_full_image() {
+    let mut fx = delta_fixture().await;
+    // The product key signs a delta that claims to build 1.1.0 but builds something else: a
+    // manufacturer's mistake, or a server-signed product's key in an attacker's hands.
+    let other = patched(fx.image("1.0.0"), 0x33);
+    let bad = patchgate::domain::delta::encode_bsdiff_zstd(fx.image("1.0.0"), &other).unwrap();
+    let chain = ImageChain::fetch(&fx.app.base, &fx.app.client).await;
+    let role_version = chain.role_version(PRODUCT);
+    let role_url = fx.app.url(&format!("/repo/metadata/{role_version}.{PRODUCT}.json"));
+    let mut draft = Draft::next(&fetch_json(&fx.app.client, &role_url, None).await);
+    let entry = &mut draft.signed["targets"][DELTA];
+    entry["custom"]["delta"]["algorithm"] = json!("bsdiff-zstd");
+    entry["length"] = json!(bad.len());
+    entry["hashes"] = json!({"sha256": sha256_hex(&bad), "sha512": sha512_hex(&bad)});
+    fx.mirror.replace(&format!("/repo/targets/{PRODUCT}/1.1.0/{}.fw.bin~from-1.0.0", sha256_hex(&bad)), bad);
+    let path = format!("/repo/metadata/{}.{PRODUCT}.json", draft.version());
+    fx.mirror.replace(&path, draft.sign(&[&product_key(&fx.app, PRODUCT)]));
+    let mut chain_draft = chain.draft();
+    chain_draft.meta_mut().insert(format!("{PRODUCT}.json"), version_entry(draft.version()));
+    chain_draft.sign(&fx.keys.image_snapshot, &fx.keys.image_timestamp).install(&fx.mirror);
+
+    fx.installs("1.1.0").await;
+    let requests = target_requests(&fx);
+    assert_eq!(requests.len(), 2, "the delta, then the full image: {requests:?}");
+    let detail = newest_detail(&fx).await;
+    assert!(detail.starts_with("from the full image (the delta"), "{detail}");
+    assert!(detail.contains("did not build the signed image"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_delta_named_by_the_director_but_not_by_the_image_repository_is_refused() {
+    let mut fx = delta_fixture().await;
+    // The director names a delta target (for a source the image repository has no delta from)
+    // as the image to install: nothing signed by the product key lists it.
+    let mut forger = DirectorForger::fetch(&fx).await;
+    let name = "pump-x1/1.1.0/fw.bin~from-0.9.0";
+    let image = image_target(&fx.app, &target_name(PRODUCT, "1.1.0")).await;
+    forger.serve(&fx, targets_of(&[(name, director_entry(&image, DEVICE, "install"))]));
+    fx.refused("not_in_image_repository").await;
+    // The delta that is listed, named by the director as the image with its own length and
+    // hashes: the image repository's custom for it is a delta's, not the release's.
+    let delta = image_target(&fx.app, DELTA).await;
+    let mut entry = director_entry(&image, DEVICE, "install");
+    entry["length"] = delta["length"].clone();
+    entry["hashes"] = delta["hashes"].clone();
+    forger.serve(&fx, targets_of(&[(DELTA, entry)]));
+    fx.refused("custom_mismatch").await;
+}
