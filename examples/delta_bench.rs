@@ -2,8 +2,9 @@
 //!
 //! - `delta_bench encode OLD NEW OUT`: computes the delta as the server does
 //!   (`patchgate::domain::delta::encode`), writes it to OUT and prints one line of JSON: the
-//!   algorithm kept, the delta's size, the seconds it took, each format's size, and the size of
-//!   NEW compressed the same way.
+//!   algorithm kept, the delta's size, the seconds it took, each format's size, the size of NEW
+//!   compressed the same way, and the process's peak resident memory (VmHWM: both images are
+//!   read whole, as the server reads them).
 //! - `delta_bench apply ALGORITHM DELTA OLD NEW OUT`: applies DELTA to OLD as the agent does
 //!   (`patchgate_agent::delta::apply`), requires OUT to equal NEW byte for byte (by length and
 //!   hashes), and prints the seconds it took and the process's peak resident memory (VmHWM).
@@ -58,9 +59,10 @@ fn encode(old: &str, new: &str, out: &str) -> Result {
     let full = delta::compressed_len(&new).map_err(|e| e.to_string())?;
     std::fs::write(out, &chosen.bytes).map_err(|e| format!("{out}: {e}"))?;
     println!(
-        r#"{{"algorithm":"{}","delta_bytes":{},"encode_seconds":{seconds:.3},"bsdiff_zstd_bytes":{bsdiff},"zstd_patch_bytes":{zstd_patch},"full_zstd_bytes":{full}}}"#,
+        r#"{{"algorithm":"{}","delta_bytes":{},"encode_seconds":{seconds:.3},"bsdiff_zstd_bytes":{bsdiff},"zstd_patch_bytes":{zstd_patch},"full_zstd_bytes":{full},"peak_rss_kib":{}}}"#,
         chosen.algorithm,
-        chosen.bytes.len()
+        chosen.bytes.len(),
+        peak_rss_kib()?
     );
     Ok(())
 }
@@ -90,16 +92,22 @@ fn apply(algorithm: &str, delta: &str, old: &str, new: &str, out: &str) -> Resul
     // not hashing NEW here) counts in the time and the peak memory measured below is the
     // apply's (the hashing above uses a 1 MiB buffer).
     let started = Instant::now();
-    patchgate_agent::delta::apply(algorithm, Path::new(delta), Path::new(old), Path::new(out), &expected)?;
+    let length = std::fs::metadata(old).map_err(|e| format!("{old}: {e}"))?.len();
+    let source = patchgate_agent::delta::Source { path: Path::new(old), length };
+    patchgate_agent::delta::apply(algorithm, Path::new(delta), source, Path::new(out), &expected)?;
     let seconds = started.elapsed().as_secs_f64();
+    println!(r#"{{"apply_seconds":{seconds:.3},"peak_rss_kib":{}}}"#, peak_rss_kib()?);
+    Ok(())
+}
+
+/// This process's peak resident memory (VmHWM), KiB.
+fn peak_rss_kib() -> std::result::Result<u64, String> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
-    let hwm = status
+    Ok(status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    println!(r#"{{"apply_seconds":{seconds:.3},"peak_rss_kib":{hwm}}}"#);
-    Ok(())
+        .unwrap_or(0))
 }
 
 fn synth(old: &str, new: &str, mib: &str) -> Result {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Uploads above this size are refused with 413 unless configured otherwise: firmware images of
 /// medical devices are typically tens of MiB; 2 GiB leaves room for full OS images.
 const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// 256 MiB: about 1.5 GiB of memory for the largest delta, within a small server's means.
+/// 256 MiB: about 1.8 GiB of memory for the largest delta (measured: README, "Delta updates").
 const DEFAULT_DELTA_MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The whole server configuration.
@@ -61,7 +61,8 @@ pub struct Config {
     /// Largest firmware file accepted by a publish, in bytes (larger: 413).
     pub max_upload_bytes: u64,
     /// Largest image (source or target) a delta is computed for, in bytes: computing one holds
-    /// both images and a suffix array of the source in memory, about 6 times this at worst.
+    /// both images, a suffix array of the source and the uncompressed patch in memory, about 7
+    /// times this at worst.
     pub delta_max_image_bytes: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,

@@ -33,6 +33,9 @@ pub struct DeltaOffer {
     pub file: SignedFile,
     /// The sha256 of the image it applies to.
     pub source_sha256: String,
+    /// The length of the image it applies to: the running image is this many bytes at the start
+    /// of a file or a partition (which is usually larger than the image).
+    pub source_length: u64,
     /// The sha256 of the image it produces (the assigned target's).
     pub target_sha256: String,
     /// Its algorithm (one this agent applies).
@@ -69,6 +72,7 @@ pub fn offers(image: &Targets, product: &str, assigned: &Assigned) -> Vec<DeltaO
             fits.then(|| DeltaOffer {
                 file: SignedFile::of_target(name.raw(), target),
                 source_sha256: d.source.sha256,
+                source_length: d.source.length,
                 target_sha256: d.target.sha256,
                 algorithm: d.algorithm,
             })
@@ -78,11 +82,25 @@ pub fn offers(image: &Targets, product: &str, assigned: &Assigned) -> Vec<DeltaO
     found
 }
 
-/// Applies the verified `algorithm` delta at `delta` to the image at `source`, writing `out`,
-/// and checks that the result is exactly `expected` (length, sha256 and, where signed, sha512).
-/// Blocking: run it on a blocking thread. On error, `out` may hold anything and must not be
-/// used.
-pub fn apply(algorithm: &str, delta: &Path, source: &Path, out: &Path, expected: &SignedFile) -> Result<(), String> {
+/// Where a delta applies: the first `length` bytes of the file or partition at `path`.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The running image's file or partition.
+    pub path: &'a Path,
+    /// The image's length (a partition is usually larger).
+    pub length: u64,
+}
+
+/// Applies the verified `algorithm` delta at `delta` to `source`, writing `out`, and checks that
+/// the result is exactly `expected` (length, sha256 and, where signed, sha512). Blocking: run it
+/// on a blocking thread. On error, `out` may hold anything and must not be used.
+pub fn apply(
+    algorithm: &str,
+    delta: &Path,
+    source: Source<'_>,
+    out: &Path,
+    expected: &SignedFile,
+) -> Result<(), String> {
     let file = std::fs::File::create(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let mut sink = Sink {
         writer: BufWriter::with_capacity(256 * 1024, file),
@@ -104,21 +122,37 @@ fn open(path: &Path) -> Result<std::fs::File, String> {
     std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))
 }
 
-/// One section of a `bsdiff-zstd` delta, `len` bytes (or the rest) from `offset`, decompressed.
-fn section(
-    delta: &Path,
-    offset: u64,
-    len: Option<u64>,
-) -> Result<zstd::stream::read::Decoder<'static, BufReader<std::io::Take<std::fs::File>>>, String> {
+/// The first bytes of every zstd frame. Checked before decoding: a build that links zstd's
+/// legacy decoders (another crate of the workspace may enable them) would otherwise accept old
+/// frame formats that the window limit does not cover.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// `file` positioned at `offset`, after checking that a zstd frame starts there.
+fn zstd_frame_at(delta: &Path, offset: u64) -> Result<std::fs::File, String> {
     let mut file = open(delta)?;
     file.seek(SeekFrom::Start(offset)).map_err(|e| format!("the delta: {e}"))?;
-    let mut decoder =
-        zstd::stream::read::Decoder::new(file.take(len.unwrap_or(u64::MAX))).map_err(|e| format!("the delta: {e}"))?;
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).map_err(|_| "the delta is cut off".to_owned())?;
+    if magic != ZSTD_MAGIC {
+        return Err("the delta holds something other than a zstd frame".into());
+    }
+    file.seek(SeekFrom::Start(offset)).map_err(|e| format!("the delta: {e}"))?;
+    Ok(file)
+}
+
+/// One section of a `bsdiff-zstd` delta, `len` bytes (or the rest) from `offset`, decompressed:
+/// exactly one zstd frame, with a window of at most 8 MiB.
+fn section(delta: &Path, offset: u64, len: Option<u64>) -> Result<impl Read, String> {
+    let file = zstd_frame_at(delta, offset)?;
+    let mut decoder = zstd::stream::read::Decoder::new(file.take(len.unwrap_or(u64::MAX)))
+        .map_err(|e| format!("the delta: {e}"))?
+        .single_frame();
     decoder.window_log_max(MAX_WINDOW_LOG).map_err(|e| format!("the delta: {e}"))?;
     Ok(decoder)
 }
 
-fn apply_bsdiff_zstd(delta: &Path, source: &Path, sink: &mut Sink<'_>) -> Result<(), String> {
+fn apply_bsdiff_zstd(delta: &Path, source: Source<'_>, sink: &mut Sink<'_>) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
     let bad = |what: &str| format!("the delta is not a valid bsdiff-zstd patch: {what}");
     let mut head = [0u8; 24];
     let mut file = open(delta)?;
@@ -133,19 +167,28 @@ fn apply_bsdiff_zstd(delta: &Path, source: &Path, sink: &mut Sink<'_>) -> Result
     let (control_len, diff_len) = (field(8..16), field(16..24));
     let extra_at = control_len.checked_add(diff_len).and_then(|n| n.checked_add(24)).filter(|n| *n <= total);
     let extra_at = extra_at.ok_or_else(|| bad("its sections are longer than the file"))?;
-    let mut control = section(delta, 24, Some(control_len))?;
+    // Varints are read a byte at a time: through a buffer.
+    let mut control = BufReader::new(section(delta, 24, Some(control_len))?);
     let mut diffs = section(delta, 24 + control_len, Some(diff_len))?;
     let mut extra = section(delta, extra_at, None)?;
-    let source_file = open(source)?;
-    let source_len = source_file.metadata().map_err(|e| format!("{}: {e}", source.display()))?.len();
-    let mut old = BufReader::with_capacity(64 * 1024, source_file);
+    // The source is read where each record says, exactly as much as it adds: a record that
+    // seeks away costs one read of its own length, never a buffer refill.
+    let old = open(source.path)?;
+    let source_len = source.length;
     let mut pos: u64 = 0;
     let mut buf = vec![0u8; 64 * 1024];
     let mut dif = vec![0u8; 64 * 1024];
     fn cut(what: &'static str) -> impl Fn(std::io::Error) -> String {
         move |e| format!("the delta's {what} section: {e}")
     }
+    // A valid delta makes at most one record per output byte (and one empty last one): more is
+    // a delta built to keep the device busy.
+    let mut records: u64 = 0;
     while let Some(add) = read_varint(&mut control).map_err(cut("control"))? {
+        records += 1;
+        if records > sink.expected.length.saturating_add(1) {
+            return Err(bad("more records than output bytes"));
+        }
         let copy = read_varint(&mut control).map_err(cut("control"))?.ok_or_else(|| bad("a record is cut off"))?;
         let seek = read_varint(&mut control).map_err(cut("control"))?.ok_or_else(|| bad("a record is cut off"))?;
         if add > source_len - pos {
@@ -155,15 +198,15 @@ fn apply_bsdiff_zstd(delta: &Path, source: &Path, sink: &mut Sink<'_>) -> Result
         while left > 0 {
             let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
             let (out, d) = (buf.get_mut(..n).unwrap_or_default(), dif.get_mut(..n).unwrap_or_default());
-            old.read_exact(out).map_err(|e| format!("reading the source {}: {e}", source.display()))?;
+            old.read_exact_at(out, pos).map_err(|e| format!("reading the source {}: {e}", source.path.display()))?;
             diffs.read_exact(d).map_err(cut("diff"))?;
             for (o, d) in out.iter_mut().zip(d.iter()) {
                 *o = o.wrapping_add(*d);
             }
             sink.write(out)?;
             left -= n as u64;
+            pos += n as u64;
         }
-        pos += add;
         let mut left = copy;
         while left > 0 {
             let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
@@ -172,25 +215,32 @@ fn apply_bsdiff_zstd(delta: &Path, source: &Path, sink: &mut Sink<'_>) -> Result
             sink.write(out)?;
             left -= n as u64;
         }
-        let seek = unzigzag(seek);
-        let to = i128::from(pos) + i128::from(seek);
+        let to = i128::from(pos) + i128::from(unzigzag(seek));
         if to < 0 || to > i128::from(source_len) {
             return Err(bad("it seeks outside the source"));
         }
-        old.seek_relative(seek).map_err(|e| format!("seeking in the source {}: {e}", source.display()))?;
         pos = u64::try_from(to).unwrap_or(0);
     }
     Ok(())
 }
 
-fn apply_zstd_patch(delta: &Path, source: &Path, sink: &mut Sink<'_>) -> Result<(), String> {
-    let len = std::fs::metadata(source).map_err(|e| format!("{}: {e}", source.display()))?.len();
+fn apply_zstd_patch(delta: &Path, source: Source<'_>, sink: &mut Sink<'_>) -> Result<(), String> {
+    let len = source.length;
     if len > ZSTD_PATCH_MAX_IMAGE {
         return Err(format!("the source is {len} bytes, more than a zstd-patch delta may have"));
     }
-    let old = std::fs::read(source).map_err(|e| format!("reading the source {}: {e}", source.display()))?;
-    let mut patch = zstd::stream::read::Decoder::with_ref_prefix(BufReader::new(open(delta)?), &old)
-        .map_err(|e| format!("the delta: {e}"))?;
+    let mut old = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    open(source.path)?
+        .take(len)
+        .read_to_end(&mut old)
+        .map_err(|e| format!("reading the source {}: {e}", source.path.display()))?;
+    if old.len() as u64 != len {
+        return Err(format!("the source {} is shorter than the delta's {len} bytes", source.path.display()));
+    }
+    let frame = BufReader::new(zstd_frame_at(delta, 0)?);
+    let mut patch = zstd::stream::read::Decoder::with_ref_prefix(frame, &old)
+        .map_err(|e| format!("the delta: {e}"))?
+        .single_frame();
     patch.window_log_max(ZSTD_PATCH_MAX_WINDOW_LOG).map_err(|e| format!("the delta: {e}"))?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -249,18 +299,20 @@ impl Sink<'_> {
     }
 }
 
-/// The sha256 of the file at `path`, lowercase hex (the running image, before trusting it as a
-/// delta's source). Blocking.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+/// The sha256 of the first `length` bytes of the file or partition at `path`, lowercase hex;
+/// `None` if it holds fewer. Blocking.
+pub fn sha256_prefix(path: &Path, length: u64) -> std::io::Result<Option<String>> {
+    let mut file = std::fs::File::open(path)?.take(length);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
+    let mut read: u64 = 0;
     loop {
         let n = file.read(&mut buf)?;
         let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
         hasher.update(chunk);
+        read += n as u64;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok((read == length).then(|| hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]
@@ -303,8 +355,11 @@ mod tests {
     fn a_delta_produces_exactly_the_signed_image_or_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let (source, delta, out) = (dir.path().join("old"), dir.path().join("d"), dir.path().join("new"));
-        let apply = |expected: &SignedFile| apply(ALGORITHM_BSDIFF_ZSTD, &delta, &source, &out, expected);
-        std::fs::write(&source, b"abcdef").unwrap();
+        let apply = |expected: &SignedFile| {
+            apply(ALGORITHM_BSDIFF_ZSTD, &delta, Source { path: &source, length: 6 }, &out, expected)
+        };
+        // The image is the first six bytes of a larger "partition".
+        std::fs::write(&source, b"abcdef-and-the-rest-of-the-partition").unwrap();
         // "abcd" + [0,1,0,1] = "acce", then "xyz", back 3 to "bcd" + 0 = "bcd".
         std::fs::write(&delta, patch(&[(&[0, 1, 0, 1], b"xyz", -3), (&[0, 0, 0], b"", 0)])).unwrap();
         let want = b"accexyzbcd";
@@ -324,6 +379,7 @@ mod tests {
             (patch(&[(&[0; 7], b"", 0)]), "past the end of the source"),
             (patch(&[(&[0; 2], b"", -3)]), "outside the source"),
             (patch(&[(&[0; 2], b"", 5)]), "outside the source"),
+            (patch(&[(&[][..], &b""[..], 0); 12]), "more records than output bytes"),
         ] {
             std::fs::write(&delta, &bytes).unwrap();
             let err = apply(&signed(want)).unwrap_err();
@@ -333,7 +389,7 @@ mod tests {
         lying[8] = 0xff;
         std::fs::write(&delta, &lying).unwrap();
         assert!(apply(&signed(want)).unwrap_err().contains("longer than the file"));
-        let err = super::apply("xdelta", &delta, &source, &out, &signed(want)).unwrap_err();
+        let err = super::apply("xdelta", &delta, Source { path: &source, length: 6 }, &out, &signed(want)).unwrap_err();
         assert!(err.contains("unknown delta algorithm"), "{err}");
     }
 
@@ -344,7 +400,14 @@ mod tests {
         std::fs::write(&delta, b"irrelevant").unwrap();
         let file = std::fs::File::create(&source).unwrap();
         file.set_len(ZSTD_PATCH_MAX_IMAGE + 1).unwrap();
-        let err = apply(ALGORITHM_ZSTD_PATCH, &delta, &source, &out, &signed(b"x")).unwrap_err();
+        let big = Source { path: &source, length: ZSTD_PATCH_MAX_IMAGE + 1 };
+        let err = apply(ALGORITHM_ZSTD_PATCH, &delta, big, &out, &signed(b"x")).unwrap_err();
         assert!(err.contains("more than a zstd-patch delta may have"), "{err}");
+        let err = apply(ALGORITHM_ZSTD_PATCH, &delta, Source { path: &source, length: 10 }, &out, &signed(b"x"));
+        assert!(err.unwrap_err().contains("other than a zstd frame"));
+        let short = Source { path: &source, length: ZSTD_PATCH_MAX_IMAGE };
+        file.set_len(5).unwrap();
+        let err = apply(ALGORITHM_ZSTD_PATCH, &delta, short, &out, &signed(b"x")).unwrap_err();
+        assert!(err.contains("shorter than"), "{err}");
     }
 }

@@ -25,6 +25,9 @@ use crate::db::entities::{release, release_delta};
 use crate::db::releases::{release_find, release_list_listed};
 use crate::domain::delta;
 
+/// Deltas computed at once by this process (see `create_delta`).
+static COMPUTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// A delta target, as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeltaView {
@@ -42,6 +45,8 @@ pub struct DeltaView {
     pub image_length: i64,
     /// SHA-256 of the delta, hex.
     pub sha256: String,
+    /// Whether the product's role lists it now: while both releases are listed.
+    pub listed: bool,
 }
 
 /// Whether the delta is new.
@@ -62,6 +67,7 @@ fn view(row: &release_delta::Model, from: &release::Model, to: &release::Model) 
         length: row.length,
         image_length: to.length,
         sha256: row.sha256.clone(),
+        listed: [from, to].iter().all(|r| r.yanked_at.is_none() && r.delisted_at.is_none()),
     }
 }
 
@@ -145,12 +151,15 @@ pub async fn create_delta(
                 "image_too_large",
                 format!(
                     "{} is {} bytes, above delta_max_image_bytes ({limit}): raise it in the configuration (computing a \
-                     delta needs about 6 times the image size in memory)",
+                     delta needs about 7 times the image size in memory)",
                     r.target_name, r.length
                 ),
             ));
         }
     }
+    // One delta at a time per instance: each holds both images, a suffix array and zstd's
+    // tables in memory (about 7 times the image at worst) and keeps a core busy for seconds.
+    let _computing = COMPUTING.acquire().await.map_err(anyhow::Error::new)?;
     let started = Instant::now();
     let old = read_blob(svc, &source.sha256, u64::try_from(source.length).unwrap_or(0)).await?;
     let new = read_blob(svc, &target.sha256, u64::try_from(target.length).unwrap_or(0)).await?;

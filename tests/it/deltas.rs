@@ -253,3 +253,32 @@ async fn a_delta_named_by_the_director_but_not_by_the_image_repository_is_refuse
     forger.serve(&fx, targets_of(&[(DELTA, entry)]));
     fx.refused("custom_mismatch").await;
 }
+
+#[tokio::test]
+async fn a_running_image_at_the_start_of_a_larger_partition_still_takes_the_delta() {
+    let mut fx = delta_fixture().await;
+    // A partition is larger than the image it holds: the rest is whatever was there before.
+    let mut partition = fx.image("1.0.0").to_vec();
+    partition.extend_from_slice(&[0xff; 65_536]);
+    std::fs::write(fx.opts.running_image.as_ref().unwrap(), partition).unwrap();
+    fx.installs("1.1.0").await;
+    let detail = newest_detail(&fx).await;
+    assert!(detail.starts_with(&format!("from the delta {DELTA} (")), "{detail}");
+}
+
+#[tokio::test]
+async fn an_image_built_from_a_delta_waits_for_the_precondition_without_being_built_again() {
+    let mut fx = delta_fixture().await;
+    fx.opts.precondition = Some(vec!["false".into()]);
+    let outcome = fx.agent.install(&fx.opts).await.unwrap();
+    assert!(matches!(outcome, patchgate_agent::InstallOutcome::Waiting(_)), "{outcome:?}");
+    let staged: Vec<String> = std::fs::read_dir(fx.state.join("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(staged, [format!("{}.part", sha256_hex(fx.image("1.1.0")))], "the built image waits in staging");
+    fx.opts.precondition = Some(vec!["true".into()]);
+    fx.installs("1.1.0").await;
+    let requests = target_requests(&fx);
+    assert_eq!(requests.len(), 1, "the delta was downloaded once, nothing else: {requests:?}");
+}

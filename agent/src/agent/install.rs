@@ -230,7 +230,12 @@ impl Agent {
         let fallback = match self.try_delta(&target, opts).await {
             DeltaResult::Built(verified, path) => return self.precondition(target, verified, path, opts).await,
             DeltaResult::None => "full image".to_owned(),
-            DeltaResult::Failed(why) => format!("full image ({why})"),
+            DeltaResult::Failed(why) => {
+                // Said now too, so the reason is on record even if the full download fails.
+                let detail = format!("{why}; downloading the full image");
+                self.set_attempt(attempt(&target, AttemptState::Downloading, Some(detail))).await?;
+                format!("full image ({why})")
+            }
         };
         let file = SignedFile::from(&target);
         let url = target_url(&self.net.url("repo/targets/")?, &file)?;
@@ -249,23 +254,39 @@ impl Agent {
     /// The assigned image built from a delta from the running image, when the image repository
     /// lists one and it works. Never an error of its own: whatever goes wrong (the delta does not
     /// verify, does not apply, or builds other bytes than the signed image) ends in the full
-    /// image, with the reason in the attempt's detail.
+    /// image, with the reason in the attempt's detail. The built image is left where the full
+    /// download would be (`staging/<sha256>.part`), so a later pass (the precondition said "not
+    /// now") verifies it again instead of building it again.
     async fn try_delta(&mut self, target: &Assigned, opts: &InstallOptions) -> DeltaResult {
         let Some(running) = opts.running_image.clone() else { return DeltaResult::None };
-        let offers: Vec<_> = self.delta_offers.iter().filter(|o| o.target_sha256 == target.sha256).cloned().collect();
-        if offers.is_empty() {
+        let staging = self.state.staging();
+        let staged = staging.join(format!("{}.part", target.sha256));
+        if tokio::fs::metadata(&staged).await.is_ok_and(|m| m.len() == target.length) {
+            // Already here whole, from a delta or a download: verified as the full image is.
             return DeltaResult::None;
         }
-        let hashed = running.clone();
-        let running_sha256 = match tokio::task::spawn_blocking(move || crate::delta::sha256_file(&hashed)).await {
-            Ok(Ok(sha)) => sha,
-            Ok(Err(e)) => return DeltaResult::Failed(format!("reading the running image {}: {e}", running.display())),
-            Err(e) => return DeltaResult::Failed(format!("hashing the running image: {e}")),
-        };
-        let Some(offer) = offers.into_iter().find(|o| o.source_sha256 == running_sha256) else {
-            return DeltaResult::None;
-        };
-        let staging = self.state.staging();
+        let offers: Vec<_> = self.delta_offers.iter().filter(|o| o.target_sha256 == target.sha256).cloned().collect();
+        // The running image is the first `source_length` bytes of the file or partition.
+        let mut lengths: Vec<u64> = offers.iter().map(|o| o.source_length).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        let mut offer = None;
+        for length in lengths {
+            let path = running.clone();
+            let hashed = tokio::task::spawn_blocking(move || crate::delta::sha256_prefix(&path, length)).await;
+            let sha256 = match hashed {
+                Ok(Ok(sha256)) => sha256,
+                Ok(Err(e)) => {
+                    return DeltaResult::Failed(format!("reading the running image {}: {e}", running.display()));
+                }
+                Err(e) => return DeltaResult::Failed(format!("hashing the running image: {e}")),
+            };
+            offer = offers.iter().find(|o| o.source_length == length && Some(&o.source_sha256) == sha256.as_ref());
+            if offer.is_some() {
+                break;
+            }
+        }
+        let Some(offer) = offer.cloned() else { return DeltaResult::None };
         let delta = &offer.file;
         let fetched = match self.net.url("repo/targets/").and_then(|base| target_url(&base, delta)) {
             Ok(url) => fetch_verified(self.net.client(), &url, delta, &staging, self.tuning.retry).await,
@@ -277,24 +298,30 @@ impl Agent {
         };
         let out = staging.join(format!("{}.from-delta", target.sha256));
         let expected = SignedFile::from(target);
-        let (from, to, algorithm) = (delta_path.clone(), out.clone(), offer.algorithm.clone());
-        let applied =
-            tokio::task::spawn_blocking(move || crate::delta::apply(&algorithm, &from, &running, &to, &expected)).await;
+        let (from, to, algorithm, length) =
+            (delta_path.clone(), out.clone(), offer.algorithm.clone(), offer.source_length);
+        let applied = tokio::task::spawn_blocking(move || {
+            let source = crate::delta::Source { path: &running, length };
+            crate::delta::apply(&algorithm, &from, source, &to, &expected)
+        })
+        .await;
         drop(tokio::fs::remove_file(&delta_path).await);
-        match applied {
-            Ok(Ok(())) => DeltaResult::Built(
-                out,
-                format!("delta {} ({} bytes downloaded for a {}-byte image)", delta.name, delta.length, target.length),
-            ),
-            Ok(Err(why)) => {
-                drop(tokio::fs::remove_file(&out).await);
-                DeltaResult::Failed(format!("the delta {} did not build the signed image: {why}", delta.name))
-            }
-            Err(e) => {
-                drop(tokio::fs::remove_file(&out).await);
-                DeltaResult::Failed(format!("applying the delta {}: {e}", delta.name))
-            }
-        }
+        let failed = match applied {
+            Ok(Ok(())) => match tokio::fs::rename(&out, &staged).await {
+                Ok(()) => {
+                    let how = format!(
+                        "delta {} ({} bytes downloaded for a {}-byte image)",
+                        delta.name, delta.length, target.length
+                    );
+                    return DeltaResult::Built(staged, how);
+                }
+                Err(e) => format!("the delta {}: staging the image it built: {e}", delta.name),
+            },
+            Ok(Err(why)) => format!("the delta {} did not build the signed image: {why}", delta.name),
+            Err(e) => format!("applying the delta {}: {e}", delta.name),
+        };
+        drop(tokio::fs::remove_file(&out).await);
+        DeltaResult::Failed(failed)
     }
 
     /// Runs the precondition on a verified image in staging.
