@@ -61,6 +61,7 @@ pub enum Until {
 struct Counters {
     polls: AtomicU64,
     installs: AtomicU64,
+    from_deltas: AtomicU64,
     failures: AtomicU64,
     rejections: AtomicU64,
     errors: AtomicU64,
@@ -75,6 +76,8 @@ pub struct Summary {
     pub polls: u64,
     /// Installs confirmed.
     pub installs: u64,
+    /// Installs whose image was built from a delta (the device's slot held the delta's source).
+    pub from_deltas: u64,
     /// Installs that failed (hook, or the wrong image after the reboot).
     pub failures: u64,
     /// Updates refused for security.
@@ -101,7 +104,7 @@ impl Summary {
     pub fn table(&self) -> String {
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
         format!(
-            "{:>8} {:>8} {:>9} {:>9} {:>11} {:>7} {:>10} {:>10} {:>8}\n{:>8} {:>8} {:>9} {:>9} {:>11} {:>7} {:>10} {:>10} {:>8.1}\n",
+            "{:>8} {:>8} {:>9} {:>9} {:>11} {:>7} {:>10} {:>10} {:>8} {:>11}\n{:>8} {:>8} {:>9} {:>9} {:>11} {:>7} {:>10} {:>10} {:>8.1} {:>11}\n",
             "devices",
             "polls",
             "installs",
@@ -111,6 +114,7 @@ impl Summary {
             "p50 poll",
             "p99 poll",
             "polls/s",
+            "from deltas",
             self.devices,
             self.polls,
             self.installs,
@@ -119,7 +123,8 @@ impl Summary {
             self.errors,
             ms(self.p50),
             ms(self.p99),
-            self.polls_per_second()
+            self.polls_per_second(),
+            self.from_deltas
         )
     }
 }
@@ -233,6 +238,7 @@ impl Fleet {
             devices: self.opts.devices,
             polls: counters.polls.load(Ordering::Relaxed),
             installs: counters.installs.load(Ordering::Relaxed),
+            from_deltas: counters.from_deltas.load(Ordering::Relaxed),
             failures: counters.failures.load(Ordering::Relaxed),
             rejections: counters.rejections.load(Ordering::Relaxed),
             errors: counters.errors.load(Ordering::Relaxed),
@@ -323,7 +329,7 @@ async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
     if matches!(until, Until::Elapsed(_)) {
         nap(jitter(interval).mul_f64(0.5)).await;
     }
-    let opts = InstallOptions { slot: device.slot.clone(), hook: None, precondition: None, running_image: None };
+    let mut opts = InstallOptions { slot: device.slot.clone(), hook: None, precondition: None, running_image: None };
     let mut rounds = 0u32;
     loop {
         match until {
@@ -340,6 +346,8 @@ async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
             None => gate.acquire().await,
         };
         let Ok(permit) = permit else { break };
+        // The device runs what its slot holds (once it holds anything): a delta from it applies.
+        opts.running_image = device.slot.exists().then(|| device.slot.clone());
         let t0 = Instant::now();
         let polled = device.agent.poll_once(false).await;
         latencies.lock().await.push(t0.elapsed());
@@ -350,6 +358,10 @@ async fn simulate_device(mut device: SimDevice, run: &Run) -> SimDevice {
         };
         match result {
             Ok(InstallOutcome::Installed(target)) => {
+                let detail = device.agent.state().attempt().ok().flatten().and_then(|a| a.detail);
+                if detail.is_some_and(|d| d.starts_with("from the delta")) {
+                    counters.from_deltas.fetch_add(1, Ordering::Relaxed);
+                }
                 // The simulated reboot: the device comes back running the slot, or (at
                 // `fail_rate`) the old image.
                 let fails = rand_unit() < fail_rate;

@@ -42,7 +42,10 @@ async fn publish_roll_out_install_confirm_then_half_a_simulated_fleet_takes_the_
     let app = spawn_app().await;
     app.create_product(PRODUCT, &[HW]).await;
     let v1 = firmware(1, 64 * 1024);
-    let v2 = firmware(2, 64 * 1024);
+    // 1.1.0 is 1.0.0 with a few bytes changed, as a patch release: the fleet takes it from a delta.
+    let mut v2 = v1.clone();
+    v2[100] ^= 0x01;
+    v2[40_000] ^= 0x55;
     app.publish(PRODUCT, "1.0.0", "fw.bin", v1.clone()).await;
     let token = enrollment_token(&app, PRODUCT, &["fleet:sim"], 1000).await;
     post(&app, "/api/v1/cohorts", json!({"name": "fleet", "product": PRODUCT, "selector": {"tags": ["fleet:sim"]}}))
@@ -157,6 +160,15 @@ async fn publish_roll_out_install_confirm_then_half_a_simulated_fleet_takes_the_
     let r: Value = app.get_json("/api/v1/rollouts/r-1").await;
     assert_eq!(r["state"], "completed", "{r}");
     app.publish(PRODUCT, "1.1.0", "fw.bin", v2.clone()).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/products/{PRODUCT}/releases/1.1.0/deltas")))
+        .bearer_auth(&app.admin)
+        .json(&json!({"from": "1.0.0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     start_rollout(&app, "r-2", "1.1.0", 50).await;
     let second = fleet.run(Until::Rounds(2), |_| {}).await;
     let expected: BTreeMap<String, &str> = second
@@ -170,6 +182,8 @@ async fn publish_roll_out_install_confirm_then_half_a_simulated_fleet_takes_the_
     let took = expected.values().filter(|v| **v == "1.1.0").count();
     assert!((70..=130).contains(&took), "about half: {took}");
     assert_eq!(second.installs as usize, took, "{second:?}");
+    assert_eq!(second.from_deltas as usize, took, "every one built 1.1.0 from the delta: {second:?}");
+    assert_eq!(first.from_deltas, 0, "nothing to build a first image from: {first:?}");
     assert_eq!((second.failures, second.rejections, second.errors), (0, 0, 0), "{second:?}");
     let r: Value = app.get_json("/api/v1/rollouts/r-2").await;
     assert_eq!(r["stages"][0]["installed"], took, "{r}");
