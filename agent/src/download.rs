@@ -102,7 +102,8 @@ pub async fn fetch_verified(
     }
 }
 
-async fn file_len(path: &Path) -> u64 {
+/// The length of the file at `path`, 0 if there is none.
+pub(crate) async fn file_len(path: &Path) -> u64 {
     tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0)
 }
 

@@ -22,7 +22,7 @@ use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::deltas::{delta_find, delta_insert, delta_list_by_product};
 use crate::db::entities::{release, release_delta};
-use crate::db::releases::{release_find, release_list_listed};
+use crate::db::releases::{release_find, release_list_by_ids, release_list_listed};
 use crate::domain::delta;
 
 /// Deltas computed at once by this process (see `create_delta`).
@@ -256,11 +256,14 @@ pub async fn list_deltas(svc: &Services, product_name: &str, to: &str) -> Result
     let target = release_find(&svc.db, product.id, to)
         .await?
         .ok_or_else(|| ServiceError::not_found("unknown_release", format!("{product_name} has no release {to:?}")))?;
-    let mut out = Vec::new();
-    for row in delta_list_by_product(&svc.db, product.id).await?.iter().filter(|d| d.to_release_id == target.id) {
-        if let Some(source) = crate::db::releases::release_get(&svc.db, row.from_release_id).await? {
-            out.push(view(row, &source, &target));
-        }
-    }
-    Ok(out)
+    let rows: Vec<release_delta::Model> = delta_list_by_product(&svc.db, product.id)
+        .await?
+        .into_iter()
+        .filter(|d| d.to_release_id == target.id)
+        .collect();
+    let sources = release_list_by_ids(&svc.db, rows.iter().map(|d| d.from_release_id).collect()).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| sources.iter().find(|r| r.id == row.from_release_id).map(|source| view(row, source, &target)))
+        .collect())
 }

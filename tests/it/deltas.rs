@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::agents::reported_attempts;
 use crate::common::sha256_hex;
-use crate::forge::{Draft, ImageChain, fetch_json, product_key, sha512_hex, version_entry};
+use crate::forge::{ImageChain, fetch_json, sha512_hex};
 use crate::refusals_common::{
     DEVICE, DirectorForger, Fixture, PRODUCT, ROLLOUT, director_entry, image_target, target_name, targets_of,
 };
@@ -211,20 +211,15 @@ async fn a_signed_delta_that_builds_other_bytes_ends_in_the_full_image() {
     // manufacturer's mistake, or a server-signed product's key in an attacker's hands.
     let other = patched(fx.image("1.0.0"), 0x33);
     let bad = patchgate::domain::delta::encode_bsdiff_zstd(fx.image("1.0.0"), &other).unwrap();
-    let chain = ImageChain::fetch(&fx.app.base, &fx.app.client).await;
-    let role_version = chain.role_version(PRODUCT);
-    let role_url = fx.app.url(&format!("/repo/metadata/{role_version}.{PRODUCT}.json"));
-    let mut draft = Draft::next(&fetch_json(&fx.app.client, &role_url, None).await);
-    let entry = &mut draft.signed["targets"][DELTA];
-    entry["custom"]["delta"]["algorithm"] = json!("bsdiff-zstd");
-    entry["length"] = json!(bad.len());
-    entry["hashes"] = json!({"sha256": sha256_hex(&bad), "sha512": sha512_hex(&bad)});
+    let (length, hashes) = (json!(bad.len()), json!({"sha256": sha256_hex(&bad), "sha512": sha512_hex(&bad)}));
     fx.mirror.replace(&format!("/repo/targets/{PRODUCT}/1.1.0/{}.fw.bin~from-1.0.0", sha256_hex(&bad)), bad);
-    let path = format!("/repo/metadata/{}.{PRODUCT}.json", draft.version());
-    fx.mirror.replace(&path, draft.sign(&[&product_key(&fx.app, PRODUCT)]));
-    let mut chain_draft = chain.draft();
-    chain_draft.meta_mut().insert(format!("{PRODUCT}.json"), version_entry(draft.version()));
-    chain_draft.sign(&fx.keys.image_snapshot, &fx.keys.image_timestamp).install(&fx.mirror);
+    fx.serve_product_role(PRODUCT, |role| {
+        let entry = &mut role["targets"][DELTA];
+        entry["custom"]["delta"]["algorithm"] = json!("bsdiff-zstd");
+        entry["length"] = length;
+        entry["hashes"] = hashes;
+    })
+    .await;
 
     fx.installs("1.1.0").await;
     let requests = target_requests(&fx);

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::agents::{device_detail, enroll_agent, reported_attempts};
 use crate::common::{TestApp, firmware, sha256_hex, spawn_app};
 use crate::fleet::enrollment_token;
-use crate::forge::{AppKeys, ForgedChain, ForgedDirector, ImageChain, fetch_json, signed_part};
+use crate::forge::{AppKeys, Draft, ForgedChain, ForgedDirector, ImageChain, fetch_json, signed_part, version_entry};
 use crate::hostile::Mirror;
 
 pub const PRODUCT: &str = "pump-x1";
@@ -178,6 +178,25 @@ impl Fixture {
         self.installs(version).await;
         let sha256 = sha256_hex(self.image(version));
         self.agent.confirm(&sha256).await.unwrap();
+    }
+
+    /// The mirror serves, in a valid snapshot and timestamp (online keys), the next version of
+    /// `product`'s role, changed by `edit` (its `signed` part) and signed with the product's own
+    /// key: what a product key in the wrong hands, or a manufacturer's mistake, can do. Returns
+    /// the forged role's version.
+    pub async fn serve_product_role(&self, product: &str, edit: impl FnOnce(&mut Value)) -> u64 {
+        let chain = ImageChain::fetch(&self.app.base, &self.app.client).await;
+        let current = chain.role_version(product);
+        let role_url = self.app.url(&format!("/repo/metadata/{current}.{product}.json"));
+        let mut role = Draft::next(&fetch_json(&self.app.client, &role_url, None).await);
+        edit(&mut role.signed);
+        let version = role.version();
+        let key = crate::forge::product_key(&self.app, product);
+        self.mirror.replace(&format!("/repo/metadata/{version}.{product}.json"), role.sign(&[&key]));
+        let mut draft = chain.draft();
+        draft.meta_mut().insert(format!("{product}.json"), version_entry(version));
+        draft.sign(&self.keys.image_snapshot, &self.keys.image_timestamp).install(&self.mirror);
+        version
     }
 
     /// The agent's device token.

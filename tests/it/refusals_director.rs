@@ -167,16 +167,7 @@ async fn images_for_other_hardware_or_another_product_are_refused() {
     target["hashes"] = json!({"sha256": sha256_hex(&other_hw), "sha512": sha512_hex(&other_hw)});
     target["custom"]["version"] = json!("2.0.0");
     target["custom"]["hardware_ids"] = json!(["pump-x1-revZ"]);
-    let chain = ImageChain::fetch(&fx.app.base, &fx.app.client).await;
-    let role_version = chain.role_version(PRODUCT);
-    let role_url = fx.app.url(&format!("/repo/metadata/{role_version}.{PRODUCT}.json"));
-    let mut draft = Draft::next(&fetch_json(&fx.app.client, &role_url, None).await);
-    draft.signed["targets"][&name] = target.clone();
-    let path = format!("/repo/metadata/{}.{PRODUCT}.json", draft.version());
-    fx.mirror.replace(&path, draft.sign(&[&product_key(&fx.app, PRODUCT)]));
-    let mut chain_draft = chain.draft();
-    chain_draft.meta_mut().insert(format!("{PRODUCT}.json"), version_entry(draft.version()));
-    chain_draft.sign(&fx.keys.image_snapshot, &fx.keys.image_timestamp).install(&fx.mirror);
+    fx.serve_product_role(PRODUCT, |role| role["targets"][&name] = target.clone()).await;
     forger.serve(&fx, targets_of(&[(&name, director_entry(&target, DEVICE, "install"))]));
     fx.refused("wrong_hardware").await;
 

@@ -11,10 +11,7 @@
 use serde_json::{Value, json};
 
 use crate::common::{firmware, sha256_hex};
-use crate::forge::{
-    Draft, ImageChain, RootRotation, expires_in, fetch_json, product_key, sha512_hex, signed_part, version_entry,
-    version_of,
-};
+use crate::forge::{Draft, ImageChain, RootRotation, expires_in, sha512_hex, signed_part, version_entry, version_of};
 use crate::refusals_common::{
     DEVICE, DirectorForger, Fixture, HW, PRODUCT, ROLLOUT, chain_after, director_entry, publish, target_name,
     targets_of,
@@ -273,18 +270,7 @@ async fn a_role_listing_a_name_outside_its_paths_stops_no_other_products_update_
         "sha512": sha512_hex(&forged_image)}, "custom": {"version": "6.6.6", "hardware_ids": [HW],
         "rollback_floor": "6.6.6", "released_at": "2026-11-24T10:00:00Z"}});
     let outside_name = target_name(PRODUCT, "6.6.6");
-    let chain = ImageChain::fetch(&fx.app.base, &fx.app.client).await;
-    let current = chain.role_version(OTHER);
-    let role_url = fx.app.url(&format!("/repo/metadata/{current}.{OTHER}.json"));
-    let mut role = Draft::next(&fetch_json(&fx.app.client, &role_url, None).await);
-    role.signed["targets"][&outside_name] = outside.clone();
-    fx.mirror.replace(
-        &format!("/repo/metadata/{}.{OTHER}.json", role.version()),
-        role.sign(&[&product_key(&fx.app, OTHER)]),
-    );
-    let mut draft = chain.draft();
-    draft.meta_mut().insert(format!("{OTHER}.json"), version_entry(role.version()));
-    draft.sign(&fx.keys.image_snapshot, &fx.keys.image_timestamp).install(&fx.mirror);
+    let role_version = fx.serve_product_role(OTHER, |role| role["targets"][&outside_name] = outside.clone()).await;
 
     fx.roll_out(ROLLOUT, "1.0.0").await;
     // Installed under a snapshot that names the role with the out-of-path entry, whose floor
@@ -292,7 +278,7 @@ async fn a_role_listing_a_name_outside_its_paths_stops_no_other_products_update_
     fx.install_and_confirm("1.0.0").await;
     let snapshot: Value =
         serde_json::from_slice(&std::fs::read(fx.state.join("image/snapshot.json")).unwrap()).unwrap();
-    assert_eq!(snapshot["signed"]["meta"][format!("{OTHER}.json")]["version"], json!(role.version()));
+    assert_eq!(snapshot["signed"]["meta"][format!("{OTHER}.json")]["version"], json!(role_version));
 
     // A compromised director assigns the out-of-path entry, byte for byte as the role lists it.
     let mut director = DirectorForger::fetch(&fx).await;

@@ -261,7 +261,7 @@ impl Agent {
         let Some(running) = opts.running_image.clone() else { return DeltaResult::None };
         let staging = self.state.staging();
         let staged = staging.join(format!("{}.part", target.sha256));
-        if tokio::fs::metadata(&staged).await.is_ok_and(|m| m.len() == target.length) {
+        if crate::download::file_len(&staged).await == target.length {
             // Already here whole, from a delta or a download: verified as the full image is.
             return DeltaResult::None;
         }
