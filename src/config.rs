@@ -64,6 +64,13 @@ pub struct Config {
     /// both images, a suffix array of the source and the uncompressed patch in memory, about 7
     /// times this at worst.
     pub delta_max_image_bytes: u64,
+    /// How often the delta job computes the deltas its policy wants (to the newest release and
+    /// every release a rollout underway installs, from the releases most devices run), in
+    /// seconds; 0 turns it off on this instance (deltas are then made only on request).
+    pub delta_interval_seconds: u64,
+    /// How many source releases the delta job makes deltas from, per release devices are headed
+    /// for: the ones most active devices run. 0: the job makes none.
+    pub delta_sources_per_release: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
     /// How often the metadata refresh job looks for roles to re-sign, in seconds; 0 turns the
@@ -128,6 +135,11 @@ impl Default for Config {
             presigned_download_seconds: 0,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             delta_max_image_bytes: DEFAULT_DELTA_MAX_IMAGE_BYTES,
+            // A release is published, then rolled out over hours: five minutes lets the deltas
+            // be there before the first stage's devices fetch it, at a few queries per product.
+            delta_interval_seconds: 300,
+            // Most fleets run one or two releases; three covers the stragglers.
+            delta_sources_per_release: 3,
             log_format: LogFormat::Text,
             // The shortest refresh margin (timestamp: 8 h) is vastly longer: a minute only
             // bounds how long a lost lease leaves the job undone.

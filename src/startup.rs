@@ -260,11 +260,16 @@ impl Application {
             let holder = format!("{}-{}", std::process::id(), crate::storage::random_hex(4));
             tokio::spawn(crate::jobs::blobs::run(self.services.clone(), holder, Duration::from_secs(blobs)))
         });
+        let deltas = self.services.config.delta_interval_seconds;
+        let delta_job = (deltas > 0).then(|| {
+            let holder = format!("{}-{}", std::process::id(), crate::storage::random_hex(4));
+            tokio::spawn(crate::jobs::deltas::run(self.services.clone(), holder, Duration::from_secs(deltas)))
+        });
         // Other instances' changes reach this one's caches within a second.
         let watch =
             Some(tokio::spawn(crate::services::caches::watch(self.services.db.clone(), self.services.caches.clone())));
         let result = self.server.await;
-        for job in [job, gate_job, blob_job, watch].into_iter().flatten() {
+        for job in [job, gate_job, blob_job, delta_job, watch].into_iter().flatten() {
             job.abort();
         }
         result

@@ -74,25 +74,35 @@ pub fn target_url(targets_base: &Url, target: &SignedFile) -> Result<Url, AgentE
     targets_base.join(&path).map_err(|e| AgentError::Usage(format!("{path}: {e}")))
 }
 
-/// Downloads `target` from `url` into `staging`, resuming a partial file, and verifies it.
+/// Where and how to fetch a target: its URL, and the device token to send with it (the server
+/// counts the bytes toward the device's rollout; never sent on to a redirect's host).
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The target's URL.
+    pub url: &'a Url,
+    /// `Authorization: Bearer` for the first request, if any.
+    pub token: Option<&'a str>,
+}
+
+/// Downloads `target` from `from` into `staging`, resuming a partial file, and verifies it.
 /// Returns the path of the verified file.
 pub async fn fetch_verified(
     client: &reqwest::Client,
-    url: &Url,
+    from: Source<'_>,
     target: &SignedFile,
     staging: &Path,
     retry: Retry,
 ) -> Result<PathBuf, AgentError> {
     let path = staging.join(format!("{}.part", target.sha256));
     let resumed = file_len(&path).await > 0;
-    fetch_all(client, url, target, &path, retry).await?;
+    fetch_all(client, from, target, &path, retry).await?;
     match verify_file(&path, target).await {
         Ok(()) => Ok(path),
         // A partial file from before a crash may hold bytes that never reached the disk intact:
         // start once more from zero before calling it an attack.
         Err(AgentError::Refused(_)) if resumed => {
             remove(&path).await?;
-            fetch_all(client, url, target, &path, retry).await?;
+            fetch_all(client, from, target, &path, retry).await?;
             verify_file(&path, target).await.map(|()| path.clone()).inspect_err(|_| drop(std::fs::remove_file(&path)))
         }
         Err(e) => {
@@ -118,14 +128,14 @@ async fn remove(path: &Path) -> Result<(), AgentError> {
 /// Gets the file to exactly `target.length` bytes, retrying network failures with backoff.
 async fn fetch_all(
     client: &reqwest::Client,
-    url: &Url,
+    from: Source<'_>,
     target: &SignedFile,
     path: &Path,
     retry: Retry,
 ) -> Result<(), AgentError> {
     let mut failures = 0;
     loop {
-        match fetch_once(client, url, target, path).await {
+        match fetch_once(client, from, target, path).await {
             Ok(()) => return Ok(()),
             // What arrived so far stays in the staging file: the next attempt resumes from it.
             Err(AgentError::Network(_)) if failures < retry.retries => {
@@ -137,7 +147,13 @@ async fn fetch_all(
     }
 }
 
-async fn fetch_once(client: &reqwest::Client, url: &Url, target: &SignedFile, path: &Path) -> Result<(), AgentError> {
+async fn fetch_once(
+    client: &reqwest::Client,
+    from: Source<'_>,
+    target: &SignedFile,
+    path: &Path,
+) -> Result<(), AgentError> {
+    let url = from.url;
     let mut have = file_len(path).await;
     if have > target.length {
         remove(path).await?;
@@ -153,10 +169,14 @@ async fn fetch_once(client: &reqwest::Client, url: &Url, target: &SignedFile, pa
     if have > 0 {
         request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
+    if let Some(token) = from.token {
+        request = request.bearer_auth(token);
+    }
     let mut res = request.send().await.map_err(net)?;
     if matches!(res.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
         // The server may hand the download to its object store (a presigned URL): followed
-        // once, with the same headers; the bytes are checked against the signed hashes anyway.
+        // once, with the same headers but the token; the bytes are checked against the signed
+        // hashes anyway.
         let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
         let to = redirect_target(url, res.status(), location)?;
         let mut again = client.get(to.clone()).header(reqwest::header::ACCEPT_ENCODING, "identity");

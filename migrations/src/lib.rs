@@ -13,6 +13,7 @@ mod m20261124_000004_split_trust;
 mod m20261202_000005_fleet_scale;
 mod m20261205_000006_retention;
 mod m20261206_000007_deltas;
+mod m20261207_000008_delta_policy;
 
 /// The surrogate key every table has: a 64-bit auto-increment `id` (same on SQLite and PostgreSQL).
 pub(crate) fn id_col<T: IntoIden>(col: T) -> ColumnDef {
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_fleet_scale::Migration),
             Box::new(m20261205_000006_retention::Migration),
             Box::new(m20261206_000007_deltas::Migration),
+            Box::new(m20261207_000008_delta_policy::Migration),
         ]
     }
 }

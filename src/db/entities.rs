@@ -111,6 +111,56 @@ pub mod release_delta {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod delta_refusal {
+    use sea_orm::entity::prelude::*;
+
+    /// A pair of releases whose delta was computed and not published (not worthwhile).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "delta_refusals")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub product_id: i64,
+        pub from_release_id: i64,
+        pub to_release_id: i64,
+        /// The error code the API answers with, e.g. `delta_not_worthwhile`.
+        pub reason: String,
+        /// The delta's length when it was computed.
+        pub delta_length: i64,
+        /// The compressed full image's length it was measured against.
+        pub full_length: i64,
+        pub refused_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod rollout_traffic {
+    use sea_orm::entity::prelude::*;
+
+    /// Firmware bytes served to the devices of one rollout, per kind of target.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rollout_traffic")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub rollout_id: String,
+        /// `image` or `delta`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: String,
+        pub bytes: i64,
+        /// Download requests (a resumed download is several).
+        pub requests: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod metadata {
     use sea_orm::entity::prelude::*;
 

@@ -1,4 +1,4 @@
-//! Queries on `rollouts` and `assignments`.
+//! Queries on `rollouts`, `assignments` and `rollout_traffic`.
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -294,4 +294,52 @@ pub async fn assignment_withdraw_open(db: &impl ConnectionTrait, device_row_id: 
         .exec(db)
         .await?;
     Ok(result.rows_affected)
+}
+
+/// Adds one download of `bytes` bytes of `kind` (`image` or `delta`) to rollout `rollout_id`'s
+/// traffic: one statement, summed in the database, so instances never overwrite each other.
+pub async fn traffic_add(db: &impl ConnectionTrait, rollout_id: &str, kind: &str, bytes: i64) -> Result<(), DbErr> {
+    use sea_orm::Set;
+    use sea_orm::sea_query::{Alias, OnConflict};
+
+    use super::entities::rollout_traffic::{ActiveModel as Traffic, Column, Entity as TrafficEntity};
+    let summed = |c: Column| Expr::col((TrafficEntity, c)).add(Expr::col((Alias::new("excluded"), c)));
+    TrafficEntity::insert(Traffic {
+        rollout_id: Set(rollout_id.to_owned()),
+        kind: Set(kind.to_owned()),
+        bytes: Set(bytes),
+        requests: Set(1),
+    })
+    .on_conflict(
+        OnConflict::columns([Column::RolloutId, Column::Kind])
+            .value(Column::Bytes, summed(Column::Bytes))
+            .value(Column::Requests, summed(Column::Requests))
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Rollout `rollout_id`'s traffic, one row per kind of target served.
+pub async fn traffic_of(
+    db: &impl ConnectionTrait,
+    rollout_id: &str,
+) -> Result<Vec<super::entities::rollout_traffic::Model>, DbErr> {
+    use super::entities::rollout_traffic::{Column, Entity as TrafficEntity};
+    TrafficEntity::find().filter(Column::RolloutId.eq(rollout_id)).order_by_asc(Column::Kind).all(db).await
+}
+
+/// The releases a product's rollouts in `running`, `paused` or `halted` state install: where
+/// its devices are headed.
+pub async fn rollout_release_ids_underway(db: &impl ConnectionTrait, product_id: i64) -> Result<Vec<i64>, DbErr> {
+    Entity::find()
+        .select_only()
+        .column(rollout::Column::ReleaseId)
+        .distinct()
+        .filter(rollout::Column::ProductId.eq(product_id))
+        .filter(rollout::Column::State.is_in(["running", "paused", "halted"]))
+        .into_tuple()
+        .all(db)
+        .await
 }

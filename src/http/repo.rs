@@ -131,6 +131,16 @@ pub(super) fn not_modified(req: &HttpRequest, sha256: &str, cache: &'static str)
     })
 }
 
+/// A device token the agent sends with its downloads (`Authorization: Bearer pgd_…`): the
+/// repository is public, so the token only says whose rollout the bytes count toward.
+fn device_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| t.starts_with(crate::services::enrollment::DEVICE_TOKEN_PREFIX))
+}
+
 fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
     req.headers()
         .get(header::IF_NONE_MATCH)
@@ -174,6 +184,14 @@ pub async fn target(
             }
         },
     };
+    if req.method() == actix_web::http::Method::GET
+        && let Some(token) = device_token(&req)
+    {
+        // Before the first byte (a download is rare and large; the figure is then in place by
+        // the time the device has its file), whether the server or the object store sends it.
+        let length = range.as_ref().map_or(target.length, |r| r.end - r.start);
+        serve::attribute_download(&svc, token, &target, length).await;
+    }
     if svc.config.presigned_download_seconds > 0 && req.method() == actix_web::http::Method::GET {
         let valid_for = std::time::Duration::from_secs(svc.config.presigned_download_seconds);
         if let Some(url) =
@@ -218,8 +236,7 @@ async fn stream_target(
     let stream = svc.store.read(&target.sha256, range).await.map_err(crate::services::ServiceError::from)?;
     // What devices download as deltas against whole images (bytes the answer carries; a client
     // that hangs up early still counts in full).
-    metrics::counter!("patchgate_target_bytes_served_total", "kind" => if target.delta { "delta" } else { "image" })
-        .increment(length);
+    metrics::counter!("patchgate_target_bytes_served_total", "kind" => target.kind()).increment(length);
     Ok(builder.no_chunking(length).streaming(stream.map_err(std::io::Error::other)))
 }
 

@@ -2,5 +2,6 @@
 //! server instances sharing one database.
 
 pub mod blobs;
+pub mod deltas;
 pub mod expiry;
 pub mod rollouts;

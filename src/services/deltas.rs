@@ -20,10 +20,16 @@ use super::products::{MANUFACTURER_SIGNED, get_product};
 use super::publish_release::{require_active, store_blob};
 use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
-use crate::db::deltas::{delta_find, delta_insert, delta_list_by_product};
-use crate::db::entities::{release, release_delta};
+use crate::db::deltas::{
+    delta_find, delta_insert, delta_list_by_product, delta_pairs_settled, refusal_find, refusal_insert,
+    releases_running,
+};
+use crate::db::entities::{delta_refusal, release, release_delta};
+use crate::db::products::product_list;
 use crate::db::releases::{release_find, release_list_by_ids, release_list_listed};
+use crate::db::rollouts::rollout_release_ids_underway;
 use crate::domain::delta;
+use crate::domain::delta_policy::{Listed, ProductFacts, wanted_pairs};
 
 /// Deltas computed at once by this process (see `create_delta`).
 static COMPUTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
@@ -95,6 +101,25 @@ async fn listed_release(
     Ok(row)
 }
 
+/// The error code of a pair whose delta is not worth publishing.
+pub const NOT_WORTHWHILE: &str = "delta_not_worthwhile";
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The 409 of a delta that would save too little.
+fn not_worthwhile(from: &str, to: &str, delta_length: i64, full_length: i64) -> ServiceError {
+    ServiceError::conflict(
+        NOT_WORTHWHILE,
+        format!(
+            "the delta from {from} to {to} is {delta_length} bytes, more than {}% of the compressed image \
+             ({full_length} bytes): devices are better served by the full image",
+            delta::MAX_SHARE_PERCENT
+        ),
+    )
+}
+
 /// Reads a whole blob (at most `limit` bytes, checked against `length`).
 async fn read_blob(svc: &Services, sha256: &str, length: u64) -> Result<Vec<u8>, ServiceError> {
     let mut stream = svc.store.read(sha256, None).await?;
@@ -144,6 +169,10 @@ pub async fn create_delta(
     if let Some(existing) = delta_find(&svc.db, source.id, target.id).await? {
         return Ok(DeltaOutcome::Existing(view(&existing, &source, &target)));
     }
+    // A delta is a pure function of the two images: a refused pair stays refused.
+    if let Some(refused) = refusal_find(&svc.db, source.id, target.id).await? {
+        return Err(not_worthwhile(from, to, refused.delta_length, refused.full_length));
+    }
     let limit = svc.config.delta_max_image_bytes;
     for r in [&source, &target] {
         if u64::try_from(r.length).unwrap_or(u64::MAX) > limit {
@@ -175,14 +204,22 @@ pub async fn create_delta(
     tracing::info!(from = %source.target_name, to = %target.target_name, algorithm, delta = patch_len,
         full_compressed = full, seconds = started.elapsed().as_secs_f64(), "delta computed");
     if !delta::worthwhile(patch_len, full) {
-        return Err(ServiceError::conflict(
-            "delta_not_worthwhile",
-            format!(
-                "the delta from {from} to {to} is {patch_len} bytes, more than {}% of the compressed image ({full} \
-                 bytes): devices are better served by the full image",
-                delta::MAX_SHARE_PERCENT
-            ),
-        ));
+        let (delta_length, full_length) = (to_i64(patch_len), to_i64(full));
+        refusal_insert(
+            &svc.db,
+            delta_refusal::Model {
+                id: 0,
+                product_id: product.id,
+                from_release_id: source.id,
+                to_release_id: target.id,
+                reason: NOT_WORTHWHILE.into(),
+                delta_length,
+                full_length,
+                refused_at: svc.now_secs(),
+            },
+        )
+        .await?;
+        return Err(not_worthwhile(from, to, delta_length, full_length));
     }
     let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(patch.bytes))]);
     let blob = store_blob(svc, body, u64::MAX).await?;
@@ -266,4 +303,47 @@ pub async fn list_deltas(svc: &Services, product_name: &str, to: &str) -> Result
         .iter()
         .filter_map(|row| sources.iter().find(|r| r.id == row.from_release_id).map(|source| view(row, source, &target)))
         .collect())
+}
+
+/// A delta the policy asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedDelta {
+    /// Product name.
+    pub product: String,
+    /// The release devices run.
+    pub from: String,
+    /// The release they are headed for.
+    pub to: String,
+}
+
+/// The pairs the delta policy wants (`domain::delta_policy::wanted_pairs`) that have neither a
+/// delta nor a remembered refusal, for every active server-signed product.
+pub async fn wanted_deltas(svc: &Services) -> Result<Vec<WantedDelta>, ServiceError> {
+    let cap = usize::try_from(svc.config.delta_sources_per_release).unwrap_or(usize::MAX);
+    let mut wanted = Vec::new();
+    for product in product_list(&svc.db).await? {
+        if product.signing_mode == MANUFACTURER_SIGNED || require_active(&product).is_err() {
+            continue;
+        }
+        let listed = release_list_listed(&svc.db, product.id).await?;
+        let facts = ProductFacts {
+            listed: listed
+                .iter()
+                .map(|r| Listed {
+                    id: r.id,
+                    fits: u64::try_from(r.length).is_ok_and(|n| n <= svc.config.delta_max_image_bytes),
+                })
+                .collect(),
+            underway: rollout_release_ids_underway(&svc.db, product.id).await?,
+            running: releases_running(&svc.db, product.id).await?,
+            settled: delta_pairs_settled(&svc.db, product.id).await?,
+        };
+        let version = |id: i64| listed.iter().find(|r| r.id == id).map(|r| r.version.clone()).unwrap_or_default();
+        wanted.extend(wanted_pairs(&facts, cap).into_iter().map(|(from, to)| WantedDelta {
+            product: product.name.clone(),
+            from: version(from),
+            to: version(to),
+        }));
+    }
+    Ok(wanted)
 }

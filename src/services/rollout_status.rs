@@ -19,7 +19,7 @@ use crate::db::devices::device_ids_and_tags;
 use crate::db::entities::rollout;
 use crate::db::products::product_get;
 use crate::db::releases::release_get;
-use crate::db::rollouts::rollout_get;
+use crate::db::rollouts::{rollout_get, traffic_of};
 use crate::domain::rollout::{GateVerdict, StageCounts, StagePlan, gate_verdict, stage_for_device};
 
 /// One stage's figures.
@@ -63,6 +63,19 @@ impl StageStatus {
     }
 }
 
+/// Firmware devices downloaded for a rollout (with their device token, as the agent does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes of delta targets.
+    pub delta_bytes: u64,
+    /// Requests for delta targets (a resumed download is several).
+    pub delta_requests: u64,
+    /// Bytes of full images.
+    pub image_bytes: u64,
+    /// Requests for full images.
+    pub image_requests: u64,
+}
+
 /// A rollout with its product, release and per-stage figures.
 #[derive(Debug, Clone)]
 pub struct RolloutStatus {
@@ -74,6 +87,8 @@ pub struct RolloutStatus {
     pub version: String,
     /// In plan order.
     pub stages: Vec<StageStatus>,
+    /// What its devices downloaded, deltas against full images.
+    pub traffic: Traffic,
 }
 
 /// The rollout `id` with its figures.
@@ -92,6 +107,14 @@ pub async fn rollout_status(svc: &Services, id: &str) -> Result<RolloutStatus, S
     let all_time = stage_counts(&txn, &r, plans.len(), false, now).await?;
     let window = stage_counts(&txn, &r, plans.len(), true, now).await?;
     let (eligible, in_cohort) = eligible_per_stage(&txn, &r, &plans).await?;
+    let mut traffic = Traffic::default();
+    for row in traffic_of(&txn, &r.id).await? {
+        let (bytes, requests) = (u64::try_from(row.bytes).unwrap_or(0), u64::try_from(row.requests).unwrap_or(0));
+        match row.kind.as_str() {
+            "delta" => (traffic.delta_bytes, traffic.delta_requests) = (bytes, requests),
+            _ => (traffic.image_bytes, traffic.image_requests) = (bytes, requests),
+        }
+    }
     txn.commit().await?;
     let stages = plans
         .into_iter()
@@ -108,7 +131,7 @@ pub async fn rollout_status(svc: &Services, id: &str) -> Result<RolloutStatus, S
             }
         })
         .collect();
-    Ok(RolloutStatus { rollout: r, product, version, stages })
+    Ok(RolloutStatus { rollout: r, product, version, stages, traffic })
 }
 
 /// A cohort's membership test: explicit members, or a selector over tags.

@@ -60,6 +60,15 @@ pub struct ResolvedTarget {
     pub length: u64,
     /// Whether it is a delta target (for the bytes-served metric), not a release's image.
     pub delta: bool,
+    /// The release whose image it is, or (a delta) produces.
+    pub release_id: i64,
+}
+
+impl ResolvedTarget {
+    /// `delta` or `image`, as metrics and rollout traffic name the kind.
+    pub fn kind(&self) -> &'static str {
+        if self.delta { "delta" } else { "image" }
+    }
 }
 
 fn split_hash_prefix(segment: &str) -> Option<(&str, &str)> {
@@ -89,6 +98,7 @@ pub async fn resolve_target(svc: &Services, path: &str) -> Result<Option<Resolve
                 sha256: release.sha256,
                 length: u64::try_from(release.length).unwrap_or(0),
                 delta: false,
+                release_id: release.id,
             }));
         }
         if name.contains(patchgate_protocol::delta::NAME_MARKER)
@@ -99,8 +109,37 @@ pub async fn resolve_target(svc: &Services, path: &str) -> Result<Option<Resolve
                 sha256: delta.sha256,
                 length: u64::try_from(delta.length).unwrap_or(0),
                 delta: true,
+                release_id: delta.to_release_id,
             }));
         }
     }
     Ok(None)
+}
+
+/// Counts `bytes` of `target`, asked for with device token `token`, toward the traffic of the
+/// rollout that assigned the device this target's release (`rollout_traffic`, and
+/// `patchgate_rollout_target_bytes_total` on this instance). The repository is public, so a
+/// download with no valid token, or of a release the device is not assigned by a rollout, is
+/// served all the same and counted nowhere but the global byte counter.
+pub async fn attribute_download(svc: &Services, token: &str, target: &ResolvedTarget, bytes: u64) {
+    let Ok(device) = super::enrollment::authenticate_device(svc, token).await else { return };
+    let assigned = match crate::db::devices::device_get(&svc.db, device.id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "attributing a download to its rollout");
+            return;
+        }
+    };
+    let Some(rollout) =
+        assigned.assigned_rollout_id.filter(|_| assigned.assigned_release_id == Some(target.release_id))
+    else {
+        return;
+    };
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    if let Err(e) = crate::db::rollouts::traffic_add(&svc.db, &rollout, target.kind(), bytes).await {
+        tracing::warn!(error = %e, rollout = %rollout, "recording a rollout's download traffic");
+    }
+    metrics::counter!("patchgate_rollout_target_bytes_total", "rollout" => rollout, "kind" => target.kind())
+        .increment(u64::try_from(bytes).unwrap_or(0));
 }

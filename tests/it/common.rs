@@ -83,6 +83,7 @@ pub async fn test_config(dir: &Path) -> Config {
         refresh_interval_seconds: 0,
         rollout_interval_seconds: 0,
         blob_sweep_interval_seconds: 0,
+        delta_interval_seconds: 0,
         ..Config::default()
     }
 }

@@ -54,6 +54,22 @@ fn target_requests(fx: &Fixture) -> Vec<String> {
     fx.mirror.requests().into_iter().filter(|r| r.contains("/repo/targets/")).collect()
 }
 
+/// `GET …/releases/{to}/deltas`: the deltas that produce `to`.
+async fn deltas_to(fx: &Fixture, to: &str) -> Value {
+    let url = fx.app.url(&format!("/api/v1/products/{PRODUCT}/releases/{to}/deltas"));
+    fetch_json(&fx.app.client, &url, Some(&fx.app.admin)).await
+}
+
+/// The rollout's traffic as the API reports it: (delta bytes, delta requests, image bytes,
+/// image requests).
+async fn traffic(fx: &Fixture, rollout: &str) -> (u64, u64, u64, u64) {
+    let status: Value =
+        fetch_json(&fx.app.client, &fx.app.url(&format!("/api/v1/rollouts/{rollout}")), Some(&fx.app.admin)).await;
+    let t = &status["traffic"];
+    let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("traffic.{k} in {status}"));
+    (n("delta_bytes"), n("delta_requests"), n("image_bytes"), n("image_requests"))
+}
+
 /// The detail of the device's newest reported attempt.
 async fn newest_detail(fx: &Fixture) -> String {
     reported_attempts(&fx.app, DEVICE).await.remove(0).2
@@ -72,12 +88,7 @@ async fn a_device_running_the_source_downloads_only_the_delta_and_installs_the_s
     assert!(["bsdiff-zstd", "zstd-patch"].contains(&algorithm.as_str()), "{view}");
     let length = view["length"].as_u64().unwrap();
     assert!(length < 1024 && view["image_length"] == 8192, "{view}");
-    let listed: Value = fetch_json(
-        &fx.app.client,
-        &fx.app.url(&format!("/api/v1/products/{PRODUCT}/releases/1.1.0/deltas")),
-        Some(&fx.app.admin),
-    )
-    .await;
+    let listed = deltas_to(&fx, "1.1.0").await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 
     // The signed entry: same role as the images, custom naming both ends.
@@ -106,6 +117,22 @@ async fn a_device_running_the_source_downloads_only_the_delta_and_installs_the_s
         .find_map(|l| l.strip_prefix("patchgate_target_bytes_served_total{kind=\"delta\"} "))
         .and_then(|n| n.trim().parse::<u64>().ok());
     assert!(served.is_some_and(|n| n >= length), "{metrics}");
+    // And per rollout: the agent sends its device token, so the bytes count toward its rollout.
+    assert_eq!(traffic(&fx, ROLLOUT).await, (length, 1, 0, 0));
+    let per_rollout = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("patchgate_rollout_target_bytes_total{{rollout=\"{ROLLOUT}\",kind=\"delta\"}} "))
+        })
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(per_rollout.is_some_and(|n| n >= length), "{metrics}");
+    let mut browser =
+        crate::ui_common::Browser::signed_in(&fx.app, "ada", patchgate::services::auth::Role::Viewer).await;
+    let page = browser.get(&format!("/ui/rollouts/{ROLLOUT}")).await;
+    crate::ui_common::has(
+        &page,
+        &["<dt>Downloaded</dt>", &format!("{length} B as deltas (1 request), 0 B as full images (0 requests)")],
+    );
 
     // Plain TUF clients accept the repository with its delta target and read it byte for byte.
     let root = fx.app.root_v1().await;
@@ -175,6 +202,23 @@ async fn a_delta_whose_bytes_were_changed_ends_in_the_full_image() {
     let detail = newest_detail(&fx).await;
     assert!(detail.starts_with("from the full image (the delta"), "{detail}");
     assert!(detail.contains("target_hash_mismatch"), "{detail}");
+    // Both downloads count: the delta the server sent (whatever the mirror made of it), then
+    // the image.
+    let (delta_bytes, delta_requests, image_bytes, image_requests) = traffic(&fx, ROLLOUT).await;
+    assert!(delta_bytes > 0 && delta_bytes < 8192 && delta_requests == 1, "{delta_bytes} {delta_requests}");
+    assert_eq!((image_bytes, image_requests), (8192, 1));
+    // A download without a device token, or with someone else's, is served and counted nowhere.
+    let url = fx.app.url(&format!("/repo/targets/{PRODUCT}/1.1.0/{}.fw.bin", sha256_hex(fx.image("1.1.0"))));
+    for token in [None, Some("pgd_not-a-device-token"), Some("pgt_an-api-token")] {
+        let mut req = fx.app.client.get(&url);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200, "{token:?}");
+        assert_eq!(res.bytes().await.unwrap().len(), 8192);
+    }
+    assert_eq!(traffic(&fx, ROLLOUT).await, (delta_bytes, 1, 8192, 1));
 }
 
 #[tokio::test]
@@ -197,11 +241,19 @@ async fn a_device_running_another_image_never_fetches_the_delta() {
     let mut fx = delta_fixture().await;
     let running = fx.opts.running_image.clone().unwrap();
     std::fs::write(&running, patched(fx.image("1.0.0"), 0x77)).unwrap();
+    // What an earlier pass left of the delta (cut off before the running image changed).
+    let delta_sha256 = image_target(&fx.app, DELTA).await["hashes"]["sha256"].as_str().unwrap().to_owned();
+    let staging = fx.state.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join(format!("{delta_sha256}.part")), b"partial").unwrap();
     fx.installs("1.1.0").await;
+    let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(left.is_empty(), "an install leaves nothing in staging: {left:?}");
     let requests = target_requests(&fx);
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert!(!requests[0].contains("~from-"), "the delta for another source was not fetched: {requests:?}");
     assert_eq!(newest_detail(&fx).await, "from the full image");
+    assert_eq!(traffic(&fx, ROLLOUT).await, (0, 0, 8192, 1), "the full image counts toward the rollout");
 }
 
 #[tokio::test]
@@ -276,4 +328,55 @@ async fn an_image_built_from_a_delta_waits_for_the_precondition_without_being_bu
     fx.installs("1.1.0").await;
     let requests = target_requests(&fx);
     assert_eq!(requests.len(), 1, "the delta was downloaded once, nothing else: {requests:?}");
+    assert_eq!(newest_detail(&fx).await, "from the image staged by an earlier pass");
+}
+
+#[tokio::test]
+async fn the_delta_job_makes_the_deltas_devices_will_want_once() {
+    use patchgate::jobs::deltas::{PassReport, pass};
+    // The device runs 1.0.0 and says so.
+    let mut fx = Fixture::assigned(&["1.0.0"], "1.0.0").await;
+    fx.install_and_confirm("1.0.0").await;
+    // 1.1.0, a patch of it, is rolled out; 2.0.0, unrelated bytes, is the newest release.
+    let v2 = patched(fx.image("1.0.0"), 0x42);
+    fx.publish_image("1.1.0", v2).await;
+    fx.publish("2.0.0", None).await;
+    let res = fx
+        .app
+        .client
+        .post(fx.app.url(&format!("/api/v1/rollouts/{ROLLOUT}/abort")))
+        .bearer_auth(&fx.app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the cohort is free for the next rollout");
+    fx.roll_out("r-2", "1.1.0").await;
+    let none = PassReport::default();
+
+    let report = pass(&fx.app.services, None).await.unwrap();
+    assert_eq!(report, PassReport { created: 1, not_worthwhile: 1, failed: 0 }, "to 1.1.0 made, to 2.0.0 refused");
+    let listed = deltas_to(&fx, "1.1.0").await;
+    assert_eq!(listed[0]["target_name"], DELTA, "{listed}");
+    assert_eq!(listed[0]["listed"], true, "{listed}");
+    image_target(&fx.app, DELTA).await;
+    // Settled pairs are never computed again, made or refused; the API answers the refusal
+    // from memory.
+    assert_eq!(pass(&fx.app.services, None).await.unwrap(), none);
+    let res = post_delta(&fx, "1.0.0", "2.0.0").await;
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "delta_not_worthwhile", "{body}");
+    assert_eq!(pass(&fx.app.services, None).await.unwrap(), none);
+
+    // A release no device runs is never a source (the cap and the order: domain::delta_policy).
+    let mut capped = Fixture::assigned(&["1.0.0"], "1.0.0").await;
+    capped.install_and_confirm("1.0.0").await;
+    let v2 = patched(capped.image("1.0.0"), 0x24);
+    capped.publish_image("1.0.1", v2).await;
+    capped.publish_image("1.0.2", patched(capped.image("1.0.0"), 0x25)).await;
+    let report = pass(&capped.app.services, None).await.unwrap();
+    assert_eq!(report, PassReport { created: 1, not_worthwhile: 0, failed: 0 }, "1.0.0 → 1.0.2 only");
+    let to_newest = deltas_to(&capped, "1.0.2").await;
+    assert_eq!(to_newest.as_array().map(Vec::len), Some(1), "{to_newest}");
+    assert_eq!(to_newest[0]["from_version"], "1.0.0", "{to_newest}");
 }

@@ -303,7 +303,7 @@ async fn a_server_process_on_s3_killed_and_restarted_serves_every_release_it_ack
 
 #[tokio::test]
 async fn presigned_downloads_redirect_to_the_store_and_the_agent_and_tough_follow_them() {
-    use patchgate_agent::download::{Retry, SignedFile, fetch_verified};
+    use patchgate_agent::download::{Retry, SignedFile, Source, fetch_verified};
     // That the store refuses a tampered or expired URL is S3's part, and moto cannot show it.
     let s3 = S3::start_without_checks();
     let app = spawn_app_with(|c| {
@@ -354,7 +354,11 @@ async fn presigned_downloads_redirect_to_the_store_and_the_agent_and_tough_follo
     };
     let client = patchgate_agent::net::http_client(None).unwrap();
     let retry = Retry { retries: 0, backoff: Duration::from_millis(10), backoff_max: Duration::from_millis(10) };
-    let path = fetch_verified(&client, &url::Url::parse(&url).unwrap(), &signed, staging.path(), retry).await.unwrap();
+    // With a token the server does not know: the repository is public, so the download is
+    // served all the same (counted toward no rollout), and the token never goes to the store.
+    let parsed = url::Url::parse(&url).unwrap();
+    let from = Source { url: &parsed, token: Some("pgd_not-a-device-token") };
+    let path = fetch_verified(&client, from, &signed, staging.path(), retry).await.unwrap();
     assert!(std::fs::read(path).unwrap() == content, "the agent's verified file is the release");
 
     // tough, a TUF client we did not write, follows it too.

@@ -13,7 +13,7 @@ use patchgate_protocol::AttemptState;
 use tokio::io::AsyncWriteExt;
 
 use super::{Agent, CheckOutcome};
-use crate::download::{SignedFile, fetch_verified, target_url};
+use crate::download::{SignedFile, Source, fetch_verified, target_url};
 use crate::error::AgentError;
 use crate::state::{AttemptRecord, InstalledRecord, sync_dir};
 use crate::verify::Assigned;
@@ -67,6 +67,9 @@ struct Prepared {
 enum DeltaResult {
     /// No delta applies (no running image given, none listed from it).
     None,
+    /// The whole image is already in staging, downloaded or built by an earlier pass (the
+    /// precondition said "not now"): verified again as the full image is, never built again.
+    Staged,
     /// The verified image, built from this delta.
     Built(PathBuf, String),
     /// A delta applied but failed; the full image follows. Why, for the attempt's detail.
@@ -230,6 +233,7 @@ impl Agent {
         let fallback = match self.try_delta(&target, opts).await {
             DeltaResult::Built(verified, path) => return self.precondition(target, verified, path, opts).await,
             DeltaResult::None => "full image".to_owned(),
+            DeltaResult::Staged => "image staged by an earlier pass".to_owned(),
             DeltaResult::Failed(why) => {
                 // Said now too, so the reason is on record even if the full download fails.
                 let detail = format!("{why}; downloading the full image");
@@ -240,7 +244,9 @@ impl Agent {
         let file = SignedFile::from(&target);
         let url = target_url(&self.net.url("repo/targets/")?, &file)?;
         let verified =
-            match fetch_verified(self.net.client(), &url, &file, &self.state.staging(), self.tuning.retry).await {
+            match fetch_verified(self.net.client(), self.source(&url), &file, &self.state.staging(), self.tuning.retry)
+                .await
+            {
                 Ok(path) => path,
                 Err(AgentError::Refused(refusal)) => {
                     self.reject(target.name.clone(), Some(target.clone()), refusal.clone()).await?;
@@ -258,13 +264,12 @@ impl Agent {
     /// download would be (`staging/<sha256>.part`), so a later pass (the precondition said "not
     /// now") verifies it again instead of building it again.
     async fn try_delta(&mut self, target: &Assigned, opts: &InstallOptions) -> DeltaResult {
-        let Some(running) = opts.running_image.clone() else { return DeltaResult::None };
         let staging = self.state.staging();
         let staged = staging.join(format!("{}.part", target.sha256));
         if crate::download::file_len(&staged).await == target.length {
-            // Already here whole, from a delta or a download: verified as the full image is.
-            return DeltaResult::None;
+            return DeltaResult::Staged;
         }
+        let Some(running) = opts.running_image.clone() else { return DeltaResult::None };
         let offers: Vec<_> = self.delta_offers.iter().filter(|o| o.target_sha256 == target.sha256).cloned().collect();
         // The running image is the first `source_length` bytes of the file or partition.
         let mut lengths: Vec<u64> = offers.iter().map(|o| o.source_length).collect();
@@ -289,7 +294,7 @@ impl Agent {
         let Some(offer) = offer.cloned() else { return DeltaResult::None };
         let delta = &offer.file;
         let fetched = match self.net.url("repo/targets/").and_then(|base| target_url(&base, delta)) {
-            Ok(url) => fetch_verified(self.net.client(), &url, delta, &staging, self.tuning.retry).await,
+            Ok(url) => fetch_verified(self.net.client(), self.source(&url), delta, &staging, self.tuning.retry).await,
             Err(e) => Err(e),
         };
         let delta_path = match fetched {
@@ -322,6 +327,12 @@ impl Agent {
         };
         drop(tokio::fs::remove_file(&out).await);
         DeltaResult::Failed(failed)
+    }
+
+    /// A target download from this device's server, with its token: the server counts the
+    /// bytes toward the rollout that assigned the update.
+    fn source<'a>(&'a self, url: &'a url::Url) -> Source<'a> {
+        Source { url, token: Some(&self.token) }
     }
 
     /// Runs the precondition on a verified image in staging.
@@ -363,7 +374,9 @@ impl Agent {
             }
         }
         self.set_attempt(attempt(&target, AttemptState::AwaitingReboot, how)).await?;
-        drop(tokio::fs::remove_file(&verified).await);
+        // The image is in the slot: nothing staged is of use now (a delta that failed half-way
+        // before the full image was downloaded, say).
+        self.clear_other_staging(&[]).await;
         Ok(InstallOutcome::Installed(target))
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use patchgate_agent::AgentError;
-use patchgate_agent::download::{Retry, SignedFile, fetch_verified, verify_file};
+use patchgate_agent::download::{Retry, SignedFile, Source, fetch_verified, verify_file};
 use patchgate_agent::net::{TufTransport, http_client};
 use patchgate_agent::state::{Datastore, write_atomic};
 use patchgate_agent::tuf::{TrustedRepo, Versioning};
@@ -200,7 +200,7 @@ async fn download(
         with_slash(base).join(name).map_err(|e| AgentError::Usage(format!("{name}: {e}")))?
     };
     let retry = Retry { retries: 0, backoff: Duration::ZERO, backoff_max: Duration::ZERO };
-    let verified = fetch_verified(client, &url, &file, staging, retry).await?;
+    let verified = fetch_verified(client, Source { url: &url, token: None }, &file, staging, retry).await?;
     std::fs::create_dir_all(dir).map_err(|e| AgentError::local(format!("creating {}", dir.display()), e))?;
     let moving =
         |e: std::io::Error| AgentError::local(format!("moving {} to {}", verified.display(), out.display()), e);

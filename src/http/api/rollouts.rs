@@ -180,13 +180,37 @@ pub struct RolloutStatusDto {
     pub product: String,
     /// Release version.
     pub version: String,
+    /// What the rollout's devices downloaded: deltas against full images.
+    pub traffic: TrafficDto,
+}
+
+/// Firmware bytes the rollout's devices downloaded, counted by the server when a device
+/// downloads the release's image or a delta to it with its device token (the agent does);
+/// counted whether the server or, with presigned downloads, the object store sent the bytes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrafficDto {
+    /// Bytes of delta targets.
+    pub delta_bytes: u64,
+    /// Download requests for delta targets (a resumed download counts once per request).
+    pub delta_requests: u64,
+    /// Bytes of full images.
+    pub image_bytes: u64,
+    /// Download requests for full images.
+    pub image_requests: u64,
 }
 
 impl From<RolloutStatus> for RolloutStatusDto {
     fn from(s: RolloutStatus) -> Self {
         let mut rollout = RolloutDto::from(s.rollout);
         rollout.stages = s.stages.into_iter().map(StageDto::from).collect();
-        Self { rollout, product: s.product, version: s.version }
+        let t = s.traffic;
+        let traffic = TrafficDto {
+            delta_bytes: t.delta_bytes,
+            delta_requests: t.delta_requests,
+            image_bytes: t.image_bytes,
+            image_requests: t.image_requests,
+        };
+        Self { rollout, product: s.product, version: s.version, traffic }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::super::pages::when;
 use crate::domain::rollout::{GateVerdict, RolloutState};
-use crate::services::rollout_status::{RolloutStatus, StageStatus};
+use crate::services::rollout_status::{RolloutStatus, StageStatus, Traffic};
 
 pub use super::super::progress::{Segment, bp_percent};
 
@@ -17,6 +17,42 @@ pub fn minutes_text(seconds: i64) -> String {
         (h, 0) => format!("{h} h"),
         (h, m) => format!("{h} h {m} min"),
     }
+}
+
+/// A byte count in words: `812 B`, `23.4 KiB`, `1.2 MiB`, `3.0 GiB`.
+pub fn bytes_text(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let (mut unit, mut divisor) = (0, 1024_u128);
+    loop {
+        // Rounded to a tenth; 1023.95 KiB reads as 1.0 MiB, not 1024.0 KiB.
+        let tenths = (u128::from(n) * 10 + divisor / 2) / divisor;
+        if tenths < 10_240 || unit + 1 == UNITS.len() {
+            return format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit]);
+        }
+        divisor *= 1024;
+        unit += 1;
+    }
+}
+
+/// What the rollout's devices downloaded, deltas beside full images.
+fn traffic_text(t: &Traffic) -> String {
+    if t.delta_requests == 0 && t.image_requests == 0 {
+        return "nothing counted yet (devices' downloads count here when they send their device token, as the agent does)"
+            .into();
+    }
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    format!(
+        "{} as deltas ({} request{}), {} as full images ({} request{})",
+        bytes_text(t.delta_bytes),
+        t.delta_requests,
+        plural(t.delta_requests),
+        bytes_text(t.image_bytes),
+        t.image_requests,
+        plural(t.image_requests)
+    )
 }
 
 /// The rollout's plan and gate, as label and value.
@@ -42,6 +78,7 @@ pub fn facts(status: &RolloutStatus) -> Vec<(&'static str, String)> {
         ("Final reports to advance", r.min_reports.to_string()),
         ("Stall time", minutes_text(r.stall_seconds)),
         ("Advances by itself", if r.auto_advance { "yes".into() } else { "no".into() }),
+        ("Downloaded", traffic_text(&status.traffic)),
         ("Created", format!("{} by {}", when(r.created_at), r.created_by)),
     ]
 }
@@ -176,6 +213,18 @@ mod tests {
         assert_eq!(minutes_text(90 * 60), "1 h 30 min");
         assert_eq!(bp_percent(500), "5.00 %");
         assert_eq!(bp_percent(1_234), "12.34 %");
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(bytes_text(0), "0 B");
+        assert_eq!(bytes_text(1_023), "1023 B");
+        assert_eq!(bytes_text(1_024), "1.0 KiB");
+        assert_eq!(bytes_text(23_932), "23.4 KiB");
+        assert_eq!(bytes_text(1_048_575), "1.0 MiB");
+        assert_eq!(bytes_text(10_182_808), "9.7 MiB");
+        assert_eq!(bytes_text(3 << 30), "3.0 GiB");
+        assert_eq!(bytes_text(u64::MAX), "16777216.0 TiB");
     }
 
     #[test]
