@@ -256,10 +256,40 @@ pub enum RoleChange {
     Remove(FirmwareVersion),
 }
 
-/// The target names `role` lists for `version` of `product`.
+/// The names of the images `role` lists for `version` of `product` (not its deltas).
 pub fn listed_names(role: &Targets, product: &ProductName, version: &FirmwareVersion) -> Vec<tough::TargetName> {
     let prefix = format!("{product}/{version}/");
-    role.targets.keys().filter(|n| n.raw().starts_with(&prefix)).cloned().collect()
+    role.targets
+        .keys()
+        .filter(|n| n.raw().starts_with(&prefix) && !n.raw().contains(patchgate_protocol::delta::NAME_MARKER))
+        .cloned()
+        .collect()
+}
+
+/// Drops the deltas whose source or target image `role` no longer lists (a yank or a retention
+/// delisting took it out): useless to devices, and the server refuses a role listing them.
+/// Returns their names.
+fn drop_dangling_deltas(role: &mut Targets) -> Vec<String> {
+    let lists = |end: &patchgate_protocol::DeltaEnd| {
+        role.targets
+            .iter()
+            .any(|(n, t)| n.raw() == end.name && t.length == end.length && hex::encode(&t.hashes.sha256) == end.sha256)
+    };
+    let dangling: Vec<tough::TargetName> = role
+        .targets
+        .iter()
+        .filter(|(n, _)| n.raw().contains(patchgate_protocol::delta::NAME_MARKER))
+        .filter(|(_, t)| {
+            let custom = Value::Object(t.custom.clone().into_iter().collect());
+            serde_json::from_value::<patchgate_protocol::DeltaCustom>(custom)
+                .map_or(true, |c| !lists(&c.delta.source) || !lists(&c.delta.target))
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in &dangling {
+        role.targets.remove(name);
+    }
+    dangling.iter().map(|n| n.raw().to_owned()).collect()
 }
 
 /// The next version of `current`: same targets but for `change`, no delegations, and a fresh
@@ -299,7 +329,10 @@ pub fn next_role(
 }
 
 /// Signs a product role with `key`; the canonical envelope bytes.
-pub async fn sign(product: &ProductName, role: Targets, key: &Signer) -> anyhow::Result<Vec<u8>> {
+pub async fn sign(product: &ProductName, mut role: Targets, key: &Signer) -> anyhow::Result<Vec<u8>> {
+    for name in drop_dangling_deltas(&mut role) {
+        eprintln!("dropping the delta {name}: the role no longer lists an image it joins");
+    }
     let (version, expires) = (role.version.get(), role.expires);
     let signed = crate::tuf::sign::sign_role(product.as_str(), version, expires, role, &[key]).await?;
     Ok(signed.bytes)

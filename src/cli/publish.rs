@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256, Sha512};
 
 use super::product::{RoleChange, current_role, listed_names, load_key, next_role, print_role_answer};
 use super::{Refusal, Remote, ServerArgs, is_refusal};
@@ -65,7 +66,9 @@ pub enum ReleaseCommand {
         key: Option<PathBuf>,
     },
     /// Compute the delta from one release to another, so that devices running --from download
-    /// only what changed (server-signed products; publisher token). Takes seconds per megabyte.
+    /// only what changed (publisher token). Takes seconds per megabyte. Server-signed products:
+    /// the server computes and signs it. Manufacturer-signed ones: with --key, computed here from
+    /// the two images the product role lists and signed into the role here.
     Delta {
         #[command(flatten)]
         server: ServerArgs,
@@ -78,6 +81,9 @@ pub enum ReleaseCommand {
         /// The release the delta produces.
         #[arg(long)]
         to: String,
+        /// The product key (manufacturer-signed products): the delta is computed and signed here.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Approve a release published by someone else (release-manager or admin token).
     Approve {
@@ -171,15 +177,27 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        ReleaseCommand::Delta { server, product, from, to } => {
+        ReleaseCommand::Delta { server, product, from, to, key } => {
             let product = ProductName::parse(&product).context("--product")?;
             let from = FirmwareVersion::parse(&from).context("--from")?;
             let to = FirmwareVersion::parse(&to).context("--to")?;
             let remote = server.remote()?;
-            let segments = ["products", product.as_str(), "releases", &to.to_string(), "deltas"];
-            eprintln!("computing the delta from {product} {from} to {to} on the server…");
-            let request = remote.api(Method::POST, &segments).json(&serde_json::json!({"from": from.to_string()}));
-            let answer = remote.send_json(request).await?;
+            let answer = match key {
+                Some(path) => delta_signed(&remote, &product, (&from, &to), &load_key(&path, "--key")?, &path).await?,
+                None => {
+                    let segments = ["products", product.as_str(), "releases", &to.to_string(), "deltas"];
+                    eprintln!("computing the delta from {product} {from} to {to} on the server…");
+                    let request =
+                        remote.api(Method::POST, &segments).json(&serde_json::json!({"from": from.to_string()}));
+                    remote.send_json(request).await.map_err(|e| {
+                        if is_refusal(&e, "manufacturer_signed") {
+                            e.context("the server cannot sign this product's role: run with --key <product key>")
+                        } else {
+                            e
+                        }
+                    })?
+                }
+            };
             let length = answer["length"].as_i64().unwrap_or(0);
             let image = answer["image_length"].as_i64().unwrap_or(0);
             say!(
@@ -293,6 +311,114 @@ async fn publish_signed(
             Ok(())
         }
     }
+}
+
+/// `delta --key`: fetches the two images the product role lists (checked against the role's
+/// lengths and sha256, so the server cannot slip other bytes in), computes the delta here, and
+/// signs the next role listing it (again on each role conflict); returns the server's answer.
+async fn delta_signed(
+    remote: &Remote,
+    product: &ProductName,
+    (from, to): (&FirmwareVersion, &FirmwareVersion),
+    key: &Signer,
+    key_file: &Path,
+) -> anyhow::Result<Value> {
+    use patchgate_protocol::{DeltaCustom, DeltaEnd, DeltaOf};
+    let role = current_role(remote, product, key, key_file).await?;
+    let image = |version: &FirmwareVersion| -> anyhow::Result<(String, tough::schema::Target)> {
+        let name = listed_names(&role, product, version).into_iter().next().with_context(|| {
+            format!("the {product} role does not list {version} (yanked, delisted, or never published)")
+        })?;
+        let target = role.targets.get(&name).cloned().context("reading the role")?;
+        Ok((name.raw().to_owned(), target))
+    };
+    let ((from_name, from_target), (to_name, to_target)) = (image(from)?, image(to)?);
+    if from == to {
+        bail!("--from and --to are both {from}: a delta from a release to itself changes nothing");
+    }
+    let name = patchgate_protocol::delta_target_name(&to_name, &from.to_string());
+    if let Some((_, listed)) = role.targets.iter().find(|(n, _)| n.raw() == name) {
+        eprintln!("already listed (the {product} role lists {name})");
+        return Ok(serde_json::json!({"target_name": name, "length": listed.length, "image_length": to_target.length,
+            "sha256": hex::encode(&listed.hashes.sha256)}));
+    }
+    let old = fetch_listed(remote, &from_name, &from_target).await?;
+    let new = fetch_listed(remote, &to_name, &to_target).await?;
+    eprintln!("computing the delta from {product} {from} to {to} ({} → {} bytes)…", old.len(), new.len());
+    let (patch, full) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let patch = crate::domain::delta::encode(&old, &new)?;
+        Ok((patch, crate::domain::delta::compressed_len(&new)?))
+    })
+    .await??;
+    let length = patch.bytes.len() as u64;
+    if !crate::domain::delta::worthwhile(length, full) {
+        bail!(
+            "the delta from {from} to {to} is {length} bytes, more than {}% of the compressed image ({full} bytes): \
+             not published, devices are better served by the full image",
+            crate::domain::delta::MAX_SHARE_PERCENT
+        );
+    }
+    let end = |name: &str, t: &tough::schema::Target| DeltaEnd {
+        name: name.to_owned(),
+        length: t.length,
+        sha256: hex::encode(&t.hashes.sha256),
+    };
+    let entry = TargetEntry {
+        name: name.clone(),
+        length,
+        sha256: hex::encode(Sha256::digest(&patch.bytes)),
+        sha512: hex::encode(Sha512::digest(&patch.bytes)),
+        custom: crate::tuf::metadata::EntryCustom::Delta(DeltaCustom {
+            delta: DeltaOf {
+                algorithm: patch.algorithm.to_owned(),
+                source: end(&from_name, &from_target),
+                target: end(&to_name, &to_target),
+            },
+        }),
+    };
+    let bytes = bytes::Bytes::from(patch.bytes);
+    super::product::with_role_retries("listing the delta", async || {
+        let role = current_role(remote, product, key, key_file).await?;
+        let (target_name, target) = product_targets(1, Timestamp::now(), std::slice::from_ref(&entry))?
+            .targets
+            .into_iter()
+            .next()
+            .context("building the delta's target")?;
+        let next = next_role(&role, product, RoleChange::Add(target_name, Box::new(target)), Timestamp::now())?;
+        let signed = super::product::sign(product, next, key).await?;
+        let part = reqwest::multipart::Part::stream_with_length(bytes.clone(), length)
+            .file_name("delta")
+            .mime_str("application/octet-stream")?;
+        let form = reqwest::multipart::Form::new()
+            .text("from", from.to_string())
+            .text("role", String::from_utf8(signed).context("the signed role is not UTF-8")?)
+            .part("file", part);
+        let segments = ["products", product.as_str(), "releases", &to.to_string(), "deltas", "signed"];
+        remote.send_json(remote.api(Method::POST, &segments).multipart(form)).await
+    })
+    .await
+}
+
+/// The image `name` from the server's repository, refused unless it is exactly the `target` the
+/// product role lists.
+async fn fetch_listed(remote: &Remote, name: &str, target: &tough::schema::Target) -> anyhow::Result<Vec<u8>> {
+    let sha256 = hex::encode(&target.hashes.sha256);
+    let (dir, file) = name.rsplit_once('/').context("a target name has a directory")?;
+    let mut segments: Vec<String> = vec!["repo".into(), "targets".into()];
+    segments.extend(dir.split('/').map(str::to_owned));
+    segments.push(format!("{sha256}.{file}"));
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let bytes = remote.send_bytes(remote.get_public(&segments)).await.with_context(|| format!("downloading {name}"))?;
+    if bytes.len() as u64 != target.length || hex::encode(Sha256::digest(&bytes)) != sha256 {
+        bail!(
+            "the server sent {} bytes for {name} that are not what the {} role lists ({} bytes, sha256 {sha256}): \
+             refusing to sign a delta of them",
+            bytes.len(),
+            name.split('/').next().unwrap_or_default(),
+            target.length
+        );
+    }
+    Ok(bytes.to_vec())
 }
 
 /// The signed `custom` of `version` if the server holds it delisted with this very file (to list

@@ -56,6 +56,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/products/{product}/releases/{version}/deltas",
                 [(POST, web::to(api::releases::create_delta)), (GET, web::to(api::releases::list_deltas))],
             ))
+            .service(resource(
+                "/products/{product}/releases/{version}/deltas/signed",
+                [(POST, web::to(api::releases::submit_signed_delta))],
+            ))
             .service(
                 resource(
                     "/products/{product}/role",

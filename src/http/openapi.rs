@@ -78,7 +78,7 @@ impl Modify for CommonResponses {
         api::products::create, api::products::list, api::products::update, api::products::retention,
         api::products::role, api::products::submit_role,
         api::releases::publish, api::releases::list, api::releases::get, api::releases::approve, api::releases::yank,
-        api::releases::create_delta, api::releases::list_deltas,
+        api::releases::create_delta, api::releases::list_deltas, api::releases::submit_signed_delta,
         api::ceremony::prepare, api::ceremony::metadata,
         api::audit::list,
         api::enrollment::create, api::enrollment::list, api::enrollment::revoke,

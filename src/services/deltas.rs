@@ -5,7 +5,8 @@
 //! The delta is computed with no lock held (seconds to minutes for large images); the signing
 //! transaction then checks again that both releases are still listed and commits the row, the
 //! role, snapshot and timestamp together. The server signs deltas only into a role it signs
-//! itself: a manufacturer-signed product is refused, never signed for.
+//! itself: a manufacturer-signed product's deltas are computed and signed in its CI
+//! (`submit_signed_delta` checks the role that lists one, as a publish's role is checked).
 
 use std::time::Instant;
 
@@ -16,8 +17,9 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::image_repo::{IMAGE, commit_signed, commit_with_snapshot, next_version, sign_product_role};
+use super::product_role::{Upload, apply_reconciled, check_role, reconcile, served_delegations};
 use super::products::{MANUFACTURER_SIGNED, get_product};
-use super::publish_release::{require_active, store_blob};
+use super::publish_release::{StoredBlob, require_active, store_blob};
 use super::{ServiceError, Services};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::deltas::{
@@ -156,8 +158,8 @@ pub async fn create_delta(
         return Err(ServiceError::conflict(
             "manufacturer_signed",
             format!(
-                "product {product_name} is manufacturer-signed: the server never signs into its role, and deltas for \
-                 such products (signed in the manufacturer's CI) are not supported yet"
+                "product {product_name} is manufacturer-signed: the server never signs into its role; compute and \
+                 sign the delta with the product key (`patchgate release delta --key product.pem`)"
             ),
         ));
     }
@@ -243,47 +245,195 @@ pub async fn create_delta(
         delta: patchgate_protocol::DeltaOf { algorithm: algorithm.into(), source: end(&source), target: end(&target) },
     };
     let now = svc.clock.now();
+    let stored = StoredDelta {
+        algorithm,
+        length: blob.length,
+        sha256: &blob.sha256,
+        sha512: &blob.sha512,
+        custom: serde_json::to_string(&custom).map_err(anyhow::Error::new)?,
+    };
+    let row = insert_delta(&txn, &product, (&source, &target), stored, caller, now).await?;
+    let role_version = next_version(&txn, IMAGE, product_name).await?;
+    let listed = release_list_listed(&txn, product.id).await?;
+    let deltas = delta_list_by_product(&txn, product.id).await?;
+    let role = sign_product_role(svc, &product, &listed, &deltas, role_version, now).await?;
+    commit_with_snapshot(&txn, svc, now, &[role]).await?;
+    audit_delta(&txn, caller, now, &row, (&source, &target), serde_json::json!({"full_compressed_length": full}))
+        .await?;
+    commit_signed(svc, txn).await?;
+    tracing::info!(target = %row.target_name, length = row.length, actor = %caller.name, "delta published");
+    Ok(DeltaOutcome::Created(view(&row, &source, &target)))
+}
+
+/// A delta's file and signed `custom`, as stored.
+struct StoredDelta<'a> {
+    algorithm: &'a str,
+    length: u64,
+    sha256: &'a str,
+    sha512: &'a str,
+    /// The `DeltaCustom` JSON the role signs.
+    custom: String,
+}
+
+/// Inserts the row of the delta from `ends.0` to `ends.1` (committed with the role listing it).
+async fn insert_delta(
+    txn: &impl sea_orm::ConnectionTrait,
+    product: &crate::db::entities::product::Model,
+    (source, target): (&release::Model, &release::Model),
+    file: StoredDelta<'_>,
+    caller: &Caller,
+    now: jiff::Timestamp,
+) -> Result<release_delta::Model, ServiceError> {
     let row = delta_insert(
-        &txn,
+        txn,
         release_delta::Model {
             id: 0,
             product_id: product.id,
             from_release_id: source.id,
             to_release_id: target.id,
             target_name: patchgate_protocol::delta_target_name(&target.target_name, &source.version),
-            algorithm: algorithm.into(),
-            length: i64::try_from(blob.length).map_err(anyhow::Error::new)?,
-            sha256: blob.sha256.clone(),
-            sha512: blob.sha512.clone(),
-            custom: serde_json::to_string(&custom).map_err(anyhow::Error::new)?,
+            algorithm: file.algorithm.to_owned(),
+            length: i64::try_from(file.length).map_err(anyhow::Error::new)?,
+            sha256: file.sha256.to_owned(),
+            sha512: file.sha512.to_owned(),
+            custom: file.custom,
             created_by: caller.name.clone(),
             created_at: now.as_second(),
         },
     )
     .await?;
-    let role_version = next_version(&txn, IMAGE, product_name).await?;
-    let listed = release_list_listed(&txn, product.id).await?;
-    let deltas = delta_list_by_product(&txn, product.id).await?;
-    let role = sign_product_role(svc, &product, &listed, &deltas, role_version, now).await?;
-    commit_with_snapshot(&txn, svc, now, &[role]).await?;
+    Ok(row)
+}
+
+/// The audit record of a published delta; `extra` joins its fields.
+async fn audit_delta(
+    txn: &impl sea_orm::ConnectionTrait,
+    caller: &Caller,
+    now: jiff::Timestamp,
+    row: &release_delta::Model,
+    (source, target): (&release::Model, &release::Model),
+    extra: serde_json::Value,
+) -> Result<(), ServiceError> {
+    let mut after = serde_json::json!({"delta": row.target_name, "from": source.version, "length": row.length,
+        "sha256": row.sha256});
+    if let (Some(after), serde_json::Value::Object(extra)) = (after.as_object_mut(), extra) {
+        after.extend(extra);
+    }
     audit_insert(
-        &txn,
+        txn,
         NewAudit {
             at: now.as_second(),
             actor: &caller.name,
             action: "release.delta",
             object: &format!("release:{}", target.target_name),
             before: None,
-            after: Some(
-                serde_json::json!({"delta": row.target_name, "from": source.version, "length": row.length,
-                    "sha256": row.sha256, "full_compressed_length": full})
-                .to_string(),
-            ),
+            after: Some(after.to_string()),
         },
     )
     .await?;
+    Ok(())
+}
+
+/// A delta computed and signed in the manufacturer's CI (`patchgate release delta --key`): its
+/// file, already stored, and the product role listing it, signed with the product key.
+pub struct SignedDelta {
+    /// The release whose image it applies to.
+    pub from: String,
+    /// The stored file.
+    pub blob: StoredBlob,
+    /// The product role's next version, listing the delta beside every current target.
+    pub role: Vec<u8>,
+}
+
+/// Lists a manufacturer's delta from release `from` to release `to`: the role must verify under
+/// the product's key, be the next version, and list this file as the delta between the two
+/// listed images (same names, lengths and sha256 as stored), and nothing unknown to the server.
+/// The server signs nothing but snapshot and timestamp.
+pub async fn submit_signed_delta(
+    svc: &Services,
+    caller: &Caller,
+    product_name: &str,
+    to: &str,
+    delta: SignedDelta,
+) -> Result<DeltaOutcome, ServiceError> {
+    caller.require_product(product_name)?;
+    let from = delta.from.as_str();
+    if from == to {
+        return Err(ServiceError::invalid("same_release", format!("a delta from {from} to itself changes nothing")));
+    }
+    let txn = crate::db::begin_signing(&svc.db).await?;
+    let product = get_product(svc, product_name).await?;
+    require_active(&product)?;
+    if product.signing_mode != MANUFACTURER_SIGNED {
+        return Err(ServiceError::conflict(
+            "server_signed",
+            format!(
+                "product {product_name} is server-signed: the server computes and signs its deltas (`patchgate release \
+                 delta` without --key, or POST …/releases/{to}/deltas {{\"from\": …}})"
+            ),
+        ));
+    }
+    let source = listed_release(&txn, &product, from).await?;
+    let target = listed_release(&txn, &product, to).await?;
+    if let Some(existing) = delta_find(&txn, source.id, target.id).await? {
+        if existing.sha256 == delta.blob.sha256 {
+            return Ok(DeltaOutcome::Existing(view(&existing, &source, &target)));
+        }
+        return Err(ServiceError::conflict(
+            "delta_exists",
+            format!("the delta from {from} to {to} is already published with other bytes (sha256 {})", existing.sha256),
+        ));
+    }
+    if delta.blob.length >= u64::try_from(target.length).unwrap_or(0) {
+        return Err(ServiceError::conflict(
+            "delta_not_worthwhile",
+            format!(
+                "the delta is {} bytes, no smaller than the {}-byte image it builds: devices are better served by the image",
+                delta.blob.length, target.length
+            ),
+        ));
+    }
+    if svc.store.blob_size(&delta.blob.sha256).await?.is_none() {
+        return Err(ServiceError::conflict("blob_missing", "the delta's file was removed meanwhile: send it again"));
+    }
+    let now = svc.clock.now();
+    let role_version = next_version(&txn, IMAGE, product_name).await?;
+    let checked = check_role(&delta.role, product_name, &served_delegations(&txn).await?, role_version, now)?;
+    let name = patchgate_protocol::delta_target_name(&target.target_name, &source.version);
+    let blob = &delta.blob;
+    let upload = Upload { name: &name, length: blob.length, sha256: &blob.sha256, sha512: &blob.sha512 };
+    let change = reconcile(&txn, &product, &checked, Some(&upload), &[]).await?;
+    let listed = change.new_delta.as_ref().ok_or_else(|| {
+        ServiceError::invalid("role_lacks_target", format!("the role does not list the uploaded delta as {name}"))
+    })?;
+    if listed.of.source.name != source.target_name || listed.of.target.name != target.target_name {
+        return Err(ServiceError::invalid(
+            "role_target_mismatch",
+            format!("{name}: the role's custom names {} → {}", listed.of.source.name, listed.of.target.name),
+        ));
+    }
+    let stored = StoredDelta {
+        algorithm: &listed.of.algorithm,
+        length: blob.length,
+        sha256: &blob.sha256,
+        sha512: &blob.sha512,
+        custom: serde_json::to_string(&listed.custom).map_err(anyhow::Error::new)?,
+    };
+    let row = insert_delta(&txn, &product, (&source, &target), stored, caller, now).await?;
+    apply_reconciled(&txn, &product, &change, &caller.name, now, role_version).await?;
+    commit_with_snapshot(&txn, svc, now, &[checked.metadata]).await?;
+    let yanked: Vec<&str> = change.yank.iter().map(|r| r.version.as_str()).collect();
+    audit_delta(
+        &txn,
+        caller,
+        now,
+        &row,
+        (&source, &target),
+        serde_json::json!({"signed_by": "manufacturer", "yanked": yanked}),
+    )
+    .await?;
     commit_signed(svc, txn).await?;
-    tracing::info!(target = %row.target_name, length = row.length, actor = %caller.name, "delta published");
+    tracing::info!(target = %row.target_name, length = row.length, actor = %caller.name, "manufacturer-signed delta listed");
     Ok(DeltaOutcome::Created(view(&row, &source, &target)))
 }
 

@@ -3,8 +3,9 @@
 //! The server cannot sign a manufacturer-signed product's role; it can only refuse one. A
 //! submitted role must verify under the product's delegation, be exactly the next version,
 //! delegate nothing, and list only targets whose bytes the server holds, with the same length,
-//! hashes and `custom` as stored (or, for a publish, the file just uploaded). Whatever the role
-//! no longer lists is yanked, unless the submitter asked for it to be delisted and the retention
+//! hashes and `custom` as stored (or, for a publish, the file just uploaded). A delta it lists
+//! must join two images it lists (`~from-` names; docs/design.md §1, "Delta targets"). Whatever
+//! the role no longer lists is yanked, unless the submitter asked for it to be delisted and the retention
 //! policy (`super::retention`) lets it go; the product's security floor is the highest
 //! `rollback_floor` it lists. The same reconciliation serves server-signed products, whose role the server signs.
 
@@ -47,13 +48,32 @@ pub struct ListedTarget {
     pub floor: FirmwareVersion,
 }
 
+/// One delta target a product role lists (docs/design.md §1, "Delta targets").
+#[derive(Debug, Clone)]
+pub struct ListedDelta {
+    /// `{product}/{to}/{file}~from-{from}`.
+    pub name: String,
+    /// Bytes.
+    pub length: u64,
+    /// Hex.
+    pub sha256: String,
+    /// Hex.
+    pub sha512: String,
+    /// The signed `custom`, as signed.
+    pub custom: serde_json::Map<String, serde_json::Value>,
+    /// What the custom says: the algorithm and both images.
+    pub of: patchgate_protocol::DeltaOf,
+}
+
 /// A product role that verified, in the canonical bytes clients will receive.
 #[derive(Debug, Clone)]
 pub struct CheckedRole {
     /// The role as it will be stored and served.
     pub metadata: SignedMetadata,
-    /// What it lists.
+    /// The release images it lists.
     pub targets: Vec<ListedTarget>,
+    /// The deltas it lists.
+    pub deltas: Vec<ListedDelta>,
 }
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ServiceError {
@@ -139,9 +159,13 @@ pub fn check_role(
     if role.delegations.as_ref().is_some_and(|d| !d.roles.is_empty() || !d.keys.is_empty()) {
         return Err(invalid("role_delegates", format!("the {product} role delegates; product roles must not")));
     }
-    let mut targets = Vec::with_capacity(role.targets.len());
+    let (mut targets, mut deltas) = (Vec::with_capacity(role.targets.len()), Vec::new());
     for (name, target) in &role.targets {
-        targets.push(listed_target(product, name.raw(), target)?);
+        if name.raw().contains(patchgate_protocol::delta::NAME_MARKER) {
+            deltas.push(listed_delta(product, name.raw(), target)?);
+        } else {
+            targets.push(listed_target(product, name.raw(), target)?);
+        }
     }
     let canonical = patchgate_protocol::canonical_json(&value)
         .map_err(|e| invalid("invalid_role", format!("the {product} role cannot be canonical JSON: {e}")))?;
@@ -149,6 +173,46 @@ pub fn check_role(
     Ok(CheckedRole {
         metadata: SignedMetadata { role: product.to_owned(), version, expires: role.expires, bytes: canonical, sha256 },
         targets,
+        deltas,
+    })
+}
+
+/// The target's sha512, which every target of ours carries.
+fn sha512_of(target: &tough::schema::Target) -> Option<String> {
+    target.hashes._extra.get("sha512").and_then(serde_json::Value::as_str).map(str::to_owned)
+}
+
+/// A delta entry: named after the image it produces and the release it applies to, both of
+/// this product, with a `custom` that says exactly that.
+fn listed_delta(product: &str, name: &str, target: &tough::schema::Target) -> Result<ListedDelta, ServiceError> {
+    let bad = |why: String| invalid("invalid_role_target", format!("{name}: {why}"));
+    let custom: serde_json::Map<String, serde_json::Value> = target.custom.clone().into_iter().collect();
+    let typed: patchgate_protocol::DeltaCustom = serde_json::from_value(serde_json::Value::Object(custom.clone()))
+        .map_err(|e| bad(format!("custom is not {{delta: {{algorithm, source, target}}}}: {e}")))?;
+    let of = typed.delta;
+    let version_of = |end: &patchgate_protocol::DeltaEnd| {
+        let parts: Vec<&str> = end.name.split('/').collect();
+        (parts.len() == 3 && parts[0] == product && !parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".."))
+            .then(|| parts[1].to_owned())
+    };
+    let (Some(from), Some(_)) = (version_of(&of.source), version_of(&of.target)) else {
+        return Err(bad(format!("both images a delta names must be {product}/VERSION/FILE")));
+    };
+    if patchgate_protocol::delta_target_name(&of.target.name, &from) != name {
+        return Err(bad(format!(
+            "a delta from {} to {} is named {}",
+            of.source.name,
+            of.target.name,
+            patchgate_protocol::delta_target_name(&of.target.name, &from)
+        )));
+    }
+    Ok(ListedDelta {
+        name: name.to_owned(),
+        length: target.length,
+        sha256: hex::encode(&target.hashes.sha256),
+        sha512: sha512_of(target).ok_or_else(|| bad("hashes lack sha512".into()))?,
+        custom,
+        of,
     })
 }
 
@@ -169,13 +233,7 @@ fn listed_target(product: &str, name: &str, target: &tough::schema::Target) -> R
     if floor > version {
         return Err(bad(format!("rollback_floor {floor} is above the version {version}")));
     }
-    let sha512 = target
-        .hashes
-        ._extra
-        .get("sha512")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| bad("hashes lack sha512".into()))?
-        .to_owned();
+    let sha512 = sha512_of(target).ok_or_else(|| bad("hashes lack sha512".into()))?;
     Ok(ListedTarget {
         name: name.to_owned(),
         length: target.length,
@@ -205,6 +263,8 @@ pub struct Upload<'a> {
 pub struct Reconciled {
     /// The uploaded target, as the role lists it (publish only).
     pub new_target: Option<ListedTarget>,
+    /// The uploaded delta, as the role lists it (a manufacturer's delta only).
+    pub new_delta: Option<ListedDelta>,
     /// Releases the role no longer lists and were not asked to be delisted (yanked now).
     pub yank: Vec<release::Model>,
     /// Releases the role no longer lists because the retention policy lets them go.
@@ -242,13 +302,9 @@ pub async fn reconcile(
         seen.insert(t.name.clone());
         out.listed.push(t.version.to_string());
         out.floor = out.floor.take().max(Some(t.floor.clone()));
+        let claim = Claim { name: &t.name, length: t.length, sha256: &t.sha256, sha512: &t.sha512, custom: &t.custom };
         if let Some(stored) = by_name.get(t.name.as_str()) {
-            let custom: serde_json::Value = serde_json::from_str(&stored.custom).unwrap_or_default();
-            let same = u64::try_from(stored.length).ok() == Some(t.length)
-                && stored.sha256 == t.sha256
-                && stored.sha512 == t.sha512
-                && custom == serde_json::Value::Object(t.custom.clone());
-            if !same {
+            if !claim.matches(stored.length, &stored.sha256, &stored.sha512, &stored.custom) {
                 return Err(ServiceError::conflict(
                     "role_target_mismatch",
                     format!("{}: the role's length, hashes or custom differ from the published release", t.name),
@@ -261,29 +317,13 @@ pub async fn reconcile(
             }
             continue;
         }
-        match upload {
-            Some(u) if u.name == t.name => {
-                if u.length != t.length || u.sha256 != t.sha256 || u.sha512 != t.sha512 {
-                    return Err(invalid(
-                        "role_target_mismatch",
-                        format!(
-                            "{}: the role lists {} bytes with sha256 {}, the uploaded file is {} bytes with sha256 {}",
-                            t.name, t.length, t.sha256, u.length, u.sha256
-                        ),
-                    ));
-                }
-                out.new_target = Some(t.clone());
-            }
-            _ => {
-                return Err(ServiceError::conflict(
-                    "unknown_target",
-                    format!("the role lists {}, which was never uploaded to this server", t.name),
-                ));
-            }
-        }
+        claim.is_upload(upload)?;
+        out.new_target = Some(t.clone());
     }
+    out.new_delta = reconcile_deltas(db, product, role, upload).await?;
     if let Some(u) = upload
         && out.new_target.is_none()
+        && out.new_delta.is_none()
     {
         return Err(invalid("role_lacks_target", format!("the role does not list the uploaded {}", u.name)));
     }
@@ -319,6 +359,93 @@ pub async fn reconcile(
         out.delist.push(r.clone());
     }
     Ok(out)
+}
+
+/// Checks the role's deltas: each produces an image the role lists from another image it lists
+/// (same name, length and sha256 as listed), and each is the delta the server stores under that
+/// name (same length, hashes and `custom`) or the uploaded file. Returns the uploaded one.
+async fn reconcile_deltas(
+    db: &impl ConnectionTrait,
+    product: &product::Model,
+    role: &CheckedRole,
+    upload: Option<&Upload<'_>>,
+) -> Result<Option<ListedDelta>, ServiceError> {
+    let mut new_delta = None;
+    for d in &role.deltas {
+        for (end, what) in [(&d.of.source, "source"), (&d.of.target, "target")] {
+            let listed =
+                role.targets.iter().any(|t| t.name == end.name && t.length == end.length && t.sha256 == end.sha256);
+            if !listed {
+                return Err(invalid(
+                    "delta_end_not_listed",
+                    format!(
+                        "{}: its {what} {} ({} bytes, sha256 {}) is not an image the role lists",
+                        d.name, end.name, end.length, end.sha256
+                    ),
+                ));
+            }
+        }
+        let claim = Claim { name: &d.name, length: d.length, sha256: &d.sha256, sha512: &d.sha512, custom: &d.custom };
+        match crate::db::deltas::delta_find_by_target(db, &d.name).await? {
+            Some(stored) => {
+                if stored.product_id != product.id
+                    || !claim.matches(stored.length, &stored.sha256, &stored.sha512, &stored.custom)
+                {
+                    return Err(ServiceError::conflict(
+                        "role_target_mismatch",
+                        format!("{}: the role's length, hashes or custom differ from the stored delta", d.name),
+                    ));
+                }
+            }
+            None => {
+                claim.is_upload(upload)?;
+                new_delta = Some(d.clone());
+            }
+        }
+    }
+    Ok(new_delta)
+}
+
+/// What a role's entry says of its file.
+struct Claim<'a> {
+    name: &'a str,
+    length: u64,
+    sha256: &'a str,
+    sha512: &'a str,
+    custom: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl Claim<'_> {
+    /// Whether a stored file (its row's length, hashes and `custom` JSON) is exactly this.
+    fn matches(&self, length: i64, sha256: &str, sha512: &str, custom: &str) -> bool {
+        let stored: serde_json::Value = serde_json::from_str(custom).unwrap_or_default();
+        u64::try_from(length).ok() == Some(self.length)
+            && sha256 == self.sha256
+            && sha512 == self.sha512
+            && stored.as_object() == Some(self.custom)
+    }
+
+    /// For an entry the server stores no file of: it must be the file uploaded with the role.
+    fn is_upload(&self, upload: Option<&Upload<'_>>) -> Result<(), ServiceError> {
+        match upload {
+            Some(u) if u.name == self.name => {
+                if u.length != self.length || u.sha256 != self.sha256 || u.sha512 != self.sha512 {
+                    return Err(invalid(
+                        "role_target_mismatch",
+                        format!(
+                            "{}: the role lists {} bytes with sha256 {}, the uploaded file is {} bytes with sha256 {}",
+                            self.name, self.length, self.sha256, u.length, u.sha256
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Err(ServiceError::conflict(
+                "unknown_target",
+                format!("the role lists {}, which was never uploaded to this server", self.name),
+            )),
+        }
+    }
 }
 
 /// Records yanks, delistings, restores and re-listings (by role `role_version`), and the

@@ -197,7 +197,7 @@ pub async fn first_role(
     match &product.pending_role {
         Some(bytes) => {
             let checked = check_role(bytes, &product.name, &product_delegation(product)?, 1, now)?;
-            if !checked.targets.is_empty() {
+            if !checked.targets.is_empty() || !checked.deltas.is_empty() {
                 return Err(ServiceError::invalid("invalid_initial_role", "the initial role must list no targets"));
             }
             Ok(checked.metadata)

@@ -380,3 +380,125 @@ async fn the_delta_job_makes_the_deltas_devices_will_want_once() {
     assert_eq!(to_newest.as_array().map(Vec::len), Some(1), "{to_newest}");
     assert_eq!(to_newest[0]["from_version"], "1.0.0", "{to_newest}");
 }
+
+#[tokio::test]
+async fn a_manufacturer_signs_its_deltas_in_its_ci_and_the_server_signs_none() {
+    use crate::split_trust::{PRODUCT as MAKER_PRODUCT, Production};
+    let mut p = Production::start().await;
+    p.create_product().await;
+    let v1 = crate::common::firmware(7, 64_000);
+    let v2 = patched(&v1, 0x3c);
+    p.publish_image("1.0.0", v1.clone(), None).await;
+    p.publish_image("1.1.0", v2.clone(), None).await;
+    let key = p.key("maker");
+    let key = key.to_str().unwrap();
+    let delta = |from: &'static str| ["release", "delta", "--product", MAKER_PRODUCT, "--from", from, "--to", "1.1.0"];
+
+    // The server may not sign this product's role, so it computes nothing for it.
+    let res = p
+        .app
+        .client
+        .post(p.app.url(&format!("/api/v1/products/{MAKER_PRODUCT}/releases/1.1.0/deltas")))
+        .bearer_auth(&p.app.admin)
+        .json(&json!({"from": "1.0.0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "manufacturer_signed");
+
+    // The manufacturer's CI computes it from the two listed images and signs it into the role.
+    let role_before = ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT);
+    let mut args = delta("1.0.0").to_vec();
+    args.extend(["--key", key]);
+    let out = p.cli(&args).await;
+    assert!(out.starts_with(&format!("{DELTA} (")), "{out}");
+    let chain = ImageChain::fetch(&p.app.base, &p.app.client).await;
+    assert_eq!(chain.role_version(MAKER_PRODUCT), role_before + 1);
+    let entry = image_target(&p.app, DELTA).await;
+    assert_eq!(entry["custom"]["delta"]["source"]["sha256"], sha256_hex(&v1), "{entry}");
+    assert_eq!(entry["custom"]["delta"]["target"]["sha256"], sha256_hex(&v2), "{entry}");
+    // Asked again: already listed, nothing signed.
+    let again = p.cli(&args).await;
+    assert!(again.starts_with(&format!("{DELTA} (")), "{again}");
+    assert_eq!(ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT), role_before + 1);
+    // Without the key the CLI says what to do.
+    let out = crate::split_trust::run(
+        &[&delta("1.0.0")[..], &p.remote().iter().map(String::as_str).collect::<Vec<_>>()].concat(),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A device running 1.0.0 downloads only the delta and installs exactly 1.1.0.
+    p.enroll().await;
+    let running = p.app.dir.path().join("running.bin");
+    std::fs::write(&running, &v1).unwrap();
+    p.opts.as_mut().unwrap().running_image = Some(running);
+    p.roll_out("1.1.0").await;
+    p.installs("1.1.0", &v2).await;
+    let attempts = reported_attempts(&p.app, "pump-0001").await;
+    let written = attempts.iter().find(|a| a.1 == "awaiting_reboot").expect("the install was reported");
+    assert!(written.2.starts_with(&format!("from the delta {DELTA} (")), "{attempts:?}");
+
+    // Clients we did not write accept the role with its delta.
+    let delta_bytes = {
+        let store = tempfile::tempdir().unwrap();
+        let repo = p.app.tough(&p.image_root_v1, store.path()).await.expect("tough loads the repository");
+        crate::common::tough_read(&repo, DELTA).await.unwrap()
+    };
+    p.ngclient(&[("1.0.0", &v1), ("1.1.0", &v2), (DELTA, &delta_bytes)], &[], 1).await;
+
+    // Roles with bad delta entries, signed with the product key, are refused and change nothing.
+    let maker = crate::forge::load_key(&p.key("maker"));
+    let n = ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT);
+    let current =
+        fetch_json(&p.app.client, &format!("{}/repo/metadata/{n}.{MAKER_PRODUCT}.json", p.app.base), None).await;
+    let listed = current["signed"]["targets"][DELTA].clone();
+    let other_bytes = |mut e: Value| {
+        e["length"] = json!(100);
+        e["hashes"] = json!({"sha256": "ab".repeat(32), "sha512": "cd".repeat(64)});
+        (DELTA.to_owned(), e)
+    };
+    let unlisted_source = |mut e: Value| {
+        e["custom"]["delta"]["source"]["name"] = json!(target_name(MAKER_PRODUCT, "0.9.0"));
+        (format!("{}~from-0.9.0", target_name(MAKER_PRODUCT, "1.1.0")), e)
+    };
+    let extra_field = |mut e: Value| {
+        e["custom"]["delta"]["note"] = json!("hi");
+        (DELTA.to_owned(), e)
+    };
+    let misnamed = |e: Value| (format!("{}~from-1.0.1", target_name(MAKER_PRODUCT, "1.1.0")), e);
+    for (forge, status, code) in [
+        (&other_bytes as &dyn Fn(Value) -> (String, Value), 409, "role_target_mismatch"),
+        (&unlisted_source, 400, "delta_end_not_listed"),
+        (&extra_field, 400, "invalid_role_target"),
+        (&misnamed, 400, "invalid_role_target"),
+    ] {
+        let mut draft = crate::forge::Draft::next(&current);
+        let (name, entry) = forge(listed.clone());
+        draft.signed["targets"].as_object_mut().unwrap().remove(DELTA);
+        draft.signed["targets"][name] = entry;
+        let res = p
+            .app
+            .client
+            .post(p.app.url(&format!("/api/v1/products/{MAKER_PRODUCT}/role")))
+            .bearer_auth(&p.app.admin)
+            .header("content-type", "application/json")
+            .body(draft.sign(&[&maker]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{code}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], code, "{body}");
+    }
+    assert_eq!(ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT), n);
+
+    // A yank of the source drops the delta from the role the CLI signs; the server accepts it.
+    p.cli(&["release", "yank", "--product", MAKER_PRODUCT, "--version", "1.0.0", "--key", key]).await;
+    let n = ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT);
+    let role = fetch_json(&p.app.client, &format!("{}/repo/metadata/{n}.{MAKER_PRODUCT}.json", p.app.base), None).await;
+    let names: Vec<&String> = role["signed"]["targets"].as_object().unwrap().keys().collect();
+    assert_eq!(names, [&target_name(MAKER_PRODUCT, "1.1.0")], "{role}");
+}

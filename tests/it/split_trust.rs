@@ -185,7 +185,11 @@ impl Production {
 
     /// Publishes `version` (image `firmware(seed)`) with the manufacturer's key through the CLI.
     pub async fn publish(&self, version: &str, seed: u8, floor: Option<&str>) -> Vec<u8> {
-        let image = firmware(seed, 4096);
+        self.publish_image(version, firmware(seed, 4096), floor).await
+    }
+
+    /// Publishes `version` with exactly `image` (deltas need images that resemble each other).
+    pub async fn publish_image(&self, version: &str, image: Vec<u8>, floor: Option<&str>) -> Vec<u8> {
         let file = self.holders.join("maker").join("fw.bin");
         std::fs::write(&file, &image).unwrap();
         let mut args = vec!["release", "publish", "--product", PRODUCT, "--version", version, "--key"];

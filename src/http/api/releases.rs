@@ -173,11 +173,7 @@ impl ReadForm {
 async fn read_form(svc: &Services, mut form: Multipart) -> Result<ReadForm, ApiError> {
     let mut out = ReadForm::default();
     let mut seen = std::collections::HashSet::new();
-    while let Some(field) = form.try_next().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        if !seen.insert(name.clone()) {
-            return Err(ApiError::bad_request("duplicate_field", format!("the form has more than one `{name}`")));
-        }
+    while let Some((name, field)) = next_field(&mut form, &mut seen).await? {
         match name.as_str() {
             "version" => out.version = Some(FirmwareVersion::parse(&read_text(field, "version", 256).await?)?),
             "rollback_floor" => {
@@ -208,6 +204,19 @@ async fn read_form(svc: &Services, mut form: Multipart) -> Result<ReadForm, ApiE
         }
     }
     Ok(out)
+}
+
+/// The form's next field with its name; a name seen before (in `seen`) is refused.
+async fn next_field(
+    form: &mut Multipart,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<Option<(String, Field)>, ApiError> {
+    let Some(field) = form.try_next().await.map_err(multipart_error)? else { return Ok(None) };
+    let name = field.name().unwrap_or_default().to_owned();
+    if !seen.insert(name.clone()) {
+        return Err(ApiError::bad_request("duplicate_field", format!("the form has more than one `{name}`")));
+    }
+    Ok(Some((name, field)))
 }
 
 fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
@@ -336,4 +345,64 @@ pub async fn list_deltas(
 ) -> Result<HttpResponse, ApiError> {
     let (product, version) = path.into_inner();
     Ok(HttpResponse::Ok().json(crate::services::deltas::list_deltas(&svc, &product, &version).await?))
+}
+
+/// The form of a manufacturer's delta (documentation only; the handler streams it).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the multipart form for the OpenAPI document")]
+pub struct SignedDeltaForm {
+    /// The release whose image the delta applies to.
+    #[schema(value_type = FirmwareVersion)]
+    from: String,
+    /// The delta, as the role lists it.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
+    /// The product role's next version listing every current target and this delta
+    /// (`{product}/{version}/{file}~from-{from}`), signed with the product key.
+    role: String,
+}
+
+/// Lists a delta that a manufacturer-signed product's CI computed and signed
+/// (`patchgate release delta --key`): the server checks the role as it checks a publish's (its
+/// key, the next version, this file as the delta between two listed images) and signs only
+/// snapshot and timestamp.
+#[utoipa::path(post, path = "/api/v1/products/{product}/releases/{version}/deltas/signed", tag = "releases",
+    params(("product" = ProductName, Path), ("version" = FirmwareVersion, Path)),
+    request_body(content = SignedDeltaForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = DeltaView, description = "Listed"),
+        (status = 200, body = DeltaView, description = "The same delta was already listed"),
+        (status = 400, body = ErrorBody, description = "same_release, bad_role_signature, invalid_role_target, \
+            delta_end_not_listed, role_target_mismatch, role_lacks_target, a malformed form"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "unknown_product, unknown_release"),
+        (status = 409, body = ErrorBody, description = "server_signed, role_version_conflict, release_yanked, \
+            release_delisted, delta_exists, delta_not_worthwhile (no smaller than the image)"),
+        (status = 413, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn submit_signed_delta(
+    svc: web::Data<Services>,
+    auth: PublisherAuth,
+    path: web::Path<(String, String)>,
+    mut form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let (product, version) = path.into_inner();
+    let (mut from, mut blob, mut role) = (None, None, None);
+    let mut seen = std::collections::HashSet::new();
+    while let Some((name, field)) = next_field(&mut form, &mut seen).await? {
+        match name.as_str() {
+            "from" => from = Some(FirmwareVersion::parse(&read_text(field, "from", 256).await?)?.to_string()),
+            "role" => role = Some(read_text(field, "role", 4 * 1024 * 1024).await?.into_bytes()),
+            "file" => blob = Some(store_blob(&svc, field, svc.config.max_upload_bytes).await?),
+            other => return Err(ApiError::bad_request("unknown_field", format!("unexpected form field {other:?}"))),
+        }
+    }
+    let missing = |field: &str| ApiError::bad_request("missing_field", format!("the form has no `{field}` field"));
+    let delta = crate::services::deltas::SignedDelta {
+        from: from.ok_or_else(|| missing("from"))?,
+        blob: blob.ok_or_else(|| missing("file"))?,
+        role: role.ok_or_else(|| missing("role"))?,
+    };
+    Ok(match crate::services::deltas::submit_signed_delta(&svc, &auth.0, &product, &version, delta).await? {
+        DeltaOutcome::Created(view) => HttpResponse::Created().json(view),
+        DeltaOutcome::Existing(view) => HttpResponse::Ok().json(view),
+    })
 }
