@@ -1,10 +1,13 @@
 //! The delta benchmark's measuring tool (scripts/bench-delta.sh runs it; not part of CI).
 //!
-//! - `delta_bench encode OLD NEW OUT`: computes the delta as the server does
+//! - `delta_bench encode OLD NEW OUT`: computes the delta from both images in memory
 //!   (`patchgate::domain::delta::encode`), writes it to OUT and prints one line of JSON: the
 //!   algorithm kept, the delta's size, the seconds it took, each format's size, the size of NEW
-//!   compressed the same way, and the process's peak resident memory (VmHWM: both images are
-//!   read whole, as the server reads them).
+//!   compressed the same way, and the process's peak resident memory (VmHWM).
+//! - `delta_bench compute OLD NEW OUT`: computes the delta exactly as the server does, with the
+//!   images read a window at a time (`patchgate::services::delta_compute::compute`; the same
+//!   bytes as `encode`), writes it to OUT and prints the algorithm, the delta's size, the seconds
+//!   it took and the process's peak resident memory (VmHWM): the server's memory for one delta.
 //! - `delta_bench apply ALGORITHM DELTA OLD NEW OUT`: applies DELTA to OLD as the agent does
 //!   (`patchgate_agent::delta::apply`), requires OUT to equal NEW byte for byte (by length and
 //!   hashes), and prints the seconds it took and the process's peak resident memory (VmHWM).
@@ -21,10 +24,12 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["encode", old, new, out] => encode(old, new, out),
+        ["compute", old, new, out] => compute(old, new, out),
         ["apply", algorithm, delta, old, new, out] => apply(algorithm, delta, old, new, out),
         ["synth", old, new, mib] => synth(old, new, mib),
         _ => {
-            Err("usage: delta_bench encode OLD NEW OUT | apply ALGORITHM DELTA OLD NEW OUT | synth OLD NEW MIB".into())
+            Err("usage: delta_bench encode|compute OLD NEW OUT | apply ALGORITHM DELTA OLD NEW OUT | synth OLD NEW MIB"
+                .into())
         }
     };
     match result {
@@ -62,6 +67,35 @@ fn encode(old: &str, new: &str, out: &str) -> Result {
         r#"{{"algorithm":"{}","delta_bytes":{},"encode_seconds":{seconds:.3},"bsdiff_zstd_bytes":{bsdiff},"zstd_patch_bytes":{zstd_patch},"full_zstd_bytes":{full},"peak_rss_kib":{}}}"#,
         chosen.algorithm,
         chosen.bytes.len(),
+        peak_rss_kib()?
+    );
+    Ok(())
+}
+
+fn compute(old: &str, new: &str, out: &str) -> Result {
+    use std::os::unix::fs::FileExt;
+    let open = |path: &str| std::fs::File::open(path).map_err(|e| format!("{path}: {e}"));
+    let (old_file, new_file) = (open(old)?, open(new)?);
+    let len = |f: &std::fs::File| f.metadata().map(|m| m.len()).map_err(|e| e.to_string());
+    let (old_len, new_len) = (len(&old_file)?, len(&new_file)?);
+    let reader = |file: std::fs::File| {
+        move |range: std::ops::Range<u64>| {
+            let mut buf = vec![0; usize::try_from(range.end - range.start).unwrap_or(0)];
+            file.read_exact_at(&mut buf, range.start).map(|()| buf)
+        }
+    };
+    let started = Instant::now();
+    let mut computed =
+        patchgate::services::delta_compute::compute(old_len, new_len, reader(old_file), reader(new_file))
+            .map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut file = std::fs::File::create(out).map_err(|e| format!("{out}: {e}"))?;
+    std::io::copy(&mut computed.file, &mut file).map_err(|e| format!("{out}: {e}"))?;
+    println!(
+        r#"{{"algorithm":"{}","delta_bytes":{},"encode_seconds":{seconds:.3},"full_zstd_bytes":{},"peak_rss_kib":{}}}"#,
+        computed.algorithm,
+        computed.length,
+        computed.full_compressed,
         peak_rss_kib()?
     );
     Ok(())

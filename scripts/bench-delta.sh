@@ -134,7 +134,8 @@ printf '\nSizes in bytes; a ratio above %s is a MISS. "published": the server re
 if ((SYNTH_MIB > 0)); then
     echo "synthetic pair of $SYNTH_MIB MiB: making it, computing the delta (minutes)…" >&2
     "$tool" synth "$tmp/big-old" "$tmp/big-new" "$SYNTH_MIB"
-    ours=$("$tool" encode "$tmp/big-old" "$tmp/big-new" "$tmp/big.pg")
+    # As the server computes it: a window of each image at a time.
+    ours=$("$tool" compute "$tmp/big-old" "$tmp/big-new" "$tmp/big.pg")
     applied=$("$tool" apply "$(json "$ours" algorithm)" "$tmp/big.pg" "$tmp/big-old" "$tmp/big-new" "$tmp/big-out")
     rss_kib=$(json "$applied" peak_rss_kib)
     rss_mib=$(echo "scale=1; $rss_kib / 1024" | bc)

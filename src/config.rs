@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Uploads above this size are refused with 413 unless configured otherwise: firmware images of
 /// medical devices are typically tens of MiB; 2 GiB leaves room for full OS images.
 const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// 256 MiB: about 1.8 GiB of memory for the largest delta (measured: README, "Delta updates").
+/// 256 MiB: about a minute of one core for the largest delta (measured: README, "Delta updates").
 const DEFAULT_DELTA_MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The whole server configuration.
@@ -60,9 +60,8 @@ pub struct Config {
     pub presigned_download_seconds: u64,
     /// Largest firmware file accepted by a publish, in bytes (larger: 413).
     pub max_upload_bytes: u64,
-    /// Largest image (source or target) a delta is computed for, in bytes: computing one holds
-    /// both images, a suffix array of the source and the uncompressed patch in memory, about 7
-    /// times this at worst.
+    /// Largest image (source or target) a delta is computed for, in bytes: what bounds the time
+    /// one takes (seconds per megabyte of one core); its memory is bounded whatever the size.
     pub delta_max_image_bytes: u64,
     /// How often the delta job computes the deltas its policy wants (to the newest release and
     /// every release a rollout underway installs, from the releases most devices run), in

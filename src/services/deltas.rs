@@ -8,9 +8,9 @@
 //! itself: a manufacturer-signed product's deltas are computed and signed in its CI
 //! (`submit_signed_delta` checks the role that lists one, as a publish's role is checked).
 
+use std::ops::Range;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -20,7 +20,7 @@ use super::image_repo::{IMAGE, commit_signed, commit_with_snapshot, next_version
 use super::product_role::{Upload, apply_reconciled, check_role, reconcile, served_delegations};
 use super::products::{MANUFACTURER_SIGNED, get_product};
 use super::publish_release::{StoredBlob, require_active, store_blob};
-use super::{ServiceError, Services};
+use super::{ServiceError, Services, delta_compute};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::deltas::{
     delta_find, delta_insert, delta_list_by_product, delta_pairs_settled, refusal_find, refusal_insert,
@@ -122,24 +122,46 @@ fn not_worthwhile(from: &str, to: &str, delta_length: i64, full_length: i64) -> 
     )
 }
 
-/// Reads a whole blob (at most `limit` bytes, checked against `length`).
-async fn read_blob(svc: &Services, sha256: &str, length: u64) -> Result<Vec<u8>, ServiceError> {
-    let mut stream = svc.store.read(sha256, None).await?;
-    let mut out = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Bytes `range` of a stored blob (a window of an image), exactly.
+async fn read_range(store: &crate::storage::BlobStore, sha256: &str, range: Range<u64>) -> std::io::Result<Vec<u8>> {
+    let mut stream = store.read(sha256, Some(range.clone())).await.map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(anyhow::Error::new)?;
-        out.extend_from_slice(&chunk);
-        if out.len() as u64 > length {
-            break;
-        }
+        out.extend_from_slice(&chunk.map_err(std::io::Error::other)?);
     }
-    if out.len() as u64 != length {
-        return Err(ServiceError::Internal(anyhow::anyhow!(
-            "blob {sha256} holds {} bytes, its release says {length}",
-            out.len()
+    if out.len() as u64 != range.end - range.start {
+        return Err(std::io::Error::other(format!(
+            "blob {sha256} gave {} bytes for bytes {}..{}",
+            out.len(),
+            range.start,
+            range.end
         )));
     }
     Ok(out)
+}
+
+/// The release's image compressed with zstd at `domain::delta::LEVEL` (what a delta must beat),
+/// read a chunk at a time.
+async fn compressed_len_of(svc: &Services, release: &release::Model) -> Result<u64, ServiceError> {
+    let _computing = COMPUTING.acquire().await.map_err(anyhow::Error::new)?;
+    let len = to_u64(release.length);
+    let mut counter = delta::FullImageCounter::new(len).map_err(anyhow::Error::new)?;
+    let mut at = 0;
+    while at < len {
+        let end = at.saturating_add(delta::CHUNK_BYTES).min(len);
+        let chunk = read_range(&svc.store, &release.sha256, at..end).await.map_err(anyhow::Error::new)?;
+        counter = tokio::task::spawn_blocking(move || counter.write(&chunk).map(|()| counter))
+            .await
+            .map_err(anyhow::Error::new)?
+            .map_err(anyhow::Error::new)?;
+        at = end;
+    }
+    let full = tokio::task::spawn_blocking(move || counter.finish()).await.map_err(anyhow::Error::new)?;
+    Ok(full.map_err(anyhow::Error::new)?)
 }
 
 /// Computes, stores and signs the delta from release `from` to release `to` of a server-signed
@@ -182,27 +204,28 @@ pub async fn create_delta(
                 "image_too_large",
                 format!(
                     "{} is {} bytes, above delta_max_image_bytes ({limit}): raise it in the configuration (computing a \
-                     delta needs about 7 times the image size in memory)",
+                     delta takes seconds per megabyte of a core)",
                     r.target_name, r.length
                 ),
             ));
         }
     }
-    // One delta at a time per instance: each holds both images, a suffix array and zstd's
-    // tables in memory (about 7 times the image at worst) and keeps a core busy for seconds.
+    // One delta at a time per instance: each keeps a core busy for seconds per megabyte and
+    // holds a window of each image, a suffix array and zstd's tables (see `delta_compute`).
     let _computing = COMPUTING.acquire().await.map_err(anyhow::Error::new)?;
     let started = Instant::now();
-    let old = read_blob(svc, &source.sha256, u64::try_from(source.length).unwrap_or(0)).await?;
-    let new = read_blob(svc, &target.sha256, u64::try_from(target.length).unwrap_or(0)).await?;
-    let (patch, full) = tokio::task::spawn_blocking(move || -> std::io::Result<(delta::Delta, u64)> {
-        let patch = delta::encode(&old, &new)?;
-        Ok((patch, delta::compressed_len(&new)?))
-    })
-    .await
-    .map_err(anyhow::Error::new)?
-    .map_err(anyhow::Error::new)?;
-    let patch_len = patch.bytes.len() as u64;
-    let algorithm = patch.algorithm;
+    let (store, handle) = (svc.store.clone(), tokio::runtime::Handle::current());
+    let reader = |sha256: String| {
+        let (store, handle) = (store.clone(), handle.clone());
+        move |range: Range<u64>| handle.block_on(read_range(&store, &sha256, range))
+    };
+    let (old_len, new_len) = (to_u64(source.length), to_u64(target.length));
+    let (old, new) = (reader(source.sha256.clone()), reader(target.sha256.clone()));
+    let computed = tokio::task::spawn_blocking(move || delta_compute::compute(old_len, new_len, old, new))
+        .await
+        .map_err(anyhow::Error::new)?
+        .map_err(anyhow::Error::new)?;
+    let (patch_len, full, algorithm) = (computed.length, computed.full_compressed, computed.algorithm);
     tracing::info!(from = %source.target_name, to = %target.target_name, algorithm, delta = patch_len,
         full_compressed = full, seconds = started.elapsed().as_secs_f64(), "delta computed");
     if !delta::worthwhile(patch_len, full) {
@@ -223,7 +246,7 @@ pub async fn create_delta(
         .await?;
         return Err(not_worthwhile(from, to, delta_length, full_length));
     }
-    let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(patch.bytes))]);
+    let body = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(computed.file), 256 * 1024);
     let blob = store_blob(svc, body, u64::MAX).await?;
 
     let txn = crate::db::begin_signing(&svc.db).await?;
@@ -238,7 +261,7 @@ pub async fn create_delta(
     }
     let end = |r: &release::Model| patchgate_protocol::DeltaEnd {
         name: r.target_name.clone(),
-        length: u64::try_from(r.length).unwrap_or(0),
+        length: to_u64(r.length),
         sha256: r.sha256.clone(),
     };
     let custom = patchgate_protocol::DeltaCustom {
@@ -361,7 +384,6 @@ pub async fn submit_signed_delta(
     if from == to {
         return Err(ServiceError::invalid("same_release", format!("a delta from {from} to itself changes nothing")));
     }
-    let txn = crate::db::begin_signing(&svc.db).await?;
     let product = get_product(svc, product_name).await?;
     require_active(&product)?;
     if product.signing_mode != MANUFACTURER_SIGNED {
@@ -373,6 +395,14 @@ pub async fn submit_signed_delta(
             ),
         ));
     }
+    // The rule the server applies to its own deltas: at most 70 % of the compressed image (the
+    // CLI checks it before signing; this holds it for any other tool too). Measured before the
+    // signing lock is taken: compressing an image takes seconds.
+    let full = compressed_len_of(svc, &listed_release(&svc.db, &product, to).await?).await?;
+    if !delta::worthwhile(delta.blob.length, full) {
+        return Err(not_worthwhile(from, to, to_i64(delta.blob.length), to_i64(full)));
+    }
+    let txn = crate::db::begin_signing(&svc.db).await?;
     let source = listed_release(&txn, &product, from).await?;
     let target = listed_release(&txn, &product, to).await?;
     if let Some(existing) = delta_find(&txn, source.id, target.id).await? {
@@ -382,15 +412,6 @@ pub async fn submit_signed_delta(
         return Err(ServiceError::conflict(
             "delta_exists",
             format!("the delta from {from} to {to} is already published with other bytes (sha256 {})", existing.sha256),
-        ));
-    }
-    if delta.blob.length >= u64::try_from(target.length).unwrap_or(0) {
-        return Err(ServiceError::conflict(
-            "delta_not_worthwhile",
-            format!(
-                "the delta is {} bytes, no smaller than the {}-byte image it builds: devices are better served by the image",
-                delta.blob.length, target.length
-            ),
         ));
     }
     if svc.store.blob_size(&delta.blob.sha256).await?.is_none() {

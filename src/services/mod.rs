@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod ceremony;
 pub mod cohorts;
 pub mod context;
+pub mod delta_compute;
 pub mod deltas;
 pub mod device_report;
 pub mod device_search;

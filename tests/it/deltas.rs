@@ -407,8 +407,34 @@ async fn a_manufacturer_signs_its_deltas_in_its_ci_and_the_server_signs_none() {
     assert_eq!(res.status(), 409);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "manufacturer_signed");
 
-    // The manufacturer's CI computes it from the two listed images and signs it into the role.
+    // Another tool's delta that saves too little (here: the image's own bytes), signed into the
+    // role with the product key, is refused as the server refuses its own.
     let role_before = ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT);
+    let current =
+        fetch_json(&p.app.client, &format!("{}/repo/metadata/{role_before}.{MAKER_PRODUCT}.json", p.app.base), None)
+            .await;
+    let mut draft = crate::forge::Draft::next(&current);
+    let end = |version: &str, image: &[u8]| json!({"name": target_name(MAKER_PRODUCT, version), "length": image.len(), "sha256": sha256_hex(image)});
+    draft.signed["targets"][DELTA] = json!({"length": v2.len(), "hashes": {"sha256": sha256_hex(&v2), "sha512": sha512_hex(&v2)},
+        "custom": {"delta": {"algorithm": "bsdiff-zstd", "source": end("1.0.0", &v1), "target": end("1.1.0", &v2)}}});
+    let form = reqwest::multipart::Form::new()
+        .text("from", "1.0.0")
+        .text("role", String::from_utf8(draft.sign(&[&crate::forge::load_key(&p.key("maker"))])).unwrap())
+        .part("file", reqwest::multipart::Part::bytes(v2.clone()).file_name("delta"));
+    let res = p
+        .app
+        .client
+        .post(p.app.url(&format!("/api/v1/products/{MAKER_PRODUCT}/releases/1.1.0/deltas/signed")))
+        .bearer_auth(&p.app.admin)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "delta_not_worthwhile");
+    assert_eq!(ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT), role_before);
+
+    // The manufacturer's CI computes it from the two listed images and signs it into the role.
     let mut args = delta("1.0.0").to_vec();
     args.extend(["--key", key]);
     let out = p.cli(&args).await;
