@@ -1,4 +1,4 @@
-//! Which deltas to make (docs/design.md §2.6, "Deltas"): to each release a product's devices
+//! Which deltas to make (docs/design.md §1, "Delta targets"): to each release a product's devices
 //! are headed for, from the releases most of them run, capped per release. The delta job
 //! (`jobs::deltas`) reads the facts from the database and computes what this returns.
 

@@ -5,17 +5,19 @@
 //! through anonymous temporary files, which the system removes even after a crash. Only a
 //! `zstd-patch` delta, made for images of at most 16 MiB, reads both images whole.
 //!
-//! Blocking (seconds per megabyte): run it on a blocking thread.
+//! One computation at a time per process: each keeps a core busy for seconds per megabyte.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, Write};
 use std::ops::Range;
 
+use futures_util::StreamExt;
 use patchgate_protocol::delta::{ALGORITHM_BSDIFF_ZSTD, ALGORITHM_ZSTD_PATCH, ZSTD_PATCH_MAX_IMAGE};
 
 use crate::domain::delta::{
     CHUNK_BYTES, FullImageCounter, MARGIN_BYTES, Sections, assemble, encode_zstd_patch, windows,
 };
+use crate::storage::BlobStore;
 
 /// A delta computed into a temporary file.
 #[derive(Debug)]
@@ -30,9 +32,59 @@ pub struct Computed {
     pub full_compressed: u64,
 }
 
+/// Delta computations (and image measurements) running at once in this process.
+static COMPUTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// [`compute`] over two stored blobs, each given as (sha256, length), read a window at a time
+/// from `store`, on a blocking thread.
+pub async fn compute_stored(store: &BlobStore, old: (String, u64), new: (String, u64)) -> anyhow::Result<Computed> {
+    let _computing = COMPUTING.acquire().await?;
+    let handle = tokio::runtime::Handle::current();
+    let reader = |sha256: String| {
+        let (store, handle) = (store.clone(), handle.clone());
+        move |range: Range<u64>| handle.block_on(read_range(&store, &sha256, range))
+    };
+    let (old_len, new_len) = (old.1, new.1);
+    let (old, new) = (reader(old.0), reader(new.0));
+    Ok(tokio::task::spawn_blocking(move || compute(old_len, new_len, old, new)).await??)
+}
+
+/// The stored image `sha256` of `len` bytes compressed with zstd at `domain::delta::LEVEL` (what a
+/// delta must beat), read a chunk at a time.
+pub async fn compressed_len_stored(store: &BlobStore, sha256: &str, len: u64) -> anyhow::Result<u64> {
+    let _computing = COMPUTING.acquire().await?;
+    let mut counter = FullImageCounter::new(len)?;
+    let mut at = 0;
+    while at < len {
+        let end = at.saturating_add(CHUNK_BYTES).min(len);
+        let chunk = read_range(store, sha256, at..end).await?;
+        counter = tokio::task::spawn_blocking(move || counter.write(&chunk).map(|()| counter)).await??;
+        at = end;
+    }
+    Ok(tokio::task::spawn_blocking(move || counter.finish()).await??)
+}
+
+/// Bytes `range` of a stored blob, exactly.
+async fn read_range(store: &BlobStore, sha256: &str, range: Range<u64>) -> io::Result<Vec<u8>> {
+    let mut stream = store.read(sha256, Some(range.clone())).await.map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.map_err(io::Error::other)?);
+    }
+    if out.len() as u64 != range.end - range.start {
+        return Err(io::Error::other(format!(
+            "blob {sha256} gave {} bytes for bytes {}..{}",
+            out.len(),
+            range.start,
+            range.end
+        )));
+    }
+    Ok(out)
+}
+
 /// The smallest delta from a source of `old_len` bytes to a new image of `new_len` bytes, each
 /// read through `read_*(range)` (which must return exactly the range's bytes), one window at a
-/// time. The same bytes as `domain::delta::encode` makes from both images in memory.
+/// time. The same bytes as `domain::delta::encode` makes from both images in memory. Blocking.
 pub fn compute(
     old_len: u64,
     new_len: u64,

@@ -8,10 +8,8 @@
 //! itself: a manufacturer-signed product's deltas are computed and signed in its CI
 //! (`submit_signed_delta` checks the role that lists one, as a publish's role is checked).
 
-use std::ops::Range;
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -32,9 +30,6 @@ use crate::db::releases::{release_find, release_list_by_ids, release_list_listed
 use crate::db::rollouts::rollout_release_ids_underway;
 use crate::domain::delta;
 use crate::domain::delta_policy::{Listed, ProductFacts, wanted_pairs};
-
-/// Deltas computed at once by this process (see `create_delta`).
-static COMPUTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// A delta target, as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -126,44 +121,6 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// Bytes `range` of a stored blob (a window of an image), exactly.
-async fn read_range(store: &crate::storage::BlobStore, sha256: &str, range: Range<u64>) -> std::io::Result<Vec<u8>> {
-    let mut stream = store.read(sha256, Some(range.clone())).await.map_err(std::io::Error::other)?;
-    let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.map_err(std::io::Error::other)?);
-    }
-    if out.len() as u64 != range.end - range.start {
-        return Err(std::io::Error::other(format!(
-            "blob {sha256} gave {} bytes for bytes {}..{}",
-            out.len(),
-            range.start,
-            range.end
-        )));
-    }
-    Ok(out)
-}
-
-/// The release's image compressed with zstd at `domain::delta::LEVEL` (what a delta must beat),
-/// read a chunk at a time.
-async fn compressed_len_of(svc: &Services, release: &release::Model) -> Result<u64, ServiceError> {
-    let _computing = COMPUTING.acquire().await.map_err(anyhow::Error::new)?;
-    let len = to_u64(release.length);
-    let mut counter = delta::FullImageCounter::new(len).map_err(anyhow::Error::new)?;
-    let mut at = 0;
-    while at < len {
-        let end = at.saturating_add(delta::CHUNK_BYTES).min(len);
-        let chunk = read_range(&svc.store, &release.sha256, at..end).await.map_err(anyhow::Error::new)?;
-        counter = tokio::task::spawn_blocking(move || counter.write(&chunk).map(|()| counter))
-            .await
-            .map_err(anyhow::Error::new)?
-            .map_err(anyhow::Error::new)?;
-        at = end;
-    }
-    let full = tokio::task::spawn_blocking(move || counter.finish()).await.map_err(anyhow::Error::new)?;
-    Ok(full.map_err(anyhow::Error::new)?)
-}
-
 /// Computes, stores and signs the delta from release `from` to release `to` of a server-signed
 /// product; an existing delta of the same pair is returned as it is.
 pub async fn create_delta(
@@ -210,21 +167,9 @@ pub async fn create_delta(
             ));
         }
     }
-    // One delta at a time per instance: each keeps a core busy for seconds per megabyte and
-    // holds a window of each image, a suffix array and zstd's tables (see `delta_compute`).
-    let _computing = COMPUTING.acquire().await.map_err(anyhow::Error::new)?;
     let started = Instant::now();
-    let (store, handle) = (svc.store.clone(), tokio::runtime::Handle::current());
-    let reader = |sha256: String| {
-        let (store, handle) = (store.clone(), handle.clone());
-        move |range: Range<u64>| handle.block_on(read_range(&store, &sha256, range))
-    };
-    let (old_len, new_len) = (to_u64(source.length), to_u64(target.length));
-    let (old, new) = (reader(source.sha256.clone()), reader(target.sha256.clone()));
-    let computed = tokio::task::spawn_blocking(move || delta_compute::compute(old_len, new_len, old, new))
-        .await
-        .map_err(anyhow::Error::new)?
-        .map_err(anyhow::Error::new)?;
+    let stored = |r: &release::Model| (r.sha256.clone(), to_u64(r.length));
+    let computed = delta_compute::compute_stored(&svc.store, stored(&source), stored(&target)).await?;
     let (patch_len, full, algorithm) = (computed.length, computed.full_compressed, computed.algorithm);
     tracing::info!(from = %source.target_name, to = %target.target_name, algorithm, delta = patch_len,
         full_compressed = full, seconds = started.elapsed().as_secs_f64(), "delta computed");
@@ -398,7 +343,8 @@ pub async fn submit_signed_delta(
     // The rule the server applies to its own deltas: at most 70 % of the compressed image (the
     // CLI checks it before signing; this holds it for any other tool too). Measured before the
     // signing lock is taken: compressing an image takes seconds.
-    let full = compressed_len_of(svc, &listed_release(&svc.db, &product, to).await?).await?;
+    let image = listed_release(&svc.db, &product, to).await?;
+    let full = delta_compute::compressed_len_stored(&svc.store, &image.sha256, to_u64(image.length)).await?;
     if !delta::worthwhile(delta.blob.length, full) {
         return Err(not_worthwhile(from, to, to_i64(delta.blob.length), to_i64(full)));
     }

@@ -521,6 +521,10 @@ async fn a_manufacturer_signs_its_deltas_in_its_ci_and_the_server_signs_none() {
     }
     assert_eq!(ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT), n);
 
+    // The product key's rotation ceremony re-signs the role with its delta; clients follow it.
+    p.rotate_product_key().await;
+    p.ngclient(&[("1.0.0", &v1), ("1.1.0", &v2), (DELTA, &delta_bytes)], &[], 1).await;
+
     // A yank of the source drops the delta from the role the CLI signs; the server accepts it.
     p.cli(&["release", "yank", "--product", MAKER_PRODUCT, "--version", "1.0.0", "--key", key]).await;
     let n = ImageChain::fetch(&p.app.base, &p.app.client).await.role_version(MAKER_PRODUCT);
