@@ -378,7 +378,7 @@ async fn submit_image_roles(
                         ));
                     }
                     // Activation: its first role becomes servable with this delegation.
-                    changed.push(first_role(svc, product, now).await?);
+                    changed.push(first_role(svc, txn, product, now).await?);
                     product_clear_pending(txn, product.id).await?;
                 } else if key != product.public_key {
                     rotate_product_key(txn, product, &key, &ds, roles.remove(&d.name), now, &mut changed).await?;

@@ -18,6 +18,7 @@ use super::image_repo::{IMAGE, commit_signed, commit_with_snapshot, next_version
 use super::product_role::{Upload, apply_reconciled, check_role, reconcile, served_delegations};
 use super::products::{MANUFACTURER_SIGNED, get_product};
 use super::publish_release::{StoredBlob, require_active, store_blob};
+use super::release_review::check_release_listed;
 use super::{ServiceError, Services, delta_compute};
 use crate::db::audit::{NewAudit, audit_insert};
 use crate::db::deltas::{
@@ -83,18 +84,7 @@ async fn listed_release(
     let row = release_find(db, product.id, version).await?.ok_or_else(|| {
         ServiceError::not_found("unknown_release", format!("{} has no release {version:?}", product.name))
     })?;
-    if row.yanked_at.is_some() {
-        return Err(ServiceError::conflict("release_yanked", format!("{} {version} is yanked", product.name)));
-    }
-    if row.delisted_at.is_some() {
-        return Err(ServiceError::conflict(
-            "release_delisted",
-            format!(
-                "{} {version} is not listed in the product's role (retention); publish it again first",
-                product.name
-            ),
-        ));
-    }
+    check_release_listed(product, &row, "ask for the delta again")?;
     Ok(row)
 }
 
@@ -223,8 +213,7 @@ pub async fn create_delta(
     let row = insert_delta(&txn, &product, (&source, &target), stored, caller, now).await?;
     let role_version = next_version(&txn, IMAGE, product_name).await?;
     let listed = release_list_listed(&txn, product.id).await?;
-    let deltas = delta_list_by_product(&txn, product.id).await?;
-    let role = sign_product_role(svc, &product, &listed, &deltas, role_version, now).await?;
+    let role = sign_product_role(svc, &txn, &product, &listed, role_version, now).await?;
     commit_with_snapshot(&txn, svc, now, &[role]).await?;
     audit_delta(&txn, caller, now, &row, (&source, &target), serde_json::json!({"full_compressed_length": full}))
         .await?;

@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tough::schema::{RoleType, Root, Signed};
 
 use super::{ServiceError, Services};
-use crate::db::entities::{metadata as metadata_row, product, release, release_delta};
+use crate::db::entities::{metadata as metadata_row, product, release};
 use crate::db::metadata::{NewMetadata, metadata_insert, metadata_latest, metadata_latest_versions};
 use crate::domain::expiry::{RoleKind, expires_at};
 use crate::domain::names::{ProductName, delegation_pattern};
@@ -202,15 +202,17 @@ pub fn product_signer(svc: &Services, product: &str) -> Result<Signer, ServiceEr
 }
 
 /// Signs a server-signed product's role listing every release in `releases` neither yanked nor
-/// delisted, and every delta in `deltas` between two of those.
+/// delisted, and every delta of the product (read on `db`, the caller's transaction) between two
+/// of those.
 pub async fn sign_product_role(
     svc: &Services,
+    db: &impl ConnectionTrait,
     product: &product::Model,
     releases: &[release::Model],
-    deltas: &[release_delta::Model],
     version: u64,
     now: Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
+    let deltas = crate::db::deltas::delta_list_by_product(db, product.id).await?;
     let signer = product_signer(svc, &product.name)?;
     if signer.keyid() != product.keyid {
         return Err(ServiceError::Internal(anyhow::anyhow!(

@@ -104,19 +104,7 @@ pub fn check_release_may_roll_out(
     product: &crate::db::entities::product::Model,
     release: &crate::db::entities::release::Model,
 ) -> Result<(), ServiceError> {
-    if release.yanked_at.is_some() {
-        return Err(ServiceError::conflict("release_yanked", format!("{} is yanked", release.target_name)));
-    }
-    if release.delisted_at.is_some() {
-        return Err(ServiceError::conflict(
-            "release_delisted",
-            format!(
-                "{} is stored but no longer listed in the {} role (retention policy): publish the same file again \
-                 to list it, then start the rollout",
-                release.target_name, product.name
-            ),
-        ));
-    }
+    super::release_review::check_release_listed(product, release, "start the rollout")?;
     let floor = crate::domain::names::FirmwareVersion::parse(&product.security_floor).ok();
     let version = crate::domain::names::FirmwareVersion::parse(&release.version).ok();
     if let (Some(floor), Some(version)) = (floor, version)

@@ -95,7 +95,7 @@ pub async fn create_product(
     )
     .await?;
     // The first role is checked even when the delegation waits: a bad one is refused now.
-    let first_role = first_role(svc, &created, now).await?;
+    let first_role = first_role(svc, &txn, &created, now).await?;
     if delegate_now {
         let products: Vec<product::Model> =
             product_list(&txn).await?.into_iter().filter(|p| p.status == ACTIVE).collect();
@@ -188,9 +188,11 @@ pub async fn retention_advice(
     Ok((listed.len(), advice))
 }
 
-/// A product's first role: the manufacturer's (checked under its key) or signed now.
+/// A product's first role: the manufacturer's (checked under its key) or signed now (on `db`,
+/// the caller's transaction).
 pub async fn first_role(
     svc: &Services,
+    db: &impl sea_orm::ConnectionTrait,
     product: &product::Model,
     now: jiff::Timestamp,
 ) -> Result<SignedMetadata, ServiceError> {
@@ -206,7 +208,7 @@ pub async fn first_role(
             "missing_initial_role",
             format!("manufacturer-signed product {} has no signed initial role", product.name),
         )),
-        None => sign_product_role(svc, product, &[], &[], 1, now).await,
+        None => sign_product_role(svc, db, product, &[], 1, now).await,
     }
 }
 

@@ -281,8 +281,7 @@ pub async fn sign_retained_role(
         ..Reconciled::default()
     };
     apply_reconciled(txn, product, &change, actor, now, role_version).await?;
-    let deltas = crate::db::deltas::delta_list_by_product(txn, product.id).await?;
-    let role = sign_product_role(svc, product, &listed, &deltas, role_version, now).await?;
+    let role = sign_product_role(svc, txn, product, &listed, role_version, now).await?;
     Ok((role, change))
 }
 

@@ -54,8 +54,7 @@ pub async fn refresh_expiring(svc: &Services) -> Result<Vec<String>, ServiceErro
         let version = next_version(&txn, IMAGE, &product.name).await?;
         // One product whose key this instance cannot read must not stop the timestamp and
         // snapshot (which every device needs daily) from being refreshed.
-        let deltas = crate::db::deltas::delta_list_by_product(&txn, product.id).await?;
-        match sign_product_role(svc, product, &releases, &deltas, version, now).await {
+        match sign_product_role(svc, &txn, product, &releases, version, now).await {
             Ok(role) => changed.push(role),
             Err(e) => tracing::error!(product = %product.name, error = %e, "cannot re-sign an expiring product role"),
         }

@@ -105,8 +105,7 @@ pub async fn yank_release(
     let change = Reconciled { floor: Some(floor_of(&releases)), ..change };
     let role_version = next_version(&txn, IMAGE, &product.name).await?;
     apply_reconciled(&txn, &product, &change, &caller.name, now, role_version).await?;
-    let deltas = crate::db::deltas::delta_list_by_product(&txn, product.id).await?;
-    let role = sign_product_role(svc, &product, &releases, &deltas, role_version, now).await?;
+    let role = sign_product_role(svc, &txn, &product, &releases, role_version, now).await?;
     commit_with_snapshot(&txn, svc, now, &[role]).await?;
     let object = format!("release:{}", row.target_name);
     audit_insert(&txn, audit(caller, now, "release.yank", &object, serde_json::json!({"signing_mode": "server"})))
@@ -164,4 +163,28 @@ pub async fn submit_product_role(
     audit_insert(&txn, audit(caller, now, "product.role", &object, after)).await?;
     super::image_repo::commit_signed(svc, txn).await?;
     Ok(RoleOutcome { product: product.name, version, listed: change.listed, yanked })
+}
+
+/// Refuses a release the product's role does not list now: yanked, or delisted by the retention
+/// policy. `then` ends the delisted case's advice with what to do once the file is published
+/// again (a rollout and a delta both need their releases listed).
+pub fn check_release_listed(
+    product: &crate::db::entities::product::Model,
+    release: &release::Model,
+    then: &str,
+) -> Result<(), ServiceError> {
+    if release.yanked_at.is_some() {
+        return Err(ServiceError::conflict("release_yanked", format!("{} is yanked", release.target_name)));
+    }
+    if release.delisted_at.is_some() {
+        return Err(ServiceError::conflict(
+            "release_delisted",
+            format!(
+                "{} is stored but no longer listed in the {} role (retention policy): publish the same file again \
+                 to list it, then {then}",
+                release.target_name, product.name
+            ),
+        ));
+    }
+    Ok(())
 }
