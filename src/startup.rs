@@ -4,12 +4,14 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, fn_service, map_config};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::{Context as _, bail};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::sendfile::Connection;
 use crate::services::Services;
 use crate::services::init_repo::init_repositories;
 use crate::storage::BlobStore;
@@ -187,31 +189,64 @@ impl Application {
         let (cap, open_files) = crate::http::limits::connection_cap(config.max_connections);
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         let connections = crate::http::limits::ConnectionCount::new(cap);
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(prom.clone())
-                .app_data(draining_data.clone())
-                .app_data(limits)
-                .wrap(crate::http::error::default_error_handlers())
-                .wrap(from_fn(crate::http::limits::pace_bodies))
-                .wrap(from_fn(crate::http::request_metrics))
-                .configure(crate::http::routes)
-        })
-        .workers(workers)
-        // actix counts per worker; the accept loop pauses only when every worker is full.
-        .max_connections(cap.div_ceil(workers))
-        .client_request_timeout(Duration::from_secs(config.header_timeout_seconds))
-        .keep_alive(match config.keep_alive_seconds {
+        let address = listener.local_addr()?;
+        let keep_alive = match config.keep_alive_seconds {
             0 => actix_web::http::KeepAlive::Disabled,
             n => actix_web::http::KeepAlive::Timeout(Duration::from_secs(n)),
-        })
-        .on_connect(move |_, data| connections.opened(data))
-        // Signals are ours (`run_until_stopped`): readiness turns first, then actix stops.
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout_seconds)
-        .listen(listener)?
-        .run();
+        };
+        let request_timeout = Duration::from_secs(config.header_timeout_seconds);
+        // actix-web's `HttpServer` put together by hand, with its defaults, for one difference:
+        // the dispatcher drives a `sendfile::Connection` rather than the bare socket, so target
+        // downloads can leave actix's write buffer out (`http::sendfile`).
+        let builder = actix_web::dev::Server::build()
+            .workers(workers)
+            // actix counts per worker; the accept loop pauses only when every worker is full.
+            .max_concurrent_connections(cap.div_ceil(workers))
+            // Signals are ours (`run_until_stopped`): readiness turns first, then actix stops.
+            .disable_signals()
+            .shutdown_timeout(config.shutdown_timeout_seconds);
+        let shutdown = builder.graceful_shutdown_signal();
+        let server = builder
+            .listen("patchgate", listener, move || {
+                let app = App::new()
+                    .app_data(data.clone())
+                    .app_data(prom.clone())
+                    .app_data(draining_data.clone())
+                    .app_data(limits)
+                    .wrap(crate::http::error::default_error_handlers())
+                    .wrap(from_fn(crate::http::limits::pace_bodies))
+                    .wrap(from_fn(crate::http::request_metrics))
+                    .configure(crate::http::routes)
+                    .into_factory()
+                    .map_err(|e: actix_web::Error| e.error_response());
+                let shutdown = shutdown.clone();
+                let connections = connections.clone();
+                let http = actix_http::HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.notified().await }
+                    })
+                    .keep_alive(keep_alive)
+                    .client_request_timeout(request_timeout)
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .local_addr(address)
+                    .on_connect_ext(move |conn: &Connection, data: &mut actix_web::dev::Extensions| {
+                        connections.opened(data);
+                        conn.offer(data);
+                    })
+                    // Only the host name of requests without a `Host` header comes from here.
+                    .finish(map_config(app, |()| actix_web::dev::AppConfig::default()));
+                fn_service(|stream: tokio::net::TcpStream| async move {
+                    let peer = stream.peer_addr().ok();
+                    Ok::<_, actix_http::error::DispatchError>((
+                        Connection::new(stream),
+                        actix_http::Protocol::Http1,
+                        peer,
+                    ))
+                })
+                .and_then(http)
+            })?
+            .run();
         tracing::info!(address = %listen, port, max_connections = cap, open_file_limit = open_files, "patchgate listening");
         Ok(Self { server, port, services: svc, draining })
     }

@@ -225,18 +225,40 @@ impl BlobStore {
         Ok(Some(url))
     }
 
+    /// `range` of a blob (all of it when `None`).
+    pub async fn get(&self, sha256_hex: &str, range: Option<Range<u64>>) -> anyhow::Result<Blob> {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let result = self.store.get_opts(&self.path(&blob_key(sha256_hex)), options).await.context("reading blob")?;
+        Ok(match result.payload {
+            GetResultPayload::File(file, _) => Blob::File(file, result.range),
+            GetResultPayload::Stream(stream) => Blob::Stream(stream),
+        })
+    }
+
     /// Streams `range` of a blob (all of it when `None`).
     pub async fn read(
         &self,
         sha256_hex: &str,
         range: Option<Range<u64>>,
     ) -> anyhow::Result<BoxStream<'static, object_store::Result<Bytes>>> {
-        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        let result = self.store.get_opts(&self.path(&blob_key(sha256_hex)), options).await.context("reading blob")?;
-        Ok(match result.payload {
-            GetResultPayload::File(file, _) => file_chunks(file, result.range),
-            GetResultPayload::Stream(stream) => stream,
-        })
+        Ok(self.get(sha256_hex, range).await?.into_stream())
+    }
+}
+
+/// Part of a blob, as [`BlobStore::get`] finds it.
+pub enum Blob {
+    /// A local store's file, open, and the byte range wanted of it.
+    File(std::fs::File, Range<u64>),
+    /// A remote store's answer.
+    Stream(BoxStream<'static, object_store::Result<Bytes>>),
+}
+
+impl Blob {
+    pub fn into_stream(self) -> BoxStream<'static, object_store::Result<Bytes>> {
+        match self {
+            Blob::File(file, range) => file_chunks(file, range),
+            Blob::Stream(stream) => stream,
+        }
     }
 }
 
@@ -270,9 +292,9 @@ fn refusal_of(e: &object_store::Error) -> Option<Refusal> {
     }
 }
 
-/// What one blocking read of a local blob takes. object_store reads 8 KiB per blocking call (a
-/// thread hop each), which held downloads to about a tenth of what nginx serves from the same
-/// file (README, Benchmarks); a download in flight holds about two of these.
+/// What one blocking read of a local blob takes, where its bytes pass through memory (delta
+/// computation, and a download on a connection without `http::sendfile`). object_store reads 8 KiB
+/// per blocking call, a thread hop each.
 const LOCAL_READ_CHUNK: u64 = 512 * 1024;
 
 /// `range` of a local blob, read in [`LOCAL_READ_CHUNK`]s on the blocking pool.

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod ops;
 pub mod query;
 pub mod repo;
+pub mod sendfile;
 pub mod ui;
 
 use std::time::Instant;

@@ -9,9 +9,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::TryStreamExt;
 
 use super::error::ApiError;
+use super::sendfile::{FileBody, ZeroCopy};
 use crate::domain::metadata_file::MetadataFile;
 use crate::services::Services;
 use crate::services::serve::{self, ResolvedTarget};
+use crate::storage::Blob;
 
 /// `timestamp.json` changes with every publish: clients and proxies may reuse it this long.
 const TIMESTAMP_MAX_AGE: &str = "public, max-age=10";
@@ -233,11 +235,15 @@ async fn stream_target(
             .no_chunking(length)
             .streaming(futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
     }
-    let stream = svc.store.read(&target.sha256, range).await.map_err(crate::services::ServiceError::from)?;
+    let blob = svc.store.get(&target.sha256, range).await.map_err(crate::services::ServiceError::from)?;
     // What devices download as deltas against whole images (bytes the answer carries; a client
     // that hangs up early still counts in full).
     metrics::counter!("patchgate_target_bytes_served_total", "kind" => target.kind()).increment(length);
-    Ok(builder.no_chunking(length).streaming(stream.map_err(std::io::Error::other)))
+    builder.no_chunking(length);
+    Ok(match (blob, req.conn_data::<ZeroCopy>()) {
+        (Blob::File(file, range), Some(conn)) => builder.body(FileBody::new(conn, file, range)),
+        (blob, _) => builder.streaming(blob.into_stream().map_err(std::io::Error::other)),
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]

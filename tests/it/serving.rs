@@ -58,6 +58,62 @@ async fn targets_serve_both_spellings_with_range_head_and_etag() {
     assert_eq!(res.status(), 304);
 }
 
+/// Local targets leave by `sendfile`, past actix's write buffer (`http/sendfile.rs`): on one
+/// keep-alive connection with requests pipelined behind a large download, each answer must
+/// carry exactly its own bytes, whether the server sends the file in one go or waits for the
+/// client to read (the client reads nothing until every request is sent).
+#[tokio::test]
+async fn pipelined_downloads_on_one_connection_keep_their_framing() {
+    use std::io::{Read, Write};
+    let app = spawn_app().await;
+    app.create_product("pump-x1", &["hw"]).await;
+    // Past one poll's budget (16 MiB) and many `sendfile` calls (2 MiB each).
+    let content = firmware(7, 18 * 1024 * 1024 + 13);
+    app.publish("pump-x1", "1.0.0", "fw.bin", content.clone()).await;
+    let path = format!("/repo/targets/pump-x1/1.0.0/{}.fw.bin", sha256_hex(&content));
+    let root = app.client.get(app.url("/repo/metadata/1.root.json")).send().await.unwrap().bytes().await.unwrap();
+    let address = app.base.strip_prefix("http://").unwrap().to_owned();
+    let got = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+        // No `Connection: close` on the last and no HEAD: actix takes both from the last request
+        // it has read, for the answer it writes next.
+        let requests = [
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nRange: bytes=5000000-5000099\r\n\r\n"),
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nRange: bytes=-7\r\n\r\n"),
+            "GET /repo/metadata/1.root.json HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ];
+        stream.write_all(requests.concat().as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            if let Some(answers) = split_answers(&raw, 4) {
+                // Nothing more may follow: the server keeps the connection open, so a stray byte
+                // would already be here or arrive at once.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                stream.set_nonblocking(true).unwrap();
+                assert!(
+                    matches!(stream.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                    "bytes after the last answer"
+                );
+                return answers;
+            }
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the server closed the connection after {} bytes", raw.len());
+            raw.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got[0].0, "http/1.1 200 ok");
+    assert!(got[0].2 == content, "the whole file, byte for byte");
+    assert_eq!(got[1].0, "http/1.1 206 partial content");
+    assert!(got[1].2 == content[5_000_000..5_000_100]);
+    assert!(got[2].2 == content[content.len() - 7..]);
+    assert!(got[3].2 == root, "the metadata after the downloads");
+}
+
 #[tokio::test]
 async fn metadata_is_served_by_version_with_cache_rules() {
     let app = spawn_app().await;
@@ -206,4 +262,25 @@ async fn large_metadata_is_gzipped_for_clients_that_ask_and_decodes_to_the_signe
         assert_eq!(res.status(), 200, "{file} {accept}");
         assert!(res.headers().get(header::CONTENT_ENCODING).is_none(), "{file} {accept}");
     }
+}
+
+/// Splits `count` raw HTTP/1.1 answers into (status line, Content-Length, body), once all of
+/// them are complete; nothing may follow them.
+fn split_answers(raw: &[u8], count: usize) -> Option<Vec<(String, usize, Vec<u8>)>> {
+    let mut rest = raw;
+    let mut answers = Vec::new();
+    for _ in 0..count {
+        let end = rest.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&rest[..end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no content-length in {head}"));
+        let body = rest.get(end..end + length)?;
+        answers.push((head.lines().next().unwrap().to_owned(), length, body.to_vec()));
+        rest = &rest[end + length..];
+    }
+    assert!(rest.is_empty(), "{} bytes after the last answer", rest.len());
+    Some(answers)
 }
