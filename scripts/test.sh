@@ -26,6 +26,8 @@ bash scripts/ensure-chromium.sh
 bash scripts/ensure-softhsm.sh >/dev/null
 # The split-trust tests check what python-tuf's ngclient sees.
 bash scripts/ensure-venv.sh pytuf
+# The DDI end-to-end test runs Debian's SWUpdate (suricatta) against the server.
+bash scripts/ensure-swupdate.sh
 
 echo "== unit and integration tests (SQLite)"
 cargo test --workspace

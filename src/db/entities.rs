@@ -325,6 +325,14 @@ pub mod device {
         pub director_refresh_at: i64,
         /// The `plan` cache epoch the stored assignment was decided at (0: decide again).
         pub plan_epoch: i64,
+        /// `tuf` (the agent) or `ddi` (hawkBit's device API: no key, no verified metadata).
+        pub protocol: String,
+        /// JSON object of the attributes a DDI device sent (`configData`); `None`: never sent.
+        pub attributes: Option<String>,
+        /// The newest DDI action (assignment id) the device closed or whose cancellation it
+        /// acknowledged, and when: an assignment renewed later is a new action.
+        pub ddi_closed_action: Option<i64>,
+        pub ddi_closed_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -548,6 +556,26 @@ pub mod login_failure {
         pub name: String,
         pub remote: String,
         pub at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod release_digest {
+    use sea_orm::entity::prelude::*;
+
+    /// SHA-1 and MD5 of a release's image (hex), which hawkBit's device API lists beside
+    /// SHA-256; computed the first time a DDI device needs them.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "release_digests")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub release_id: i64,
+        pub sha1: String,
+        pub md5: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod cohorts;
+pub mod ddi;
 pub mod deltas;
 pub mod device_metadata;
 pub mod devices;

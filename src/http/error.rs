@@ -133,6 +133,11 @@ impl From<crate::domain::names::NameError> for ApiError {
 
 /// Rewrites every error answer that is not JSON yet (actix's own 404, 405 and 413, an
 /// extractor's or a payload's plain-text error) into a JSON error.
+/// Marks an error answer whose empty body is part of a protocol (hawkBit's 401 and 410), which
+/// [`default_error_handlers`] leaves as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct EmptyByDesign;
+
 pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_web::body::BoxBody> {
     use actix_web::dev::ServiceResponse;
     use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -143,7 +148,7 @@ pub fn default_error_handlers() -> actix_web::middleware::ErrorHandlers<actix_we
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html"));
-        if is_ours {
+        if is_ours || res.response().extensions().contains::<EmptyByDesign>() {
             return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
         }
         let status = res.status();

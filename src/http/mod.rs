@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod ddi;
 pub mod director;
 pub mod error;
 pub mod limits;
@@ -88,6 +89,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/devices/{device_id}/report", [(POST, web::to(api::devices::report))])
                     .app_data(web::PayloadConfig::new(api::devices::MAX_DEVICE_BODY)),
             )
+            .service(resource("/ddi-devices", [(POST, web::to(api::devices::register_ddi))]))
             .service(resource("/devices", [(GET, web::to(api::fleet::list))]))
             .service(resource("/devices/{device_id}", [(GET, web::to(api::fleet::get))]))
             .service(resource("/devices/{device_id}/tags", [(PUT, web::to(api::fleet::set_tags))]))
@@ -123,7 +125,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/readyz", [(GET, web::to(ops::readyz))]))
     .service(resource("/metrics", [(GET, web::to(ops::metrics))]))
     .service(web::redirect("/api/docs", "/api/docs/"))
-    .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", openapi::ApiDoc::openapi()));
+    .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", openapi::ApiDoc::openapi()))
+    .configure(ddi::routes);
 }
 
 /// One resource per path (not one route per method, which would make a wrong method fall through

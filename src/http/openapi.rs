@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, director, error, ops, repo};
+use super::{api, ddi, director, error, ops, repo};
 use crate::domain::ids::{CohortName, DeviceId, RolloutId, Tag};
 use crate::domain::names::{FirmwareVersion, ProductName};
 use crate::domain::rollout::RolloutState;
@@ -18,6 +18,16 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("pgt_…").build()),
+        );
+        // hawkBit's device API: `Authorization: TargetToken pgd_…` (a device token).
+        components.add_security_scheme(
+            "target_token",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "Authorization",
+                    "`TargetToken ` followed by the device's token",
+                ),
+            )),
         );
     }
 }
@@ -82,7 +92,7 @@ impl Modify for CommonResponses {
         api::ceremony::prepare, api::ceremony::metadata,
         api::audit::list,
         api::enrollment::create, api::enrollment::list, api::enrollment::revoke,
-        api::devices::enroll, api::devices::report,
+        api::devices::enroll, api::devices::report, api::devices::register_ddi,
         api::fleet::list, api::fleet::get, api::fleet::set_tags, api::fleet::decommission, api::fleet::allow_rekey,
         api::installed::list,
         api::cohorts::create, api::cohorts::list, api::cohorts::get, api::cohorts::update,
@@ -90,6 +100,7 @@ impl Modify for CommonResponses {
         director::device_metadata,
         repo::image_metadata, repo::director_root, repo::target,
         ops::healthz, ops::readyz, ops::metrics,
+        ddi::poll, ddi::deployment, ddi::deployment_feedback, ddi::cancellation, ddi::cancel_feedback, ddi::config_data,
     ),
     // The names parameters use, which no body registers on its own.
     components(schemas(

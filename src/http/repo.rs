@@ -137,8 +137,10 @@ pub(super) fn not_modified(req: &HttpRequest, sha256: &str, cache: &'static str)
 /// repository is public, so the token only says whose rollout the bytes count toward.
 fn device_token(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    // DDI clients (SWUpdate) send their token as hawkBit's `TargetToken`.
     value
         .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("TargetToken "))
         .map(str::trim)
         .filter(|t| t.starts_with(crate::services::enrollment::DEVICE_TOKEN_PREFIX))
 }

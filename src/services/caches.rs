@@ -93,8 +93,8 @@ pub struct DeviceIdentity {
     pub device_id: String,
     /// Its product.
     pub product_id: i64,
-    /// Its ed25519 key, parsed once.
-    pub key: VerifyingKey,
+    /// Its ed25519 key, parsed once; `None` for a DDI device, which signs nothing.
+    pub key: Option<VerifyingKey>,
 }
 
 /// A cached metadata file: bytes and SHA-256 (the ETag).

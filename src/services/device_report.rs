@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use patchgate_protocol::report::{AttemptState, DeviceReport, ReportAnswer};
+use patchgate_protocol::report::{
+    Attempt, AttemptState, DEVICE_REPORT_TYPE, DeviceReport, InstalledImage, ReportAnswer,
+};
 use sea_orm::{DatabaseTransaction, Set};
 
 use super::assign_device::desired_assignment;
@@ -70,7 +72,15 @@ pub async fn record_report(
             message: format!("this token belongs to device {}, not {path_id}", device.device_id),
         });
     }
-    let report: DeviceReport = open_report(svc, body, &device.key).await.map_err(refusal)?;
+    let Some(key) = &device.key else {
+        return Err(ServiceError::Forbidden {
+            message: format!(
+                "device {} speaks hawkBit's device API and has no key to sign reports with",
+                device.device_id
+            ),
+        });
+    };
+    let report: DeviceReport = open_report(svc, body, key).await.map_err(refusal)?;
     report.validate().map_err(refusal)?;
     if report.device_id != device.device_id {
         return Err(ServiceError::Forbidden {
@@ -80,8 +90,23 @@ pub async fn record_report(
     let counter = i64::try_from(report.counter)
         .map_err(|_| ServiceError::invalid("invalid_report", "the counter is larger than 2^63 - 1"))?;
     let now = svc.clock.now();
+    match record_if_unchanged(svc, device.id, counter, now, &report).await? {
+        Some(outcome) => Ok(outcome),
+        None => record_changed_report(svc, device.clone(), report, counter, now).await,
+    }
+}
+
+/// Records `report` through the group-commit writer if it repeats what is stored (the usual
+/// poll); `None` when it does not, and the full path must take it.
+async fn record_if_unchanged(
+    svc: &Services,
+    device_row: i64,
+    counter: i64,
+    now: jiff::Timestamp,
+    report: &DeviceReport,
+) -> Result<Option<ReportOutcome>, ServiceError> {
     let unchanged = UnchangedReport {
-        device_row: device.id,
+        device_row,
         counter,
         seen_at: now.as_second(),
         installed: report.installed.as_ref().map(|i| (i.name.clone(), i.sha256.clone())),
@@ -91,14 +116,14 @@ pub async fn record_report(
         FastOutcome::Recorded { director_targets_version } => director_targets_version,
         FastOutcome::Decided { director_targets_version, signed } => {
             if signed {
-                svc.caches.invalidate_director(device.id);
+                svc.caches.invalidate_director(device_row);
             }
             director_targets_version
         }
-        FastOutcome::NotApplied => return record_changed_report(svc, device.clone(), report, counter, now).await,
+        FastOutcome::NotApplied => return Ok(None),
     };
     let version = u64::try_from(version).unwrap_or(0);
-    Ok(ReportOutcome { answer: answer(svc, version, &report), failure_in: None })
+    Ok(Some(ReportOutcome { answer: answer(svc, version, report), failure_in: None }))
 }
 
 /// The full path, through group commit: record the report (counter rules), move its
@@ -120,6 +145,52 @@ async fn record_changed_report(
         svc.caches.invalidate_director(device_row);
     }
     Ok(outcome)
+}
+
+/// Records what the server itself saw of a device that signs nothing (a DDI device: its
+/// poll, its feedback) as a report with the device's next counter, through the same rules as a
+/// signed one: assignment, gate, history. `installed` and `attempt` default to what is stored,
+/// and a report that repeats what is stored goes through the group-commit writer as an
+/// unchanged signed report does (no history row, no decision unless the plan moved). Two
+/// observations of one device at once may meet a stale counter (409): the device polls again.
+/// Returns the device row as it is afterwards.
+pub async fn record_observed(
+    svc: &Services,
+    device: Arc<DeviceIdentity>,
+    installed: Option<InstalledImage>,
+    attempt: Option<Attempt>,
+) -> Result<(device::Model, ReportOutcome), ServiceError> {
+    let vanished = || ServiceError::Internal(anyhow::anyhow!("device row vanished"));
+    let row = device_get(&svc.db, device.id).await?.ok_or_else(vanished)?;
+    let stored_installed = match (&row.installed_name, &row.installed_sha256) {
+        (Some(name), Some(sha256)) => Some(InstalledImage {
+            name: name.clone(),
+            sha256: sha256.clone(),
+            version: row.installed_version.clone().unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    let stored_attempt =
+        row.attempt_state.as_deref().and_then(AttemptState::parse).and_then(|state| {
+            Some(Attempt { name: row.attempt_name.clone()?, state, detail: row.attempt_detail.clone() })
+        });
+    let counter = row.last_counter.unwrap_or(0).saturating_add(1);
+    let now = svc.clock.now();
+    let report = DeviceReport {
+        kind: DEVICE_REPORT_TYPE.to_owned(),
+        device_id: row.device_id.clone(),
+        counter: u64::try_from(counter).unwrap_or(0),
+        time: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        installed: installed.or(stored_installed),
+        attempt: attempt.or(stored_attempt),
+        director_targets_version: u64::try_from(row.director_targets_version).unwrap_or(0),
+    };
+    let outcome = match record_if_unchanged(svc, device.id, counter, now, &report).await? {
+        Some(outcome) => outcome,
+        None => record_changed_report(svc, device.clone(), report, counter, now).await?,
+    };
+    let row = device_get(&svc.db, device.id).await?.ok_or_else(vanished)?;
+    Ok((row, outcome))
 }
 
 /// [`record_changed_report`] inside its transaction; also says whether it signed.

@@ -29,6 +29,24 @@ use crate::domain::ids::{DeviceId, parse_tags};
 pub const ENROLLMENT_TOKEN_PREFIX: &str = "pge_";
 /// The prefix of device tokens.
 pub const DEVICE_TOKEN_PREFIX: &str = "pgd_";
+
+/// Refuses a hardware id the product does not list.
+pub(crate) fn check_hardware_id(
+    product: &crate::db::entities::product::Model,
+    hardware_id: &str,
+) -> Result<(), ServiceError> {
+    let hardware_ids: Vec<String> = serde_json::from_str(&product.hardware_ids).map_err(anyhow::Error::new)?;
+    if hardware_ids.iter().any(|h| h == hardware_id) {
+        return Ok(());
+    }
+    Err(ServiceError::invalid(
+        "unknown_hardware_id",
+        format!("product {} has no hardware id {hardware_id:?} (known: {})", product.name, hardware_ids.join(", ")),
+    ))
+}
+
+/// `devices.protocol` of a device that speaks hawkBit's device API (`services::ddi`).
+pub const DDI: &str = "ddi";
 /// A day: long enough to provision a batch on the factory floor, short enough that a leaked
 /// token is soon useless.
 pub const DEFAULT_EXPIRY_SECONDS: i64 = 24 * 60 * 60;
@@ -137,18 +155,7 @@ pub async fn enroll_device(svc: &Services, body: &[u8]) -> Result<EnrollAnswer, 
             message: format!("this enrollment token is for product {}, not {}", product.name, request.product),
         });
     }
-    let hardware_ids: Vec<String> = serde_json::from_str(&product.hardware_ids).map_err(anyhow::Error::new)?;
-    if !hardware_ids.contains(&request.hardware_id) {
-        return Err(ServiceError::invalid(
-            "unknown_hardware_id",
-            format!(
-                "product {} has no hardware id {:?} (known: {})",
-                product.name,
-                request.hardware_id,
-                hardware_ids.join(", ")
-            ),
-        ));
-    }
+    check_hardware_id(&product, &request.hardware_id)?;
     let (secret, shown, hash) = new_secret(DEVICE_TOKEN_PREFIX);
     let keyid = ed25519_keyid(&key.to_bytes());
     let product_name = product.name.clone();
@@ -416,8 +423,13 @@ pub async fn authenticate_device(
     if device.status != "active" {
         return Err(ServiceError::Forbidden { message: format!("device {} is decommissioned", device.device_id) });
     }
-    let key = patchgate_protocol::parse_public_key_hex(&device.public_key)
-        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("stored device key: {e}")))?;
+    let key = match device.protocol.as_str() {
+        DDI => None,
+        _ => Some(
+            patchgate_protocol::parse_public_key_hex(&device.public_key)
+                .map_err(|e| ServiceError::Internal(anyhow::anyhow!("stored device key: {e}")))?,
+        ),
+    };
     let identity = std::sync::Arc::new(super::caches::DeviceIdentity {
         id: device.id,
         device_id: device.device_id,

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod ceremony;
 pub mod cohorts;
 pub mod context;
+pub mod ddi;
 pub mod delta_compute;
 pub mod deltas;
 pub mod device_report;

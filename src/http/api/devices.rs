@@ -70,3 +70,38 @@ pub async fn report(
     let answer: ReportAnswer = outcome.answer;
     Ok(HttpResponse::Ok().json(answer))
 }
+
+/// A device registered to speak hawkBit's device API, with its token (shown once).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DdiDeviceRegistered {
+    /// The device's id: its DDI `controllerId`.
+    pub device_id: String,
+    pub product: String,
+    /// Sent as `Authorization: TargetToken …`; shown only this once.
+    pub token: String,
+    /// Where the device polls, under this server's address: `/{tenant}/controller/v1/{device_id}`
+    /// with tenant `DEFAULT` (or the product's name).
+    pub poll_path: String,
+}
+
+/// Registers a device that speaks hawkBit's device API (SWUpdate, rauc-hawkbit-updater). It
+/// verifies no TUF metadata: see the README's section on DDI devices.
+#[utoipa::path(post, path = "/api/v1/ddi-devices", tag = "devices", request_body = crate::services::ddi::RegisterDdiDevice,
+    responses((status = 201, body = DdiDeviceRegistered), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn register_ddi(
+    svc: web::Data<Services>,
+    auth: crate::http::auth::ManagerAuth,
+    body: web::Json<crate::services::ddi::RegisterDdiDevice>,
+) -> Result<HttpResponse, ApiError> {
+    let input = body.into_inner();
+    let product = input.product.clone();
+    let (row, token) = crate::services::ddi::register(&svc, &auth.0, input).await?;
+    Ok(HttpResponse::Created().json(DdiDeviceRegistered {
+        poll_path: format!("/DEFAULT/controller/v1/{}", row.device_id),
+        device_id: row.device_id,
+        product,
+        token,
+    }))
+}

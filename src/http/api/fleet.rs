@@ -79,8 +79,14 @@ pub struct DeviceDto {
     pub tags: Vec<String>,
     /// `active` or `decommissioned`.
     pub status: String,
-    /// TUF keyid of the device key.
+    /// `tuf` (the agent: signed reports, verified metadata) or `ddi` (hawkBit's device API: it
+    /// verifies no TUF metadata and its success is its word).
+    pub protocol: String,
+    /// TUF keyid of the device key (empty for a DDI device).
     pub keyid: String,
+    /// The attributes a DDI device sent (`configData`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
     /// The next enrollment may bring a new key.
     pub rekey_allowed: bool,
     /// Unix seconds.
@@ -138,7 +144,9 @@ impl From<DeviceView> for DeviceDto {
             hardware_id: d.hardware_id,
             tags: serde_json::from_str(&d.tags).unwrap_or_default(),
             status: d.status,
+            protocol: d.protocol,
             keyid: d.keyid,
+            attributes: d.attributes.as_deref().and_then(|a| serde_json::from_str(a).ok()),
             rekey_allowed: d.rekey_allowed,
             enrolled_at: d.enrolled_at,
             decommissioned_at: d.decommissioned_at,

@@ -430,8 +430,12 @@ pub struct DeviceFacts {
     pub hardware_id: String,
     /// Tags, comma-separated (empty: none).
     pub tags: String,
-    /// TUF keyid of its key.
+    /// TUF keyid of its key (empty for a DDI device).
     pub keyid: String,
+    /// Speaks hawkBit's device API: verifies no TUF metadata, its success is its word.
+    pub ddi: bool,
+    /// The attributes a DDI device sent, `name=value` comma-separated (empty: none).
+    pub attributes: String,
     /// Active or decommissioned.
     pub status: Badge,
     /// Still active (can be decommissioned).
@@ -500,6 +504,13 @@ impl DeviceFacts {
             product,
             hardware_id: d.hardware_id,
             keyid: d.keyid,
+            ddi: d.protocol == crate::services::enrollment::DDI,
+            attributes: d
+                .attributes
+                .as_deref()
+                .and_then(|a| serde_json::from_str::<std::collections::BTreeMap<String, String>>(a).ok())
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
         }
     }
 }
