@@ -10,6 +10,8 @@
 //!   SHA-256 (SWUpdate checks SHA-1), computed the first time a DDI device needs them. A table
 //!   of its own: a change to `releases` raises the plan epoch, and every device would decide
 //!   again.
+//! - `ddi_gateway_tokens`: at most one per product, for a gateway that polls for the product's
+//!   DDI devices (`Authorization: GatewayToken …`); none unless an admin creates one.
 
 use sea_orm_migration::prelude::*;
 
@@ -23,6 +25,16 @@ enum Devices {
     Attributes,
     DdiClosedAction,
     DdiClosedAt,
+}
+
+#[derive(DeriveIden)]
+enum DdiGatewayTokens {
+    Table,
+    ProductId,
+    TokenPrefix,
+    TokenHash,
+    CreatedBy,
+    CreatedAt,
 }
 
 #[derive(DeriveIden)]
@@ -55,6 +67,18 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(ReleaseDigests::Md5).string().not_null())
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DdiGatewayTokens::Table)
+                    .col(ColumnDef::new(DdiGatewayTokens::ProductId).big_integer().not_null().primary_key())
+                    .col(ColumnDef::new(DdiGatewayTokens::TokenPrefix).string().not_null())
+                    .col(ColumnDef::new(DdiGatewayTokens::TokenHash).string().not_null().unique_key())
+                    .col(ColumnDef::new(DdiGatewayTokens::CreatedBy).string().not_null())
+                    .col(ColumnDef::new(DdiGatewayTokens::CreatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
             .await
     }
 
@@ -62,6 +86,7 @@ impl MigrationTrait for Migration {
         for column in [Devices::Protocol, Devices::Attributes, Devices::DdiClosedAction, Devices::DdiClosedAt] {
             manager.alter_table(Table::alter().table(Devices::Table).drop_column(column).to_owned()).await?;
         }
+        manager.drop_table(Table::drop().table(DdiGatewayTokens::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(ReleaseDigests::Table).to_owned()).await
     }
 }

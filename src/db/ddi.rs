@@ -1,9 +1,11 @@
 //! Queries for devices that speak hawkBit's device API (`services::ddi`).
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
 
-use super::entities::{assignment, device, release_digest};
+use super::entities::{assignment, ddi_gateway_token, device, release_digest};
 
 /// A device registered by an admin to speak hawkBit's device API.
 #[derive(Debug, Clone)]
@@ -43,9 +45,12 @@ pub async fn device_insert_ddi(db: &impl ConnectionTrait, new: NewDdiDevice) -> 
     .await
 }
 
-/// Stores the attributes a DDI device sent (a JSON object).
+/// Stores the attributes a DDI device sent (a JSON object). Cohort selectors see them, so the
+/// device's next poll decides again (plan epoch 0).
 pub async fn device_set_attributes(db: &impl ConnectionTrait, id: i64, attributes: String) -> Result<(), DbErr> {
-    device::ActiveModel { id: Set(id), attributes: Set(Some(attributes)), ..Default::default() }.update(db).await?;
+    device::ActiveModel { id: Set(id), attributes: Set(Some(attributes)), plan_epoch: Set(0), ..Default::default() }
+        .update(db)
+        .await?;
     Ok(())
 }
 
@@ -97,4 +102,50 @@ pub async fn release_digest_put(db: &impl ConnectionTrait, row: release_digest::
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// How many of a rollout's assignments (withdrawn ones aside) are to DDI devices.
+pub async fn assignment_count_ddi(db: &impl ConnectionTrait, rollout_id: &str) -> Result<u64, DbErr> {
+    assignment::Entity::find()
+        .filter(assignment::Column::RolloutId.eq(rollout_id))
+        .filter(assignment::Column::State.ne("withdrawn"))
+        .filter(
+            assignment::Column::DeviceRowId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(device::Column::Id)
+                    .from(device::Entity)
+                    .and_where(device::Column::Protocol.eq(crate::services::enrollment::DDI))
+                    .to_owned(),
+            ),
+        )
+        .count(db)
+        .await
+}
+
+/// Stores a product's gateway token, replacing the one it had.
+pub async fn gateway_token_put(db: &impl ConnectionTrait, row: ddi_gateway_token::Model) -> Result<(), DbErr> {
+    use ddi_gateway_token::Column;
+    let active: ddi_gateway_token::ActiveModel = row.into();
+    ddi_gateway_token::Entity::insert(active)
+        .on_conflict(
+            OnConflict::column(Column::ProductId)
+                .update_columns([Column::TokenPrefix, Column::TokenHash, Column::CreatedBy, Column::CreatedAt])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Removes a product's gateway token; whether it had one.
+pub async fn gateway_token_delete(db: &impl ConnectionTrait, product_id: i64) -> Result<bool, DbErr> {
+    Ok(ddi_gateway_token::Entity::delete_by_id(product_id).exec(db).await?.rows_affected > 0)
+}
+
+/// The gateway token with this SHA-256 (hex), if any.
+pub async fn gateway_token_find(
+    db: &impl ConnectionTrait,
+    hash: &str,
+) -> Result<Option<ddi_gateway_token::Model>, DbErr> {
+    ddi_gateway_token::Entity::find().filter(ddi_gateway_token::Column::TokenHash.eq(hash)).one(db).await
 }

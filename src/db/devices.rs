@@ -377,17 +377,18 @@ pub async fn device_count(db: &impl ConnectionTrait, filter: &DeviceFilter) -> R
     apply_filter(Entity::find(), filter).count(db).await
 }
 
-/// Device id, tags and last report time of every device matching `filter`, ordered by device
-/// id: the narrow columns a caller needs to test cohort membership over a whole product and
-/// order the members.
+/// Device id, tags, attributes and last report time of every device matching `filter`, ordered
+/// by device id: the narrow columns a caller needs to test cohort membership over a whole
+/// product and order the members.
 pub async fn device_list_ids_and_tags(
     db: &impl ConnectionTrait,
     filter: &DeviceFilter,
-) -> Result<Vec<(String, String, Option<i64>)>, DbErr> {
+) -> Result<Vec<(String, String, Option<String>, Option<i64>)>, DbErr> {
     apply_filter(Entity::find(), filter)
         .select_only()
         .column(device::Column::DeviceId)
         .column(device::Column::Tags)
+        .column(device::Column::Attributes)
         .column(device::Column::LastSeenAt)
         .order_by_asc(device::Column::DeviceId)
         .into_tuple()
@@ -395,16 +396,18 @@ pub async fn device_list_ids_and_tags(
         .await
 }
 
-/// Every device of a product: id, device id, tags (for counting eligibility per stage).
+/// Every active device of a product: id, device id, tags and attributes (for counting
+/// eligibility per stage).
 pub async fn device_ids_and_tags(
     db: &impl ConnectionTrait,
     product_id: i64,
-) -> Result<Vec<(i64, String, String)>, DbErr> {
+) -> Result<Vec<(i64, String, String, Option<String>)>, DbErr> {
     Entity::find()
         .select_only()
         .column(device::Column::Id)
         .column(device::Column::DeviceId)
         .column(device::Column::Tags)
+        .column(device::Column::Attributes)
         .filter(device::Column::ProductId.eq(product_id))
         .filter(device::Column::Status.eq("active"))
         .into_tuple()

@@ -583,3 +583,25 @@ pub mod release_digest {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod ddi_gateway_token {
+    use sea_orm::entity::prelude::*;
+
+    /// A product's DDI gateway token (`Authorization: GatewayToken …`), stored as SHA-256.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ddi_gateway_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub product_id: i64,
+        pub token_prefix: String,
+        #[sea_orm(unique)]
+        pub token_hash: String,
+        pub created_by: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

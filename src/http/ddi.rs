@@ -137,7 +137,7 @@ fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, DdiRefusal> {
     params(("tenant" = String, Path, description = "`DEFAULT`, or the name of the device's product"),
         ("controller_id" = String, Path, description = "The device's id")),
     responses((status = 200, body = Object, description = "`config.polling.sleep` and `_links` (deploymentBase, cancelAction, configData)"),
-        (status = 401, description = "No valid `Authorization: TargetToken …` for this device (no body)"),
+        (status = 401, description = "No valid `Authorization: TargetToken …` (or `GatewayToken …`) for this device (no body)"),
         (status = 403, body = DdiErrorBody), (status = 404, body = DdiErrorBody), (status = 409, body = DdiErrorBody),
         (status = 500, body = DdiErrorBody)),
     security(("target_token" = [])))]
@@ -180,7 +180,7 @@ async fn poll_answer(
 #[utoipa::path(get, path = "/{tenant}/controller/v1/{controller_id}/deploymentBase/{action_id}", tag = "ddi",
     params(("tenant" = String, Path), ("controller_id" = String, Path), ("action_id" = String, Path, description = "The action's id (digits)")),
     responses((status = 200, body = Object, description = "`id`, `deployment` {download, update, chunks[{part, version, name, artifacts[{filename, hashes {sha1, md5, sha256}, size, _links}]}]}"),
-        (status = 401, description = "No valid `Authorization: TargetToken …` for this device (no body)"),
+        (status = 401, description = "No valid `Authorization: TargetToken …` (or `GatewayToken …`) for this device (no body)"),
         (status = 403, body = DdiErrorBody), (status = 404, body = DdiErrorBody), (status = 500, body = DdiErrorBody)),
     security(("target_token" = [])))]
 pub async fn deployment(
@@ -230,7 +230,7 @@ async fn deployment_answer(
     params(("tenant" = String, Path), ("controller_id" = String, Path), ("action_id" = String, Path)),
     request_body = Feedback,
     responses((status = 200, description = "Recorded (no body)"),
-        (status = 400, body = DdiErrorBody), (status = 401, description = "No valid `Authorization: TargetToken …` for this device (no body)"),
+        (status = 400, body = DdiErrorBody), (status = 401, description = "No valid `Authorization: TargetToken …` (or `GatewayToken …`) for this device (no body)"),
         (status = 403, body = DdiErrorBody), (status = 404, body = DdiErrorBody), (status = 409, body = DdiErrorBody),
         (status = 410, description = "The action is finished (no body)"), (status = 500, body = DdiErrorBody)),
     security(("target_token" = [])))]
@@ -256,7 +256,7 @@ pub async fn deployment_feedback(
 #[utoipa::path(get, path = "/{tenant}/controller/v1/{controller_id}/cancelAction/{action_id}", tag = "ddi",
     params(("tenant" = String, Path), ("controller_id" = String, Path), ("action_id" = String, Path)),
     responses((status = 200, body = Object, description = "`id` and `cancelAction.stopId`"),
-        (status = 401, description = "No valid `Authorization: TargetToken …` for this device (no body)"),
+        (status = 401, description = "No valid `Authorization: TargetToken …` (or `GatewayToken …`) for this device (no body)"),
         (status = 403, body = DdiErrorBody), (status = 404, body = DdiErrorBody), (status = 500, body = DdiErrorBody)),
     security(("target_token" = [])))]
 pub async fn cancellation(
@@ -283,7 +283,7 @@ pub async fn cancellation(
     params(("tenant" = String, Path), ("controller_id" = String, Path), ("action_id" = String, Path)),
     request_body = Feedback,
     responses((status = 200, description = "Recorded (no body)"),
-        (status = 400, body = DdiErrorBody), (status = 401, description = "No valid `Authorization: TargetToken …` for this device (no body)"),
+        (status = 400, body = DdiErrorBody), (status = 401, description = "No valid `Authorization: TargetToken …` (or `GatewayToken …`) for this device (no body)"),
         (status = 403, body = DdiErrorBody), (status = 404, body = DdiErrorBody),
         (status = 410, description = "The cancellation is no longer open (no body)"), (status = 500, body = DdiErrorBody)),
     security(("target_token" = [])))]
@@ -310,7 +310,7 @@ pub async fn cancel_feedback(
     params(("tenant" = String, Path), ("controller_id" = String, Path)),
     request_body = ConfigData,
     responses((status = 200, description = "Stored (no body)"),
-        (status = 400, body = DdiErrorBody), (status = 401, description = "No valid `Authorization: TargetToken …` for this device (no body)"),
+        (status = 400, body = DdiErrorBody), (status = 401, description = "No valid `Authorization: TargetToken …` (or `GatewayToken …`) for this device (no body)"),
         (status = 403, body = DdiErrorBody), (status = 404, body = DdiErrorBody), (status = 500, body = DdiErrorBody)),
     security(("target_token" = [])))]
 pub async fn config_data(

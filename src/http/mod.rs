@@ -35,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     const POST: Method = Method::POST;
     const PUT: Method = Method::PUT;
     const PATCH: Method = Method::PATCH;
+    const DELETE: Method = Method::DELETE;
     error::extractor_configs(cfg);
     cfg.service(
         web::scope("/api/v1")
@@ -44,6 +45,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             ))
             .service(resource("/products/{product}", [(PATCH, web::to(api::products::update))]))
             .service(resource("/products/{product}/retention", [(GET, web::to(api::products::retention))]))
+            .service(resource(
+                "/products/{product}/ddi-gateway-token",
+                [
+                    (POST, web::to(api::devices::create_gateway_token)),
+                    (DELETE, web::to(api::devices::revoke_gateway_token)),
+                ],
+            ))
             .service(resource(
                 "/products/{product}/releases",
                 [(POST, web::to(api::releases::publish)), (GET, web::to(api::releases::list))],

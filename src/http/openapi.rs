@@ -19,13 +19,14 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("pgt_…").build()),
         );
-        // hawkBit's device API: `Authorization: TargetToken pgd_…` (a device token).
+        // hawkBit's device API: `Authorization: TargetToken pgd_…` (a device token), or
+        // `GatewayToken pgw_…` (a product's gateway token).
         components.add_security_scheme(
             "target_token",
             SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
                 utoipa::openapi::security::ApiKeyValue::with_description(
                     "Authorization",
-                    "`TargetToken ` followed by the device's token",
+                    "`TargetToken ` followed by the device's token, or `GatewayToken ` followed by its product's gateway token",
                 ),
             )),
         );
@@ -93,6 +94,7 @@ impl Modify for CommonResponses {
         api::audit::list,
         api::enrollment::create, api::enrollment::list, api::enrollment::revoke,
         api::devices::enroll, api::devices::report, api::devices::register_ddi,
+        api::devices::create_gateway_token, api::devices::revoke_gateway_token,
         api::fleet::list, api::fleet::get, api::fleet::set_tags, api::fleet::decommission, api::fleet::allow_rekey,
         api::installed::list,
         api::cohorts::create, api::cohorts::list, api::cohorts::get, api::cohorts::update,

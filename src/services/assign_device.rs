@@ -147,7 +147,7 @@ fn device_facts(device: &device::Model, rows: &[assignment::Model]) -> Result<De
     Ok(DeviceFacts {
         device_id: device.device_id.clone(),
         hardware_id: device.hardware_id.clone(),
-        tags: serde_json::from_str::<Vec<String>>(&device.tags).unwrap_or_default().into_iter().collect(),
+        tags: super::devices::tag_set(&device.tags, device.attributes.as_deref()),
         installed_release_id: device.installed_release_id,
         installed_version: device.installed_version.as_deref().and_then(version),
         assignments,

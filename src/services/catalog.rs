@@ -68,7 +68,12 @@ pub async fn cohort_match_counts(svc: &Services, cohorts: &[CohortDetail]) -> Re
         let product_id = c.cohort.product_id;
         if let Entry::Vacant(slot) = fleets.entry(product_id) {
             let devices = device_ids_and_tags(&svc.db, product_id).await?;
-            slot.insert(devices.into_iter().map(|(_, id, tags)| (id, tag_set(&tags))).collect());
+            slot.insert(
+                devices
+                    .into_iter()
+                    .map(|(_, id, tags, attributes)| (id, tag_set(&tags, attributes.as_deref())))
+                    .collect(),
+            );
         }
         let explicit: HashSet<&String> = c.devices.iter().collect();
         let selector = c.cohort.selector_tags.as_deref();

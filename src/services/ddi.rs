@@ -26,17 +26,18 @@ use patchgate_protocol::report::{Attempt, AttemptState, InstalledImage};
 use serde_json::json;
 
 use super::audit::record;
-use super::auth::{Caller, new_secret};
+use super::auth::{Caller, new_secret, token_hash};
 use super::caches::DeviceIdentity;
 use super::device_report::{ReportOutcome, record_observed};
 use super::enrollment::{DDI, DEVICE_TOKEN_PREFIX, authenticate_device, check_hardware_id};
 use super::{ServiceError, Services};
 use crate::db::ddi::{
     NewDdiDevice, assignment_get, assignment_last_changed, device_close_ddi_action, device_insert_ddi,
-    device_set_attributes, release_digest_get, release_digest_put,
+    device_set_attributes, gateway_token_delete, gateway_token_find, gateway_token_put, release_digest_get,
+    release_digest_put,
 };
 use crate::db::devices::{device_find, device_get};
-use crate::db::entities::{assignment, device, release, release_digest};
+use crate::db::entities::{assignment, ddi_gateway_token, device, release, release_digest};
 use crate::db::products::{product_get, product_get_by_name};
 use crate::db::releases::release_get;
 use crate::domain::ids::{DeviceId, parse_tags};
@@ -118,7 +119,11 @@ impl From<sea_orm::DbErr> for DdiRefusal {
     }
 }
 
-/// The DDI device behind `authorization` (the header's value), which must be the device
+/// The prefix of a product's DDI gateway token.
+pub const GATEWAY_TOKEN_PREFIX: &str = "pgw_";
+
+/// The DDI device behind `authorization` (the header's value: `TargetToken` with the device's
+/// own token, or `GatewayToken` with its product's gateway token), which must be the device
 /// `controller_id` of a product named `tenant` (or the tenant `DEFAULT`).
 pub async fn authenticate(
     svc: &Services,
@@ -126,22 +131,25 @@ pub async fn authenticate(
     tenant: &str,
     controller_id: &str,
 ) -> Result<Arc<DeviceIdentity>, DdiRefusal> {
-    let token = authorization.and_then(|v| v.strip_prefix("TargetToken ")).map(str::trim);
-    let Some(token) = token else { return Err(DdiRefusal::Unauthenticated) };
-    let identity = match authenticate_device(svc, token).await {
-        Ok(identity) => identity,
-        Err(ServiceError::Unauthenticated { .. }) => return Err(DdiRefusal::Unauthenticated),
-        Err(e) => return Err(e.into()),
-    };
-    // Another device's token: as hawkBit, which checks the token against the controller.
-    if identity.device_id != controller_id {
-        return Err(DdiRefusal::Unauthenticated);
-    }
-    if identity.key.is_some() {
-        return Err(ServiceError::Forbidden {
-            message: format!("device {controller_id} runs the patchgate agent, not hawkBit's device API"),
+    let header = authorization.unwrap_or_default();
+    let identity = if let Some(token) = header.strip_prefix("TargetToken ") {
+        let identity = match authenticate_device(svc, token.trim()).await {
+            Ok(identity) => identity,
+            Err(ServiceError::Unauthenticated { .. }) => return Err(DdiRefusal::Unauthenticated),
+            Err(e) => return Err(e.into()),
+        };
+        // Another device's token: as hawkBit, which checks the token against the controller.
+        if identity.device_id != controller_id {
+            return Err(DdiRefusal::Unauthenticated);
         }
-        .into());
+        identity
+    } else if let Some(token) = header.strip_prefix("GatewayToken ") {
+        through_gateway(svc, token.trim(), controller_id).await?
+    } else {
+        return Err(DdiRefusal::Unauthenticated);
+    };
+    if identity.key.is_some() {
+        return Err(runs_the_agent(controller_id));
     }
     if tenant != "DEFAULT" {
         let product = product_get(&svc.db, identity.product_id).await?;
@@ -154,6 +162,86 @@ pub async fn authenticate(
         }
     }
     Ok(identity)
+}
+
+/// The device `controller_id`, reached with its product's gateway token.
+async fn through_gateway(svc: &Services, token: &str, controller_id: &str) -> Result<Arc<DeviceIdentity>, DdiRefusal> {
+    if !token.starts_with(GATEWAY_TOKEN_PREFIX) {
+        return Err(DdiRefusal::Unauthenticated);
+    }
+    let Some(gateway) = gateway_token_find(&svc.db, &token_hash(token)).await? else {
+        return Err(DdiRefusal::Unauthenticated);
+    };
+    let Some(device) = device_find(&svc.db, controller_id).await? else {
+        return Err(ServiceError::not_found(
+            "unknown_device",
+            format!("no device {controller_id}: register it first (POST /api/v1/ddi-devices)"),
+        )
+        .into());
+    };
+    // A gateway speaks for its own product's devices only.
+    if device.product_id != gateway.product_id {
+        return Err(DdiRefusal::Unauthenticated);
+    }
+    if device.status != "active" {
+        return Err(ServiceError::Forbidden { message: format!("device {controller_id} is decommissioned") }.into());
+    }
+    if device.protocol != DDI {
+        return Err(runs_the_agent(controller_id));
+    }
+    Ok(Arc::new(DeviceIdentity {
+        id: device.id,
+        device_id: device.device_id,
+        product_id: device.product_id,
+        key: None,
+    }))
+}
+
+fn runs_the_agent(controller_id: &str) -> DdiRefusal {
+    ServiceError::Forbidden {
+        message: format!("device {controller_id} runs the patchgate agent, not hawkBit's device API"),
+    }
+    .into()
+}
+
+/// Creates (or replaces) the product's gateway token; returns it, shown once.
+pub async fn create_gateway_token(svc: &Services, caller: &Caller, product: &str) -> Result<String, ServiceError> {
+    let product = product_get_by_name(&svc.db, product)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("unknown_product", format!("product {product} does not exist")))?;
+    let (secret, shown, hash) = new_secret(GATEWAY_TOKEN_PREFIX);
+    let now = svc.now_secs();
+    let txn = crate::db::begin_write(&svc.db).await?;
+    let row = ddi_gateway_token::Model {
+        product_id: product.id,
+        token_prefix: shown.clone(),
+        token_hash: hash,
+        created_by: caller.name.clone(),
+        created_at: now,
+    };
+    gateway_token_put(&txn, row).await?;
+    let object = format!("product:{}", product.name);
+    record(&txn, now, caller, "ddi_gateway_token.create", &object, None, Some(json!({"prefix": shown}))).await?;
+    txn.commit().await?;
+    Ok(secret)
+}
+
+/// Revokes the product's gateway token.
+pub async fn revoke_gateway_token(svc: &Services, caller: &Caller, product: &str) -> Result<(), ServiceError> {
+    let product = product_get_by_name(&svc.db, product)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("unknown_product", format!("product {product} does not exist")))?;
+    let now = svc.now_secs();
+    let txn = crate::db::begin_write(&svc.db).await?;
+    if !gateway_token_delete(&txn, product.id).await? {
+        return Err(ServiceError::not_found(
+            "no_gateway_token",
+            format!("product {} has no DDI gateway token", product.name),
+        ));
+    }
+    record(&txn, now, caller, "ddi_gateway_token.revoke", &format!("product:{}", product.name), None, None).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// What a DDI device has to do.

@@ -409,7 +409,9 @@ async fn cohort_matches(
     Ok(device_list_ids_and_tags(db, filter)
         .await?
         .into_iter()
-        .filter(|(id, tags, _)| explicit.contains(id) || selector_matches(selector, &tag_set(tags)))
-        .map(|(id, _, last_seen)| (id, last_seen))
+        .filter(|(id, tags, attributes, _)| {
+            explicit.contains(id) || selector_matches(selector, &tag_set(tags, attributes.as_deref()))
+        })
+        .map(|(id, _, _, last_seen)| (id, last_seen))
         .collect())
 }

@@ -87,8 +87,20 @@ pub(super) async fn views(
 }
 
 /// A device's stored tags (a JSON array) as a set.
-pub(super) fn tag_set(stored: &str) -> HashSet<String> {
-    serde_json::from_str::<Vec<String>>(stored).unwrap_or_default().into_iter().collect()
+pub(super) fn tag_set(stored: &str, attributes: Option<&str>) -> HashSet<String> {
+    let mut tags: HashSet<String> =
+        serde_json::from_str::<Vec<String>>(stored).unwrap_or_default().into_iter().collect();
+    // A DDI device's attributes (`configData`) count as tags `name:value`, lowercased, so that
+    // cohort selectors can use them; one that would not make a valid tag is left out.
+    let attributes: std::collections::BTreeMap<String, String> =
+        attributes.and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+    for (name, value) in attributes {
+        let tag = format!("{name}:{value}").to_lowercase();
+        if crate::domain::ids::Tag::parse(&tag).is_ok() {
+            tags.insert(tag);
+        }
+    }
+    tags
 }
 
 /// One device with its newest reports and its assignments.

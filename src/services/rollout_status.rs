@@ -89,6 +89,9 @@ pub struct RolloutStatus {
     pub stages: Vec<StageStatus>,
     /// What its devices downloaded, deltas against full images.
     pub traffic: Traffic,
+    /// How many of its devices speak hawkBit's device API: they verify no TUF metadata, and the
+    /// outcomes they report count in the gate on their word.
+    pub ddi_devices: u64,
 }
 
 /// The rollout `id` with its figures.
@@ -115,6 +118,7 @@ pub async fn rollout_status(svc: &Services, id: &str) -> Result<RolloutStatus, S
             _ => (traffic.image_bytes, traffic.image_requests) = (bytes, requests),
         }
     }
+    let ddi_devices = crate::db::ddi::assignment_count_ddi(&txn, &r.id).await?;
     txn.commit().await?;
     let stages = plans
         .into_iter()
@@ -131,7 +135,7 @@ pub async fn rollout_status(svc: &Services, id: &str) -> Result<RolloutStatus, S
             }
         })
         .collect();
-    Ok(RolloutStatus { rollout: r, product, version, stages, traffic })
+    Ok(RolloutStatus { rollout: r, product, version, stages, traffic, ddi_devices })
 }
 
 /// A cohort's membership test: explicit members, or a selector over tags.
@@ -169,8 +173,8 @@ async fn eligible_per_stage(
         };
         cohorts.insert(&plan.cohort, membership);
     }
-    for (_, device_id, tags) in device_ids_and_tags(db, r.product_id).await? {
-        let tags = tag_set(&tags);
+    for (_, device_id, tags, attributes) in device_ids_and_tags(db, r.product_id).await? {
+        let tags = tag_set(&tags, attributes.as_deref());
         let in_cohort = |name: &str| {
             cohorts
                 .get(name)

@@ -132,6 +132,9 @@ async fn a_ddi_device_installs_its_rollout_and_its_failure_halts_the_gate() {
     // The rollout assigns both; the poll links the action.
     start_rollout(&app).await;
     let polled = poll(&app, "swu-a", &a).await;
+    let hawkbit = json!({"config": {"polling": {"sleep": "00:05:00"}},
+        "_links": {"deploymentBase": {"href": "https://host/TENANT/controller/v1/CID/deploymentBase/5?c=-2127183556"}}});
+    assert_eq!(shape(&polled), shape(&hawkbit), "{polled}");
     let href = polled["_links"]["deploymentBase"]["href"].as_str().expect("an action").to_owned();
     assert!(href.starts_with(&app.url("/DEFAULT/controller/v1/swu-a/deploymentBase/")), "{href}");
     let (status, deployment) = ddi(&app, reqwest::Method::GET, &href, &a, None).await;
@@ -187,6 +190,10 @@ async fn a_ddi_device_installs_its_rollout_and_its_failure_halts_the_gate() {
     assert_eq!(ddi(&app, reqwest::Method::POST, &url, &b, Some(failed)).await.0, 200);
     let rollout: Value = app.get_json("/api/v1/rollouts/r1").await;
     assert_eq!(rollout["state"], "halted", "{rollout}");
+    // The rollout says that two of its devices' outcomes are their word.
+    assert_eq!(rollout["ddi_devices"], 2, "{rollout}");
+    let page = browser.get("/ui/rollouts/r1").await;
+    has(&page, &["2 of its devices speak hawkBit&#39;s device API", "on their word, not a signed report"]);
     let device: Value = app.get_json("/api/v1/devices/swu-b").await;
     let assignment = &device["assignments"][0];
     assert_eq!((assignment["state"].as_str(), assignment["detail"].as_str()), (Some("failed"), Some("HASH mismatch")));
@@ -210,6 +217,7 @@ async fn a_paused_rollout_cancels_an_action_the_device_has_not_started() {
     assert!(!cancel.contains('?'), "SWUpdate appends /feedback to it: {cancel}");
     let (status, body) = ddi(&app, reqwest::Method::GET, &cancel, &token, None).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(shape(&body), shape(&json!({"id": "11", "cancelAction": {"stopId": "11"}})), "hawkBit's shape: {body}");
     let id = body["id"].as_str().unwrap().to_owned();
     assert_eq!(body["cancelAction"]["stopId"], id.as_str());
     // The deployment is no longer open.
@@ -294,4 +302,71 @@ async fn ddi_refusals_are_hawkbits_and_change_nothing() {
     let (status, _) =
         ddi(&app, reqwest::Method::POST, &url, &token, Some(feedback("1", "closed", "success", ""))).await;
     assert_eq!(status, 404, "feedback on an action that is not the device's");
+}
+
+#[tokio::test]
+async fn a_gateway_token_speaks_for_its_products_ddi_devices_only() {
+    let (app, _) = lab().await;
+    register(&app, "swu-g").await;
+    let gateway = |token: &str| format!("GatewayToken {token}");
+    let get = |path: &str, authorization: String| {
+        app.client.get(app.url(path)).header(header::AUTHORIZATION, authorization).send()
+    };
+    let path = "/DEFAULT/controller/v1/swu-g";
+    // Off until an admin creates one.
+    assert_eq!(get(path, gateway("pgw_0000")).await.unwrap().status(), 401);
+    let tokens = format!("/api/v1/products/{PRODUCT}/ddi-gateway-token");
+    let (status, body) = post(&app, &tokens, json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("pgw_"), "{token}");
+    assert_eq!(get(path, gateway(&token)).await.unwrap().status(), 200);
+    // Only the product's registered DDI devices.
+    let res = get("/DEFAULT/controller/v1/swu-nobody", gateway(&token)).await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.json::<Value>().await.unwrap()["errorCode"], "hawkbit.server.error.repo.entityNotFound");
+    app.create_product("monitor-2", &["hw"]).await;
+    let other = json!({"device_id": "mon-1", "product": "monitor-2", "hardware_id": "hw"});
+    assert_eq!(post(&app, "/api/v1/ddi-devices", other).await.0, 201);
+    assert_eq!(get("/DEFAULT/controller/v1/mon-1", gateway(&token)).await.unwrap().status(), 401);
+    let enroll = enrollment_token(&app, PRODUCT, &[], 1).await;
+    Device::enroll(&app, "agent-2", PRODUCT, "hw", &enroll).await;
+    assert_eq!(get("/DEFAULT/controller/v1/agent-2", gateway(&token)).await.unwrap().status(), 403);
+    // A new token replaces the old; a revoked one stops at once.
+    let (_, body) = post(&app, &tokens, json!({})).await;
+    let rotated = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(path, gateway(&token)).await.unwrap().status(), 401);
+    assert_eq!(get(path, gateway(&rotated)).await.unwrap().status(), 200);
+    let revoke = || app.client.delete(app.url(&tokens)).bearer_auth(&app.admin).send();
+    assert_eq!(revoke().await.unwrap().status(), 204);
+    assert_eq!(get(path, gateway(&rotated)).await.unwrap().status(), 401);
+    assert_eq!(revoke().await.unwrap().status(), 404);
+    let audit: Value = app.get_json("/api/v1/audit?action=ddi_gateway_token.create").await;
+    assert_eq!(audit.as_array().map(Vec::len), Some(2), "{audit}");
+}
+
+#[tokio::test]
+async fn cohort_selectors_see_a_ddi_devices_attributes() {
+    let (app, _) = lab().await;
+    let with = register(&app, "swu-rev-b").await;
+    let without = register(&app, "swu-rev-a").await;
+    let cohort = json!({"name": "rev-b", "product": PRODUCT, "selector": {"tags": ["board:rev-b"]}});
+    assert_eq!(post(&app, "/api/v1/cohorts", cohort).await.0, 201);
+    let body = json!({"id": "r-attr", "product": PRODUCT, "version": "1.1.0",
+        "stages": [{"cohort": "rev-b", "percent": 100, "soak_minutes": 10}],
+        "gate": {"max_failure_rate": 0.25, "min_reports": 2, "stall_minutes": 600}});
+    assert_eq!(post(&app, "/api/v1/rollouts", body).await.0, 201);
+    assert_eq!(post(&app, "/api/v1/rollouts/r-attr/start", json!({})).await.0, 200);
+    let deploys = |polled: &Value| polled["_links"].get("deploymentBase").is_some();
+    assert!(!deploys(&poll(&app, "swu-rev-b", &with).await), "no attributes yet: not in the cohort");
+    // Attributes count as `name:value` tags, lowercased; the next poll decides again.
+    for (id, token, board) in [("swu-rev-b", &with, "Rev-B"), ("swu-rev-a", &without, "rev-a")] {
+        let config = json!({"data": {"board": board, "note": "not a tag: spaces"}});
+        let url = format!("/DEFAULT/controller/v1/{id}/configData");
+        assert_eq!(ddi(&app, reqwest::Method::PUT, &url, token, Some(config)).await.0, 200);
+    }
+    assert!(deploys(&poll(&app, "swu-rev-b", &with).await));
+    assert!(!deploys(&poll(&app, "swu-rev-a", &without).await));
+    let rollout: Value = app.get_json("/api/v1/rollouts/r-attr").await;
+    assert_eq!(rollout["stages"][0]["eligible"], 1, "{rollout}");
 }

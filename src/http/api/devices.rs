@@ -105,3 +105,43 @@ pub async fn register_ddi(
         token,
     }))
 }
+
+/// A product's DDI gateway token, shown once.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DdiGatewayToken {
+    pub product: String,
+    /// Sent as `Authorization: GatewayToken …` by a gateway polling for any of the product's DDI
+    /// devices; shown only this once.
+    pub token: String,
+}
+
+/// Creates the product's DDI gateway token, replacing the one it had (off until created).
+#[utoipa::path(post, path = "/api/v1/products/{product}/ddi-gateway-token", tag = "devices",
+    params(("product" = crate::domain::names::ProductName, Path)),
+    responses((status = 201, body = DdiGatewayToken), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_gateway_token(
+    svc: web::Data<Services>,
+    auth: crate::http::auth::ManagerAuth,
+    product: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let product = product.into_inner();
+    let token = crate::services::ddi::create_gateway_token(&svc, &auth.0, &product).await?;
+    Ok(HttpResponse::Created().json(DdiGatewayToken { product, token }))
+}
+
+/// Revokes the product's DDI gateway token.
+#[utoipa::path(delete, path = "/api/v1/products/{product}/ddi-gateway-token", tag = "devices",
+    params(("product" = crate::domain::names::ProductName, Path)),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_gateway_token(
+    svc: web::Data<Services>,
+    auth: crate::http::auth::ManagerAuth,
+    product: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    crate::services::ddi::revoke_gateway_token(&svc, &auth.0, &product.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

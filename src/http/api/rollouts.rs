@@ -182,6 +182,9 @@ pub struct RolloutStatusDto {
     pub version: String,
     /// What the rollout's devices downloaded: deltas against full images.
     pub traffic: TrafficDto,
+    /// How many of its devices speak hawkBit's device API: they verify no TUF metadata, and the
+    /// outcomes they report count in the gate on their word, not a signed report.
+    pub ddi_devices: u64,
 }
 
 /// Firmware bytes the rollout's devices downloaded, counted by the server when a device
@@ -210,7 +213,7 @@ impl From<RolloutStatus> for RolloutStatusDto {
             image_bytes: t.image_bytes,
             image_requests: t.image_requests,
         };
-        Self { rollout, product: s.product, version: s.version, traffic }
+        Self { rollout, product: s.product, version: s.version, traffic, ddi_devices: s.ddi_devices }
     }
 }
 

@@ -79,6 +79,16 @@ pub fn facts(status: &RolloutStatus) -> Vec<(&'static str, String)> {
         ("Stall time", minutes_text(r.stall_seconds)),
         ("Advances by itself", if r.auto_advance { "yes".into() } else { "no".into() }),
         ("Downloaded", traffic_text(&status.traffic)),
+        (
+            "hawkBit devices",
+            match status.ddi_devices {
+                0 => "none".into(),
+                n => format!(
+                    "{n} of its devices speak hawkBit's device API: they verify no TUF metadata, and the \
+                     installs and failures they report count in the gate on their word, not a signed report"
+                ),
+            },
+        ),
         ("Created", format!("{} by {}", when(r.created_at), r.created_by)),
     ]
 }
