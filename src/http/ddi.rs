@@ -240,12 +240,33 @@ pub async fn deployment_feedback(
     path: web::Path<(String, String, String)>,
     raw: web::Bytes,
 ) -> HttpResponse {
-    let (tenant, controller_id, raw_id) = path.into_inner();
+    feedback(&svc, &req, path.into_inner(), &raw, FeedbackOn::Deployment).await
+}
+
+/// What a feedback is about.
+#[derive(Debug, Clone, Copy)]
+enum FeedbackOn {
+    Deployment,
+    Cancellation,
+}
+
+/// Feedback on an action: 200 with no body once recorded.
+async fn feedback(
+    svc: &Services,
+    req: &HttpRequest,
+    (tenant, controller_id, raw_id): (String, String, String),
+    raw: &[u8],
+    on: FeedbackOn,
+) -> HttpResponse {
     answer(
         async {
-            let device = device(&svc, &req, &tenant, &controller_id).await?;
-            let feedback = body::<Feedback>(&raw)?;
-            ddi::deployment_feedback(&svc, device, action_id(&raw_id)?, &feedback).await?;
+            let device = device(svc, req, &tenant, &controller_id).await?;
+            let feedback = body::<Feedback>(raw)?;
+            let id = action_id(&raw_id)?;
+            match on {
+                FeedbackOn::Deployment => ddi::deployment_feedback(svc, device, id, &feedback).await?,
+                FeedbackOn::Cancellation => ddi::cancel_feedback(svc, &device, id, &feedback).await?,
+            }
             Ok(HttpResponse::Ok().finish())
         }
         .await,
@@ -293,16 +314,7 @@ pub async fn cancel_feedback(
     path: web::Path<(String, String, String)>,
     raw: web::Bytes,
 ) -> HttpResponse {
-    let (tenant, controller_id, raw_id) = path.into_inner();
-    answer(
-        async {
-            let device = device(&svc, &req, &tenant, &controller_id).await?;
-            let feedback = body::<Feedback>(&raw)?;
-            ddi::cancel_feedback(&svc, &device, action_id(&raw_id)?, &feedback).await?;
-            Ok(HttpResponse::Ok().finish())
-        }
-        .await,
-    )
+    feedback(&svc, &req, path.into_inner(), &raw, FeedbackOn::Cancellation).await
 }
 
 /// The device's attributes (`merge`, `replace` or `remove`); the poll stops asking for them.
