@@ -29,7 +29,7 @@ use super::audit::record;
 use super::auth::{Caller, new_secret, token_hash};
 use super::caches::DeviceIdentity;
 use super::device_report::{ReportOutcome, record_observed};
-use super::enrollment::{DDI, DEVICE_TOKEN_PREFIX, authenticate_device, check_hardware_id};
+use super::enrollment::{DDI, DEVICE_TOKEN_PREFIX, authenticate_device, check_hardware_id, identity_of};
 use super::{ServiceError, Services};
 use crate::db::ddi::{
     NewDdiDevice, assignment_get, assignment_last_changed, device_close_ddi_action, device_insert_ddi,
@@ -149,7 +149,10 @@ pub async fn authenticate(
         return Err(DdiRefusal::Unauthenticated);
     };
     if identity.key.is_some() {
-        return Err(runs_the_agent(controller_id));
+        return Err(ServiceError::Forbidden {
+            message: format!("device {controller_id} runs the patchgate agent, not hawkBit's device API"),
+        }
+        .into());
     }
     if tenant != "DEFAULT" {
         let product = product_get(&svc.db, identity.product_id).await?;
@@ -183,25 +186,7 @@ async fn through_gateway(svc: &Services, token: &str, controller_id: &str) -> Re
     if device.product_id != gateway.product_id {
         return Err(DdiRefusal::Unauthenticated);
     }
-    if device.status != "active" {
-        return Err(ServiceError::Forbidden { message: format!("device {controller_id} is decommissioned") }.into());
-    }
-    if device.protocol != DDI {
-        return Err(runs_the_agent(controller_id));
-    }
-    Ok(Arc::new(DeviceIdentity {
-        id: device.id,
-        device_id: device.device_id,
-        product_id: device.product_id,
-        key: None,
-    }))
-}
-
-fn runs_the_agent(controller_id: &str) -> DdiRefusal {
-    ServiceError::Forbidden {
-        message: format!("device {controller_id} runs the patchgate agent, not hawkBit's device API"),
-    }
-    .into()
+    Ok(identity_of(device)?)
 }
 
 /// Creates (or replaces) the product's gateway token; returns it, shown once.

@@ -420,6 +420,16 @@ pub async fn authenticate_device(
     if !same {
         return Err(unauthenticated());
     }
+    let identity = identity_of(device)?;
+    svc.caches.fill_device_token(ticket, digest, identity.clone());
+    Ok(identity)
+}
+
+/// Who an authenticated device is, from its row: refused if decommissioned; its key parsed
+/// once (none for a DDI device).
+pub(crate) fn identity_of(
+    device: crate::db::entities::device::Model,
+) -> Result<std::sync::Arc<super::caches::DeviceIdentity>, ServiceError> {
     if device.status != "active" {
         return Err(ServiceError::Forbidden { message: format!("device {} is decommissioned", device.device_id) });
     }
@@ -430,12 +440,10 @@ pub async fn authenticate_device(
                 .map_err(|e| ServiceError::Internal(anyhow::anyhow!("stored device key: {e}")))?,
         ),
     };
-    let identity = std::sync::Arc::new(super::caches::DeviceIdentity {
+    Ok(std::sync::Arc::new(super::caches::DeviceIdentity {
         id: device.id,
         device_id: device.device_id,
         product_id: device.product_id,
         key,
-    });
-    svc.caches.fill_device_token(ticket, digest, identity.clone());
-    Ok(identity)
+    }))
 }
