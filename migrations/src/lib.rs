@@ -15,6 +15,7 @@ mod m20261205_000006_retention;
 mod m20261206_000007_deltas;
 mod m20261207_000008_delta_policy;
 mod m20261207_000009_ddi;
+mod m20261207_000010_hot_path_keys;
 
 /// The surrogate key every table has: a 64-bit auto-increment `id` (same on SQLite and PostgreSQL).
 pub(crate) fn id_col<T: IntoIden>(col: T) -> ColumnDef {
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_deltas::Migration),
             Box::new(m20261207_000008_delta_policy::Migration),
             Box::new(m20261207_000009_ddi::Migration),
+            Box::new(m20261207_000010_hot_path_keys::Migration),
         ]
     }
 }

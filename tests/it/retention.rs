@@ -252,7 +252,9 @@ async fn a_repository_made_before_retention_keeps_serving_its_devices_after_the_
     // Back to the schema before retention (its columns go, the rows stay), then forward again,
     // as an upgrade from that release does.
     let db = &app.services.db;
-    migration::Migrator::down(db, Some(1)).await.unwrap();
+    let migrations = migration::Migrator::migrations();
+    let since_retention = migrations.iter().rev().position(|m| m.name().ends_with("_retention")).unwrap() + 1;
+    migration::Migrator::down(db, Some(u32::try_from(since_retention).unwrap())).await.unwrap();
     migration::Migrator::up(db, None).await.unwrap();
     let products: Value = app.get_json("/api/v1/products").await;
     assert_eq!(products[0]["retain_newest"], 20, "{products}");
