@@ -51,9 +51,9 @@
 #                   working tree's sources while it measures copies)
 #   BENCH_FLEET     the bench_fleet binary (default target/release/examples/bench_fleet, built
 #                   first): keep the load generator the same while BENCH_BIN changes
-#   BENCH_PERF=1    record the server with `perf record -g` during each wrk run, the set-up
-#                   (enrollments) and the first reports into $dir/perf-NAME.data (implies
-#                   KEEP_TMP=1; read with `perf report -i FILE`)
+#   BENCH_PERF=1    record the server (and, on PostgreSQL, its processes) with `perf record -g`
+#                   during each wrk run, the set-up (enrollments) and the first reports into
+#                   $dir/perf-NAME.data (implies KEEP_TMP=1; read with `perf report -i FILE`)
 #   BENCH_HSM       where the online keys (image snapshot and timestamp, director) are:
 #                   "" in files (default); "softhsm" in a SoftHSM token, signing through
 #                   PKCS#11; "delay:MS" the same through scripts/bench/pkcs11_delay.c, which
@@ -221,13 +221,15 @@ run_wrk() {
 }
 
 # perf_start NAME / perf_stop: with BENCH_PERF=1, record the server in between into
-# $dir/perf-NAME.data.
+# $dir/perf-NAME.data; on PostgreSQL, its processes too (`perf report --comm postgres`).
 perf_pid=""
 perf_file=""
 perf_start() {
     [[ $BENCH_PERF == 1 ]] && server_alive || return 0
     perf_file=$dir/perf-$1.data
-    perf record -q -F 499 -g -p "$server_pid" -o "$perf_file" >/dev/null 2>&1 &
+    local pids=$server_pid
+    if [[ ${backend:-} == PostgreSQL ]]; then pids+=$(postgres_pids | sed 's/^/,/' | tr -d '\n'); fi
+    perf record -q -F 499 -g -p "$pids" -o "$perf_file" >/dev/null 2>&1 &
     perf_pid=$!
 }
 perf_stop() {
