@@ -21,7 +21,8 @@
 #   4. `bench_fleet first-report`: a 100 % rollout of 1.0.0 to every device starts, then every
 #      device sends one signed report, CONCURRENCY at a time (reports/s, p50, p99; all must say
 #      changed);
-#   5. reads the server's VmRSS and VmHWM.
+#   5. reads the server's VmRSS and VmHWM, and how much of the RSS is anonymous memory (heap,
+#      stacks) and how much mapped files (the binary, libraries, SQLite's shared memory).
 # Then prints one Markdown table per backend with the goals: reports >= 17 000/s on SQLite and
 # >= 10 000/s on PostgreSQL with p99 <= 50 ms, director 304 and image GET >= 0.5 x nginx, first
 # reports >= 5 000/s, enrollment >= 3 000/s. A missed goal is reported as MISS but does not fail
@@ -454,9 +455,11 @@ run_backend() {
     server_alive || die "the server died during the first reports"
 
     # --- memory, then stop ------------------------------------------------------------------------
-    local rss_kib hwm_kib
+    local rss_kib hwm_kib anon_kib file_kib
     rss_kib=$(status_kib "$server_pid" VmRSS)
     hwm_kib=$(status_kib "$server_pid" VmHWM)
+    anon_kib=$(status_kib "$server_pid" RssAnon)
+    file_kib=$(status_kib "$server_pid" RssFile)
     stop "$server_pid"
     server_pid=""
     unset PATCHGATE_DATABASE_URL
@@ -489,7 +492,7 @@ run_backend() {
         echo "| image timestamp.json GET/s | $img_rps | $n200_rps (200) | $img_ratio | $img_p50 ms | $img_p99 ms | $img_wrong of $img_req | ratio ≥ $RATIO_GOAL | $(verdict "$img_ratio" '>=' "$RATIO_GOAL") |"
         echo "| first report after a 100 % stage opens/s | $(printf '%.0f' "$first_rps") | — | — | $first_p50 ms | $first_p99 ms | 0 of $first_count | ≥ $FIRST_REPORTS_GOAL/s | $(verdict "$first_rps" '>=' "$FIRST_REPORTS_GOAL") |"
         echo "| enrollment/s | $(printf '%.0f' "$enroll_rps") | — | — | $enroll_p50 ms | $enroll_p99 ms | 0 of $DEVICES | ≥ $ENROLL_GOAL/s | $(verdict "$enroll_rps" '>=' "$ENROLL_GOAL") |"
-        echo "| server RSS / peak (VmRSS / VmHWM) after the runs | $(kib_to_mib "$rss_kib") / $(kib_to_mib "$hwm_kib") MiB | — | — | | | | — | — |"
+        echo "| server RSS / peak (VmRSS / VmHWM) after the runs | $(kib_to_mib "$rss_kib") / $(kib_to_mib "$hwm_kib") MiB (heap and stacks $(kib_to_mib "$anon_kib"), files $(kib_to_mib "$file_kib")) | — | — | | | | — | — |"
         echo
         echo "nginx anchor latency: 200 p50 $n200_p50 ms, p99 $n200_p99 ms; 304 p50 $n304_p50 ms, p99 $n304_p99 ms." \
             "wrk socket errors: reports $rep_socket, director $dir_socket, image $img_socket." \
