@@ -222,7 +222,8 @@ run_wrk() {
 }
 
 # perf_start NAME / perf_stop: with BENCH_PERF=1, record the server in between into
-# $dir/perf-NAME.data; on PostgreSQL, its processes too (`perf report --comm postgres`).
+# $dir/perf-NAME.data; on PostgreSQL, its processes too (`perf report --comm postgres`): those
+# running when recording starts, as `perf record -p` does not follow processes started later.
 perf_pid=""
 perf_file=""
 perf_start() {
