@@ -17,7 +17,7 @@
 mod fetch;
 mod walk;
 
-use jiff::Timestamp as Time;
+use jiff::{SignedDuration, Timestamp as Time};
 use serde::de::DeserializeOwned;
 use tough::schema::{Delegations, Metafile, Role, Root, Signed, Snapshot, Targets, Timestamp};
 use url::Url;
@@ -128,27 +128,42 @@ impl TrustedRepo {
     }
 }
 
-/// The current time, refused if the clock went back behind the latest time this datastore saw
-/// (an attacker who sets the clock back could make expired metadata look valid); then stored.
+/// How far behind the latest time this device saw the clock may be and still not be refused:
+/// then the latest time stands in for the clock, so expiry is judged at the later of the two and
+/// a step back gains nothing. A clock that jitters backward (an NTP step, or faketime, which
+/// starts its clock afresh for every process of the TUF conformance suite: one slow run can
+/// store a second the next run has not reached) is not an error; a clock set back further is.
+const CLOCK_STEP_BACK_TOLERATED: SignedDuration = SignedDuration::from_secs(60);
+
+/// The time this update runs at: the clock, refused if it went back further than
+/// [`CLOCK_STEP_BACK_TOLERATED`] behind the latest time this datastore saw (an attacker who sets
+/// the clock back could make expired metadata look valid), and never earlier than that time.
 fn checked_now(store: &Datastore) -> Result<Time, AgentError> {
+    update_time(store, Time::now())
+}
+
+/// [`checked_now`] with the clock read by the caller; stores the time it returns.
+fn update_time(store: &Datastore, clock: Time) -> Result<Time, AgentError> {
     let path = store.path().join(LATEST_KNOWN_TIME);
-    let now = Time::now();
-    // Kept to the whole second below: expiries are whole seconds, so a step back within the
-    // second cannot make anything valid, and two runs started within one second by a clock
-    // that jitters (faketime restarts its clock per process) are not refused.
-    let seen = Time::from_second(now.as_second()).map_err(|e| AgentError::local("reading the clock", e))?;
     let latest = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Time>(&b).ok());
-    if let Some(latest) = latest
-        && now < latest
-    {
-        return Err(AgentError::Local(format!(
-            "the system clock ({now}) is earlier than the latest time this device saw ({latest}); fix the clock \
-             (or, if a wrong clock ran ahead, remove {LATEST_KNOWN_TIME} from the state directory's image/ and \
-             director/)"
-        )));
-    }
+    let now = match latest {
+        Some(latest) if clock < latest => {
+            if latest.duration_since(clock) > CLOCK_STEP_BACK_TOLERATED {
+                return Err(AgentError::Local(format!(
+                    "the system clock ({clock}) is earlier than the latest time this device saw ({latest}); fix \
+                     the clock (or, if a wrong clock ran ahead, remove {LATEST_KNOWN_TIME} from the state \
+                     directory's image/ and director/)"
+                )));
+            }
+            return Ok(latest);
+        }
+        _ => clock,
+    };
     std::fs::create_dir_all(store.path())
         .map_err(|e| AgentError::local(format!("creating {}", store.path().display()), e))?;
+    // Kept to the whole second below: expiries are whole seconds, so nothing is judged later
+    // than the clock said, and a file from an older agent reads the same.
+    let seen = Time::from_second(now.as_second()).map_err(|e| AgentError::local("reading the clock", e))?;
     let bytes = serde_json::to_vec(&seen).map_err(|e| AgentError::local("encoding the time", e))?;
     write_atomic(&path, &bytes)?;
     Ok(now)
@@ -395,5 +410,53 @@ impl Source {
             Verifier::Delegations(delegations) => delegations.verify_role(targets, role),
         };
         verified.map_err(|e| self.refused("bad_signature", role, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time::from_second(second).unwrap()
+    }
+
+    /// A datastore (kept alive by the directory) that last saw `second`.
+    fn seen_at(second: i64) -> (tempfile::TempDir, Datastore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Datastore::new(dir.path().to_owned());
+        update_time(&store, at(second)).unwrap();
+        (dir, store)
+    }
+
+    fn stored(store: &Datastore) -> Time {
+        serde_json::from_slice(&std::fs::read(store.path().join(LATEST_KNOWN_TIME)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_clock_is_stored_to_the_second_as_it_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Datastore::new(dir.path().join("image"));
+        let first = at(1_800_000_000).checked_add(SignedDuration::from_millis(700)).unwrap();
+        assert_eq!(update_time(&store, first).unwrap(), first);
+        assert_eq!(stored(&store), at(1_800_000_000));
+        assert_eq!(update_time(&store, at(1_800_000_005)).unwrap(), at(1_800_000_005));
+        assert_eq!(stored(&store), at(1_800_000_005));
+    }
+
+    #[test]
+    fn a_small_step_back_runs_at_the_latest_time_seen() {
+        let (_dir, store) = seen_at(1_800_000_060);
+        // A clock a minute behind is judged at the later time, so nothing expired looks valid.
+        assert_eq!(update_time(&store, at(1_800_000_000)).unwrap(), at(1_800_000_060));
+        assert_eq!(stored(&store), at(1_800_000_060));
+    }
+
+    #[test]
+    fn a_clock_set_back_further_is_refused_and_nothing_is_stored() {
+        let (_dir, store) = seen_at(1_800_000_061);
+        let err = update_time(&store, at(1_800_000_000)).unwrap_err().to_string();
+        assert!(err.contains("earlier than the latest time this device saw"), "{err}");
+        assert_eq!(stored(&store), at(1_800_000_061));
     }
 }
