@@ -142,7 +142,7 @@ fn checked_now(store: &Datastore) -> Result<Time, AgentError> {
     update_time(store, Time::now())
 }
 
-/// [`checked_now`] with the clock read by the caller; stores the time it returns.
+/// [`checked_now`] with the clock read by the caller; stores the clock when it moved on.
 fn update_time(store: &Datastore, clock: Time) -> Result<Time, AgentError> {
     let path = store.path().join(LATEST_KNOWN_TIME);
     let latest = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Time>(&b).ok());
@@ -161,12 +161,17 @@ fn update_time(store: &Datastore, clock: Time) -> Result<Time, AgentError> {
     };
     std::fs::create_dir_all(store.path())
         .map_err(|e| AgentError::local(format!("creating {}", store.path().display()), e))?;
-    // Kept to the whole second below: expiries are whole seconds, so nothing is judged later
-    // than the clock said, and a file from an older agent reads the same.
-    let seen = Time::from_second(now.as_second()).map_err(|e| AgentError::local("reading the clock", e))?;
-    let bytes = serde_json::to_vec(&seen).map_err(|e| AgentError::local("encoding the time", e))?;
+    // Stored exactly (older agents kept the whole second below, which reads the same): a later
+    // run within the tolerance is judged at this very instant, never a fraction before it.
+    let bytes = serde_json::to_vec(&now).map_err(|e| AgentError::local("encoding the time", e))?;
     write_atomic(&path, &bytes)?;
     Ok(now)
+}
+
+/// §5.4.4 and the like: metadata is valid only while its expiry is later than the update's
+/// start time (python-tuf's `now >= expires` is expired too).
+fn is_expired(expires: Time, now: Time) -> bool {
+    expires <= now
 }
 
 /// Who signs a targets role: the root (top-level targets) or the delegating role.
@@ -190,7 +195,7 @@ impl Source {
     }
 
     fn check_expiry<T: Role>(&self, role: &str, signed: &T) -> Result<(), AgentError> {
-        if signed.expires() < self.now {
+        if is_expired(signed.expires(), self.now) {
             return Err(self.refused("expired_metadata", role, format!("expired at {}", signed.expires())));
         }
         Ok(())
@@ -434,14 +439,34 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_is_stored_to_the_second_as_it_moves_on() {
+    fn the_clock_is_stored_as_it_moves_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = Datastore::new(dir.path().join("image"));
         let first = at(1_800_000_000).checked_add(SignedDuration::from_millis(700)).unwrap();
         assert_eq!(update_time(&store, first).unwrap(), first);
-        assert_eq!(stored(&store), at(1_800_000_000));
+        assert_eq!(stored(&store), first);
         assert_eq!(update_time(&store, at(1_800_000_005)).unwrap(), at(1_800_000_005));
         assert_eq!(stored(&store), at(1_800_000_005));
+    }
+
+    #[test]
+    fn a_step_back_within_the_second_judges_nothing_earlier() {
+        // A run at S + 0.9 s refused metadata that expired at S; a run at S - 0.2 s must too.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Datastore::new(dir.path().to_owned());
+        let later = at(1_800_000_000).checked_add(SignedDuration::from_millis(900)).unwrap();
+        assert!(is_expired(at(1_800_000_000), update_time(&store, later).unwrap()));
+        let back = at(1_800_000_000).checked_sub(SignedDuration::from_millis(200)).unwrap();
+        let now = update_time(&store, back).unwrap();
+        assert_eq!(now, later);
+        assert!(is_expired(at(1_800_000_000), now));
+    }
+
+    #[test]
+    fn metadata_is_valid_only_before_its_expiry() {
+        assert!(!is_expired(at(1_800_000_001), at(1_800_000_000)));
+        assert!(is_expired(at(1_800_000_000), at(1_800_000_000)));
+        assert!(is_expired(at(1_800_000_000), at(1_800_000_001)));
     }
 
     #[test]
