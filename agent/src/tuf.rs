@@ -146,26 +146,25 @@ fn checked_now(store: &Datastore) -> Result<Time, AgentError> {
 fn update_time(store: &Datastore, clock: Time) -> Result<Time, AgentError> {
     let path = store.path().join(LATEST_KNOWN_TIME);
     let latest = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Time>(&b).ok());
-    let now = match latest {
-        Some(latest) if clock < latest => {
-            if latest.duration_since(clock) > CLOCK_STEP_BACK_TOLERATED {
-                return Err(AgentError::Local(format!(
-                    "the system clock ({clock}) is earlier than the latest time this device saw ({latest}); fix \
-                     the clock (or, if a wrong clock ran ahead, remove {LATEST_KNOWN_TIME} from the state \
-                     directory's image/ and director/)"
-                )));
-            }
-            return Ok(latest);
+    if let Some(latest) = latest
+        && clock < latest
+    {
+        if latest.duration_since(clock) > CLOCK_STEP_BACK_TOLERATED {
+            return Err(AgentError::Local(format!(
+                "the system clock ({clock}) is earlier than the latest time this device saw ({latest}); fix the \
+                 clock (or, if a wrong clock ran ahead, remove {LATEST_KNOWN_TIME} from the state directory's \
+                 image/ and director/)"
+            )));
         }
-        _ => clock,
-    };
+        return Ok(latest);
+    }
     std::fs::create_dir_all(store.path())
         .map_err(|e| AgentError::local(format!("creating {}", store.path().display()), e))?;
     // Stored exactly (older agents kept the whole second below, which reads the same): a later
     // run within the tolerance is judged at this very instant, never a fraction before it.
-    let bytes = serde_json::to_vec(&now).map_err(|e| AgentError::local("encoding the time", e))?;
+    let bytes = serde_json::to_vec(&clock).map_err(|e| AgentError::local("encoding the time", e))?;
     write_atomic(&path, &bytes)?;
-    Ok(now)
+    Ok(clock)
 }
 
 /// §5.4.4 and the like: metadata is valid only while its expiry is later than the update's
