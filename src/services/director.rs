@@ -152,8 +152,21 @@ pub struct Signed {
     pub refresh_at: i64,
 }
 
+impl Signed {
+    /// What [`sign_new_roles`] at `now` from `versions` yields, known before it signs: the
+    /// caller may store it while the signing runs.
+    pub fn of_new_roles(versions: [u64; 3], now: Timestamp) -> Self {
+        let due = |kind: RoleKind| refresh_due(kind, expires_at(kind, now));
+        Self {
+            targets_version: versions[0] + 1,
+            refresh_at: due(RoleKind::DirectorTargets).min(due(RoleKind::Snapshot)).min(due(RoleKind::Timestamp)),
+        }
+    }
+}
+
 /// New director targets, snapshot and timestamp for the device `device_id`, one version
 /// above `versions` (`[targets, snapshot, timestamp]`), signed with `key`; nothing stored.
+/// What it returns beside the roles is [`Signed::of_new_roles`].
 pub async fn sign_new_roles(
     key: &Signer,
     device_id: &str,
@@ -166,11 +179,7 @@ pub async fn sign_new_roles(
     let targets = sign_targets(key, targets_v + 1, entry.as_ref(), now).await?;
     let snapshot = sign_snapshot(key, snapshot_v + 1, targets.version, now).await?;
     let timestamp = sign_timestamp(key, timestamp_v + 1, &snapshot, now).await?;
-    let refresh_at = refresh_due(RoleKind::DirectorTargets, targets.expires)
-        .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
-        .min(refresh_due(RoleKind::Timestamp, timestamp.expires));
-    let signed = Signed { targets_version: targets.version, refresh_at };
-    Ok(([targets, snapshot, timestamp], signed))
+    Ok(([targets, snapshot, timestamp], Signed::of_new_roles(versions, now)))
 }
 
 /// One device's new director roles to sign: see [`sign_new_roles`].
@@ -377,8 +386,25 @@ pub fn known_device_timestamp(svc: &Services, device_row: i64) -> Option<String>
 
 #[cfg(test)]
 mod tests {
-    use super::{SignJob, sign_new_roles_many};
+    use super::{RoleKind, SignJob, Signed, refresh_due, sign_new_roles, sign_new_roles_many};
     use crate::tuf::keys::Signer;
+
+    /// What the writer stores before the signing finished is what the signed roles say.
+    #[tokio::test]
+    async fn what_a_signing_yields_is_known_before_it() {
+        let key = Signer::generate();
+        for (now, versions) in [(1_800_000_000, [0, 0, 0]), (1_800_000_123, [4, 9, 30])] {
+            let now = jiff::Timestamp::from_second(now).unwrap();
+            let (roles, signed) = sign_new_roles(&key, "dev-1", versions, None, now).await.unwrap();
+            let [targets, snapshot, timestamp] = &roles;
+            let refresh_at = refresh_due(RoleKind::DirectorTargets, targets.expires)
+                .min(refresh_due(RoleKind::Snapshot, snapshot.expires))
+                .min(refresh_due(RoleKind::Timestamp, timestamp.expires));
+            assert_eq!((signed.targets_version, signed.refresh_at), (targets.version, refresh_at));
+            let known = Signed::of_new_roles(versions, now);
+            assert_eq!((known.targets_version, known.refresh_at), (signed.targets_version, signed.refresh_at));
+        }
+    }
 
     /// Spread over the workers, every job is signed once and the results keep the jobs' order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,12 +9,16 @@
 //! 2. record every counter with one conditional update that accepts any stored plan epoch
 //!    ([`record_for_decision`]); a report it does not record (stale counter, changed attempt,
 //!    a role due for refresh) goes the full path;
-//! 3. read the assignment rows of all recorded devices in one query, decide for each in memory
-//!    (`assign_device::plan_device`) and store new assignments with one insert;
-//! 4. for devices whose decision changed, read their roles' versions in one query, sign new
-//!    director roles (on every core: `director::sign_new_roles_many`) and store them with one
-//!    insert;
-//! 5. store every device's decision and the epoch it was made at with one update.
+//! 3. read the assignment rows of all recorded devices in one query and decide for each in
+//!    memory (`assign_device::plan_device`);
+//! 4. for devices whose decision changed, read their roles' versions in one query;
+//! 5. store the new assignments with one insert, and every device's decision and the epoch it
+//!    was made at with one update, while new director roles are signed (on every core:
+//!    `director::sign_new_roles_many`): the versions and refresh time a decision stores are
+//!    known before the signing ends (`director::Signed::of_new_roles`). On SQLite the writer
+//!    is the one path every first report takes, so its statements and the signing no longer
+//!    wait for each other;
+//! 6. store the signed roles with one insert.
 //!
 //! Only the rare withdrawals and renewals are a statement per row. A failure anywhere fails
 //! the whole step; the writer rolls it back and every report takes the full path on its own.
@@ -23,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::assign_device::{PlanSnapshot, apply_changes, plan_device};
-use super::director::{DirectorAssignment, SignJob, latest_versions_of, metadata_rows, sign_new_roles_many};
+use super::director::{DirectorAssignment, SignJob, Signed, latest_versions_of, metadata_rows, sign_new_roles_many};
 use super::image_repo::director_online_signer;
 use super::unchanged_reports::{FastOutcome, UnchangedReport, record_for_decision};
 use super::{ServiceError, Services};
@@ -112,32 +116,40 @@ pub async fn redecide_reports(
             to_sign.push((d, planned.assignment));
         }
     }
-    assignment_insert_many(txn, inserts).await?;
-
-    if !to_sign.is_empty() {
-        let key = director_online_signer(txn, svc).await?;
-        let mut versions = latest_versions_of(txn, to_sign.iter().map(|(d, _)| d.id).collect()).await?;
-        let jobs = to_sign
-            .iter()
-            .map(|(d, assignment)| SignJob {
-                device_id: d.device_id.clone(),
-                versions: versions.remove(&d.id).unwrap_or_default(),
-                assignment: assignment.clone(),
-            })
-            .collect();
-        let signed_roles = sign_new_roles_many(&key, jobs, now).await?;
-        let mut metadata = Vec::with_capacity(3 * to_sign.len());
-        for ((d, assignment), (roles, signed)) in to_sign.into_iter().zip(signed_roles) {
-            let [targets, snapshot, timestamp] = &roles;
-            metadata.extend(metadata_rows(d.id, &[targets, snapshot, timestamp], now));
-            let version = i64::try_from(signed.targets_version).unwrap_or(i64::MAX);
-            let assigned = DirectorAssignment::columns(assignment.as_ref());
-            decisions.push(decision_row(&d, assigned, version, signed.refresh_at, epoch));
-            set_outcome(&mut outcomes, &index_of, &d, version, true);
-        }
-        device_metadata_insert_many(txn, metadata).await?;
+    if to_sign.is_empty() {
+        assignment_insert_many(txn, inserts).await?;
+        devices_set_decisions(txn, &decisions).await?;
+        return Ok(outcomes);
     }
-    devices_set_decisions(txn, &decisions).await?;
+    let key = director_online_signer(txn, svc).await?;
+    let mut versions = latest_versions_of(txn, to_sign.iter().map(|(d, _)| d.id).collect()).await?;
+    let mut jobs = Vec::with_capacity(to_sign.len());
+    for (d, assignment) in &to_sign {
+        let job_versions = versions.remove(&d.id).unwrap_or_default();
+        let signed = Signed::of_new_roles(job_versions, now);
+        let version = i64::try_from(signed.targets_version).unwrap_or(i64::MAX);
+        let assigned = DirectorAssignment::columns(assignment.as_ref());
+        decisions.push(decision_row(d, assigned, version, signed.refresh_at, epoch));
+        set_outcome(&mut outcomes, &index_of, d, version, true);
+        jobs.push(SignJob { device_id: d.device_id.clone(), versions: job_versions, assignment: assignment.clone() });
+    }
+    // The signing (on every core) runs while the statements that do not need its result do;
+    // the statements first, so that the first is on its way before any signing starts.
+    let (stored, signed_roles) = tokio::join!(
+        async {
+            assignment_insert_many(txn, inserts).await?;
+            devices_set_decisions(txn, &decisions).await
+        },
+        sign_new_roles_many(&key, jobs, now)
+    );
+    stored?;
+    let signed_roles = signed_roles?;
+    let mut metadata = Vec::with_capacity(3 * to_sign.len());
+    for ((d, _), (roles, _)) in to_sign.iter().zip(&signed_roles) {
+        let [targets, snapshot, timestamp] = roles;
+        metadata.extend(metadata_rows(d.id, &[targets, snapshot, timestamp], now));
+    }
+    device_metadata_insert_many(txn, metadata).await?;
     Ok(outcomes)
 }
 
