@@ -117,8 +117,7 @@ pub async fn redecide_reports(
         }
     }
     if to_sign.is_empty() {
-        assignment_insert_many(txn, inserts).await?;
-        devices_set_decisions(txn, &decisions).await?;
+        store_decisions(txn, inserts, &decisions).await?;
         return Ok(outcomes);
     }
     let key = director_online_signer(txn, svc).await?;
@@ -135,13 +134,8 @@ pub async fn redecide_reports(
     }
     // The signing (on every core) runs while the statements that do not need its result do;
     // the statements first, so that the first is on its way before any signing starts.
-    let (stored, signed_roles) = tokio::join!(
-        async {
-            assignment_insert_many(txn, inserts).await?;
-            devices_set_decisions(txn, &decisions).await
-        },
-        sign_new_roles_many(&key, jobs, now)
-    );
+    let (stored, signed_roles) =
+        tokio::join!(store_decisions(txn, inserts, &decisions), sign_new_roles_many(&key, jobs, now));
     stored?;
     let signed_roles = signed_roles?;
     let mut metadata = Vec::with_capacity(3 * to_sign.len());
@@ -151,6 +145,16 @@ pub async fn redecide_reports(
     }
     device_metadata_insert_many(txn, metadata).await?;
     Ok(outcomes)
+}
+
+/// Stores a group's new assignments and every device's decision (two statements).
+async fn store_decisions(
+    txn: &impl sea_orm::ConnectionTrait,
+    inserts: Vec<assignment::ActiveModel>,
+    decisions: &[DecisionRow],
+) -> Result<(), sea_orm::DbErr> {
+    assignment_insert_many(txn, inserts).await?;
+    devices_set_decisions(txn, decisions).await
 }
 
 /// What a decision names: release, rollout and action.
