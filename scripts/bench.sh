@@ -42,7 +42,9 @@
 #                   reports/s: ceil(seconds * 20000 / DEVICES) + 2)
 #   CONCURRENCY     requests in flight for enrollment and first reports (default 64)
 #   BENCH_POSTGRES  admin URL of a PostgreSQL server (default
-#                   postgres://postgres@127.0.0.1:5432/test; "" skips PostgreSQL)
+#                   postgres://postgres@127.0.0.1:5432/test, by TCP, with TLS when the server
+#                   offers it; postgres://postgres@localhost/test?host=/var/run/postgresql
+#                   through its socket; "" skips PostgreSQL)
 #   BENCH_NO_SQLITE=1  skip the SQLite run (PostgreSQL only)
 #   BENCH_TMPDIR    where to create the temporary directory (default $TMPDIR or /tmp)
 #   KEEP_TMP=1      keep the temporary directory (server and nginx logs, wrk output, data files)

@@ -312,6 +312,18 @@ impl Config {
                 message: format!("{db:?} must start with sqlite:// or postgres://"),
             });
         }
+        // The URL itself is not repeated: it may hold a password.
+        if !db.starts_with("sqlite:")
+            && let Err(e) = url::Url::parse(&db)
+        {
+            return Err(ConfigError::Invalid {
+                field: "database_url",
+                message: format!(
+                    "is not a URL ({e}); a PostgreSQL on this machine is reached over its socket as \
+                     postgres://USER@localhost/DATABASE?host=/var/run/postgresql"
+                ),
+            });
+        }
         if let Some(store) = &self.store_url
             && !(store.starts_with("file://") || store.starts_with("s3://"))
         {
@@ -432,6 +444,22 @@ mod tests {
             jail.set_env("PATCHGATE_DATABASE_URL", "mysql://x");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("database_url"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// `postgres://user@/db` (no host) is what one writes for a socket and neither sea-orm nor
+    /// sqlx parses: the error says what does, without repeating the URL (it may hold a password).
+    #[test]
+    fn a_postgres_url_without_a_host_is_refused_with_the_socket_form() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PATCHGATE_DATABASE_URL", "postgres://patchgate:s3cret@/fleet?host=/var/run/postgresql");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("database_url") && err.contains("empty host"), "{err}");
+            assert!(err.contains("postgres://USER@localhost/DATABASE?host=/var/run/postgresql"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+            jail.set_env("PATCHGATE_DATABASE_URL", "postgres://patchgate@localhost/fleet?host=/var/run/postgresql");
+            Config::load(None).map_err(|e| e.to_string())?;
             Ok(())
         });
     }

@@ -4,11 +4,13 @@
 //! admin change (pause, abort, yank, security floor) is obeyed by the first report answered
 //! after the admin's request returned.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use patchgate::db::devices::{device_find, device_reports_recent};
 use patchgate::services::unchanged_reports::{FastOutcome, UnchangedReport, write_batch};
 use patchgate_protocol::report::AttemptState;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, firmware, spawn_app, spawn_app_from};
@@ -126,6 +128,64 @@ async fn a_report_decided_again_stores_its_counter_and_its_replay_is_refused() {
     assert_eq!(stored(&app, "pump-a").await.last_counter, row.last_counter, "the replay changed nothing");
     // The next poll repeats a decision made under the current plan.
     device.counter += 1;
+    assert_eq!(device.report(&app, None).await["changed"], false);
+}
+
+/// `url` (a PostgreSQL on this machine, by TCP) in the form the README gives for its Unix
+/// socket, `postgres://USER@localhost:PORT/DATABASE?host=DIR`; `None` when the server is not on
+/// this machine, has no socket here, or does not let this user in through it.
+async fn socket_form(url: &str) -> Option<String> {
+    let mut url = url::Url::parse(url).unwrap();
+    if !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
+        return None;
+    }
+    let db = sea_orm::Database::connect(url.as_str()).await.unwrap();
+    let dirs: String = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SHOW unix_socket_directories"))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    db.close().await.unwrap();
+    let port = url.port().unwrap_or(5432);
+    let dir = dirs.split(',').map(str::trim).find(|d| Path::new(d).join(format!(".s.PGSQL.{port}")).exists())?;
+    url.set_host(Some("localhost")).unwrap();
+    url.query_pairs_mut().append_pair("host", dir);
+    // Its rules for local connections may differ from those for TCP (`peer` on Debian by default).
+    let over_socket = sea_orm::Database::connect(url.as_str()).await.ok()?;
+    over_socket.close().await.unwrap();
+    Some(url.to_string())
+}
+
+/// A PostgreSQL on the server's own machine, reached over its Unix socket with the URL form the
+/// README gives: no TCP and no TLS between server and database (on loopback TLS only costs
+/// CPU), and a device's first report after a stage opens is decided and signed as over TCP.
+#[tokio::test]
+async fn a_postgresql_on_this_machine_serves_the_device_path_over_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path()).await;
+    let Some(tcp) = config.database_url.clone() else {
+        return; // SQLite: no socket to reach
+    };
+    let Some(socket) = socket_form(&tcp).await else {
+        eprintln!("this PostgreSQL has no socket on this machine: nothing to check");
+        return;
+    };
+    config.database_url = Some(socket);
+    let app = spawn_app_from(dir, config, jiff::SignedDuration::ZERO).await;
+    let how = "SELECT inet_server_addr() IS NULL, coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
+    let row = app.services.db.query_one_raw(Statement::from_string(DbBackend::Postgres, how)).await.unwrap().unwrap();
+    let (socket, tls): (bool, bool) = (row.try_get_by_index(0).unwrap(), row.try_get_by_index(1).unwrap());
+    assert_eq!((socket, tls), (true, false), "connected over the socket, without TLS");
+
+    let (image, mut device) = setup(&app).await;
+    device.report(&app, None).await;
+    assert_eq!(device.report(&app, None).await["changed"], false);
+    start_rollout(&app, "r-1", "1.0.0").await;
+    let answer = device.report(&app, None).await;
+    assert_eq!(answer["changed"], true, "{answer}");
+    assert_eq!(device.assignment(&app).await.map(|(n, _)| n), Some(image.name.clone()));
     assert_eq!(device.report(&app, None).await["changed"], false);
 }
 
