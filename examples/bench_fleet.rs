@@ -17,7 +17,9 @@
 //! - `first-report`: creates cohort `all` (tag `bench`) and the rollout `r-bench` of 1.0.0 with
 //!   one 100 % stage, starts it, then sends every device of `reports.tsv` one signed report
 //!   (counter `COUNTER`, far above anything wrk used) with `CONCURRENCY` in flight; every answer
-//!   must be 200 with `changed: true` (otherwise the run fails).
+//!   must be 200 with `changed: true` (otherwise the run fails). Beside the rate and the
+//!   latencies it prints the CPU spent while they were sent, its own and the whole machine's
+//!   (`first_report_client_ticks`, `first_report_machine_busy_ticks`, in clock ticks).
 //!
 //! Results go to stdout as `key=value` lines (rates per second, latencies in ms); progress to
 //! stderr. Run through `scripts/bench.sh`, or by hand against a server:
@@ -143,6 +145,43 @@ impl Timing {
         println!("{prefix}_per_sec={:.1}", self.rate());
         println!("{prefix}_p50_ms={:.2}", self.percentile_ms(0.5));
         println!("{prefix}_p99_ms={:.2}", self.percentile_ms(0.99));
+    }
+}
+
+/// CPU time so far, in clock ticks: this process's (`/proc/self/stat`, user + system) and the
+/// whole machine's busy time (`/proc/stat`, every state but idle and I/O wait, all cores).
+/// Zero where `/proc` cannot be read (the figures are then left out by `scripts/bench.sh`).
+#[derive(Clone, Copy, Default)]
+struct CpuTicks {
+    own: u64,
+    machine_busy: u64,
+}
+
+impl CpuTicks {
+    fn now() -> Self {
+        let own = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| {
+            // After the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        });
+        let machine_busy = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+            // `cpu  user nice system idle iowait irq softirq steal guest guest_nice` (guest time
+            // is already counted in user).
+            let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+            let t: Vec<u64> = line.split_whitespace().skip(1).map_while(|v| v.parse().ok()).collect();
+            Some([0, 1, 2, 5, 6, 7].iter().filter_map(|&i| t.get(i)).sum())
+        });
+        Self { own: own.unwrap_or(0), machine_busy: machine_busy.unwrap_or(0) }
+    }
+
+    /// `{prefix}_client_ticks` and `{prefix}_machine_busy_ticks` since `before`, on stdout.
+    fn print_since(self, before: Self, prefix: &str) {
+        if self.machine_busy == 0 {
+            return;
+        }
+        println!("{prefix}_client_ticks={}", self.own.saturating_sub(before.own));
+        println!("{prefix}_machine_busy_ticks={}", self.machine_busy.saturating_sub(before.machine_busy));
     }
 }
 
@@ -419,6 +458,7 @@ async fn first_report() {
     let bodies: Vec<String> =
         known.iter().map(|k| report_body(k.index, &key_of(k.index), counter, &time, k.version)).collect();
     eprintln!("==> sending {} first reports after the stage opened, {concurrency} at a time", known.len());
+    let cpu_before = CpuTicks::now();
     let (outcomes, timing) = concurrently(known.len(), concurrency, |n| {
         let k = &known[n];
         let req = server
@@ -446,9 +486,11 @@ async fn first_report() {
         }
     })
     .await;
+    let cpu_after = CpuTicks::now();
     let wrong: Vec<(usize, &String)> =
         outcomes.iter().enumerate().filter_map(|(n, o)| o.as_ref().err().map(|e| (known[n].index, e))).collect();
     timing.print("first_report");
+    cpu_after.print_since(cpu_before, "first_report");
     println!("first_report_wrong={}", wrong.len());
     if let Some((index, error)) = wrong.first() {
         panic!(

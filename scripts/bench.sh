@@ -23,6 +23,10 @@
 #      changed);
 #   5. reads the server's VmRSS and VmHWM, and how much of the RSS is anonymous memory (heap,
 #      stacks) and how much mapped files (the binary, libraries, SQLite's shared memory).
+#   While the unchanged reports and the first reports run, it also reads the CPU they cost: the
+#   server's, PostgreSQL's and the whole machine's (the rest is the load generator and
+#   interrupts), and how busy the cores were; for the first reports, also the rate that fully busy
+#   cores would allow at the measured cost a report. That says whether the cores bound a figure.
 # Then prints one Markdown table per backend with the goals: reports >= 17 000/s on SQLite and
 # >= 10 000/s on PostgreSQL with p99 <= 50 ms, director 304 and image GET >= 0.5 x nginx, first
 # reports >= 5 000/s, enrollment >= 3 000/s. A missed goal is reported as MISS but does not fail
@@ -205,6 +209,22 @@ cpu_ticks() {
 postgres_pids() { pgrep -x postgres || true; }
 # cpu_seconds TICKS: clock ticks as seconds.
 cpu_seconds() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+# machine_busy_ticks: CPU time of the whole machine so far, every core, every state but idle and
+# I/O wait, in clock ticks (/proc/stat; guest time is already in user).
+machine_busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# busy_share TICKS SECONDS: TICKS as a percentage of every core's time over SECONDS.
+busy_share() {
+    awk -v t="$1" -v s="$2" -v n="$(nproc)" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (s + 0 > 0) printf "%.0f", 100 * t / hz / (n * s); else print "?" }'
+}
+# cpu_ceiling TICKS COUNT: what COUNT requests that together cost TICKS of the machine's CPU
+# cost each, and the rate every core, fully busy, would then allow.
+cpu_ceiling() {
+    awk -v t="$1" -v c="$2" -v n="$(nproc)" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        if (t + 0 > 0 && c + 0 > 0) printf "%.2f ms of the machine'"'"'s CPU a report: its %d cores, fully busy, would answer at most %.0f/s", 1000 * t / hz / c, n, n * c * hz / t
+        else print "no CPU figure"
+    }'
+}
 
 # run_wrk NAME URL [wrk options and script arguments...]: wrk's output in $dir/wrk-NAME.txt.
 run_wrk() {
@@ -373,8 +393,22 @@ run_backend() {
 
     # --- wrk: reports, director 304, image timestamp -------------------------------------------
     local rep_rps rep_p50 rep_p99 rep_req rep_wrong rep_socket rep_exhausted
+    local pg_pids=() rep_server_ticks rep_pg_ticks rep_busy_ticks rep_started rep_seconds
+    if [[ $backend == PostgreSQL ]]; then mapfile -t pg_pids < <(postgres_pids); fi
+    rep_server_ticks=$(cpu_ticks "$server_pid")
+    rep_pg_ticks=$(cpu_ticks "${pg_pids[@]}")
+    rep_busy_ticks=$(machine_busy_ticks)
+    rep_started=$(date +%s.%N)
     run_wrk reports "$base" -s "$bench_dir/reports.lua" -- "$dir/reports.tsv" "$THREADS"
+    rep_busy_ticks=$(( $(machine_busy_ticks) - rep_busy_ticks ))
+    rep_seconds=$(awk -v a="$rep_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+    rep_server_ticks=$(( $(cpu_ticks "$server_pid") - rep_server_ticks ))
+    rep_pg_ticks=$(( $(cpu_ticks "${pg_pids[@]}") - rep_pg_ticks ))
     wrk_figures reports
+    local rep_cpu="server $(cpu_seconds "$rep_server_ticks") s"
+    if [[ $backend == PostgreSQL ]]; then rep_cpu+=", PostgreSQL $(cpu_seconds "$rep_pg_ticks") s"; fi
+    rep_cpu+=", the rest of the machine (wrk, interrupts) $(cpu_seconds $(( rep_busy_ticks - rep_server_ticks - rep_pg_ticks ))) s;"
+    rep_cpu+=" cores busy $(busy_share "$rep_busy_ticks" "$rep_seconds") % over $rep_seconds s"
     rep_rps=$rps rep_p50=$p50 rep_p99=$p99 rep_req=$requests rep_wrong=$wrong rep_socket=$socket rep_exhausted=$exhausted
     sleep 1
 
@@ -437,7 +471,7 @@ run_backend() {
 
     # --- first report after a 100 % stage opens --------------------------------------------------
     perf_start first-report
-    local pg_pids=() server_ticks pg_ticks
+    local server_ticks pg_ticks
     if [[ $backend == PostgreSQL ]]; then mapfile -t pg_pids < <(postgres_pids); fi
     server_ticks=$(cpu_ticks "$server_pid")
     pg_ticks=$(cpu_ticks "${pg_pids[@]}")
@@ -449,12 +483,21 @@ run_backend() {
     local first_cpu
     first_cpu="server $(cpu_seconds "$server_ticks") s"
     if [[ $backend == PostgreSQL ]]; then first_cpu+=", PostgreSQL $(cpu_seconds "$pg_ticks") s"; fi
-    local first_rps first_p50 first_p99 first_count
+    local first_rps first_p50 first_p99 first_count first_client first_busy first_seconds
     first_rps=$(kv "$dir/first-report.out" first_report_per_sec)
     first_p50=$(kv "$dir/first-report.out" first_report_p50_ms)
     first_p99=$(kv "$dir/first-report.out" first_report_p99_ms)
     first_count=$(kv "$dir/first-report.out" first_report_count)
+    first_seconds=$(kv "$dir/first-report.out" first_report_seconds)
+    first_client=$(kv "$dir/first-report.out" first_report_client_ticks)
+    first_busy=$(kv "$dir/first-report.out" first_report_machine_busy_ticks)
     [[ -n $first_rps ]] || die "bench_fleet first-report printed no rate"
+    # The whole machine's CPU while the reports were sent (bench_fleet reads it around them):
+    # whether the cores were the limit, and the rate they would allow at this cost per report.
+    if [[ -n $first_busy ]]; then
+        first_cpu+=", bench_fleet $(cpu_seconds "$first_client") s; cores busy $(busy_share "$first_busy" "$first_seconds") %"
+        first_cpu+=" over $first_seconds s; $(cpu_ceiling "$first_busy" "$first_count")"
+    fi
     server_alive || die "the server died during the first reports"
 
     # --- memory, then stop ------------------------------------------------------------------------
@@ -500,6 +543,7 @@ run_backend() {
         echo "nginx anchor latency: 200 p50 $n200_p50 ms, p99 $n200_p99 ms; 304 p50 $n304_p50 ms, p99 $n304_p99 ms." \
             "wrk socket errors: reports $rep_socket, director $dir_socket, image $img_socket." \
             "Enrollment and first reports: bench_fleet, $CONCURRENCY in flight; reports: $ROUNDS pre-signed per device." \
+            "CPU during the unchanged reports: $rep_cpu." \
             "CPU spent on the first reports: $first_cpu."
     )
     tables+=("$table")
