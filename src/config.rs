@@ -309,7 +309,8 @@ impl Config {
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
             return Err(ConfigError::Invalid {
                 field: "database_url",
-                message: format!("{db:?} must start with sqlite:// or postgres://"),
+                // Its password, if any, is not repeated.
+                message: format!("{:?} must start with sqlite:// or postgres://", crate::db::redact(&db)),
             });
         }
         // The URL itself is not repeated: it may hold a password.
@@ -444,6 +445,9 @@ mod tests {
             jail.set_env("PATCHGATE_DATABASE_URL", "mysql://x");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("database_url"), "{err}");
+            jail.set_env("PATCHGATE_DATABASE_URL", "mysql://fleet:s3cret@db/fleet");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("mysql://fleet:***@db/fleet") && !err.contains("s3cret"), "{err}");
             Ok(())
         });
     }
